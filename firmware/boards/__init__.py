@@ -1,0 +1,1 @@
+"""One module per board profile, each with make_board(cfg); sim.py is the host fake."""

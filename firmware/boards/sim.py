@@ -1,0 +1,232 @@
+"""The host board: fakes of display, buttons/touch, clock, UART, watchdog and network, so the firmware
+runs unchanged under CPython (tests, hall simulator) and under MicroPython (wasm tests).
+
+    board = make_board({"profile": "five_button", "fs_root": "/tmp/dev1"})
+    board.press(0); board.touch(40, 200); board.advance(1000); board.save_png("case.png")
+
+cfg keys:
+  profile    "five_button" (128x64 mono, MONO_VLSB) or "touch" (320x240, GS4_HMSB palette indices)
+  fs_root    directory for the device's files (created if missing)
+  uart       optional injected UART (write/read/any[/flush]); default MemUart (in-memory pipe)
+  clock      optional clock: an object with ticks_ms() (and advance(ms) if the test wants
+             board.advance), or a function returning ms; default: a SimClock starting at 0
+  net        None (RS-485 board, default), "tcp" (SimNet: real TCP sockets, CPython only), or an
+             injected object with connect(), isconnected(), socket_factory(host, port)
+  free_heap  number reported by free_heap() on CPython (default 100000)
+
+Frame buffer RAM: five_button 1,024 bytes; touch 38,400 bytes (4 bits per pixel).
+"""
+
+import os
+
+try:
+    import framebuf
+except ImportError:
+    from firmware.ui import fb as framebuf
+
+PROFILES = {
+    "five_button": (128, 64, framebuf.MONO_VLSB),
+    "touch": (320, 240, framebuf.GS4_HMSB),
+}
+
+
+class Reboot(BaseException):
+    """board.reset() on the sim: the tests catch it and boot a fresh board on the same fs_root.
+    A BaseException so the firmware's own `except Exception` handlers cannot swallow it."""
+
+
+class SimClock:
+    def __init__(self, start_ms=0):
+        self.now = start_ms
+
+    def ticks_ms(self):
+        return self.now
+
+    def advance(self, ms):
+        self.now += ms
+
+
+class MemUart:
+    """In-memory UART: the device writes into .tx; a test feeds bytes the device will read."""
+
+    def __init__(self):
+        self.tx = bytearray()
+        self._rx = bytearray()
+
+    def feed(self, data):
+        self._rx += data
+
+    def take_tx(self):
+        out = bytes(self.tx)
+        self.tx = bytearray()
+        return out
+
+    def write(self, data):
+        self.tx += data
+        return len(data)
+
+    def any(self):
+        return len(self._rx)
+
+    def read(self, n=None):
+        if not self._rx:
+            return None
+        if n is None or n >= len(self._rx):
+            out = bytes(self._rx)
+            self._rx = bytearray()
+        else:
+            out = bytes(self._rx[:n])
+            self._rx = self._rx[n:]
+        return out
+
+    def flush(self):
+        pass
+
+
+class SimNet:
+    """Wi-Fi on the host: real TCP sockets (CPython). drop() simulates losing the access point."""
+
+    def __init__(self, timeout=5.0):
+        self.timeout = timeout
+        self.connected = False
+        self.connects = 0
+        self._socks = []
+
+    def connect(self):
+        self.connected = True
+        self.connects += 1
+
+    def isconnected(self):
+        return self.connected
+
+    def socket_factory(self, host, port):
+        import socket
+        if not self.connected:
+            raise OSError("wifi down")
+        s = socket.create_connection((host, port), self.timeout)
+        self._socks.append(s)
+        return s
+
+    def drop(self):
+        self.connected = False
+        for s in self._socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+        self._socks = []
+
+
+class SimDisplay(framebuf.FrameBuffer):
+    def __init__(self, width, height, fmt):
+        if fmt == framebuf.MONO_VLSB:
+            size = width * ((height + 7) // 8)
+        else:
+            size = (width + 1) // 2 * height
+        self.buf = bytearray(size)
+        super().__init__(self.buf, width, height, fmt)
+        self.width = width
+        self.height = height
+        self.format = fmt
+        self.shows = 0
+
+    def show(self):
+        self.shows += 1
+
+
+class SimBoard:
+    def __init__(self, cfg):
+        self.profile = cfg.get("profile", "five_button")
+        if self.profile not in PROFILES:
+            raise ValueError("unknown board profile %r" % self.profile)
+        w, h, fmt = PROFILES[self.profile]
+        self.display = SimDisplay(w, h, fmt)
+        self.fs_root = cfg["fs_root"]
+        _makedirs(self.fs_root)
+        self.uart = cfg.get("uart") or MemUart()
+        clock = cfg.get("clock")
+        if clock is None:
+            clock = SimClock()
+        self.clock = clock
+        self._ticks = clock if callable(clock) else clock.ticks_ms
+        net = cfg.get("net")
+        self.net = SimNet() if net == "tcp" else net
+        self._fake_heap = cfg.get("free_heap", 100000)
+        self._events = []
+        self.de = False
+        self.de_log = []        # (ticks_ms, state) for every driver-enable transition
+        self.wdt_feeds = 0
+        self.resets = 0
+
+    # --- the board interface ---------------------------------------------------------------------
+    def read_input(self):
+        events = self._events
+        self._events = []
+        return events
+
+    def ticks_ms(self):
+        return self._ticks()
+
+    def set_de(self, on):
+        on = bool(on)
+        if on != self.de:
+            self.de = on
+            self.de_log.append((self.ticks_ms(), on))
+
+    def wdt_feed(self):
+        self.wdt_feeds += 1
+
+    def reset(self):
+        self.resets += 1
+        raise Reboot()
+
+    def free_heap(self):
+        try:
+            import gc
+            return gc.mem_free()
+        except (ImportError, AttributeError):
+            return self._fake_heap
+
+    # --- sim only --------------------------------------------------------------------------------
+    def press(self, i):
+        if not 0 <= i <= 4:
+            raise ValueError("key %r" % i)
+        self._events.append(("key", i))
+
+    def touch(self, x, y):
+        self._events.append(("touch", x, y))
+
+    def advance(self, ms):
+        self.clock.advance(ms)
+
+    def framebuffer(self):
+        return bytes(self.display.buf)
+
+    def rgb_at(self, x, y):
+        v = self.display.pixel(x, y)
+        if self.profile == "five_button":
+            return (0x9E, 0xE6, 0xFF) if v else (0x08, 0x0C, 0x14)   # lit OLED pixels on black
+        from firmware.ui.colors import PALETTE
+        return PALETTE[v]
+
+    def save_png(self, path, scale=None):
+        from firmware.boards.png import write_png
+        if scale is None:
+            scale = 3 if self.profile == "five_button" else 2
+        write_png(path, self.display.width, self.display.height, self.rgb_at, scale)
+
+
+def _makedirs(path):
+    parts = path.split("/")
+    for i in range(1, len(parts) + 1):
+        p = "/".join(parts[:i])
+        if not p:
+            continue
+        try:
+            os.mkdir(p)
+        except OSError:
+            pass
+
+
+def make_board(cfg):
+    return SimBoard(cfg)

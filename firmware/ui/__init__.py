@@ -1,0 +1,1 @@
+"""The evaluator's screens: ui.Ui draws a view (firmware/views.py) and maps raw input to actions."""
