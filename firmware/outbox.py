@@ -1,0 +1,266 @@
+"""The power-safe flash outbox: every rating lives here from before "thank you" until its ACK.
+
+File layout: one append-only log, `outbox.log`, of records
+
+    A7 | kind | len (u16 LE) | crc32 (u32 LE over kind, len, payload) | payload | 5A
+
+kind R = a rating (payload: varint counter, then the RATING's binary encoding), A = its ACK
+(payload: varint counter), H = the counter high-water mark (written first by a compaction).
+An append writes and flushes header + payload, then writes and flushes the commit byte 5A, and
+only then returns: a record counts only when it is whole, its CRC matches and its commit byte is
+there. Reading stops at the first record that does not count, so a power cut in the middle of an
+append loses only that record, which nobody was told about yet.
+Compaction writes the live records to `outbox.new` and renames it over the log (atomic on
+LittleFS and POSIX); a leftover `outbox.new` at boot is an unfinished compaction and is removed.
+The log also keeps the highest counter ever written, so counters never go backwards.
+RAM: two lists of small ints (counter, file offset) per live rating, ~8 bytes each.
+"""
+
+from firmware.flashfs import join
+
+try:
+    from binascii import crc32
+except ImportError:  # a port without it: the same CRC-32 (IEEE), bit by bit
+    def crc32(data, crc=0):
+        crc ^= 0xFFFFFFFF
+        for b in data:
+            crc ^= b
+            for _ in range(8):
+                crc = (crc >> 1) ^ 0xEDB88320 if crc & 1 else crc >> 1
+        return crc ^ 0xFFFFFFFF
+
+MAGIC = 0xA7
+COMMIT = 0x5A
+KIND_RATING = 0x52  # "R"
+KIND_ACK = 0x41     # "A"
+KIND_HIGH = 0x48    # "H"
+HEADER = 8
+MAX_PAYLOAD = 2048
+LOG = "outbox.log"
+NEW = "outbox.new"
+COMPACT_AFTER_ACKS = 32
+
+
+class OutboxFull(Exception):
+    """No room for another rating: the device must refuse the press and say so."""
+
+
+def _varint(n):
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return out
+
+
+def _get_varint(buf, pos):
+    n = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n, pos
+        shift += 7
+
+
+def encode_record(kind, payload):
+    n = len(payload)
+    body = bytes((kind, n & 0xFF, n >> 8)) + bytes(payload)
+    c = crc32(body) & 0xFFFFFFFF
+    return (bytes((MAGIC,)) + body[:3] + bytes((c & 0xFF, (c >> 8) & 0xFF, (c >> 16) & 0xFF, c >> 24))
+            + body[3:])
+
+
+def read_records(f):
+    """Yield (kind, offset, payload) for each record of an open log that counts, stopping at the
+    first that does not; then `f` is positioned just after the last good record's bytes read.
+    One record in RAM at a time."""
+    pos = 0
+    while True:
+        head = f.read(HEADER)
+        if len(head) < HEADER or head[0] != MAGIC:
+            return
+        n = head[2] | (head[3] << 8)
+        if n > MAX_PAYLOAD:
+            return
+        rest = f.read(n + 1)
+        if len(rest) < n + 1 or rest[n] != COMMIT:
+            return
+        stored = head[4] | (head[5] << 8) | (head[6] << 16) | (head[7] << 24)
+        payload = rest[:n]
+        if crc32(payload, crc32(head[1:4])) & 0xFFFFFFFF != stored:
+            return
+        yield head[1], pos, payload
+        pos += HEADER + n + 1
+
+
+class Outbox:
+    def __init__(self, fs, root, capacity=500, compact_after=COMPACT_AFTER_ACKS):
+        self.fs = fs
+        self.compact_after = compact_after
+        self.path = join(root, LOG)
+        self.new_path = join(root, NEW)
+        self.capacity = capacity
+        self.counters = []   # live ratings, oldest first
+        self.offsets = []    # file offset of each one's record
+        self.high = 0        # highest counter ever written
+        self.size = 0        # bytes of valid log
+        self.acks = 0        # ACK records since the last compaction
+        self.stats = {"dropped_tail": 0, "compactions": 0, "full": 0, "write_errors": 0}
+        self._dirty = False  # the log may end in a half-written record: compact before appending
+
+    # --- boot ---------------------------------------------------------------------------------
+    def open(self):
+        """Rebuild the state from flash. Safe to call after any power cut."""
+        if self.fs.exists(self.new_path):
+            self.fs.remove(self.new_path)  # an unfinished compaction: the log is still the truth
+        self.counters = []
+        self.offsets = []
+        self.high = 0
+        self.acks = 0
+        end = 0
+        tail = False
+        f = self.fs.open(self.path, "rb") if self.fs.exists(self.path) else None
+        if f is not None:
+            try:
+                for kind, off, payload in read_records(f):
+                    end = off + HEADER + len(payload) + 1
+                    counter = _get_varint(payload, 0)[0]
+                    if kind == KIND_RATING:
+                        if counter not in self.counters:
+                            self.counters.append(counter)
+                            self.offsets.append(off)
+                    elif kind == KIND_ACK:
+                        self.acks += 1
+                        self._forget(counter)
+                    if counter > self.high:
+                        self.high = counter
+                f.seek(end)
+                tail = len(f.read(1)) > 0
+            finally:
+                f.close()
+        self.size = end
+        if tail:
+            self.stats["dropped_tail"] += 1
+            self.compact()
+        return self
+
+    # --- queries ------------------------------------------------------------------------------
+    @property
+    def depth(self):
+        return len(self.counters)
+
+    def full(self):
+        return len(self.counters) >= self.capacity
+
+    def oldest(self):
+        """(counter, rating bytes) of the oldest unacknowledged rating, or None."""
+        if not self.counters:
+            return None
+        return self.counters[0], self._read_payload(0)
+
+    def get(self, counter):
+        for i in range(len(self.counters)):
+            if self.counters[i] == counter:
+                return self._read_payload(i)
+        return None
+
+    def _read_payload(self, i):
+        f = self.fs.open(self.path, "rb")
+        try:
+            f.seek(self.offsets[i])
+            head = f.read(HEADER)
+            n = head[2] | (head[3] << 8)
+            data = f.read(n)
+        finally:
+            f.close()
+        _, pos = _get_varint(data, 0)
+        return data[pos:]
+
+    # --- changes ------------------------------------------------------------------------------
+    def append(self, counter, rating_bytes):
+        """Store a rating durably. Returns only once it would survive a power cut."""
+        if self.full():
+            self.stats["full"] += 1
+            raise OutboxFull()
+        if counter <= self.high:
+            raise ValueError("counter %d not above %d" % (counter, self.high))
+        if self._dirty:
+            self.compact()
+        self.high = counter  # burnt even if the write fails: a counter is never offered twice
+        off = self._write(KIND_RATING, _varint(counter) + rating_bytes)
+        self.counters.append(counter)
+        self.offsets.append(off)
+
+    def release(self, counter):
+        """The gateway holds this rating now: forget it. True when it was waiting here."""
+        if counter not in self.counters:
+            return False
+        if self._dirty:
+            self.compact()
+        self._write(KIND_ACK, _varint(counter))
+        self._forget(counter)
+        self.acks += 1
+        if self.acks >= self.compact_after:
+            self.compact()
+        return True
+
+    def _forget(self, counter):
+        for i in range(len(self.counters)):
+            if self.counters[i] == counter:
+                del self.counters[i]
+                del self.offsets[i]
+                return
+
+    def _write(self, kind, payload):
+        """Append one record; returns its offset."""
+        rec = encode_record(kind, payload)
+        off = self.size
+        self._dirty = True  # until the commit byte is flushed, the tail is uncertain
+        try:
+            f = self.fs.open(self.path, "ab")
+            try:
+                f.write(rec)
+                f.flush()
+                f.write(b"\x5a")
+                f.flush()
+            finally:
+                f.close()
+        except OSError:
+            self.stats["write_errors"] += 1
+            raise
+        self._dirty = False
+        self.size += len(rec) + 1
+        return off
+
+    def compact(self):
+        """Rewrite the log with only the high-water mark and the live ratings, one record at a
+        time (never the whole outbox in RAM), then rename it over the old log."""
+        src = self.fs.open(self.path, "rb") if self.counters else None
+        f = self.fs.open(self.new_path, "wb")
+        offsets = []
+        try:
+            rec = encode_record(KIND_HIGH, _varint(self.high))
+            f.write(rec + b"\x5a")
+            size = len(rec) + 1
+            for i in range(len(self.counters)):
+                src.seek(self.offsets[i])
+                head = src.read(HEADER)
+                n = head[2] | (head[3] << 8)
+                rec = head + src.read(n) + b"\x5a"
+                f.write(rec)
+                offsets.append(size)
+                size += len(rec)
+            f.flush()
+        finally:
+            f.close()
+            if src is not None:
+                src.close()
+        self.fs.rename(self.new_path, self.path)
+        self.offsets = offsets
+        self.size = size
+        self.acks = 0
+        self._dirty = False
+        self.stats["compactions"] += 1
