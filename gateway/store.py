@@ -1,0 +1,460 @@
+"""The gateway's durable outbox: SQLite in WAL mode with synchronous=FULL, written by group commit.
+
+Every rating, "not rated" event and finished case is committed here before anyone is told it was
+recorded; the uplink drains it. Rules:
+- A rating's permanent key is protocol.rating.rating_id (device:counter). The `ids` table remembers
+  every key ever stored (with a digest of the content), so a retransmission is a duplicate even
+  after the row was uploaded and deleted, and the same key with other content is a replay.
+- Each device has a committed high-water mark (its largest stored counter). A counter at or below
+  it whose id was never stored is a replay: dead letter R_REPLAY and an alarm.
+- Bounded: past `capacity` pending items new data is refused (ACK_RETRY, the device keeps it) with
+  an alarm; old rows are never dropped. An alarm also fires when the fill crosses `alarm_ratio`.
+- Dead letters keep the raw payload and the reason, for review; they never disappear silently.
+- A database that cannot be opened or fails its check is renamed aside with a timestamp, readable
+  rows are salvaged into a fresh file, and an alarm is raised: the hall never stalls.
+One connection guarded by a lock: the MQTT committer, the RS-485 master and the uplink may call
+from different threads.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+
+from protocol import codec, errors, schema, vocab
+from protocol import rating as rating_rules
+
+log = logging.getLogger("gateway.store")
+
+SCHEMA_VERSION = 1
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)",
+    # Pending uploads, ratings and cases together so both drain oldest first.
+    "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+    " key TEXT NOT NULL UNIQUE, bad INTEGER NOT NULL, record TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS outbox_order ON outbox (bad DESC, seq)",
+    # Every key ever stored: permanent dedupe.
+    "CREATE TABLE IF NOT EXISTS ids (key TEXT PRIMARY KEY, digest BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, hwm INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT,"
+    " key TEXT, device TEXT, reason_code INTEGER, reason TEXT, payload TEXT, created REAL)",
+)
+
+KIND_RATING = "rating"
+KIND_CASE = "case"
+OUTCOMES = ("accepted", "duplicate", "rejected", "retry")
+ENRICHMENT_KEYS = ("matter_code", "matter_name", "staff_id", "staff_name", "window", "applicant")
+
+
+def _digest(data):
+    return hashlib.sha256(data).digest()[:16]
+
+
+def rating_digest(rating):
+    """What identifies a rating's content: its MAC, else a hash of its signed bytes."""
+    mac = rating.get("mac")
+    if mac:
+        return bytes(mac)
+    core = dict((k, v) for k, v in rating.items() if k not in schema.MAC_EXCLUDED)
+    return _digest(bytes(codec.encode_fields(schema.RATING_FIELDS, core)))
+
+
+def rating_upload_record(rating, enrichment=None):
+    """JSON-ready upload record: canonical rating fields, its id, and the case's enrichment."""
+    record = codec.to_obj(schema.RATING_FIELDS, rating)
+    record["rating_id"] = rating_rules.rating_id(rating)
+    for name in ENRICHMENT_KEYS:
+        value = (enrichment or {}).get(name)
+        if value in (None, ""):
+            continue
+        if name == "applicant" and not isinstance(value, str):
+            continue  # only a sealed token (gateway.privacy) may be stored, never clear identity
+        if name == "window" and record.get("window"):
+            continue  # the device's own window stays; the case's fills a gap only
+        record[name] = value
+    return record
+
+
+class StoreError(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, path, capacity=200_000, alarm_ratio=0.8, on_alarm=None, clock=time.time,
+                 dead_capacity=None):
+        self.path = str(path)
+        self.capacity = capacity
+        self.alarm_ratio = alarm_ratio
+        self.dead_capacity = dead_capacity if dead_capacity is not None else max(1000, capacity // 4)
+        self.on_alarm = on_alarm
+        self.clock = clock
+        self.alarms = {}          # alarm name -> times raised
+        self.stats = {"stored": 0, "duplicates": 0, "dead_letters": 0, "refused_full": 0,
+                      "commits": 0, "uploaded": 0, "rejected": 0, "retried": 0}
+        self.moved_aside = []     # paths of corrupt files set aside
+        self._lock = threading.RLock()
+        self._fill_alarmed = False
+        self._db = None
+        self._open()
+
+    # --- opening, corruption ---------------------------------------------------------------
+    def _connect(self):
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        for statement in _SCHEMA:
+            db.execute(statement)
+        row = db.execute("PRAGMA quick_check").fetchone()
+        if not row or row[0] != "ok":
+            db.close()
+            raise sqlite3.DatabaseError("quick_check: %s" % (row,))
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        return db
+
+    def _open(self):
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as e:
+            self._set_aside(e)
+        self._load_counts()
+
+    def _set_aside(self, error):
+        """Rename the broken file (and its WAL) aside, start fresh, salvage what can be read."""
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.clock()))
+        aside = "%s.corrupt-%s-%d" % (self.path, stamp, os.getpid())
+        n = 0
+        while os.path.exists(aside if not n else "%s.%d" % (aside, n)):
+            n += 1
+        if n:
+            aside = "%s.%d" % (aside, n)
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.replace(self.path + suffix, aside + suffix)
+        self.moved_aside.append(aside)
+        self._db = self._connect()
+        salvaged = self._salvage(aside)
+        self._alarm("corrupt_store", "database %s unusable (%s); set aside as %s, %d rows salvaged"
+                    % (self.path, error, aside, salvaged))
+
+    def _salvage(self, aside):
+        count = 0
+        try:
+            old = sqlite3.connect("file:%s?mode=ro" % aside, uri=True)
+        except sqlite3.Error:
+            return 0
+        try:
+            for table, cols in (("outbox", "kind, key, bad, record, attempts, created"),
+                                ("ids", "key, digest"), ("devices", "device, hwm"),
+                                ("dead_letters", "kind, key, device, reason_code, reason, payload, created")):
+                try:
+                    rows = old.execute("SELECT %s FROM %s" % (cols, table)).fetchall()
+                except sqlite3.Error:
+                    continue
+                marks = ",".join("?" * len(cols.split(",")))
+                with self._txn():
+                    self._db.executemany("INSERT OR IGNORE INTO %s (%s) VALUES (%s)"
+                                         % (table, cols, marks), rows)
+                count += len(rows) if table == "outbox" else 0
+        finally:
+            old.close()
+        return count
+
+    def _load_counts(self):
+        db = self._db
+        self._counts = {KIND_RATING: 0, KIND_CASE: 0}
+        for kind, n in db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind"):
+            self._counts[kind] = n
+        self._dead = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        self._hwm = dict(db.execute("SELECT device, hwm FROM devices"))
+
+    def close(self):
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # --- transactions --------------------------------------------------------------------
+    class _Txn:
+        def __init__(self, db):
+            self.db = db
+
+        def __enter__(self):
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, kind, value, tb):
+            if kind is None:
+                self.db.execute("COMMIT")
+            else:
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            return False
+
+    def _txn(self):
+        return self._Txn(self._db)
+
+    def _guarded(self, work):
+        """Run `work()` in a transaction; on corruption set the file aside and try once more."""
+        try:
+            with self._txn():
+                return work()
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError):
+                raise  # disk full, I/O: not corruption; the caller refuses for now
+            self._set_aside(e)
+            self._load_counts()
+            with self._txn():
+                return work()
+
+    def _alarm(self, name, detail):
+        self.alarms[name] = self.alarms.get(name, 0) + 1
+        log.error("ALARM %s: %s", name, detail)
+        if self.on_alarm is not None:
+            try:
+                self.on_alarm(name, detail)
+            except Exception:
+                log.exception("alarm callback failed")
+
+    def _pending(self):
+        return self._counts[KIND_RATING] + self._counts[KIND_CASE]
+
+    def _check_fill(self):
+        fill = self._pending() / float(self.capacity)
+        if fill >= self.alarm_ratio and not self._fill_alarmed:
+            self._fill_alarmed = True
+            self._alarm("store_fill", "outbox %.0f%% full (%d of %d)"
+                        % (fill * 100, self._pending(), self.capacity))
+        elif fill < self.alarm_ratio * 0.9:
+            self._fill_alarmed = False
+
+    # --- ingest side ---------------------------------------------------------------------
+    def commit_ratings(self, items):
+        """Commit a group of ratings in one transaction; one (ACK_*, R_*) result per item, in order.
+
+        item = (rating, enrichment) or (rating, enrichment, reject_reason): a rating the caller
+        already found invalid (bad MAC ...) is kept as a dead letter with that reason."""
+        with self._lock:
+            try:
+                results, after = self._guarded(lambda: self._commit_ratings(items))
+            except sqlite3.OperationalError as e:
+                self._alarm("store_unwritable", "commit failed: %s" % e)
+                return [(vocab.ACK_RETRY, errors.R_STORE_FULL)] * len(items)
+            self._apply_after_commit(results, *after)
+            return results
+
+    def _commit_ratings(self, items):
+        db = self._db
+        now = self.clock()
+        results = []
+        hwm = {}
+        added = {KIND_RATING: 0}
+        dead = 0
+        replays = []
+        full = False
+        for item in items:
+            rating, enrichment = item[0], item[1]
+            reject = item[2] if len(item) > 2 else None
+            if reject:
+                results.append(self._dead_letter(db, KIND_RATING, rating, reject, now, dead))
+                dead += results[-1][0] == vocab.ACK_DEAD_LETTER
+                continue
+            rid = rating_rules.rating_id(rating)
+            device, counter = rating["device"], rating["counter"]
+            digest = rating_digest(rating)
+            row = db.execute("SELECT digest FROM ids WHERE key=?", (rid,)).fetchone()
+            if row is not None:
+                if bytes(row[0]) == digest:
+                    results.append((vocab.ACK_DUPLICATE, errors.R_OK))
+                    continue
+                replays.append(rid)
+                results.append(self._dead_letter(db, KIND_RATING, rating, errors.R_REPLAY, now, dead))
+                dead += results[-1][0] == vocab.ACK_DEAD_LETTER
+                continue
+            mark = hwm.get(device, self._hwm.get(device, 0))
+            if counter <= mark:
+                replays.append(rid)
+                results.append(self._dead_letter(db, KIND_RATING, rating, errors.R_REPLAY, now, dead))
+                dead += results[-1][0] == vocab.ACK_DEAD_LETTER
+                continue
+            if self._pending() + added[KIND_RATING] >= self.capacity:
+                full = True
+                results.append((vocab.ACK_RETRY, errors.R_STORE_FULL))
+                continue
+            record = rating_upload_record(rating, enrichment)
+            db.execute("INSERT INTO outbox (kind, key, bad, record, created) VALUES (?,?,?,?,?)",
+                       (KIND_RATING, rid, 1 if rating_rules.is_bad(rating) else 0,
+                        codec.dumps(record), now))
+            db.execute("INSERT INTO ids VALUES (?,?)", (rid, digest))
+            hwm[device] = counter
+            added[KIND_RATING] += 1
+            results.append((vocab.ACK_STORED, errors.R_OK))
+        for device, counter in hwm.items():
+            db.execute("INSERT OR REPLACE INTO devices VALUES (?,?)", (device, counter))
+        # Memory follows the file only once the transaction has committed (see commit_ratings).
+        return results, (hwm, added[KIND_RATING], dead, replays, full)
+
+    def _apply_after_commit(self, results, hwm, added, dead, replays, full):
+        self._hwm.update(hwm)
+        self._counts[KIND_RATING] += added
+        self._dead += dead
+        self.stats["commits"] += 1
+        for ack, _ in results:
+            key = {vocab.ACK_STORED: "stored", vocab.ACK_DUPLICATE: "duplicates",
+                   vocab.ACK_DEAD_LETTER: "dead_letters", vocab.ACK_RETRY: "refused_full"}[ack]
+            self.stats[key] += 1
+        for rid in replays:
+            self._alarm("replay", "rating %s replayed" % rid)
+        if full:
+            self._alarm("store_full", "outbox full (%d items): refusing new ratings" % self.capacity)
+        self._check_fill()
+
+    def _dead_letter(self, db, kind, rating, reason, now, pending_dead):
+        if self._dead + pending_dead >= self.dead_capacity:
+            self._alarm("dead_letters_full", "dead-letter table full; refusing %s" % reason)
+            return (vocab.ACK_RETRY, errors.R_STORE_FULL)
+        try:
+            payload = codec.dumps(codec.to_obj(schema.RATING_FIELDS, rating))
+            key = rating_rules.rating_id(rating)
+        except Exception:
+            payload, key = repr(rating), None
+        db.execute("INSERT INTO dead_letters (kind, key, device, reason_code, reason, payload, created)"
+                   " VALUES (?,?,?,?,?,?,?)",
+                   (kind, key, rating.get("device"), reason, errors.REASON_NAMES.get(reason, str(reason)),
+                    payload, now))
+        return (vocab.ACK_DEAD_LETTER, reason)
+
+    def dead_letter(self, kind, payload, reason, device=None, key=None):
+        """Keep something that is not valid (a malformed payload ...) for review. True if kept."""
+        with self._lock:
+            if self._dead >= self.dead_capacity:
+                self._alarm("dead_letters_full", "dead-letter table full; dropping %s" % kind)
+                return False
+            reason_name = errors.REASON_NAMES.get(reason, str(reason))
+
+            def work():
+                self._db.execute(
+                    "INSERT INTO dead_letters (kind, key, device, reason_code, reason, payload, created)"
+                    " VALUES (?,?,?,?,?,?,?)", (kind, key, device, reason if isinstance(reason, int)
+                                                else None, reason_name, payload, self.clock()))
+            try:
+                self._guarded(work)
+            except sqlite3.OperationalError as e:
+                self._alarm("store_unwritable", "dead letter failed: %s" % e)
+                return False
+            self._dead += 1
+            return True
+
+    def commit_case(self, record):
+        """Queue a finished case (case upload record with "case_key") for upload: (ACK_*, R_*)."""
+        key = record["case_key"]
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        digest = _digest(text.encode("utf-8"))
+        with self._lock:
+            def work():
+                row = self._db.execute("SELECT digest FROM ids WHERE key=?", (key,)).fetchone()
+                if row is not None:
+                    return vocab.ACK_DUPLICATE
+                if self._pending() >= self.capacity:
+                    return vocab.ACK_RETRY
+                self._db.execute("INSERT INTO outbox (kind, key, bad, record, created) VALUES (?,?,?,?,?)",
+                                 (KIND_CASE, key, 0, text, self.clock()))
+                self._db.execute("INSERT INTO ids VALUES (?,?)", (key, digest))
+                return vocab.ACK_STORED
+            try:
+                ack = self._guarded(work)
+            except sqlite3.OperationalError as e:
+                self._alarm("store_unwritable", "case commit failed: %s" % e)
+                return (vocab.ACK_RETRY, errors.R_STORE_FULL)
+            if ack == vocab.ACK_STORED:
+                self._counts[KIND_CASE] += 1
+                self._check_fill()
+                return (ack, errors.R_OK)
+            if ack == vocab.ACK_RETRY:
+                self._alarm("store_full", "outbox full (%d items): refusing case %s" % (self.capacity, key))
+                return (ack, errors.R_STORE_FULL)
+            return (ack, errors.R_OK)
+
+    # --- upload side ---------------------------------------------------------------------
+    def upload_batch(self, limit):
+        """Up to `limit` pending items: bad ratings first, then everything oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, kind, record, attempts FROM outbox ORDER BY bad DESC, seq LIMIT ?",
+                (limit,)).fetchall()
+        return [{"item_id": key, "kind": kind, "record": json.loads(record), "attempts": attempts}
+                for key, kind, record, attempts in rows]
+
+    def settle(self, results):
+        """Apply the central side's verdicts: [(item_id, outcome, reason)]."""
+        for item_id, outcome, reason in results:
+            if outcome not in OUTCOMES:
+                raise StoreError("unknown outcome %r for %s" % (outcome, item_id))
+        with self._lock:
+            removed = {KIND_RATING: 0, KIND_CASE: 0}
+            moved = [0]
+            now = self.clock()
+
+            def work():
+                db = self._db
+                for item_id, outcome, reason in results:
+                    row = db.execute("SELECT kind FROM outbox WHERE key=?", (item_id,)).fetchone()
+                    if row is None:
+                        continue  # settled already (a repeated answer)
+                    kind = row[0]
+                    if outcome == "retry":
+                        db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE key=?", (item_id,))
+                        continue
+                    if outcome == "rejected":
+                        db.execute(
+                            "INSERT INTO dead_letters (kind, key, device, reason_code, reason, payload,"
+                            " created) SELECT kind, key, NULL, NULL, ?, record, ? FROM outbox WHERE key=?",
+                            ("rejected upstream: %s" % (reason or "no reason given"), now, item_id))
+                        moved[0] += 1
+                    db.execute("DELETE FROM outbox WHERE key=?", (item_id,))
+                    removed[kind] += 1
+            self._guarded(work)
+            for kind, n in removed.items():
+                self._counts[kind] -= n
+            self._dead += moved[0]
+            for _, outcome, _ in results:
+                key = {"accepted": "uploaded", "duplicate": "uploaded", "rejected": "rejected",
+                       "retry": "retried"}[outcome]
+                self.stats[key] += 1
+            self._check_fill()
+
+    def backlog(self):
+        with self._lock:
+            pending = self._pending()
+            return {"ratings": self._counts[KIND_RATING], "cases": self._counts[KIND_CASE],
+                    "dead_letters": self._dead, "capacity": self.capacity,
+                    "fill": min(1.0, pending / float(self.capacity))}
+
+    # --- inspection ----------------------------------------------------------------------
+    def hwm(self, device):
+        with self._lock:
+            return self._hwm.get(device, 0)
+
+    def dead_letters(self, limit=100):
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, kind, key, device, reason_code, reason, payload, created FROM dead_letters"
+                " ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        names = ("id", "kind", "key", "device", "reason_code", "reason", "payload", "created")
+        return [dict(zip(names, row)) for row in rows]
+
+    def stored_ids(self):
+        """Every key ever stored (tests and audits)."""
+        with self._lock:
+            return [row[0] for row in self._db.execute("SELECT key FROM ids")]

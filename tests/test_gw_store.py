@@ -1,0 +1,220 @@
+"""The durable outbox: group commit, dedupe, replay, bounds, corruption, and kill -9 at random instants."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gateway.store import Store
+from protocol import errors, vocab
+from protocol import rating as rating_rules
+from gw_support import make_rating
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STORED = (vocab.ACK_STORED, errors.R_OK)
+DUP = (vocab.ACK_DUPLICATE, errors.R_OK)
+
+
+@pytest.fixture
+def store(tmp_path):
+    alarms = []
+    s = Store(str(tmp_path / "outbox.db"), capacity=50, on_alarm=lambda n, d: alarms.append(n))
+    s.alarm_log = alarms
+    yield s
+    s.close()
+
+
+def test_group_commit_stores_each_once_and_survives_reopen(tmp_path):
+    path = str(tmp_path / "o.db")
+    s = Store(path)
+    items = [(make_rating("dev-%d" % (i % 3), i + 1, hall="futian-1", gateway_time=1700000000), None)
+             for i in range(30)]
+    assert s.commit_ratings(items) == [STORED] * 30
+    assert s.stats["commits"] == 1
+    s.close()
+    s = Store(path)
+    assert s.backlog()["ratings"] == 30
+    ids = sorted(item["item_id"] for item in s.upload_batch(100))
+    assert ids == sorted(rating_rules.rating_id(r) for r, _ in items)
+    s.close()
+
+
+def test_upload_record_is_canonical_and_enriched(store):
+    r = make_rating("dev-a", 3, hall="futian-1", gateway_time=1700000001)
+    enrichment = {"matter_code": "440300-001", "matter_name": "居民身份证换领", "staff_name": "王喆",
+                  "window": "B02", "applicant": {"name": "李堃"}}
+    assert store.commit_ratings([(r, enrichment)]) == [STORED]
+    (item,) = store.upload_batch(10)
+    rec = item["record"]
+    assert item["kind"] == "rating" and item["attempts"] == 0
+    assert rec["rating_id"] == "dev-a:3" and rec["hall"] == "futian-1"
+    assert rec["gateway_time"] == 1700000001
+    assert rec["matter_name"] == "居民身份证换领" and rec["staff_name"] == "王喆"
+    assert rec["window"] == "A01"            # the device's own window is kept
+    assert "applicant" not in rec           # clear identity never reaches the store
+    assert rec["mac"] == r["mac"].hex()
+    assert json.loads(json.dumps(rec)) == rec
+
+
+def test_duplicate_even_after_upload(store):
+    r = make_rating("dev-a", 1)
+    assert store.commit_ratings([(r, None), (r, None)]) == [STORED, DUP]
+    store.settle([("dev-a:1", "accepted", None)])
+    assert store.backlog()["ratings"] == 0
+    assert store.commit_ratings([(r, None)]) == [DUP]
+    assert store.backlog()["ratings"] == 0
+
+
+def test_replay_below_high_water_mark_is_dead_letter_with_alarm(store):
+    assert store.commit_ratings([(make_rating("dev-a", 5), None)]) == [STORED]
+    assert store.hwm("dev-a") == 5
+    result = store.commit_ratings([(make_rating("dev-a", 4), None)])
+    assert result == [(vocab.ACK_DEAD_LETTER, errors.R_REPLAY)]
+    # Same id, other content: also a replay, not a duplicate.
+    forged = make_rating("dev-a", 5, level=vocab.VERY_DISSATISFIED)
+    assert store.commit_ratings([(forged, None)]) == [(vocab.ACK_DEAD_LETTER, errors.R_REPLAY)]
+    assert store.alarm_log.count("replay") == 2
+    dead = store.dead_letters()
+    assert [d["reason"] for d in dead] == ["replay", "replay"]
+    assert json.loads(dead[0]["payload"])["counter"] == 5
+    assert store.backlog()["dead_letters"] == 2
+    assert store.backlog()["ratings"] == 1
+
+
+def test_bad_mac_kept_as_dead_letter_and_does_not_move_the_mark(store):
+    r = make_rating("dev-a", 9)
+    r["mac"] = bytes(16)
+    assert store.commit_ratings([(r, None, errors.R_BAD_MAC)]) == [(vocab.ACK_DEAD_LETTER, errors.R_BAD_MAC)]
+    assert store.hwm("dev-a") == 0
+    assert store.commit_ratings([(make_rating("dev-a", 9), None)]) == [STORED]
+    assert store.dead_letters()[0]["reason"] == "bad_mac"
+
+
+def test_bad_ratings_drain_first_then_oldest(store):
+    items = [(make_rating("d", 1), None), (make_rating("d", 2, level=vocab.DISSATISFIED), None),
+             (make_rating("d", 3), None)]
+    store.commit_ratings(items)
+    store.commit_case({"case_key": "SN1#3", "serials": ["SN1"], "node": 3})
+    store.commit_ratings([(make_rating("d", 4, level=vocab.VERY_DISSATISFIED), None)])
+    order = [i["item_id"] for i in store.upload_batch(10)]
+    assert order == ["d:2", "d:4", "d:1", "d:3", "SN1#3"]
+
+
+def test_settle_outcomes(store):
+    store.commit_ratings([(make_rating("d", n), None) for n in (1, 2, 3, 4)])
+    store.settle([("d:1", "accepted", None), ("d:2", "duplicate", None),
+                  ("d:3", "rejected", "unknown matter code"), ("d:4", "retry", "busy")])
+    batch = store.upload_batch(10)
+    assert [(i["item_id"], i["attempts"]) for i in batch] == [("d:4", 1)]
+    dead = store.dead_letters()
+    assert dead[0]["key"] == "d:3" and "unknown matter code" in dead[0]["reason"]
+    assert json.loads(dead[0]["payload"])["rating_id"] == "d:3"
+    assert store.backlog() == {"ratings": 1, "cases": 0, "dead_letters": 1, "capacity": 50,
+                               "fill": 1 / 50}
+    store.settle([("d:1", "accepted", None)])  # a repeated answer is harmless
+    with pytest.raises(Exception):
+        store.settle([("d:4", "maybe", None)])
+
+
+def test_cases_dedupe_and_count(store):
+    case = {"case_key": "SN9#4", "serials": ["SN9", "SN10"], "node": 4, "staff_name": "朱镕"}
+    assert store.commit_case(case) == STORED
+    assert store.commit_case(case) == DUP
+    assert store.backlog()["cases"] == 1
+    (item,) = store.upload_batch(5)
+    assert item["kind"] == "case" and item["record"] == case
+
+
+def test_full_store_refuses_loudly_and_keeps_old_rows(store):
+    first = [(make_rating("d", n), None) for n in range(1, 51)]
+    assert store.commit_ratings(first) == [STORED] * 50
+    assert "store_fill" in store.alarm_log
+    refused = store.commit_ratings([(make_rating("d", 51), None)])
+    assert refused == [(vocab.ACK_RETRY, errors.R_STORE_FULL)]
+    assert store.commit_case({"case_key": "X#1"}) == (vocab.ACK_RETRY, errors.R_STORE_FULL)
+    assert store.alarm_log.count("store_full") == 2
+    assert store.backlog()["fill"] == 1.0
+    assert store.hwm("d") == 50               # a refused rating does not move the mark
+    assert {i["item_id"] for i in store.upload_batch(100)} == {"d:%d" % n for n in range(1, 51)}
+    store.settle([("d:1", "accepted", None)])
+    assert store.commit_ratings([(make_rating("d", 51), None)]) == [STORED]
+
+
+def test_corrupt_file_is_set_aside_and_fresh_store_works(tmp_path):
+    path = str(tmp_path / "o.db")
+    with open(path, "wb") as f:
+        f.write(b"this is not a database" * 500)
+    alarms = []
+    s = Store(path, on_alarm=lambda n, d: alarms.append(n))
+    assert alarms == ["corrupt_store"]
+    assert len(s.moved_aside) == 1 and os.path.exists(s.moved_aside[0])
+    assert s.commit_ratings([(make_rating("d", 1), None)]) == [STORED]
+    s.close()
+
+
+def test_damaged_pages_salvage_what_can_be_read(tmp_path):
+    path = str(tmp_path / "o.db")
+    s = Store(path)
+    s.commit_ratings([(make_rating("d", n, text="评价" * 60), None) for n in range(1, 400)])
+    s._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    s.close()
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # smash pages in the middle, keep the header
+        f.seek(size // 2)
+        f.write(os.urandom(8192))
+    alarms = []
+    s = Store(path, on_alarm=lambda n, d: alarms.append(n))
+    assert "corrupt_store" in alarms
+    # Whatever was salvaged is intact and the store takes new data.
+    for item in s.upload_batch(1000):
+        assert item["record"]["rating_id"] == item["item_id"]
+    assert s.commit_ratings([(make_rating("e", 1), None)]) == [STORED]
+    s.close()
+
+
+CHILD = r"""
+import sys
+sys.path.insert(0, %(root)r); sys.path.insert(0, %(root)r + "/tests")
+from gateway.store import Store
+from gw_support import make_rating
+s = Store(%(path)r)
+n = s.hwm("k") + 1
+sys.stdout.write("ready\n"); sys.stdout.flush()
+while True:
+    batch = [(make_rating("k", c), None) for c in range(n, n + 7)]
+    results = s.commit_ratings(batch)
+    assert all(r[0] == 0 for r in results), results
+    sys.stdout.write("".join("acked k:%%d\n" %% c for c in range(n, n + 7))); sys.stdout.flush()
+    n += 7
+"""
+
+
+def test_kill_minus_nine_at_random_instants_loses_no_acked_rating(tmp_path):
+    path = str(tmp_path / "kill.db")
+    script = CHILD % {"root": ROOT, "path": path}
+    rnd = random.Random(4)
+    acked = set()
+    kills = 0
+    for _ in range(50):
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        assert child.stdout.readline() == b"ready\n"
+        time.sleep(rnd.uniform(0.0, 0.06))
+        child.send_signal(signal.SIGKILL)
+        out, _ = child.communicate()
+        kills += 1
+        complete = out.split(b"\n")[:-1]   # a line cut by the kill has no newline: not acked
+        acked.update(line.split()[1].decode() for line in complete if line.startswith(b"acked "))
+        s = Store(path)
+        stored = s.stored_ids()
+        assert len(stored) == len(set(stored))
+        pending = [i["item_id"] for i in s.upload_batch(10 ** 6)]
+        assert len(pending) == len(set(pending))
+        missing = acked - set(pending)
+        assert not missing, sorted(missing)[:5]
+        s.close()
+    assert kills == 50 and len(acked) > 100
