@@ -1,0 +1,388 @@
+"""Upstream code profiles: how the canonical record is named and coded for one rating API.
+
+Provinces name the same facts differently (GB/T 39046 counts satisfaction 1 = 非常满意, Zhejiang
+5 = 非常满意; times are "YYYYMMDDThhmmss" or "yyyy-MM-dd HH:mm:ss"), so a profile is data: a table
+of (canonical field, API field, converter). `map_item` turns a canonical upload record into the
+API's object; `unmap_item` reverses it (the reference central API uses it to read what a gateway
+sent). Converters are named, so a new province is a new table (Profile.from_dict), not new code.
+
+Derived fields (e.g. the satisfaction text beside its code, the first serial as the case number)
+are written by `map_item` for the API's sake and ignored by `unmap_item`: the canonical field they
+come from travels on its own.
+"""
+
+import datetime as _dt
+
+from protocol import vocab
+
+CHINA_TZ = _dt.timezone(_dt.timedelta(hours=8))  # no daylight saving since 1991
+
+
+class ProfileError(ValueError):
+    """The record cannot be expressed in (or read from) this profile; `field` names the culprit."""
+
+    def __init__(self, field, detail):
+        super().__init__("%s: %s" % (field, detail))
+        self.field = field
+        self.detail = detail
+
+
+# --- converters: name -> (to_api(value, profile), from_api(value, profile)) ----------------------
+def _ident(value, profile):
+    return value
+
+
+def _as_text(value, profile):
+    if not isinstance(value, str):
+        raise TypeError("expected text")
+    return value
+
+
+def _as_int(value, profile):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("expected an integer")
+    return value
+
+
+def _as_text_list(value, profile):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("expected a list of text")
+    return list(value)
+
+
+def _time_to(value, profile):
+    return _dt.datetime.fromtimestamp(_as_int(value, profile), CHINA_TZ).strftime(profile.time_format)
+
+
+def _time_from(value, profile):
+    moment = _dt.datetime.strptime(_as_text(value, profile), profile.time_format)
+    return int(moment.replace(tzinfo=CHINA_TZ).timestamp())
+
+
+def _table_to(table_name):
+    def to_api(value, profile):
+        table = getattr(profile, table_name)
+        if value not in table:
+            raise KeyError("no %s code for %r" % (table_name, value))
+        return table[value]
+    return to_api
+
+
+def _table_from(table_name):
+    def from_api(value, profile):
+        reverse = profile.reverse(table_name)
+        if value not in reverse:
+            raise KeyError("unknown %s code %r" % (table_name, value))
+        return reverse[value]
+    return from_api
+
+
+def _csv_to(value, profile):
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                              for v in value):
+        raise TypeError("expected a list of integer codes")
+    return ",".join("%03d" % v for v in value)
+
+
+def _csv_from(value, profile):
+    text = _as_text(value, profile)
+    return [int(part) for part in text.split(",")] if text else []
+
+
+def _rated_items_to(value, profile):
+    level = _table_to("levels")
+    return [{profile.item_code: _as_text(item["code"], profile),
+             profile.item_level: level(item["level"], profile)} for item in value]
+
+
+def _rated_items_from(value, profile):
+    level = _table_from("levels")
+    return [{"code": _as_text(item[profile.item_code], profile),
+             "level": level(item[profile.item_level], profile)} for item in value]
+
+
+def _theme_items_to(value, profile):
+    return [{profile.item_code: _as_text(item["code"], profile),
+             profile.item_name: _as_text(item.get("name", ""), profile)} for item in value]
+
+
+def _theme_items_from(value, profile):
+    return [{"code": _as_text(item[profile.item_code], profile),
+             "name": _as_text(item[profile.item_name], profile)} for item in value]
+
+
+def _first_serial(value, profile):
+    serials = _as_text_list(value, profile)
+    if not serials:
+        raise ValueError("no serial")
+    return serials[0]
+
+
+def _level_name(value, profile):
+    return vocab.LEVEL_NAMES[value]
+
+
+CONVERTERS = {
+    "text": (_as_text, _as_text),
+    "int": (_as_int, _as_int),
+    "texts": (_as_text_list, _as_text_list),
+    "any": (_ident, _ident),
+    "time": (_time_to, _time_from),
+    "level": (_table_to("levels"), _table_from("levels")),
+    "source": (_table_to("sources"), _table_from("sources")),
+    "channel": (_table_to("channels"), _table_from("channels")),
+    "node": (_table_to("nodes"), _table_from("nodes")),
+    "csv": (_csv_to, _csv_from),
+    "rated_items": (_rated_items_to, _rated_items_from),
+    "theme_items": (_theme_items_to, _theme_items_from),
+}
+DERIVED = {  # one-way: written for the API, never read back
+    "first_serial": _first_serial,
+    "level_name": _level_name,
+    "const": None,
+}
+
+# --- canonical channels: how the rating reached us ----------------------------------------------
+CH_HALL_EVALUATOR = "hall_evaluator"   # a window evaluator (评价器 / hall tablet)
+CH_QR = "qr"                          # rate-later QR code on the receipt
+CH_SYSTEM = "system_default"          # set by the central side when the 7-day window closed
+CHANNELS = (CH_HALL_EVALUATOR, CH_QR, CH_SYSTEM)
+
+
+class Profile:
+    """One upstream code profile. Built from a plain dict so provinces are configuration."""
+
+    KEYS = ("name", "time_format", "levels", "sources", "channels", "nodes", "rating_fields",
+            "case_fields", "item_code", "item_level", "item_name", "applicant")
+
+    def __init__(self, spec):
+        missing = [k for k in self.KEYS if k not in spec]
+        if missing:
+            raise ValueError("profile lacks %s" % missing)
+        self.spec = spec
+        for key in self.KEYS:
+            setattr(self, key, spec[key])
+        self._reverse = {}
+        for kind in ("rating_fields", "case_fields"):
+            for row in spec[kind]:
+                conv = row[2]
+                if conv not in CONVERTERS and conv not in DERIVED:
+                    raise ValueError("%s: unknown converter %r" % (self.name, conv))
+        if self.applicant not in ("omit", "clear", "masked"):
+            raise ValueError("applicant must be omit, clear or masked")
+
+    @classmethod
+    def from_dict(cls, spec):
+        return cls(spec)
+
+    def reverse(self, table_name):
+        reverse = self._reverse.get(table_name)
+        if reverse is None:
+            reverse = self._reverse[table_name] = {v: k for k, v in getattr(self, table_name).items()}
+        return reverse
+
+    # --- canonical -> API ------------------------------------------------------------------
+    def map_record(self, kind, record):
+        """API object of a canonical record (kind "rating" or "case"). Raises ProfileError."""
+        out = {}
+        for row in self._fields(kind):
+            canonical, api_name, conv = row[0], row[1], row[2]
+            if conv == "const":
+                out[api_name] = row[3]
+                continue
+            value = record.get(canonical)
+            if value is None or value == [] or value == "":
+                continue
+            try:
+                if conv in DERIVED:
+                    out[api_name] = DERIVED[conv](value, self)
+                else:
+                    out[api_name] = CONVERTERS[conv][0](value, self)
+            except (TypeError, KeyError, ValueError, OverflowError, OSError) as exc:
+                raise ProfileError(canonical, str(exc)) from None
+        return out
+
+    # --- API -> canonical ------------------------------------------------------------------
+    def unmap_record(self, kind, obj):
+        """Canonical record (the mapped fields only) of an API object. Raises ProfileError."""
+        if not isinstance(obj, dict):
+            raise ProfileError("data", "expected an object")
+        record = {}
+        for row in self._fields(kind):
+            canonical, api_name, conv = row[0], row[1], row[2]
+            if conv in DERIVED:
+                continue
+            value = obj.get(api_name)
+            if value is None:
+                continue
+            try:
+                record[canonical] = CONVERTERS[conv][1](value, self)
+            except (TypeError, KeyError, ValueError, OverflowError, OSError) as exc:
+                raise ProfileError(api_name, str(exc)) from None
+        return record
+
+    def mapped_fields(self, kind):
+        """Canonical fields that survive a map/unmap round trip."""
+        return tuple(row[0] for row in self._fields(kind) if row[2] not in DERIVED)
+
+    def api_name(self, kind, canonical):
+        for row in self._fields(kind):
+            if row[0] == canonical and row[2] not in DERIVED:
+                return row[1]
+        raise KeyError(canonical)
+
+    def _fields(self, kind):
+        if kind == "rating":
+            return self.rating_fields
+        if kind == "case":
+            return self.case_fields
+        raise ProfileError("kind", "unknown kind %r" % kind)
+
+
+# --- the tables ----------------------------------------------------------------------------------
+_NATIONAL_CHANNELS = {CH_HALL_EVALUATOR: "4", CH_QR: "3", CH_SYSTEM: "9"}  # PF codes; 9 = other
+
+GBT39046 = {
+    # GB/T 39046-2020 table 9; satisfaction codes from appendix A.8 (1 = 非常满意).
+    "name": "gbt39046",
+    "time_format": "%Y%m%dT%H%M%S",
+    "levels": {1: 1, 2: 2, 3: 3, 4: 4, 5: 5},
+    "sources": {vocab.SRC_PRESS: "press", vocab.SRC_NOT_RATED: "not_rated",
+                vocab.SRC_SYSTEM_DEFAULT: "system_default"},
+    "channels": _NATIONAL_CHANNELS,
+    "nodes": {vocab.NODE_RECEIPT: "receipt", vocab.NODE_ACCEPTANCE: "acceptance",
+              vocab.NODE_COMPLETION: "completion", vocab.NODE_PICKUP: "pickup"},
+    "item_code": "itemCode", "item_level": "satisfactionCode", "item_name": "itemName",
+    "applicant": "omit",
+    "rating_fields": (
+        ("rating_id", "evaluationId", "text"),
+        ("serials", "caseNo", "first_serial"),          # 办件编号
+        ("serials", "caseNos", "texts"),                 # every case of a batch (Art. 20)
+        ("node", "node", "node"),
+        ("source", "source", "source"),
+        ("channel", "channel", "channel"),               # 评价渠道
+        ("applicant", "rater", "any"),                   # 评价人 (only if the profile sends it)
+        ("gateway_time", "evaluationTime", "time"),      # 评价时间
+        ("evaluation_count", "evaluationCount", "int"),  # 评价次数
+        ("overall", "satisfaction", "level_name"),       # 满意度
+        ("overall", "satisfactionCode", "level"),        # 满意度代码
+        ("business", "businessSatisfactionCode", "level"),
+        ("service", "serviceSatisfactionCode", "level"),
+        ("tags", "tagCodes", "csv"),
+        ("text", "textEvaluation", "text"),              # 文字评价
+        ("items", "itemEvaluations", "rated_items"),
+        ("division", "divisionCode", "text"),            # 行政区划
+        ("hall", "hallCode", "text"),
+        ("window", "windowNo", "text"),
+        ("staff_id", "staffId", "text"),
+        ("staff_name", "staffName", "text"),
+        ("matter_code", "matterCode", "text"),
+        ("matter_name", "matterName", "text"),
+        ("device", "deviceId", "text"),
+        ("counter", "deviceCounter", "int"),
+        ("device_time", "deviceTime", "int"),
+    ),
+    "case_fields": (
+        ("case_key", "caseKey", "text"),
+        ("serials", "caseNo", "first_serial"),
+        ("serials", "caseNos", "texts"),
+        ("node", "node", "node"),
+        ("hall", "hallCode", "text"),
+        ("window", "windowNo", "text"),
+        ("staff_id", "staffId", "text"),
+        ("staff_name", "staffName", "text"),
+        ("matter_code", "matterCode", "text"),
+        ("matter_name", "matterName", "text"),
+        ("completed_at", "completedTime", "time"),
+        ("deadline", "deadline", "time"),
+        ("items", "themeItems", "theme_items"),
+        ("division", "divisionCode", "text"),
+    ),
+}
+
+ZHEJIANG = {
+    # Zhejiang: satisfaction 1 = 非常不满意 ... 5 = 非常满意; channel `pf`, 7 = system default.
+    "name": "zhejiang",
+    "time_format": "%Y-%m-%d %H:%M:%S",
+    "levels": {1: 5, 2: 4, 3: 3, 4: 2, 5: 1},
+    "sources": {vocab.SRC_PRESS: 1, vocab.SRC_NOT_RATED: 2, vocab.SRC_SYSTEM_DEFAULT: 3},
+    "channels": {CH_HALL_EVALUATOR: 4, CH_QR: 3, CH_SYSTEM: 7},
+    "nodes": {vocab.NODE_RECEIPT: 1, vocab.NODE_ACCEPTANCE: 2, vocab.NODE_COMPLETION: 3,
+              vocab.NODE_PICKUP: 4},
+    "item_code": "taskCode", "item_level": "satisfaction", "item_name": "taskName",
+    "applicant": "omit",
+    "rating_fields": (
+        ("rating_id", "evalId", "text"),
+        ("serials", "projectNo", "first_serial"),
+        ("serials", "projectNos", "texts"),
+        ("node", "nodeCode", "node"),
+        ("source", "evalSource", "source"),
+        ("channel", "pf", "channel"),
+        ("applicant", "userInfo", "any"),
+        ("gateway_time", "assessTime", "time"),
+        ("evaluation_count", "assessNumber", "int"),
+        ("overall", "satisfaction", "level"),
+        ("business", "businessSatisfaction", "level"),
+        ("service", "serviceSatisfaction", "level"),
+        ("tags", "evalDetail", "csv"),
+        ("text", "writingEvaluation", "text"),
+        ("items", "subEvaluations", "rated_items"),
+        ("division", "areaCode", "text"),
+        ("hall", "hallCode", "text"),
+        ("window", "windowNo", "text"),
+        ("staff_id", "userCode", "text"),
+        ("staff_name", "userName", "text"),
+        ("matter_code", "taskCode", "text"),
+        ("matter_name", "taskName", "text"),
+        ("device", "deviceCode", "text"),
+        ("counter", "deviceSeq", "int"),
+        ("device_time", "deviceTime", "int"),
+        ("pro_status", "proStatus", "const", 3),       # 3 = completed (办结) as the API expects
+    ),
+    "case_fields": (
+        ("case_key", "caseKey", "text"),
+        ("serials", "projectNo", "first_serial"),
+        ("serials", "projectNos", "texts"),
+        ("node", "nodeCode", "node"),
+        ("hall", "hallCode", "text"),
+        ("window", "windowNo", "text"),
+        ("staff_id", "userCode", "text"),
+        ("staff_name", "userName", "text"),
+        ("matter_code", "taskCode", "text"),
+        ("matter_name", "taskName", "text"),
+        ("completed_at", "finishTime", "time"),
+        ("deadline", "evalDeadline", "time"),
+        ("items", "subTasks", "theme_items"),
+        ("division", "areaCode", "text"),
+    ),
+}
+
+BUILTIN = {"gbt39046": GBT39046, "zhejiang": ZHEJIANG}
+_CACHE = {}
+
+
+def get(name_or_spec):
+    """A Profile by built-in name, or from a dict (a province's table in the gateway config)."""
+    if isinstance(name_or_spec, Profile):
+        return name_or_spec
+    if isinstance(name_or_spec, dict):
+        return Profile(name_or_spec)
+    profile = _CACHE.get(name_or_spec)
+    if profile is None:
+        if name_or_spec not in BUILTIN:
+            raise KeyError("unknown profile %r (known: %s)" % (name_or_spec, ", ".join(BUILTIN)))
+        profile = _CACHE[name_or_spec] = Profile(BUILTIN[name_or_spec])
+    return profile
+
+
+def canonical_rating(record):
+    """Canonical fields a profile maps, from an upload record (protocol RATING object + context).
+
+    Adds `channel` (a window evaluator unless the record says otherwise) and `evaluation_count`
+    (1 = first rating). `applicant` is left out: the uplink adds it only when the profile sends it.
+    """
+    out = dict(record)
+    out.pop("applicant", None)
+    out.setdefault("channel", CH_HALL_EVALUATOR)
+    out.setdefault("evaluation_count", 1)
+    return out
