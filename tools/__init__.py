@@ -1,0 +1,1 @@
+"""Developer and technician tools (MicroPython runner, mpy checks; later flash.py)."""
