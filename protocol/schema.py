@@ -1,0 +1,170 @@
+"""Every message, defined once. The binary codec and the JSON codec are both driven by these tables.
+
+A field is (number, name, kind, limit, repeat, sub):
+  kind  U unsigned integer (varint)      limit = largest value
+        S UTF-8 text                      limit = most characters (code points), no control chars
+        T ASCII token [A-Za-z0-9._-]      limit = most characters
+        B raw bytes (hex in JSON)         limit = most bytes
+        M nested message                  sub = its field table
+  repeat 0 for a single value, else the most items a list may hold.
+Numbers are wire field numbers and never change meaning; new fields get new numbers.
+"""
+
+U, S, T, B, M = "U", "S", "T", "B", "M"
+
+U8 = 0xFF
+U32 = 0xFFFFFFFF
+U64 = 0xFFFFFFFFFFFFFFFF
+
+# Message type codes: the frame's type byte on RS-485 and the "type" name in SPEC.md.
+# Bit 7 set = sent by a device. Every gateway request is idempotent, so retransmission is safe.
+POLL = 0x01     # anything to send?
+ACK = 0x02      # your rating <counter> is settled: result
+CONTEXT = 0x03  # show this case
+CLEAR = 0x04    # withdraw the case on screen
+CONFIG = 0x05   # tags, strings, timeouts
+IDLE = 0x81     # nothing to send
+RATING = 0x82   # the oldest unacknowledged rating in my outbox
+STATUS = 0x83   # health report
+REFUSE = 0x84   # I could not take your request: reason
+
+TYPE_NAMES = {POLL: "poll", ACK: "ack", CONTEXT: "context", CLEAR: "clear", CONFIG: "config",
+              IDLE: "idle", RATING: "rating", STATUS: "status", REFUSE: "refuse"}
+
+
+def from_device(msg_type):
+    return bool(msg_type & 0x80)
+
+
+# --- sub-messages -------------------------------------------------------------------------------
+THEME_ITEM = (            # one related matter of a theme service (主题服务)
+    (1, "code", T, 40, 0, None),
+    (2, "name", S, 40, 0, None),
+)
+ITEM_RATING = (           # the rater's level for one theme item
+    (1, "code", T, 40, 0, None),
+    (2, "level", U, 5, 0, None),
+)
+TAG = (                   # a refining tag (标签) offered after a bad rating
+    (1, "code", U, 9999, 0, None),
+    (2, "label", S, 12, 0, None),
+    (3, "indicator", U, 7, 0, None),   # IND_* bits the tag belongs to
+)
+TEXT = (                  # a screen string override, by key
+    (1, "key", T, 24, 0, None),
+    (2, "text", S, 40, 0, None),
+)
+COUNTER = (               # a named error counter in a status report
+    (1, "name", T, 16, 0, None),
+    (2, "count", U, U32, 0, None),
+)
+
+# --- messages -----------------------------------------------------------------------------------
+POLL_FIELDS = (
+    (1, "time", U, U64, 0, None),         # gateway wall clock, unix seconds (clock sync)
+    (2, "want_status", U, 1, 0, None),    # 1: answer with STATUS rather than IDLE/RATING
+)
+ACK_FIELDS = (
+    (1, "device", T, 24, 0, None),
+    (2, "counter", U, U32, 0, None),
+    (3, "result", U, 3, 0, None),         # vocab.ACK_*
+    (4, "reason", U, U8, 0, None),        # errors.R_* for dead letters
+)
+CONTEXT_FIELDS = (
+    (1, "case_id", U, U32, 0, None),      # gateway-assigned, unique in the hall, never 0
+    (2, "window", T, 16, 0, None),
+    (3, "staff_id", T, 20, 0, None),      # 工号
+    (4, "staff_name", S, 16, 0, None),    # 姓名
+    (5, "matter_code", T, 40, 0, None),
+    (6, "matter_name", S, 60, 0, None),   # 事项名称 (theme name for a theme)
+    (7, "serials", T, 40, 16, None),      # 办件流水号; two or more = a batch, rated once
+    (8, "node", U, 4, 0, None),           # vocab.NODE_*
+    (9, "items", M, 0, 8, THEME_ITEM),    # theme sub-items
+    (10, "indicators", U, 7, 0, None),    # IND_* bits that may be rated
+    (11, "tags_version", U, U32, 0, None),
+    (12, "deadline", U, U64, 0, None),    # unix seconds: end of the 7-day window
+    (13, "qr", S, 200, 0, None),          # signed rate-later URL (touch board shows a QR code)
+    (14, "time", U, U64, 0, None),        # gateway wall clock, unix seconds
+)
+CLEAR_FIELDS = (
+    (1, "case_id", U, U32, 0, None),
+)
+CONFIG_FIELDS = (
+    (1, "version", U, U32, 0, None),
+    (2, "tags", M, 0, 16, TAG),
+    (3, "texts", M, 0, 16, TEXT),
+    (4, "rating_timeout_s", U, 3600, 0, None),   # no press within this: SRC_NOT_RATED
+    (5, "thanks_s", U, 60, 0, None),             # how long the thank-you screen stays
+    (6, "guard_ms", U, 60000, 0, None),          # misuse guard: ignore presses closer than this
+    (7, "status_interval_s", U, 86400, 0, None),
+    (8, "idle_text", S, 40, 0, None),
+)
+IDLE_FIELDS = (
+    (1, "outbox", U, U32, 0, None),       # ratings waiting in flash
+    (2, "case_id", U, U32, 0, None),      # case on screen, 0 = none
+)
+RATING_FIELDS = (
+    (1, "device", T, 24, 0, None),
+    (2, "counter", U, U32, 0, None),      # per device, strictly increasing, never reused
+    (3, "case_id", U, U32, 0, None),
+    (4, "serials", T, 40, 16, None),
+    (5, "node", U, 4, 0, None),
+    (6, "source", U, 3, 0, None),         # vocab.SRC_*
+    (7, "overall", U, 5, 0, None),        # levels 1..5, absent = not rated
+    (8, "business", U, 5, 0, None),
+    (9, "service", U, 5, 0, None),
+    (10, "tags", U, 9999, 8, None),
+    (11, "text", S, 140, 0, None),
+    (12, "items", M, 0, 8, ITEM_RATING),
+    (13, "staff_id", T, 20, 0, None),
+    (14, "window", T, 16, 0, None),
+    (15, "device_time", U, U64, 0, None), # device's idea of unix seconds at the press, 0 unknown
+    (16, "uptime_ms", U, U64, 0, None),   # device monotonic ms at the press
+    (20, "mac", B, 16, 0, None),          # HMAC-SHA256 truncated to 16 bytes (auth.py)
+    (21, "gateway_time", U, U64, 0, None),  # added by the gateway, outside the MAC
+    (22, "hall", T, 32, 0, None),           # added by the gateway, outside the MAC
+)
+STATUS_FIELDS = (
+    (1, "device", T, 24, 0, None),
+    (2, "firmware", T, 24, 0, None),
+    (3, "board", T, 16, 0, None),
+    (4, "uptime_s", U, U64, 0, None),
+    (5, "heap_free", U, U32, 0, None),
+    (6, "outbox", U, U32, 0, None),
+    (7, "outbox_capacity", U, U32, 0, None),
+    (8, "counter", U, U32, 0, None),      # last rating counter issued
+    (9, "case_id", U, U32, 0, None),
+    (10, "boots", U, U32, 0, None),
+    (11, "safe_mode", U, 1, 0, None),
+    (12, "errors", M, 0, 16, COUNTER),
+    (13, "rssi_neg", U, 200, 0, None),    # Wi-Fi signal as -dBm (0 = not on Wi-Fi)
+)
+REFUSE_FIELDS = (
+    (1, "reason", U, U8, 0, None),        # errors.R_*
+    (2, "request", U, U8, 0, None),       # type code of the refused request
+    (3, "detail", S, 60, 0, None),
+)
+
+MESSAGES = {
+    POLL: POLL_FIELDS, ACK: ACK_FIELDS, CONTEXT: CONTEXT_FIELDS, CLEAR: CLEAR_FIELDS,
+    CONFIG: CONFIG_FIELDS, IDLE: IDLE_FIELDS, RATING: RATING_FIELDS, STATUS: STATUS_FIELDS,
+    REFUSE: REFUSE_FIELDS,
+}
+
+# Most bytes a record's binary encoding may take, whatever the transport: it must fit one RS-485
+# frame (frame.MAX_PAYLOAD). Field limits alone would allow more (a CONFIG of 16 texts of 40
+# four-byte characters); such content is sent in several messages (SPEC.md 3.5).
+MAX_RECORD_BYTES = 1024
+
+# Fields that must be present (non-zero / non-empty) for a message to mean anything.
+REQUIRED = {
+    ACK: ("counter",),
+    CONTEXT: ("case_id", "node"),
+    CLEAR: ("case_id",),
+    RATING: ("device", "counter", "source"),
+    STATUS: ("device",),
+    REFUSE: ("reason",),
+}
+
+# Rating fields the MAC does not cover: the MAC itself and what the gateway adds on the way.
+MAC_EXCLUDED = ("mac", "gateway_time", "hall")

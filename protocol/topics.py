@@ -1,0 +1,64 @@
+"""MQTT topic layout (SPEC.md section 6). Every topic of a hall lives under hall/<hall>/.
+
+device -> gateway   hall/<hall>/dev/<device>/rating        QoS 1, not retained, RATING JSON
+                    hall/<hall>/dev/<device>/status        QoS 0, not retained, STATUS JSON
+                    hall/<hall>/dev/<device>/availability  QoS 1, retained, "online" | "offline" (last will)
+gateway -> device   hall/<hall>/dev/<device>/context       QoS 1, retained, CONTEXT JSON ("" = no case)
+                    hall/<hall>/dev/<device>/ack           QoS 1, not retained, ACK JSON
+                    hall/<hall>/dev/<device>/config        QoS 1, retained, CONFIG JSON
+gateway             hall/<hall>/gateway/state              QoS 1, retained, "online" | "offline" (last will)
+                    hall/<hall>/gateway/devices            QoS 1, retained, registry JSON
+                    hall/<hall>/gateway/event              QoS 0, alarms and notable events
+Hall and device ids are tokens ([A-Za-z0-9._-]), so they never contain MQTT wildcards or '/'.
+"""
+
+from protocol import errors
+from protocol.errors import LocalProtocolError, ProtocolError
+
+ROOT = "hall"
+DEVICE_TO_GATEWAY = ("rating", "status", "availability")
+GATEWAY_TO_DEVICE = ("context", "ack", "config")
+QOS = {"rating": 1, "status": 0, "availability": 1, "context": 1, "ack": 1, "config": 1,
+       "state": 1, "devices": 1, "event": 0}
+RETAINED = ("availability", "context", "config", "state", "devices")
+ONLINE = "online"
+OFFLINE = "offline"
+
+
+def _token(value, what):
+    if not value or "/" in value or "+" in value or "#" in value or len(value) > 32:
+        raise LocalProtocolError("bad %s id %r" % (what, value))
+    return value
+
+
+def device_topic(hall, device, kind):
+    if kind not in DEVICE_TO_GATEWAY and kind not in GATEWAY_TO_DEVICE:
+        raise LocalProtocolError("unknown device topic %r" % kind)
+    return "%s/%s/dev/%s/%s" % (ROOT, _token(hall, "hall"), _token(device, "device"), kind)
+
+
+def gateway_topic(hall, kind):
+    if kind not in ("state", "devices", "event"):
+        raise LocalProtocolError("unknown gateway topic %r" % kind)
+    return "%s/%s/gateway/%s" % (ROOT, _token(hall, "hall"), kind)
+
+
+def gateway_subscriptions(hall):
+    """What the gateway subscribes to: everything devices send in its hall."""
+    return ["%s/%s/dev/+/%s" % (ROOT, _token(hall, "hall"), kind) for kind in DEVICE_TO_GATEWAY]
+
+
+def device_subscriptions(hall, device):
+    return [device_topic(hall, device, kind) for kind in GATEWAY_TO_DEVICE]
+
+
+def parse(topic):
+    """(hall, device or None, kind) of a topic in our layout; ProtocolError otherwise."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[0] == ROOT and parts[2] == "dev" and parts[1] and parts[3]:
+        if parts[4] in DEVICE_TO_GATEWAY or parts[4] in GATEWAY_TO_DEVICE:
+            return parts[1], parts[3], parts[4]
+    if len(parts) == 4 and parts[0] == ROOT and parts[2] == "gateway" and parts[1]:
+        if parts[3] in ("state", "devices", "event"):
+            return parts[1], None, parts[3]
+    raise ProtocolError(errors.R_MALFORMED, "topic %r" % topic)

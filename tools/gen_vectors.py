@@ -1,0 +1,685 @@
+"""Regenerate protocol/vectors/*.json and the generated parts of protocol/SPEC.md from the code.
+
+    python tools/gen_vectors.py          write the files
+    python tools/gen_vectors.py --check  exit 1 (and name the files) if anything is stale
+
+Everything is deterministic: fixed records, a fixed test key, fixed noise. The vectors are data
+files that tests/protocol_vectors_check.py replays on CPython and on MicroPython 1.29.
+SPEC.md sections between <!-- gen:NAME --> and <!-- /gen:NAME --> are produced by spec_sections().
+"""
+
+import hashlib
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from protocol import auth, codec, crc, errors, frame, rating, schema, timing, topics, vocab  # noqa: E402
+
+VECTOR_DIR = os.path.join(ROOT, "protocol", "vectors")
+SPEC_PATH = os.path.join(ROOT, "protocol", "SPEC.md")
+TEST_KEY = bytes(range(32))            # 000102...1f: the documented test key, never a real one
+BAUDS = (9600, 19200, 38400, 115200)
+NOW = 1767225600                       # 2026-01-01T00:00:00Z
+
+# --- example records ------------------------------------------------------------------------------
+DEVICE = "ev-a05"
+
+
+def _rating_unsigned():
+    return {
+        "device": DEVICE, "counter": 1042, "case_id": 31337, "serials": ["SZ20260101000123"],
+        "node": vocab.NODE_COMPLETION, "source": vocab.SRC_PRESS,
+        "overall": vocab.DISSATISFIED, "business": vocab.SATISFIED, "service": vocab.DISSATISFIED,
+        "tags": [501], "text": "等待时间长", "staff_id": "S1024", "window": "A05",
+        "device_time": NOW + 2400, "uptime_ms": 3600000,
+    }
+
+
+def _examples():
+    """(name, type, record, addr, seq): the worked examples of SPEC.md and the message vectors."""
+    signed = auth.sign(TEST_KEY, _rating_unsigned())
+    at_gateway = dict(signed)
+    at_gateway["gateway_time"] = NOW + 2401
+    at_gateway["hall"] = "sz-futian-01"
+    good = auth.sign(TEST_KEY, {"device": DEVICE, "counter": 1043, "case_id": 31338,
+                                "serials": ["SZ20260101000124"], "node": vocab.NODE_RECEIPT,
+                                "source": vocab.SRC_PRESS, "service": vocab.VERY_SATISFIED,
+                                "window": "A05", "device_time": NOW + 2500, "uptime_ms": 3700000})
+    not_rated = auth.sign(TEST_KEY, {"device": DEVICE, "counter": 1044, "case_id": 31339,
+                                     "node": vocab.NODE_PICKUP, "source": vocab.SRC_NOT_RATED,
+                                     "window": "A05", "uptime_ms": 3800000})
+    theme = auth.sign(TEST_KEY, {"device": DEVICE, "counter": 1045, "case_id": 31340,
+                                 "serials": ["SZ20260101000125"], "node": vocab.NODE_COMPLETION,
+                                 "source": vocab.SRC_PRESS, "overall": vocab.SATISFIED,
+                                 "items": [{"code": "T01", "level": vocab.VERY_SATISFIED},
+                                           {"code": "T02", "level": vocab.VERY_DISSATISFIED}],
+                                 "text": "李堃: 材料要求说明不清楚 𠀋", "uptime_ms": 3900000})
+    context = {
+        "case_id": 31337, "window": "A05", "staff_id": "S1024", "staff_name": "王喆",
+        "matter_code": "440300-011-0042", "matter_name": "不动产登记（转移登记）",
+        "serials": ["SZ20260101000123", "SZ20260101000124"], "node": vocab.NODE_COMPLETION,
+        "indicators": vocab.IND_OVERALL | vocab.IND_BUSINESS | vocab.IND_SERVICE,
+        "tags_version": 7, "deadline": NOW + 7 * 86400, "time": NOW,
+    }
+    theme_context = {
+        "case_id": 31340, "window": "B12", "staff_id": "S2048", "staff_name": "朱镕",
+        "matter_code": "THEME-KY", "matter_name": "我要开饭店", "serials": ["SZ20260101000125"],
+        "node": vocab.NODE_COMPLETION,
+        "items": [{"code": "T01", "name": "食品经营许可"}, {"code": "T02", "name": "公众聚集场所消防安全检查"}],
+        "indicators": vocab.IND_OVERALL | vocab.IND_BUSINESS | vocab.IND_SERVICE,
+        "tags_version": 7, "deadline": NOW + 7 * 86400,
+        "qr": "https://hall.example.cn/r/31340.Kq3xZ9", "time": NOW,
+    }
+    config = {
+        "version": 7,
+        "tags": [{"code": 501, "label": "等待时间长", "indicator": vocab.IND_SERVICE},
+                 {"code": 502, "label": "服务态度差", "indicator": vocab.IND_SERVICE},
+                 {"code": 503, "label": "办事效率低", "indicator": vocab.IND_BUSINESS},
+                 {"code": 509, "label": "其他原因", "indicator": 7}],
+        "texts": [{"key": "prompt", "text": "请您对本次服务进行评价"}],
+        "rating_timeout_s": 60, "thanks_s": 5, "guard_ms": 1500, "status_interval_s": 300,
+        "idle_text": "欢迎光临",
+    }
+    status = {
+        "device": DEVICE, "firmware": "1.0.0", "board": "esp32c3", "uptime_s": 86400,
+        "heap_free": 61440, "outbox": 2, "outbox_capacity": 4096, "counter": 1045,
+        "case_id": 31340, "boots": 3,
+        "errors": [{"name": "bad_crc", "count": 2}, {"name": "noise_bytes", "count": 17}],
+    }
+    return [
+        ("poll", schema.POLL, {"time": NOW}, 5, 1),
+        ("poll_empty", schema.POLL, {}, 5, 2),
+        ("poll_status", schema.POLL, {"time": NOW, "want_status": 1}, 5, 3),
+        ("idle", schema.IDLE, {}, 5, 1),
+        ("idle_busy", schema.IDLE, {"outbox": 2, "case_id": 31337}, 5, 2),
+        ("rating", schema.RATING, signed, 5, 4),
+        ("rating_good", schema.RATING, good, 5, 5),
+        ("rating_not_rated", schema.RATING, not_rated, 5, 6),
+        ("rating_theme", schema.RATING, theme, 5, 7),
+        ("rating_at_gateway", schema.RATING, at_gateway, 5, 8),
+        ("ack", schema.ACK, {"device": DEVICE, "counter": 1042, "result": vocab.ACK_STORED}, 5, 5),
+        ("ack_duplicate", schema.ACK, {"device": DEVICE, "counter": 1042,
+                                       "result": vocab.ACK_DUPLICATE}, 5, 6),
+        ("ack_dead_letter", schema.ACK, {"device": DEVICE, "counter": 1043,
+                                         "result": vocab.ACK_DEAD_LETTER,
+                                         "reason": errors.R_BAD_MAC}, 5, 7),
+        ("context", schema.CONTEXT, context, 5, 9),
+        ("context_theme", schema.CONTEXT, theme_context, 12, 10),
+        ("clear", schema.CLEAR, {"case_id": 31337}, 5, 11),
+        ("config", schema.CONFIG, config, 0, 12),
+        ("status", schema.STATUS, status, 5, 3),
+        ("refuse", schema.REFUSE, {"reason": errors.R_UNKNOWN_TYPE, "request": 0x06,
+                                   "detail": "未知请求"}, 5, 13),
+    ]
+
+
+def message_vectors():
+    out = []
+    for name, msg_type, record, addr, seq in _examples():
+        payload = codec.encode(msg_type, record)
+        out.append({
+            "name": name, "type": msg_type, "type_name": schema.TYPE_NAMES[msg_type],
+            "json": codec.to_json(msg_type, record), "binary": payload.hex(),
+            "addr": addr, "seq": seq, "frame": frame.encode_frame(addr, msg_type, seq, payload).hex(),
+        })
+    return out
+
+
+def crc_vectors():
+    cases = [b"123456789", b"", b"\x00", b"\xff\xff", bytes(range(256)), "王喆 李堃 朱镕".encode()]
+    cases.append(bytes.fromhex(message_vectors()[0]["frame"])[2:-2])
+    return [{"data": c.hex(), "crc16": crc.crc16(c), "crc8": crc.crc8(c)} for c in cases]
+
+
+def mac_vectors():
+    out = []
+    for name, msg_type, record, _, _ in _examples():
+        if msg_type != schema.RATING:
+            continue
+        bare = dict(record)
+        for k in schema.MAC_EXCLUDED:
+            bare.pop(k, None)
+        out.append({"name": name, "key": TEST_KEY.hex(), "rating": codec.to_json(msg_type, record),
+                    "signed_bytes": auth.signed_bytes(bare).hex(), "mac": record["mac"].hex()})
+    other_key = hashlib.sha256(b"hall-rating second test key").digest()
+    bare = _rating_unsigned()
+    out.append({"name": "second_key", "key": other_key.hex(),
+                "rating": codec.to_json(schema.RATING, auth.sign(other_key, bare)),
+                "signed_bytes": auth.signed_bytes(bare).hex(),
+                "mac": auth.rating_mac(other_key, bare).hex()})
+    return out
+
+
+def _noise(n, seed):
+    """Deterministic pseudo-random bytes (SHA-256 in counter mode)."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out.extend(hashlib.sha256(b"%s:%d" % (seed.encode(), i)).digest())
+        i += 1
+    return bytes(out[:n])
+
+
+def decoder_streams():
+    ex = {v["name"]: bytes.fromhex(v["frame"]) for v in message_vectors()}
+    poll, idle, rate, ctx = ex["poll"], ex["idle"], ex["rating"], ex["context"]
+    flipped = bytearray(rate)
+    flipped[20] ^= 0x04
+    bad_hdr = bytearray(poll)
+    bad_hdr[3] ^= 0x01
+    big = bytearray(b"\xa5\x5a\x05\x01\x00\x01\x08\x00")   # claims 2049 bytes
+    big[7] = crc.crc8(big[2:7])
+    big_payload = bytes(frame.MAX_PAYLOAD + 1)
+    return [
+        ("three_frames", poll + idle + rate),
+        ("leading_garbage", _noise(50, "a") + poll),
+        ("garbage_between", poll + _noise(37, "b") + idle + b"\xa5\xa5\x5a" + rate),
+        ("false_syncs", b"\xa5\x5a" * 9 + poll),
+        ("bit_flip_in_payload", bytes(flipped) + idle),
+        ("bad_header_crc", bytes(bad_hdr) + poll),
+        ("oversize_claim", bytes(big) + poll),
+        ("oversize_frame_real_crc", b"\xa5\x5a\x05\x01\x00" + bytes([(len(big_payload)) & 0xFF,
+                                                                      len(big_payload) >> 8])
+         + bytes([crc.crc8(bytes([5, 1, 0, (len(big_payload)) & 0xFF, len(big_payload) >> 8]))])
+         + big_payload + b"\x00\x00" + idle),
+        ("truncated_then_frame", rate[:30] + ctx),
+        ("frame_inside_broken_frame", rate[:12] + poll + rate[12:40] + idle + poll * 4),
+        ("swallowed_until_length", rate[:12] + poll + idle),
+        ("partial_at_end", poll + ctx[:25]),
+        ("sync_split", poll + b"\xa5"),
+        ("noise_only", _noise(3000, "c")),
+    ]
+
+
+RESETS = {"silence_drops_partial": 40}   # name -> offset at which the receiver calls reset()
+
+
+def decoder_vectors():
+    out = []
+    streams = decoder_streams()
+    ex = {v["name"]: bytes.fromhex(v["frame"]) for v in message_vectors()}
+    streams.append(("silence_drops_partial", ex["rating"][:40] + ex["poll"]))
+    for name, stream in streams:
+        d = frame.FrameDecoder()
+        cut = RESETS.get(name)
+        if cut is None:
+            d.receive_data(stream)
+        else:
+            d.receive_data(stream[:cut])
+            d.reset()
+            d.receive_data(stream[cut:])
+        frames = []
+        while True:
+            f = d.next_frame()
+            if f is None:
+                break
+            frames.append({"addr": f.addr, "type": f.type, "seq": f.seq, "payload": f.payload.hex()})
+        case = {"name": name, "stream": stream.hex(), "frames": frames, "stats": dict(d.stats),
+                "buffered": d.buffered()}
+        if cut is not None:
+            case["reset_at"] = cut
+        out.append(case)
+    return out
+
+
+def _bin_case(name, msg_type, payload, reason):
+    return {"name": name, "type": msg_type, "form": "binary", "input": payload.hex(), "reason": reason}
+
+
+def _json_case(name, msg_type, text, reason):
+    return {"name": name, "type": msg_type, "form": "json", "input": text, "reason": reason}
+
+
+def invalid_vectors():
+    r = errors
+    good = bytes.fromhex(next(v["binary"] for v in message_vectors() if v["name"] == "rating"))
+    cases = [
+        _bin_case("truncated_varint", schema.RATING, good[:3] + b"\x80", r.R_TRUNCATED),
+        _bin_case("truncated_length", schema.RATING, good[:-5], r.R_TRUNCATED),
+        _bin_case("varint_too_long", schema.POLL, b"\x08" + b"\xff" * 10 + b"\x01", r.R_MALFORMED),
+        _bin_case("wire_type_5", schema.POLL, b"\x0d\x00\x00\x00\x00", r.R_MALFORMED),
+        _bin_case("wrong_wire_type", schema.POLL, b"\x0a\x01\x00", r.R_MALFORMED),
+        _bin_case("duplicate_scalar", schema.CLEAR, b"\x08\x01\x08\x02", r.R_MALFORMED),
+        _bin_case("duplicate_zero_scalar", schema.CLEAR, b"\x08\x00\x08\x02", r.R_MALFORMED),
+        _bin_case("level_6", schema.RATING, b"\x0a\x01d\x10\x01\x30\x01\x38\x06", r.R_OUT_OF_RANGE),
+        _bin_case("bad_utf8", schema.REFUSE, b"\x08\x01\x1a\x02\xc3\x28", r.R_MALFORMED),
+        _bin_case("overlong_utf8", schema.REFUSE, b"\x08\x01\x1a\x02\xc0\xaf", r.R_MALFORMED),
+        _bin_case("surrogate_utf8", schema.REFUSE, b"\x08\x01\x1a\x03\xed\xa0\x80", r.R_MALFORMED),
+        _bin_case("truncated_utf8", schema.REFUSE, b"\x08\x01\x1a\x02\xe7\x8e", r.R_MALFORMED),
+        _bin_case("control_char", schema.REFUSE, b"\x08\x01\x1a\x01\x07", r.R_OUT_OF_RANGE),
+        _bin_case("token_with_space", schema.CLEAR, b"\x08\x01\x12\x01 ", r.R_OK),  # unknown field 2 skipped
+        _bin_case("device_not_token", schema.STATUS, b"\x0a\x03a/b", r.R_OUT_OF_RANGE),
+        _bin_case("name_too_long", schema.CONTEXT,
+                  b"\x08\x01\x40\x01\x22\x33" + ("王" * 17).encode(), r.R_OUT_OF_RANGE),
+        _bin_case("too_many_tags", schema.RATING,
+                  b"\x0a\x01d\x10\x01\x30\x01" + b"\x50\x01" * 9, r.R_OVERSIZE),
+        _bin_case("mac_too_long", schema.RATING, b"\x0a\x01d\x10\x01\x30\x01\xa2\x01\x11" + bytes(17),
+                  r.R_OVERSIZE),
+        _bin_case("missing_counter", schema.RATING, b"\x0a\x01d\x30\x01", r.R_MISSING),
+        _bin_case("missing_case_id", schema.CONTEXT, b"\x40\x01", r.R_MISSING),
+        _bin_case("unknown_type", 0x06, b"", r.R_UNKNOWN_TYPE),
+        _bin_case("record_too_big", schema.POLL, b"\x08\x01" + b"\xf8\x07\x00" * 400, r.R_OVERSIZE),
+        _bin_case("unknown_field_skipped", schema.CLEAR, b"\x08\x05\xf8\x07\x09\x82\x08\x02\xab\xcd",
+                  r.R_OK),
+        _json_case("not_json", schema.CLEAR, "{case_id: 1}", r.R_MALFORMED),
+        _json_case("not_object", schema.CLEAR, "[1]", r.R_MALFORMED),
+        _json_case("string_for_int", schema.CLEAR, '{"case_id":"1"}', r.R_OUT_OF_RANGE),
+        _json_case("float_for_int", schema.CLEAR, '{"case_id":1.5}', r.R_OUT_OF_RANGE),
+        _json_case("bool_for_int", schema.CLEAR, '{"case_id":true}', r.R_OUT_OF_RANGE),
+        _json_case("negative", schema.CLEAR, '{"case_id":-1}', r.R_OUT_OF_RANGE),
+        _json_case("missing_required", schema.CLEAR, '{}', r.R_MISSING),
+        _json_case("list_for_scalar", schema.RATING,
+                   '{"device":"d","counter":1,"source":[1]}', r.R_OUT_OF_RANGE),
+        _json_case("scalar_for_list", schema.RATING,
+                   '{"device":"d","counter":1,"source":1,"tags":501}', r.R_MALFORMED),
+        _json_case("bad_hex_mac", schema.RATING,
+                   '{"device":"d","counter":1,"source":1,"mac":"zz"}', r.R_MALFORMED),
+        _json_case("lone_surrogate", schema.RATING,
+                   '{"device":"d","counter":1,"source":1,"text":"\\ud840"}', r.R_MALFORMED),
+        _json_case("too_long_text", schema.RATING,
+                   '{"device":"d","counter":1,"source":1,"text":"%s"}' % ("喆" * 141), r.R_OUT_OF_RANGE),
+        _json_case("unknown_key_ignored", schema.CLEAR, '{"case_id":3,"x":1}', r.R_OK),
+        _json_case("record_too_big", schema.CONTEXT,
+                   '{"case_id":1,"node":1,"serials":[%s],"matter_name":"%s","qr":"%s"}'
+                   % (",".join(['"%s"' % ("S" * 40)] * 16), "𠀋" * 60, "q" * 200), r.R_OVERSIZE),
+    ]
+    return cases
+
+
+def rule_vectors():
+    """rating.check, rating.verdict, rating ids and topics."""
+    base = {"device": "d", "counter": 1, "source": vocab.SRC_PRESS}
+
+    def rt(**kw):
+        out = dict(base)
+        out.update(kw)
+        return out
+    all3 = vocab.IND_OVERALL | vocab.IND_BUSINESS | vocab.IND_SERVICE
+    checks = [
+        ("press_overall", rt(overall=1), None, errors.R_OK),
+        ("press_without_level", rt(), None, errors.R_MISSING),
+        ("press_item_only", rt(items=[{"code": "T1", "level": 2}]), None, errors.R_OK),
+        ("bad_with_tag", rt(service=5, tags=[501]), None, errors.R_OK),
+        ("tag_on_good", rt(service=1, tags=[501]), None, errors.R_BAD_STATE),
+        ("not_rated_plain", rt(source=vocab.SRC_NOT_RATED), None, errors.R_OK),
+        ("not_rated_with_level", rt(source=vocab.SRC_NOT_RATED, overall=3), None, errors.R_BAD_STATE),
+        ("not_rated_with_text", rt(source=vocab.SRC_NOT_RATED, text="x"), None, errors.R_BAD_STATE),
+        ("system_default_level", rt(source=vocab.SRC_SYSTEM_DEFAULT, overall=3), None, errors.R_OK),
+        ("receipt_service_only", rt(service=2), vocab.NODE_INDICATORS[vocab.NODE_RECEIPT], errors.R_OK),
+        ("receipt_overall", rt(overall=2), vocab.NODE_INDICATORS[vocab.NODE_RECEIPT], errors.R_BAD_STATE),
+        ("completion_all", rt(overall=1, business=2, service=3), all3, errors.R_OK),
+    ]
+    verdicts = [
+        ("new", 11, 10, None, "aa", vocab.ACK_STORED, errors.R_OK),
+        ("first_ever", 1, 0, None, "aa", vocab.ACK_STORED, errors.R_OK),
+        ("retransmission", 10, 10, "aa", "aa", vocab.ACK_DUPLICATE, errors.R_OK),
+        ("old_retransmission", 3, 10, "aa", "aa", vocab.ACK_DUPLICATE, errors.R_OK),
+        ("same_id_other_content", 10, 10, "aa", "bb", vocab.ACK_DEAD_LETTER, errors.R_REPLAY),
+        ("unstored_below_mark", 9, 10, None, "aa", vocab.ACK_DEAD_LETTER, errors.R_REPLAY),
+        ("unstored_at_mark", 10, 10, None, "aa", vocab.ACK_DEAD_LETTER, errors.R_REPLAY),
+    ]
+    topic_cases = [
+        ("hall/sz-futian-01/dev/ev-a05/rating", ["sz-futian-01", "ev-a05", "rating"]),
+        ("hall/sz-futian-01/dev/ev-a05/availability", ["sz-futian-01", "ev-a05", "availability"]),
+        ("hall/sz-futian-01/gateway/devices", ["sz-futian-01", None, "devices"]),
+        ("hall/sz-futian-01/dev/ev-a05/unknown", None),
+        ("hall//dev/ev-a05/rating", None),
+        ("other/sz/dev/ev/rating", None),
+        ("hall/sz/gateway/state/extra", None),
+    ]
+    return {
+        "check": [{"name": n, "rating": codec.to_json(schema.RATING, r), "indicators": ind, "reason": why}
+                  for n, r, ind, why in checks],
+        "verdict": [{"name": n, "counter": c, "high_water": hw, "stored_mac": sm, "mac": m,
+                     "result": res, "reason": why} for n, c, hw, sm, m, res, why in verdicts],
+        "rating_id": [{"device": "ev-a05", "counter": 1042, "id": "ev-a05:1042"},
+                      {"device": "a.b_c-9", "counter": 0xFFFFFFFF, "id": "a.b_c-9:4294967295"}],
+        "topics": [{"topic": t, "parsed": p} for t, p in topic_cases],
+    }
+
+
+def timing_vectors():
+    out = []
+    for baud in BAUDS:
+        out.append({
+            "baud": baud, "byte_us": timing.byte_us(baud), "guard_us": timing.guard_us(baud),
+            "poll_frame_us": timing.frame_us(0, baud), "max_frame_us": timing.frame_us(frame.MAX_PAYLOAD, baud),
+            "reply_start_timeout_us": timing.reply_start_timeout_us(baud),
+            "reply_timeout_max_us": timing.reply_timeout_us(baud, frame.MAX_PAYLOAD),
+            "silence_reset_us": timing.silence_reset_us(baud),
+            "exchange_idle_us": timing.exchange_us(0, 0, baud, 2000),
+            "poll_cycle_32_us": timing.poll_cycle_us(32, baud),
+            "poll_cycle_32_worst_us": timing.poll_cycle_worst_us(32, baud),
+        })
+    return out
+
+
+def build_vectors():
+    """{file name: text} of every vector file."""
+    data = {
+        "crc.json": crc_vectors(), "messages.json": message_vectors(), "mac.json": mac_vectors(),
+        "decoder.json": decoder_vectors(), "invalid.json": invalid_vectors(),
+        "rules.json": rule_vectors(), "timing.json": timing_vectors(),
+    }
+    out = {}
+    for name, value in data.items():
+        out[name] = json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+    return out
+
+
+# --- SPEC.md sections -----------------------------------------------------------------------------
+KIND_WORDS = {schema.U: "uint", schema.S: "text", schema.T: "token", schema.B: "bytes", schema.M: "message"}
+SUBS = (("ThemeItem", schema.THEME_ITEM), ("ItemRating", schema.ITEM_RATING), ("Tag", schema.TAG),
+        ("Text", schema.TEXT), ("Counter", schema.COUNTER))
+
+
+def _sub_name(sub):
+    for name, table in SUBS:
+        if table is sub:
+            return name
+    raise KeyError(sub)
+
+
+def _limit_words(kind, limit, sub):
+    if kind == schema.U:
+        return "0..%d" % limit
+    if kind == schema.S:
+        return "≤ %d chars" % limit
+    if kind == schema.T:
+        return "≤ %d ASCII" % limit
+    if kind == schema.B:
+        return "≤ %d bytes" % limit
+    return _sub_name(sub)
+
+
+def _field_table(msg_type, fields):
+    required = schema.REQUIRED.get(msg_type, ()) if msg_type else ()
+    rows = ["| # | name | kind | limit | list | notes |", "|---|---|---|---|---|---|"]
+    for num, name, kind, limit, repeat, sub in fields:
+        notes = []
+        if name in required:
+            notes.append("required")
+        if msg_type == schema.RATING and name in schema.MAC_EXCLUDED:
+            notes.append("outside the MAC")
+        rows.append("| %d | `%s` | %s | %s | %s | %s |" % (
+            num, name, KIND_WORDS[kind], _limit_words(kind, limit, sub),
+            "≤ %d" % repeat if repeat else "", ", ".join(notes)))
+    return "\n".join(rows)
+
+
+def _max_bytes(fields):
+    def vlen(n):
+        size = 1
+        while n > 0x7F:
+            n >>= 7
+            size += 1
+        return size
+    total = 0
+    for num, name, kind, limit, repeat, sub in fields:
+        key = vlen(num << 3)
+        if kind == schema.U:
+            one = key + vlen(limit)
+        elif kind == schema.S:
+            one = key + vlen(limit * 4) + limit * 4
+        elif kind == schema.M:
+            body = _max_bytes(sub)
+            one = key + vlen(body) + body
+        else:
+            one = key + vlen(limit) + limit
+        total += one * (repeat or 1)
+    return total
+
+
+def sec_types():
+    rows = ["| code | name | sender | field-limit maximum (bytes) |", "|---|---|---|---|"]
+    for code in sorted(schema.MESSAGES):
+        rows.append("| 0x%02X | %s | %s | %d |" % (code, schema.TYPE_NAMES[code].upper(),
+                                                  "device" if schema.from_device(code) else "gateway",
+                                                  _max_bytes(schema.MESSAGES[code])))
+    return "\n".join(rows)
+
+
+def sec_fields():
+    parts = []
+    for code in sorted(schema.MESSAGES):
+        parts.append("#### %s (0x%02X)\n\n%s" % (schema.TYPE_NAMES[code].upper(), code,
+                                                 _field_table(code, schema.MESSAGES[code])))
+    for name, table in SUBS:
+        parts.append("#### %s (nested)\n\n%s" % (name, _field_table(None, table)))
+    return "\n\n".join(parts)
+
+
+def sec_proto():
+    kinds = {schema.U: "uint64", schema.S: "string", schema.T: "string", schema.B: "bytes"}
+    lines = ['syntax = "proto3";', "package hallrating.v1;", ""]
+
+    def message(name, fields):
+        lines.append("message %s {" % name)
+        for num, fname, kind, limit, repeat, sub in fields:
+            t = _sub_name(sub) if kind == schema.M else kinds[kind]
+            lines.append("  %s%s %s = %d;" % ("repeated " if repeat else "", t, fname, num))
+        lines.append("}")
+    for name, table in SUBS:
+        message(name, table)
+    for code in sorted(schema.MESSAGES):
+        message(schema.TYPE_NAMES[code].capitalize(), schema.MESSAGES[code])
+    return "```proto\n%s\n```" % "\n".join(lines)
+
+
+def sec_reasons():
+    meaning = {
+        errors.R_OK: "no error", errors.R_TRUNCATED: "ran out of bytes inside a field or header",
+        errors.R_OVERSIZE: "a length, list or record beyond its limit",
+        errors.R_BAD_CRC: "frame CRC-16 mismatch (counted by the decoder, never answered)",
+        errors.R_BAD_HEADER: "header CRC-8 mismatch (counted by the decoder, never answered)",
+        errors.R_MALFORMED: "wire type, duplicate field, runaway varint, bad UTF-8, bad JSON",
+        errors.R_OUT_OF_RANGE: "a value outside its range (level 6, 17-character name, control character)",
+        errors.R_UNKNOWN_TYPE: "a message type the receiver does not know",
+        errors.R_MISSING: "a required field is absent or zero",
+        errors.R_BAD_MAC: "the rating MAC does not verify",
+        errors.R_REPLAY: "a rating counter already used, or at/below the committed high-water mark",
+        errors.R_UNKNOWN_DEVICE: "the sender is not in the gateway's registry",
+        errors.R_STORE_FULL: "the receiver cannot commit now; the sender keeps it and retries",
+        errors.R_BAD_STATE: "valid message at the wrong moment or against a rule (tag on a good rating)",
+    }
+    rows = ["| code | name | meaning |", "|---|---|---|"]
+    for code in sorted(errors.REASON_NAMES):
+        rows.append("| %d | `%s` | %s |" % (code, errors.REASON_NAMES[code], meaning[code]))
+    return "\n".join(rows)
+
+
+def sec_vocab():
+    rows = ["| level | 中文 | bad (差评) |", "|---|---|---|"]
+    for lv in vocab.LEVELS:
+        rows.append("| %d | %s | %s |" % (lv, vocab.LEVEL_NAMES[lv], "yes" if vocab.is_bad(lv) else ""))
+    rows += ["", "| indicator bit | 中文 |", "|---|---|"]
+    for bit in sorted(vocab.INDICATOR_NAMES):
+        rows.append("| %d | %s |" % (bit, vocab.INDICATOR_NAMES[bit]))
+    rows += ["", "| node | 中文 | indicators allowed |", "|---|---|---|"]
+    for node in sorted(vocab.NODE_NAMES):
+        rows.append("| %d | %s | %d |" % (node, vocab.NODE_NAMES[node], vocab.NODE_INDICATORS[node]))
+    rows += ["", "| source | name |", "|---|---|"]
+    for src in sorted(vocab.SOURCE_NAMES):
+        rows.append("| %d | `%s` |" % (src, vocab.SOURCE_NAMES[src]))
+    return "\n".join(rows)
+
+
+def sec_acks():
+    what = {
+        vocab.ACK_STORED: "delete the rating from flash; it is committed",
+        vocab.ACK_DUPLICATE: "delete it; it was committed earlier (this was a retransmission)",
+        vocab.ACK_DEAD_LETTER: "delete it; the gateway keeps it for review with `reason` (bad MAC, replay, rule)",
+        vocab.ACK_RETRY: "keep it and send it again later (gateway store full or busy)",
+    }
+    rows = ["| result | name | device releases the rating | what the device does |", "|---|---|---|---|"]
+    for code in sorted(vocab.ACK_NAMES):
+        rows.append("| %d | `%s` | %s | %s |" % (code, vocab.ACK_NAMES[code],
+                                                 "yes" if vocab.device_releases(code) else "no", what[code]))
+    return "\n".join(rows)
+
+
+def sec_crc():
+    v = b"123456789"
+    return "\n".join([
+        "| CRC | width | poly | init | refin/refout | xorout | check (\"123456789\") |",
+        "|---|---|---|---|---|---|---|",
+        "| CRC-16/MODBUS | 16 | 0x8005 (reflected 0xA001) | 0xFFFF | yes | 0x0000 | 0x%04X |" % crc.crc16(v),
+        "| CRC-8/SMBUS | 8 | 0x07 | 0x00 | no | 0x00 | 0x%02X |" % crc.crc8(v),
+    ])
+
+
+def sec_timing():
+    rows = ["| figure | " + " | ".join("%d baud" % b for b in BAUDS) + " |",
+            "|---|" + "---|" * len(BAUDS)]
+    tv = timing_vectors()
+    labels = [
+        ("byte_us", "one byte (10 bits), µs"), ("guard_us", "guard time t3.5 (floor 1,750 µs), µs"),
+        ("poll_frame_us", "empty frame (10 bytes), µs"), ("max_frame_us", "largest frame (1,034 bytes), µs"),
+        ("reply_start_timeout_us", "master: wait for a reply header, µs"),
+        ("reply_timeout_max_us", "master: wait for a largest reply, µs"),
+        ("silence_reset_us", "device: silence that drops a partial frame, µs"),
+        ("exchange_idle_us", "empty POLL + empty IDLE exchange (2 ms turnaround), µs"),
+        ("poll_cycle_32_us", "cycle over 32 idle devices (2 ms turnaround), µs"),
+        ("poll_cycle_32_worst_us", "cycle over 32 idle devices (10 ms turnaround), µs"),
+    ]
+    for key, label in labels:
+        rows.append("| %s | " % label + " | ".join("{:,}".format(t[key]) for t in tv) + " |")
+    return "\n".join(rows)
+
+
+def _hexdump(data):
+    return " ".join("%02x" % b for b in data)
+
+
+def _frame_breakdown(frame_hex):
+    f = bytes.fromhex(frame_hex)
+    n = f[5] | (f[6] << 8)
+    return "\n".join([
+        "sync     %s" % _hexdump(f[0:2]),
+        "addr     %s" % _hexdump(f[2:3]),
+        "type     %s" % _hexdump(f[3:4]),
+        "seq      %s" % _hexdump(f[4:5]),
+        "len      %s            (%d, little-endian)" % (_hexdump(f[5:7]), n),
+        "hcrc     %s               (CRC-8/SMBUS of addr..len)" % _hexdump(f[7:8]),
+        "payload  %s" % (_wrap(f[8:8 + n]) if n else "(none)"),
+        "crc      %s            (CRC-16/MODBUS of addr..payload, little-endian)" % _hexdump(f[8 + n:]),
+    ])
+
+
+def _wrap(data, width=24):
+    chunks = [_hexdump(data[i:i + width]) for i in range(0, len(data), width)]
+    return ("\n" + " " * 9).join(chunks)
+
+
+def sec_examples():
+    mv = {v["name"]: v for v in message_vectors()}
+    macs = {v["name"]: v for v in mac_vectors()}
+    parts = []
+    titles = [
+        ("poll", "A POLL from the gateway to device 5, carrying the gateway clock"),
+        ("idle", "The device's IDLE reply: nothing to send, empty payload"),
+        ("rating", "A typical RATING (bad rating with one tag and Chinese text), MAC under the test key"),
+        ("context", "A CONTEXT push for a batch of two cases, with Chinese names"),
+        ("ack", "The ACK that settles the rating above"),
+    ]
+    for name, title in titles:
+        v = mv[name]
+        f = bytes.fromhex(v["frame"])
+        parts.append("#### %s\n\nJSON form (%d bytes as UTF-8):\n\n```json\n%s\n```\n\n"
+                     "Frame: %d bytes = 10 overhead + %d payload\n\n```\n%s\n```" % (
+                         title, len(v["json"].encode()), v["json"], len(f), len(f) - 10,
+                         _frame_breakdown(v["frame"])))
+        if name == "rating":
+            m = macs["rating"]
+            parts.append("MAC computation for this rating: key = `%s` (the test key).\n"
+                         "The MAC input is the label `hall-rating/1 rating` + 0x00 followed by the\n"
+                         "canonical encoding of the rating without `mac`, `gateway_time` and `hall`:\n\n"
+                         "```\n%s\n```\n\nHMAC-SHA256 over it, first 16 bytes: `%s`." % (
+                             m["key"], _wrap(bytes.fromhex(m["signed_bytes"])), m["mac"]))
+    return "\n\n".join(parts)
+
+
+def sec_sizes():
+    mv = {v["name"]: v for v in message_vectors()}
+    rows = ["| message | payload bytes | frame bytes | overhead | time at 9,600 | time at 115,200 |",
+            "|---|---|---|---|---|---|"]
+    for name in ("poll", "poll_empty", "idle", "idle_busy", "rating", "rating_good", "ack", "context",
+                 "status"):
+        n = len(mv[name]["binary"]) // 2
+        rows.append("| %s | %d | %d | %d | %.2f ms | %.2f ms |" % (
+            name, n, n + frame.OVERHEAD, frame.OVERHEAD, timing.frame_us(n, 9600) / 1000.0,
+            timing.frame_us(n, 115200) / 1000.0))
+    return "\n".join(rows)
+
+
+def sec_topics():
+    rows = ["| topic | direction | QoS | retained | payload |", "|---|---|---|---|---|"]
+    payload = {"rating": "RATING JSON", "status": "STATUS JSON", "availability": '`online` / `offline` (last will)',
+               "context": "CONTEXT JSON, empty = no case", "ack": "ACK JSON", "config": "CONFIG JSON",
+               "state": '`online` / `offline` (last will)', "devices": "registry JSON (7.5)",
+               "event": "event JSON (7.5)"}
+    for kind in topics.DEVICE_TO_GATEWAY + topics.GATEWAY_TO_DEVICE:
+        rows.append("| `hall/<hall>/dev/<device>/%s` | %s | %d | %s | %s |" % (
+            kind, "device → gateway" if kind in topics.DEVICE_TO_GATEWAY else "gateway → device",
+            topics.QOS[kind], "yes" if kind in topics.RETAINED else "no", payload[kind]))
+    for kind in ("state", "devices", "event"):
+        rows.append("| `hall/<hall>/gateway/%s` | gateway → all | %d | %s | %s |" % (
+            kind, topics.QOS[kind], "yes" if kind in topics.RETAINED else "no", payload[kind]))
+    return "\n".join(rows)
+
+
+def spec_sections():
+    return {"types": sec_types(), "fields": sec_fields(), "proto": sec_proto(), "reasons": sec_reasons(),
+            "vocab": sec_vocab(), "acks": sec_acks(), "crc": sec_crc(), "timing": sec_timing(),
+            "examples": sec_examples(), "sizes": sec_sizes(), "topics": sec_topics()}
+
+
+def render_spec(text):
+    """SPEC.md text with every generated section replaced by its current content."""
+    for name, body in spec_sections().items():
+        start = "<!-- gen:%s -->" % name
+        end = "<!-- /gen:%s -->" % name
+        a = text.find(start)
+        b = text.find(end)
+        if a < 0 or b < a:
+            raise ValueError("SPEC.md lacks the section markers for %r" % name)
+        text = text[:a + len(start)] + "\n" + body + "\n" + text[b:]
+    return text
+
+
+def stale_files():
+    """[(path, new text)] of every file whose content differs from what the code produces."""
+    out = []
+    for name, text in build_vectors().items():
+        path = os.path.join(VECTOR_DIR, name)
+        old = open(path, encoding="utf-8").read() if os.path.exists(path) else None
+        if old != text:
+            out.append((path, text))
+    if os.path.exists(SPEC_PATH):
+        old = open(SPEC_PATH, encoding="utf-8").read()
+        new = render_spec(old)
+        if new != old:
+            out.append((SPEC_PATH, new))
+    return out
+
+
+def main(argv):
+    stale = stale_files()
+    if "--check" in argv:
+        for path, _ in stale:
+            print("stale: %s" % os.path.relpath(path, ROOT))
+        return 1 if stale else 0
+    os.makedirs(VECTOR_DIR, exist_ok=True)
+    for path, text in stale:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        print("wrote %s" % os.path.relpath(path, ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
