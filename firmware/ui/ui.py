@@ -1,0 +1,233 @@
+"""Ui(board, font): draws a view (firmware/views.py) on board.display and turns raw input on that
+view into one semantic action. The layouts live in mono.py (five_button, 128x64) and touch.py
+(320x240); only the board's own is imported, to save RAM.
+
+    ui = Ui(board, Font(path)); ui.render(view); act = ui.action(view, ("key", 0)); ui.tick()
+
+Long text: a line that does not fit its slot scrolls sideways one character at a time (marquee),
+after a pause at the start and at the end; call ui.tick() from the main loop (cheap when nothing
+scrolls). On touch the matter name may also take two lines before it scrolls. A character the font
+lacks is drawn as a placeholder box of the same width, never an error.
+"""
+
+try:
+    import framebuf
+except ImportError:
+    from firmware.ui import fb as framebuf
+
+# IND_* bit (protocol.vocab) -> the view's indicator field name
+IND_FIELDS = {1: "overall", 2: "business", 4: "service"}
+
+# Screen words; a view's "texts" (from CONFIG) override any of them by key.
+TEXTS = {
+    "prompt": "请评价",
+    "prompt_receipt": "请评价服务态度",
+    "idle": "欢迎光临",
+    "window": "%s号窗口",
+    "thanks": "谢谢您的评价",
+    "not_rated": "本次未评价",
+    "no_case": "当前没有\n可评价的业务",
+    "storage_full": "存储已满\n暂停评价",
+    "busy": "操作过快\n请稍候",
+    "provisioning": "等待配置",
+    "error": "设备故障",
+    "tags_title": "请选择原因",
+    "serial": "流水号",
+    "batch": "共%d件",
+    "staff": "工号",
+    "ind_overall": "总体评价",
+    "ind_business": "业务评价",
+    "ind_service": "服务评价",
+    "submit": "提交",
+    "back": "返回",
+    "confirm": "确定",
+    "prev": "上页",
+    "next": "下页",
+    "qr": "扫码评价",
+    "level1": "非常满意",
+    "level2": "满意",
+    "level3": "基本满意",
+    "level4": "不满意",
+    "level5": "非常不满意",
+}
+
+BREAK_AFTER = " ，。、：；！？,.:;!?"
+SCROLL_STEP_MS = 400   # one character per step
+SCROLL_HOLD = 3        # steps to rest at the start and at the end of a scrolling line
+
+
+class Ui:
+    def __init__(self, board, font):
+        self.board = board
+        self.font = font
+        self.fb = board.display
+        self.width = self.fb.width
+        self.height = self.fb.height
+        if board.profile == "five_button":
+            from firmware.ui import mono as layout
+        else:
+            from firmware.ui import touch as layout
+        self._layout = layout
+        self._fmt = framebuf.MONO_HLSB if board.profile == "five_button" else framebuf.GS4_HMSB
+        self._palettes = {}
+        self._glyph_buf = bytearray(32)
+        self._scroll = []       # [x, y, w, text, fg, bg, pos, hold] per overflowing line
+        self._scroll_at = 0
+        self.state = {}         # layout-local state (touch: page of the case screen)
+        self.view = None
+
+    # --- the contract ----------------------------------------------------------------------------
+    def render(self, view):
+        self.view = view
+        self._scroll = []
+        self._scroll_at = self.board.ticks_ms()
+        self._layout.draw(self, view)
+        self.fb.show()
+
+    def action(self, view, event):
+        return self._layout.action(self, view, event)
+
+    def tick(self):
+        """Advance scrolling lines; True when the screen was redrawn."""
+        if not self._scroll:
+            return False
+        now = self.board.ticks_ms()
+        if now - self._scroll_at < SCROLL_STEP_MS:
+            return False
+        self._scroll_at = now
+        changed = False
+        for slot in self._scroll:
+            x, y, w, text, fg, bg, pos, hold = slot
+            if hold:
+                slot[7] = hold - 1
+                continue
+            if self.font.text_width(text[pos:]) <= w:
+                pos = 0
+                slot[7] = SCROLL_HOLD
+            else:
+                pos += 1
+                if self.font.text_width(text[pos:]) <= w:
+                    slot[7] = SCROLL_HOLD
+            slot[6] = pos
+            self.fb.fill_rect(x, y, w, self.font.height, bg)
+            self.text(x, y, text[pos:], fg, w)
+            changed = True
+        if changed:
+            self.fb.show()
+        return changed
+
+    # --- helpers for layouts ---------------------------------------------------------------------
+    def word(self, view, key):
+        texts = view.get("texts")
+        if texts and key in texts:
+            return texts[key]
+        return TEXTS[key]
+
+    def _palette(self, c):
+        p = self._palettes.get(c)
+        if p is None:
+            p = framebuf.FrameBuffer(bytearray(1), 2, 1, self._fmt)
+            p.pixel(0, 0, 0)
+            p.pixel(1, 0, c)
+            self._palettes[c] = p
+        return p
+
+    def glyph(self, x, y, cp, c, scale=1):
+        """Draw one character; returns its advance in pixels."""
+        font = self.font
+        g = font.glyph(cp)
+        h = font.height
+        if g is None:
+            w = font.width(cp)
+            self.fb.rect(x + scale, y + 2 * scale, (w - 2) * scale, (h - 4) * scale, c)
+            return w * scale
+        w, data = g
+        buf = self._glyph_buf
+        buf[:len(data)] = data
+        src = framebuf.FrameBuffer(buf, w, h, framebuf.MONO_HLSB)
+        if scale == 1:
+            self.fb.blit(src, x, y, 0, self._palette(c))
+        else:
+            fill = self.fb.fill_rect
+            for yy in range(h):
+                for xx in range(w):
+                    if src.pixel(xx, yy):
+                        fill(x + xx * scale, y + yy * scale, scale, scale, c)
+        return w * scale
+
+    def text(self, x, y, text, c, limit=None, scale=1):
+        """Draw text from (x, y), stopping before a character that would pass x + limit.
+        Returns the number of characters drawn."""
+        end = x + limit if limit is not None else self.width
+        n = 0
+        for ch in text:
+            cp = ord(ch)
+            if x + self.font.width(cp) * scale > end:
+                break
+            x += self.glyph(x, y, cp, c, scale)
+            n += 1
+        return n
+
+    def line(self, x, y, w, text, fg, bg=None, center=False):
+        """One line in a slot of width w: centred or left; scrolls (see tick) if it does not fit."""
+        if bg is not None:
+            self.fb.fill_rect(x, y, w, self.font.height, bg)
+        tw = self.font.text_width(text)
+        if tw <= w:
+            self.text(x + ((w - tw) // 2 if center else 0), y, text, fg, w)
+            return
+        self.text(x, y, text, fg, w)
+        self._scroll.append([x, y, w, text, fg, 0 if bg is None else bg, 0, SCROLL_HOLD])
+
+    def wrap(self, text, w, scale=1):
+        """Split text into lines no wider than w pixels (CJK breaks anywhere; so does ASCII)."""
+        lines = []
+        start = 0
+        used = 0
+        for i in range(len(text)):
+            ch = text[i]
+            if ch == "\n":
+                lines.append(text[start:i])
+                start, used = i + 1, 0
+                continue
+            cw = self.font.width(ord(ch)) * scale
+            if used + cw > w and i > start:
+                cut = i
+                for j in range(i - 1, start, -1):   # prefer a break after punctuation or a space
+                    if text[j] in BREAK_AFTER:
+                        cut = j + 1
+                        break
+                lines.append(text[start:cut])
+                start = cut
+                used = self.font.text_width(text[cut:i]) * scale
+            used += cw
+        lines.append(text[start:])
+        return lines
+
+    def centered(self, lines, y0, y1, fg, scale=1):
+        """Lines centred horizontally and vertically between y0 and y1."""
+        lh = self.font.height * scale
+        y = y0 + max(0, (y1 - y0 - lh * len(lines)) // 2)
+        for ln in lines:
+            if y + lh > y1:
+                break
+            tw = self.font.text_width(ln) * scale
+            self.text(max(0, (self.width - tw) // 2), y, ln, fg, None, scale)
+            y += lh
+
+
+def ask_fields(view):
+    """The view's asked indicators (IND_* bits, or field names) as field names, in the view's order."""
+    out = []
+    for ind in view.get("ask") or ():
+        name = IND_FIELDS.get(ind, ind) if isinstance(ind, int) else ind
+        if name in ("overall", "business", "service"):
+            out.append(name)
+    return out
+
+
+def serial_text(ui, view, ctx):
+    serials = ctx.get("serials") or []
+    if len(serials) > 1:
+        return (ui.word(view, "batch") % len(serials)) + " " + serials[0]
+    return serials[0] if serials else ""
