@@ -198,3 +198,305 @@ def cut_everywhere(ops, torn, capacity=4):
         for p in check_recovered(flash.files, journal, capacity):
             problems.append("cut at %d: %s" % (k, p))
     return steps, problems
+
+
+# --- full flows on the sim board, shared by the CPython and MicroPython tests -------------------
+KEY_HEX = "5c" * 32
+TAGS = [{"code": 501, "label": "态度不积极", "indicator": 4},
+        {"code": 502, "label": "来回跑", "indicator": 4},
+        {"code": 601, "label": "超时办结", "indicator": 2},
+        {"code": 701, "label": "等待时间长", "indicator": 1},
+        {"code": 702, "label": "其他原因", "indicator": 7}]
+_rigs = [0]
+
+
+class Rig:
+    """One sim device. key(i) presses a button through the real UI; act(...) feeds a UI action
+    straight to the flow (for screens whose layout is not drawn in this test)."""
+
+    def __init__(self, profile="five_button", root=None, capacity=10, font=None, base="/tmp"):
+        from firmware.boards.sim import make_board
+        from firmware.config import validate
+        from firmware.device import Device
+        if root is None:
+            _rigs[0] += 1
+            root = "%s/rig%d" % (base, _rigs[0])
+        self.root = root
+        self.board = make_board({"profile": profile, "fs_root": root})
+        self.cfg = validate({"device": "win07", "key": KEY_HEX, "window": "07",
+                             "outbox_capacity": capacity, "board": {"profile": profile}})
+        self.font = font
+        self.dev = Device(self.board, self.cfg, font_path=font)
+        self.dev.on_config({"version": 1, "tags": TAGS, "rating_timeout_s": 30, "thanks_s": 4,
+                            "guard_ms": 500})
+        self.dev.step()
+
+    def reboot(self):
+        from firmware.device import Device
+        self.dev = Device(self.board, self.cfg, font_path=self.font)
+        self.dev.step()
+
+    @property
+    def state(self):
+        return self.dev.app.state
+
+    @property
+    def ratings(self):
+        """Decoded ratings waiting in the outbox, oldest first."""
+        from protocol import codec, schema
+        ob = self.dev.outbox
+        return [codec.decode(schema.RATING, ob.get(c)) for c in ob.counters]
+
+    def context(self, case_id, **extra):
+        ctx = {"case_id": case_id, "window": "07", "staff_id": "A0123", "staff_name": "王喆",
+               "matter_code": "M-001", "matter_name": "企业投资项目备案（含变更）",
+               "serials": ["SZ2024%05d" % case_id], "node": 3}
+        for k in extra:
+            ctx[k] = extra[k]
+        self.dev.on_context(ctx)
+        self.dev.step()
+        return ctx
+
+    def wait(self, ms):
+        self.board.advance(ms)
+        self.dev.step()
+
+    def key(self, i):
+        self.board.press(i)
+        self.dev.step()
+
+    def act(self, *action):
+        self.dev.app.fire(*action)
+        self.dev.step()
+
+    def press_level(self, level):
+        """The rater gives `level` to everything asked (touch: then submits)."""
+        if self.dev.ui is not None and self.board.profile == "five_button":
+            self.key(level - 1)
+            return
+        for name in self.dev.app.ask or ("overall",):
+            self.act("rate", name, level)
+        if self.board.profile == "touch":
+            self.act("submit")
+
+    def ack(self, counter, result=0):
+        return self.dev.on_ack({"device": "win07", "counter": counter, "result": result})
+
+
+def check_rating(rec, indicators=7):
+    from protocol import auth, rating
+    from protocol.auth import KEY_LEN
+    from binascii import unhexlify
+    key = unhexlify(KEY_HEX)
+    assert len(key) == KEY_LEN
+    assert auth.verify(key, rec), "MAC does not verify"
+    rating.check(rec, indicators)
+
+
+def flow_normal(rig):
+    rig.context(11)
+    assert rig.state == "case"
+    rig.wait(1000)
+    rig.press_level(2)
+    assert rig.state == "thanks"
+    (r,) = rig.ratings
+    check_rating(r)
+    assert r["overall"] == 2 and r["source"] == 1 and r["case_id"] == 11
+    if rig.board.profile == "touch":
+        assert r["business"] == r["service"] == 2        # the touch board asks all three
+    else:
+        assert "business" not in r and "service" not in r
+    assert r["serials"] == ["SZ202400011"] and r["staff_id"] == "A0123" and r["window"] == "07"
+    rig.wait(4000)
+    assert rig.state == "idle"
+
+
+def flow_bad_with_tags(rig):
+    rig.context(12)
+    rig.wait(1000)
+    rig.press_level(5)
+    assert rig.state == "tags" and rig.ratings == []    # nothing stored before the tag choice
+    offered = [t["code"] for t in rig.dev.app.tags]
+    if rig.board.profile == "touch":
+        assert offered == [501, 502, 601, 701, 702]     # all three indicators were bad
+    else:
+        assert offered == [701, 702]                     # tags of the overall indicator only
+    if rig.board.profile == "five_button" and rig.dev.ui is not None:
+        rig.key(4)                                       # K5 confirm: refused, nothing chosen
+        assert rig.state == "tags"
+        rig.key(1)                                       # K2 down
+        rig.key(2)                                       # K3 choose
+        rig.key(4)                                       # K5 confirm
+    else:
+        rig.act("confirm")
+        assert rig.state == "tags"
+        rig.act("tag_pick", 702)
+        rig.act("confirm")
+    assert rig.state == "thanks"
+    (r,) = rig.ratings
+    check_rating(r)
+    assert r["overall"] == 5 and r["tags"] == [702]
+
+
+def flow_receipt(rig):
+    rig.context(13, node=1)
+    assert rig.dev.app.ask == ("service",)
+    rig.wait(1000)
+    rig.act("rate", "overall", 1)                        # not asked at a receipt: ignored
+    assert rig.state == "case"
+    if rig.board.profile == "five_button" and rig.dev.ui is not None:
+        rig.key(0)
+    else:
+        rig.act("rate", "service", 1)
+        rig.act("submit")
+    assert rig.state == "thanks"
+    (r,) = rig.ratings
+    check_rating(r, 4)
+    assert r["service"] == 1 and "overall" not in r and r["node"] == 1
+
+
+def flow_batch(rig):
+    serials = ["SZ2024%05d" % n for n in (21, 22, 23)]
+    rig.context(14, serials=serials)
+    rig.wait(1000)
+    rig.press_level(1)
+    (r,) = rig.ratings                                   # one rating for the whole batch
+    check_rating(r)
+    assert r["serials"] == serials
+
+
+def flow_theme(rig):
+    items = [{"code": "T1", "name": "营业执照"}, {"code": "T2", "name": "税务登记"}]
+    rig.context(15, items=items, matter_name="开办企业一件事")
+    rig.wait(1000)
+    rig.act("rate", "overall", 2)
+    if rig.board.profile == "touch":
+        rig.act("rate", "business", 2)
+        rig.act("submit")                                # service still missing: refused
+        assert rig.state == "case"
+        rig.act("rate", "service", 1)
+        rig.act("rate_item", "T1", 1)
+        rig.act("rate_item", "T2", 4)
+        rig.act("rate_item", "T9", 1)                    # not an item of this theme: ignored
+        rig.act("submit")
+        assert rig.state == "tags"
+        assert [t["code"] for t in rig.dev.app.tags] == [601, 702]   # a bad item: business tags
+        rig.act("tag_pick", 601)
+        rig.act("confirm")
+    assert rig.state == "thanks"
+    (r,) = rig.ratings
+    check_rating(r)
+    if rig.board.profile == "touch":
+        assert r["items"] == [{"code": "T1", "level": 1}, {"code": "T2", "level": 4}]
+        assert r["tags"] == [601] and r["service"] == 1
+    else:
+        assert r["overall"] == 2 and "items" not in r
+
+
+def flow_timeout(rig):
+    rig.context(16)
+    rig.wait(29000)
+    assert rig.state == "case"
+    rig.wait(1000)
+    assert rig.state == "not_rated"
+    (r,) = rig.ratings
+    check_rating(r)
+    assert r["source"] == 2
+    for name in ("overall", "business", "service", "tags", "items"):
+        assert name not in r, name                       # never a fake level
+    rig.wait(4000)
+    assert rig.state == "idle"
+
+
+def flow_no_case(rig):
+    rig.key(0)
+    assert rig.state == "no_case"
+    rig.key(3)
+    assert rig.state == "no_case" and rig.ratings == []
+    rig.wait(4000)
+    assert rig.state == "idle"
+
+
+def flow_second_press(rig):
+    ctx = rig.context(17)
+    rig.wait(1000)
+    rig.press_level(1)
+    rig.press_level(5)                                   # after the thank-you: ignored
+    rig.key(4)
+    assert rig.state == "thanks" and len(rig.ratings) == 1
+    rig.dev.on_context(ctx)                              # the same case again: still rated once
+    rig.wait(5000)
+    assert rig.state == "idle"
+    rig.press_level(3)
+    assert len(rig.ratings) == 1 and rig.ratings[0]["overall"] == 1
+
+
+def flow_outbox_full(rig):
+    for cid in (18, 19):
+        rig.context(cid)
+        rig.wait(1000)
+        rig.press_level(1)
+    rig.context(20)
+    assert rig.state == "storage_full"
+    rig.press_level(1)
+    rig.key(0)
+    assert len(rig.ratings) == 2 and rig.state == "storage_full"
+    st = rig.dev.status()
+    assert st["outbox"] == st["outbox_capacity"] == 2
+    assert {"name": "outbox_full", "count": 1} in st["errors"]
+    assert rig.ack(1)
+    rig.wait(2000)
+    assert rig.state == "case"                           # room again: the case comes back
+    rig.press_level(3)
+    assert [r["case_id"] for r in rig.ratings] == [19, 20]
+
+
+def flow_misuse_guard(rig):
+    rig.context(21)
+    rig.press_level(1)                                   # at once: a carried-over press
+    assert rig.state == "case" and rig.ratings == []
+    for _ in range(7):
+        rig.key(0)
+    assert rig.state == "busy"
+    rig.wait(3000)
+    assert rig.state == "case"
+    rig.wait(1000)
+    rig.press_level(2)
+    assert rig.state == "thanks" and [r["overall"] for r in rig.ratings] == [2]
+
+
+def flow_clear(rig):
+    rig.context(22)
+    rig.dev.on_clear({"case_id": 99})                    # another case: no effect
+    assert rig.state == "case"
+    rig.dev.on_clear({"case_id": 22})
+    rig.dev.step()
+    assert rig.state == "idle"
+    rig.key(0)
+    assert rig.state == "no_case" and rig.ratings == []
+
+
+def flow_reboot(rig):
+    ctx = rig.context(23)
+    rig.wait(1000)
+    rig.press_level(1)
+    rig.reboot()
+    assert [r["counter"] for r in rig.ratings] == [1]
+    rig.dev.on_context(ctx)                              # a retained context after the reboot
+    assert rig.state == "idle"
+    rig.context(24)
+    rig.wait(1000)
+    rig.press_level(2)
+    assert [r["counter"] for r in rig.ratings] == [1, 2]
+
+
+FLOWS = ["flow_normal", "flow_bad_with_tags", "flow_receipt", "flow_batch", "flow_theme",
+         "flow_timeout", "flow_no_case", "flow_second_press", "flow_outbox_full",
+         "flow_misuse_guard", "flow_clear", "flow_reboot"]
+
+
+def run_flow(name, profile, font=None, base="/tmp"):
+    capacity = 2 if name == "flow_outbox_full" else 10
+    rig = Rig(profile, capacity=capacity, font=font, base=base)
+    globals()[name](rig)
+    return rig

@@ -1,0 +1,117 @@
+"""The device's own configuration file (written by tools/flash.py at provisioning), and the
+gateway's CONFIG record (tags, texts, timeouts) kept beside it.
+
+Device file `device.json`:
+  device      token id, e.g. "win07"                         (required)
+  key         64 hex digits: the device's 32-byte rating key  (required)
+  board       {"profile": "five_button" | "touch", ...board-specific pins}
+  transport   "rs485" | "mqtt"
+  address     RS-485 address 1..247, baud (default 9600)
+  hall        MQTT hall id; mqtt {"host", "port", "keepalive"}; wifi {"ssid", "password"}
+  window      window number shown on idle, outbox_capacity (default 500)
+"""
+
+import json
+from binascii import unhexlify
+
+from protocol import codec, schema
+from protocol.errors import ProtocolError
+from firmware.flashfs import join
+
+DEVICE_FILE = "device.json"
+RATING_CONFIG_FILE = "config.bin"
+
+RATING_DEFAULTS = {"version": 0, "tags": [], "texts": [], "rating_timeout_s": 60, "thanks_s": 5,
+                   "guard_ms": 600, "status_interval_s": 300, "idle_text": ""}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _token(v):
+    if not isinstance(v, str) or not v or len(v) > 24:
+        return False
+    for c in v:
+        if not (c.isalpha() or c.isdigit() or c in "._-") or ord(c) > 127:
+            return False
+    return True
+
+
+def validate(cfg):
+    """The device config with defaults filled in; ConfigError naming the first problem."""
+    if not isinstance(cfg, dict):
+        raise ConfigError("not an object")
+    out = {"board": {"profile": "five_button"}, "transport": "rs485", "address": 1, "baud": 9600,
+           "hall": "", "mqtt": {}, "wifi": {}, "window": "", "outbox_capacity": 500}
+    out.update(cfg)
+    if not _token(out.get("device")):
+        raise ConfigError("device: a token of 1..24 characters [A-Za-z0-9._-]")
+    key = out.get("key")
+    try:
+        raw = unhexlify(key)
+    except Exception:
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError("key: 64 hex digits")
+    out["key_bytes"] = raw
+    board = out["board"]
+    if not isinstance(board, dict) or board.get("profile") not in ("five_button", "touch"):
+        raise ConfigError("board.profile: five_button or touch")
+    if out["transport"] not in ("rs485", "mqtt"):
+        raise ConfigError("transport: rs485 or mqtt")
+    if out["transport"] == "rs485":
+        a = out["address"]
+        if not isinstance(a, int) or not 1 <= a <= 247:
+            raise ConfigError("address: 1..247")
+        if out["baud"] not in (9600, 19200, 38400, 57600, 115200):
+            raise ConfigError("baud: 9600..115200")
+    else:
+        if not _token(out["hall"]) or not out["mqtt"].get("host"):
+            raise ConfigError("mqtt needs hall and mqtt.host")
+    cap = out["outbox_capacity"]
+    if not isinstance(cap, int) or not 1 <= cap <= 5000:
+        raise ConfigError("outbox_capacity: 1..5000")
+    return out
+
+
+def load_device(fs, root):
+    raw = fs.read(join(root, DEVICE_FILE))
+    if raw is None:
+        raise ConfigError("no %s" % DEVICE_FILE)
+    try:
+        cfg = json.loads(raw)
+    except ValueError:
+        raise ConfigError("%s is not JSON" % DEVICE_FILE)
+    return validate(cfg)
+
+
+def save_device(fs, root, cfg):
+    clean = {}
+    for k in cfg:
+        if k != "key_bytes":
+            clean[k] = cfg[k]
+    validate(clean)
+    fs.write_atomic(join(root, DEVICE_FILE), json.dumps(clean).encode())
+
+
+def rating_config(record=None):
+    """Defaults overlaid with a CONFIG record's non-empty fields."""
+    out = dict(RATING_DEFAULTS)
+    for k in record or ():
+        out[k] = record[k]
+    return out
+
+
+def load_rating_config(fs, root):
+    raw = fs.read(join(root, RATING_CONFIG_FILE))
+    if raw:
+        try:
+            return rating_config(codec.decode(schema.CONFIG, raw))
+        except ProtocolError:
+            pass  # a damaged file: the defaults, until the gateway sends CONFIG again
+    return rating_config()
+
+
+def save_rating_config(fs, root, record):
+    fs.write_atomic(join(root, RATING_CONFIG_FILE), codec.encode(schema.CONFIG, record))

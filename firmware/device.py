@@ -1,0 +1,113 @@
+"""One evaluator put together: board, durable state, flow, screen, and the calls transports make.
+
+Everything is driven by step(), one turn of the main loop (the asyncio loop in main.py calls it,
+tests call it directly): read input, run the flow's timers, redraw, feed the watchdog, and let
+the transport do its share. Nothing here blocks.
+"""
+
+from protocol import codec, schema, vocab
+from firmware.app import App
+from firmware.config import load_rating_config, save_rating_config
+from firmware.flashfs import Fs
+from firmware.health import Health, Uptime
+from firmware.outbox import Outbox
+from firmware.store import Store
+
+
+class Device:
+    def __init__(self, board, cfg, fs=None, font_path=None):
+        self.board = board
+        self.cfg = cfg
+        self.fs = fs if fs is not None else Fs()
+        root = board.fs_root
+        self.store = Store(self.fs, root).load()
+        self.uptime = Uptime(board.ticks_ms)
+        self.health = Health(self.store, board.profile, cfg["device"], self.uptime, board.free_heap)
+        self.safe_mode = self.health.boot()
+        self.outbox = Outbox(self.fs, root, cfg.get("outbox_capacity", 500)).open()
+        self.app = App(board.profile, cfg["device"], cfg["key_bytes"], self.outbox, self.health,
+                       self.uptime, load_rating_config(self.fs, root), self.store,
+                       cfg.get("window", ""))
+        self.ui = None
+        if self.safe_mode:
+            self.app.state = "error"        # safe mode: no UI code runs, the transport still does
+        elif font_path:
+            from firmware.ui.font import Font
+            from firmware.ui.ui import Ui
+            self.ui = Ui(board, Font(font_path))
+        self.transport = None
+        self._status_at = 0
+        self._oldest = None                 # (counter, decoded record) cache
+
+    # --- the main loop ------------------------------------------------------------------------
+    def step(self):
+        for event in self.board.read_input():
+            if not self.safe_mode:
+                self.app.input(event, self.ui)
+        self.app.tick()
+        self.health.check_stable()
+        if self.ui is not None:
+            if self.app.dirty:
+                self.app.dirty = False
+                self.ui.render(self.app.view())
+            else:
+                self.ui.tick()
+        if self.transport is not None:
+            self.transport.step()
+        self.board.wdt_feed()
+
+    # --- what transports call -----------------------------------------------------------------
+    def on_context(self, record):
+        self.app.on_context(record)
+
+    def on_clear(self, record):
+        self.app.on_clear(record)
+
+    def on_config(self, record):
+        try:
+            save_rating_config(self.fs, self.board.fs_root, record)
+        except OSError:
+            self.health.count("flash_error")
+        self.app.on_config(record)
+
+    def on_time(self, unix_s):
+        self.app.on_time(unix_s)
+
+    def on_ack(self, record):
+        """Settle a rating. True when the outbox let it go."""
+        if record.get("device") not in (None, "", self.cfg["device"]):
+            self.health.count("ack_foreign")
+            return False
+        if not vocab.device_releases(record.get("result", 0)):
+            self.health.count("ack_retry")
+            return False
+        try:
+            released = self.outbox.release(record["counter"])
+        except OSError:
+            self.health.count("flash_error")
+            return False
+        if not released:
+            self.health.count("ack_unknown")
+        self._oldest = None
+        return released
+
+    def next_rating(self):
+        """The oldest unacknowledged rating record, or None."""
+        head = self.outbox.oldest() if self.outbox.depth else None
+        if head is None:
+            self._oldest = None
+            return None
+        if self._oldest is None or self._oldest[0] != head[0]:
+            self._oldest = (head[0], codec.decode(schema.RATING, head[1]))
+        return self._oldest[1]
+
+    def idle_record(self):
+        return {"outbox": self.outbox.depth, "case_id": self.app.case_id()}
+
+    def status_due(self):
+        interval = self.app.cfg["status_interval_s"] * 1000
+        return not self._status_at or self.uptime.now() - self._status_at >= interval
+
+    def status(self, rssi_neg=0):
+        self._status_at = self.uptime.now() or 1
+        return self.health.status(self.outbox, self.outbox.high, self.app.case_id(), rssi_neg)
