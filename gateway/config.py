@@ -1,0 +1,121 @@
+"""gateway.toml: read with tomllib, checked once at start, with defaults for everything but the hall.
+
+    [gateway]   hall (required), data_dir, store = "outbox.db", registry = "registry.json",
+                capacity, alarm_ratio, rating_days (7), privacy_key (hex, optional)
+    [mqtt]      host, port, username, password, client_id, keepalive
+    [http]      host, port, token (bearer for the queueing system; empty = open), callback_url,
+                callback_token
+    [device_config]  the CONFIG pushed to every device (rating_timeout_s, thanks_s, guard_ms,
+                status_interval_s, idle_text, tags = [{code, label, indicator}], version)
+    [[rs485]]   url, baud, retries, slow_after, slow_interval_s
+    [[devices]] id, window, board, transport ("mqtt" | "rs485"), bus (index into [[rs485]]),
+                address, key (64 hex digits), name, firmware
+    [uplink], [display], [qr] ... are kept in `raw` for the parts that read them.
+"""
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    client_id: str = ""
+    keepalive: int = 30
+
+
+@dataclass
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""
+    callback_url: str = ""
+    callback_token: str = ""
+
+
+@dataclass
+class BusConfig:
+    url: str
+    baud: int = 9600
+    retries: int = 2          # resends of one request before the exchange counts as failed
+    slow_after: int = 3       # failed exchanges in a row that move a device to the slow lane
+    slow_interval_s: float = 5.0
+
+
+@dataclass
+class Config:
+    hall: str
+    data_dir: str = "."
+    store: str = "outbox.db"
+    registry: str = "registry.json"
+    capacity: int = 200_000
+    alarm_ratio: float = 0.8
+    rating_days: int = 7
+    privacy_key: str = ""
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    buses: list = field(default_factory=list)
+    devices: list = field(default_factory=list)
+    device_config: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+
+    def path(self, name):
+        return name if os.path.isabs(name) else os.path.join(self.data_dir, name)
+
+    @property
+    def store_path(self):
+        return self.path(self.store)
+
+    @property
+    def registry_path(self):
+        return self.path(self.registry)
+
+
+def _section(cls, data, where):
+    data = dict(data or {})
+    known = cls.__dataclass_fields__
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        raise ConfigError("[%s]: unknown keys %s" % (where, ", ".join(sorted(unknown))))
+    try:
+        return cls(**data)
+    except TypeError as e:
+        raise ConfigError("[%s]: %s" % (where, e)) from None
+
+
+def from_dict(data, base_dir="."):
+    gw = dict(data.get("gateway") or {})
+    if not gw.get("hall"):
+        raise ConfigError("[gateway] hall is required")
+    gw.setdefault("data_dir", base_dir)
+    if not os.path.isabs(gw["data_dir"]):
+        gw["data_dir"] = os.path.join(base_dir, gw["data_dir"])
+    cfg = _section(Config, gw, "gateway")
+    cfg.mqtt = _section(MqttConfig, data.get("mqtt"), "mqtt")
+    cfg.http = _section(HttpConfig, data.get("http"), "http")
+    cfg.buses = [_section(BusConfig, b, "rs485") for b in data.get("rs485") or []]
+    cfg.devices = [dict(d) for d in data.get("devices") or []]
+    cfg.device_config = dict(data.get("device_config") or {})
+    cfg.raw = data
+    if not 0 < cfg.alarm_ratio <= 1 or cfg.capacity < 1:
+        raise ConfigError("[gateway] capacity must be positive and alarm_ratio in (0, 1]")
+    if not cfg.mqtt.client_id:
+        cfg.mqtt.client_id = "gateway-%s" % cfg.hall
+    return cfg
+
+
+def load(path):
+    with open(path, "rb") as f:
+        try:
+            data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("%s: %s" % (path, e)) from None
+    return from_dict(data, os.path.dirname(os.path.abspath(path)))

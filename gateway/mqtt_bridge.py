@@ -1,0 +1,234 @@
+"""MQTT side of the gateway (paho-mqtt 2.x, CallbackAPIVersion.VERSION2) to the hall's Mosquitto.
+
+In:  hall/<hall>/dev/<id>/rating        RATING JSON -> checked (registry, rules, MAC) -> group
+                                         commit -> ACK JSON on .../ack, only after the commit
+     hall/<hall>/dev/<id>/status        STATUS JSON -> registry live state
+     hall/<hall>/dev/<id>/availability  "online" | "offline" -> registry
+Out: .../context and .../config retained (kept here and republished on every reconnect, since a
+     broker without persistence forgets them); gateway/state retained "online", with the last will
+     "offline"; gateway/devices retained registry (no keys); gateway/event alarms (QoS 0).
+Anything invalid is rejected with a reason and counted; a rating that decodes far enough to name
+its counter is kept as a dead letter and ACKed as such, so the device stops resending it.
+The session is persistent (clean_session False) so QoS 1 ratings sent while the gateway restarts
+wait in the broker; the device's own outbox covers the rest.
+"""
+
+import json
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from protocol import codec, errors, schema, topics, vocab
+
+log = logging.getLogger("gateway.mqtt")
+
+
+class MqttBridge:
+    def __init__(self, cfg, hall, registry, committer, rejections, store=None, enrich=None,
+                 on_rating=None, clock=time.time):
+        self.cfg = cfg
+        self.hall = hall
+        self.registry = registry
+        self.committer = committer
+        self.rejections = rejections
+        self.store = store
+        self.enrich = enrich or (lambda rating: None)
+        self.on_rating = on_rating      # called (rating, (ack, reason)) after the commit
+        self.clock = clock
+        self.connected = threading.Event()
+        self.stats = {"messages": 0, "ratings": 0, "acks": 0, "status": 0, "availability": 0,
+                      "connects": 0, "disconnects": 0}
+        self._retained = {}             # topic -> payload, republished on reconnect
+        self._lock = threading.Lock()
+        self.client = self._make_client()
+
+    def _make_client(self):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
+                        clean_session=False, protocol=mqtt.MQTTv311)
+        if self.cfg.username:
+            c.username_pw_set(self.cfg.username, self.cfg.password or None)
+        c.will_set(topics.gateway_topic(self.hall, "state"), topics.OFFLINE, qos=1, retain=True)
+        c.max_inflight_messages_set(200)
+        c.reconnect_delay_set(0.2, 5)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        return c
+
+    # --- life cycle -----------------------------------------------------------------------
+    def start(self):
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        self.client.loop_start()
+
+    def stop(self):
+        """Clean stop: say offline (retained) before leaving, as the will would."""
+        if self.connected.is_set():
+            info = self.client.publish(topics.gateway_topic(self.hall, "state"), topics.OFFLINE,
+                                       qos=1, retain=True)
+            try:
+                info.wait_for_publish(2)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        self.stats["connects"] += 1
+        client.subscribe([(t, 1) for t in topics.gateway_subscriptions(self.hall)])
+        client.publish(topics.gateway_topic(self.hall, "state"), topics.ONLINE, qos=1, retain=True)
+        with self._lock:
+            retained = list(self._retained.items())
+        for topic, payload in retained:
+            client.publish(topic, payload, qos=1, retain=True)
+        self.publish_devices()
+        self.connected.set()
+        log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected.clear()
+        self.stats["disconnects"] += 1
+        log.warning("disconnected from the broker (%s); paho reconnects", reason_code)
+
+    # --- out ------------------------------------------------------------------------------
+    def _publish_retained(self, topic, payload):
+        with self._lock:
+            self._retained[topic] = payload
+        self.client.publish(topic, payload, qos=1, retain=True)
+
+    def publish_context(self, device_id, context):
+        """Show a case on a device (CONTEXT record), or withdraw it (None)."""
+        payload = codec.to_json(schema.CONTEXT, context) if context else ""
+        self._publish_retained(topics.device_topic(self.hall, device_id, "context"), payload)
+
+    def publish_config(self, device_id, config):
+        self._publish_retained(topics.device_topic(self.hall, device_id, "config"),
+                               codec.to_json(schema.CONFIG, config))
+
+    def forget_device(self, device_id):
+        """Clear the retained topics of a removed device."""
+        for kind in ("context", "config"):
+            topic = topics.device_topic(self.hall, device_id, kind)
+            with self._lock:
+                self._retained.pop(topic, None)
+            self.client.publish(topic, b"", qos=1, retain=True)
+
+    def publish_devices(self):
+        payload = json.dumps(self.registry.snapshot(), ensure_ascii=False, separators=(",", ":"))
+        self.client.publish(topics.gateway_topic(self.hall, "devices"), payload, qos=1, retain=True)
+
+    def event(self, name, detail):
+        payload = json.dumps({"event": name, "detail": detail, "time": int(self.clock())},
+                             ensure_ascii=False)
+        self.client.publish(topics.gateway_topic(self.hall, "event"), payload, qos=0)
+
+    def _ack(self, device_id, counter, result):
+        ack, reason = result
+        record = {"device": device_id, "counter": counter, "result": ack, "reason": reason}
+        self.client.publish(topics.device_topic(self.hall, device_id, "ack"),
+                            codec.to_json(schema.ACK, record), qos=1)
+        self.stats["acks"] += 1
+
+    # --- in -------------------------------------------------------------------------------
+    def _on_message(self, client, userdata, message):
+        self.stats["messages"] += 1
+        try:
+            hall, device_id, kind = topics.parse(message.topic)
+        except errors.ProtocolError as e:
+            self.rejections.reject("mqtt", e.reason, e.detail)
+            return
+        if hall != self.hall or device_id is None:
+            self.rejections.reject("mqtt", errors.R_MALFORMED, "topic %s" % message.topic)
+            return
+        try:
+            if kind == "rating":
+                self._rating(device_id, message.payload)
+            elif kind == "status":
+                self._status(device_id, message.payload)
+            elif kind == "availability":
+                self._availability(device_id, message.payload)
+        except Exception:
+            log.exception("handling %s failed", message.topic)
+
+    def _rating(self, device_id, payload):
+        self.stats["ratings"] += 1
+        device = self.registry.get(device_id)
+        if device is None:
+            self.rejections.reject("mqtt", errors.R_UNKNOWN_DEVICE, "rating on an unknown topic",
+                                   device_id)
+            return
+        try:
+            rating = codec.from_json(schema.RATING, payload)
+        except errors.ProtocolError as e:
+            self._malformed(device_id, payload, e)
+            return
+        problem = self.registry.check_rating(rating, device_id)
+        rating["hall"] = self.hall
+        rating["gateway_time"] = int(self.clock())
+        counter = rating["counter"]
+        if problem is not None:
+            reason, detail = problem
+            self.rejections.reject("mqtt", reason, "rating %s:%d: %s" % (device_id, counter, detail),
+                                   device_id)
+            self.registry.count_error(device_id, errors.REASON_NAMES.get(reason, str(reason)))
+            if rating.get("device") != device_id:
+                rating["device"] = device_id  # a dead letter is filed under the sender
+            self.committer.submit(rating, None, lambda result: self._ack(device_id, counter, result),
+                                  reject=reason)
+            return
+
+        def done(result):
+            self._ack(device_id, counter, result)
+            self.registry.seen(device_id, counter=max(counter, device.counter),
+                               ratings=device.ratings + (result[0] == vocab.ACK_STORED))
+            if self.on_rating is not None:
+                self.on_rating(rating, result)
+        self.committer.submit(rating, self.enrich(rating), done)
+
+    def _malformed(self, device_id, payload, error):
+        self.rejections.reject("mqtt", error.reason, "rating: %s" % error.detail, device_id)
+        self.registry.count_error(device_id, errors.REASON_NAMES.get(error.reason, "malformed"))
+        text = bytes(payload[:2048]).decode("utf-8", "replace")
+        counter = None
+        try:
+            counter = json.loads(text).get("counter")
+        except Exception:
+            pass
+        kept = self.store.dead_letter("rating", text, error.reason, device=device_id) if self.store else False
+        if isinstance(counter, int) and not isinstance(counter, bool) and 0 < counter <= schema.U32:
+            result = (vocab.ACK_DEAD_LETTER, error.reason) if kept else (vocab.ACK_RETRY, errors.R_STORE_FULL)
+            self._ack(device_id, counter, result)
+
+    def _status(self, device_id, payload):
+        self.stats["status"] += 1
+        if self.registry.get(device_id) is None:
+            self.rejections.reject("mqtt", errors.R_UNKNOWN_DEVICE, "status", device_id)
+            return
+        try:
+            status = codec.from_json(schema.STATUS, payload)
+        except errors.ProtocolError as e:
+            self.rejections.reject("mqtt", e.reason, "status: %s" % e.detail, device_id)
+            return
+        if status["device"] != device_id:
+            self.rejections.reject("mqtt", errors.R_MALFORMED, "status names %s" % status["device"],
+                                   device_id)
+            return
+        self.registry.status_report(device_id, status)
+
+    def _availability(self, device_id, payload):
+        self.stats["availability"] += 1
+        if self.registry.get(device_id) is None:
+            if payload:  # an empty retained message is a cleanup, not a device
+                self.rejections.reject("mqtt", errors.R_UNKNOWN_DEVICE, "availability", device_id)
+            return
+        text = bytes(payload).decode("utf-8", "replace")
+        if text == topics.ONLINE:
+            self.registry.seen(device_id)
+        elif text == topics.OFFLINE:
+            self.registry.set_offline(device_id)
+        else:
+            self.rejections.reject("mqtt", errors.R_MALFORMED, "availability %r" % text[:20], device_id)

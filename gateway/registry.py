@@ -1,0 +1,268 @@
+"""Device registry: who the devices are (config + provisioning) and how they are doing (live state).
+
+A device's id is permanent: it is in its MQTT topics, its key and every rating id it makes. What
+an operator may change at run time (HTTP API, no restart) is its name, window, board, transport,
+bus address, key and firmware; such changes are saved atomically to the registry file, which
+overrides the config file's [[devices]] at the next start. Listeners hear every change (the MQTT
+bridge republishes the retained registry, the RS-485 master picks up new addresses).
+Keys are secrets: snapshot() never includes them. Thread-safe: paho's thread, the bus thread and
+the asyncio loop all use it.
+"""
+
+import json
+import os
+import threading
+import time
+
+from protocol import auth, errors
+from protocol import rating as rating_rules
+
+TRANSPORTS = ("mqtt", "rs485")
+EDITABLE = ("name", "window", "board", "transport", "bus", "address", "key", "firmware")
+_TOKEN_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class RegistryError(ValueError):
+    pass
+
+
+def _token(value, what, limit):
+    if not isinstance(value, str) or not value or len(value) > limit or set(value) - _TOKEN_OK:
+        raise RegistryError("%s must be 1..%d of [A-Za-z0-9._-], got %r" % (what, limit, value))
+    return value
+
+
+def _key(value):
+    if isinstance(value, (bytes, bytearray)):
+        key = bytes(value)
+    else:
+        try:
+            key = bytes.fromhex(value or "")
+        except (TypeError, ValueError):
+            raise RegistryError("key must be %d bytes in hex" % auth.KEY_LEN) from None
+    if len(key) != auth.KEY_LEN:
+        raise RegistryError("key must be %d bytes in hex" % auth.KEY_LEN)
+    return key
+
+
+class Device:
+    def __init__(self, spec):
+        self.id = _token(spec.get("id"), "device id", 24)
+        self.name = ""
+        self.window = ""
+        self.board = ""
+        self.transport = "mqtt"
+        self.bus = 0
+        self.address = 0
+        self.key = b""
+        self.firmware = ""
+        # live state
+        self.online = False
+        self.last_seen = 0.0
+        self.outbox = 0
+        self.case_id = 0
+        self.counter = 0
+        self.errors = {}
+        self.lane = "fast"
+        self.ratings = 0
+        self.apply(spec)
+
+    def apply(self, spec):
+        for name in EDITABLE:
+            if name not in spec or spec[name] is None:
+                continue
+            value = spec[name]
+            if name == "window":
+                value = _token(value, "window", 16)
+            elif name == "transport" and value not in TRANSPORTS:
+                raise RegistryError("transport must be one of %s" % (TRANSPORTS,))
+            elif name in ("bus", "address"):
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 247:
+                    raise RegistryError("%s must be an integer 0..247" % name)
+            elif name == "key":
+                value = _key(value)
+            elif not isinstance(value, str) or len(value) > 60:
+                raise RegistryError("%s must be text of at most 60 characters" % name)
+            setattr(self, name, value)
+        if self.transport == "rs485" and not 1 <= self.address <= 247:
+            raise RegistryError("an RS-485 device needs an address 1..247")
+        if not self.key:
+            raise RegistryError("device %s has no key" % self.id)
+
+    def spec(self):
+        """What the registry file keeps (with the key: the file is private)."""
+        return {"id": self.id, "name": self.name, "window": self.window, "board": self.board,
+                "transport": self.transport, "bus": self.bus, "address": self.address,
+                "key": self.key.hex(), "firmware": self.firmware}
+
+    def public(self):
+        out = self.spec()
+        del out["key"]
+        out.update({"online": self.online, "last_seen": round(self.last_seen, 3),
+                    "outbox": self.outbox, "case_id": self.case_id, "counter": self.counter,
+                    "errors": dict(self.errors), "lane": self.lane, "ratings": self.ratings})
+        return out
+
+
+class Registry:
+    def __init__(self, devices=(), path=None, clock=time.time):
+        self.path = path
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._devices = {}
+        self.listeners = []
+        for spec in devices:
+            self._put(Device(spec))
+        if path and os.path.exists(path):
+            with open(path, "r", encoding="utf-8") as f:
+                saved = json.load(f)
+            for spec in saved.get("devices", []):
+                self._put(Device(spec))
+
+    def _put(self, device):
+        self._devices[device.id] = device
+
+    # --- lookups ---------------------------------------------------------------------------
+    def get(self, device_id):
+        with self._lock:
+            return self._devices.get(device_id)
+
+    def all(self):
+        with self._lock:
+            return list(self._devices.values())
+
+    def by_window(self, window):
+        with self._lock:
+            return [d for d in self._devices.values() if d.window == window]
+
+    def rs485(self, bus=None):
+        with self._lock:
+            return [d for d in self._devices.values()
+                    if d.transport == "rs485" and (bus is None or d.bus == bus)]
+
+    def snapshot(self):
+        with self._lock:
+            return [d.public() for d in sorted(self._devices.values(), key=lambda d: d.id)]
+
+    def counts(self):
+        with self._lock:
+            devices = list(self._devices.values())
+        return {"total": len(devices), "online": sum(1 for d in devices if d.online)}
+
+    # --- changes (HTTP API, provisioning) -------------------------------------------------
+    def add(self, spec):
+        with self._lock:
+            if spec.get("id") in self._devices:
+                raise RegistryError("device %s exists" % spec.get("id"))
+            device = Device(spec)
+            self._check_address(device)
+            self._devices[device.id] = device
+            self._save()
+        self._changed(device, "added")
+        return device
+
+    def update(self, device_id, changes):
+        bad = [k for k in changes if k not in EDITABLE]
+        if bad:
+            raise RegistryError("cannot change %s (the id is permanent)" % ", ".join(bad))
+        with self._lock:
+            device = self._devices.get(device_id)
+            if device is None:
+                raise KeyError(device_id)
+            trial = Device(device.spec())
+            trial.apply(changes)
+            self._check_address(trial, ignore=device_id)
+            device.apply(changes)
+            self._save()
+        self._changed(device, "updated")
+        return device
+
+    def remove(self, device_id):
+        with self._lock:
+            device = self._devices.pop(device_id)
+            self._save()
+        self._changed(device, "removed")
+        return device
+
+    def _check_address(self, device, ignore=None):
+        if device.transport != "rs485":
+            return
+        for other in self._devices.values():
+            if (other.id != ignore and other.id != device.id and other.transport == "rs485"
+                    and other.bus == device.bus and other.address == device.address):
+                raise RegistryError("address %d on bus %d is taken by %s"
+                                    % (device.address, device.bus, other.id))
+
+    def _save(self):
+        if not self.path:
+            return
+        tmp = self.path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"devices": [d.spec() for d in self._devices.values()]}, f,
+                      ensure_ascii=False, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def _changed(self, device, what):
+        for listener in list(self.listeners):
+            listener(device, what)
+
+    # --- live state -----------------------------------------------------------------------
+    def seen(self, device_id, **state):
+        with self._lock:
+            device = self._devices.get(device_id)
+            if device is None:
+                return None
+            was = device.online
+            device.last_seen = self.clock()
+            device.online = state.pop("online", True)
+            for name, value in state.items():
+                setattr(device, name, value)
+        if was != device.online:
+            self._changed(device, "online" if device.online else "offline")
+        return device
+
+    def set_offline(self, device_id):
+        with self._lock:
+            device = self._devices.get(device_id)
+            if device is None or not device.online:
+                return
+            device.online = False
+        self._changed(device, "offline")
+
+    def count_error(self, device_id, name):
+        with self._lock:
+            device = self._devices.get(device_id)
+            if device is not None:
+                device.errors[name] = device.errors.get(name, 0) + 1
+
+    def status_report(self, device_id, status):
+        """A STATUS record from the device."""
+        errors_ = dict((c.get("name", "?"), c.get("count", 0)) for c in status.get("errors", []))
+        changes = {"outbox": status.get("outbox", 0), "case_id": status.get("case_id", 0),
+                   "counter": status.get("counter", 0)}
+        device = self.seen(device_id, **changes)
+        if device is not None:
+            with self._lock:
+                if status.get("firmware"):
+                    device.firmware = status["firmware"]
+                device.errors.update(("device." + k, v) for k, v in errors_.items())
+        return device
+
+    # --- ratings --------------------------------------------------------------------------
+    def check_rating(self, rating, via_device):
+        """None if the rating may be committed, else (R_*, detail). `via_device`: who sent it."""
+        device = self.get(rating.get("device"))
+        if device is None:
+            return errors.R_UNKNOWN_DEVICE, "device %r not in the registry" % rating.get("device")
+        if via_device is not None and via_device != device.id:
+            return errors.R_UNKNOWN_DEVICE, "%s sent a rating of %s" % (via_device, device.id)
+        try:
+            rating_rules.check(rating)
+        except errors.ProtocolError as e:
+            return e.reason, e.detail
+        if not auth.verify(device.key, rating):
+            return errors.R_BAD_MAC, "MAC does not verify"
+        return None

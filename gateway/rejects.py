@@ -1,0 +1,45 @@
+"""Rejected input: every rejection is counted by (where, reason), logged at most once per interval
+per kind (with the number suppressed meanwhile), and the serious ones raise an alarm."""
+
+import logging
+import time
+
+from protocol import errors
+
+log = logging.getLogger("gateway.rejects")
+
+# Reasons that mean someone may be attacking or a device is misconfigured: an operator must look.
+ALARMING = (errors.R_UNKNOWN_DEVICE, errors.R_BAD_MAC, errors.R_REPLAY)
+
+
+class Rejections:
+    def __init__(self, alarm=None, interval_s=10.0, clock=time.monotonic):
+        self.counts = {}          # (where, reason name) -> n
+        self.alarm = alarm
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last = {}           # (where, reason) -> last log time
+        self._suppressed = {}
+
+    def total(self):
+        return sum(self.counts.values())
+
+    def count(self, where, reason):
+        return self.counts.get((where, errors.REASON_NAMES.get(reason, str(reason))), 0)
+
+    def reject(self, where, reason, detail, device=None):
+        """Count one rejection. `detail` must never hold a rater's identity."""
+        name = errors.REASON_NAMES.get(reason, str(reason))
+        key = (where, name)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        now = self.clock()
+        last = self._last.get(key)
+        if last is None or now - last >= self.interval_s:
+            more = self._suppressed.pop(key, 0)
+            log.warning("rejected %s from %s (%s): %s%s", name, where, device or "?", detail,
+                        " (+%d similar suppressed)" % more if more else "")
+            self._last[key] = now
+        else:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        if reason in ALARMING and self.alarm is not None:
+            self.alarm(name, "%s from %s via %s: %s" % (name, device or "?", where, detail))

@@ -1,0 +1,235 @@
+"""MQTT bridge end to end: a real Mosquitto, the real bridge and store, a paho client posing as a device."""
+
+import json
+import queue
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from gateway.config import MqttConfig
+from gateway.mqtt_bridge import MqttBridge
+from gateway.registry import Registry
+from gateway.rejects import Rejections
+from gateway.store import GroupCommitter, Store
+from gw_support import HALL, device_key, make_rating
+from protocol import codec, errors, schema, topics, vocab
+
+WAIT = 10.0
+
+
+class FakeDevice:
+    """A paho client that publishes as device `device_id` and collects what the gateway sends it."""
+
+    def __init__(self, broker, device_id):
+        self.device_id = device_id
+        self.acks = queue.Queue()
+        self.messages = {}
+        self.history = []
+        self.got = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="dev-" + device_id)
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        subs = [(t, 1) for t in topics.device_subscriptions(HALL, device_id)]
+        subs.append((topics.gateway_topic(HALL, "state"), 1))
+        subs.append((topics.gateway_topic(HALL, "devices"), 1))
+        self.client.subscribe(subs)[1]
+
+    def _on_message(self, client, userdata, message):
+        kind = message.topic.rsplit("/", 1)[1]
+        if kind == "ack":
+            ack = codec.from_json(schema.ACK, message.payload)
+            ack.setdefault("result", vocab.ACK_STORED)   # zero fields are not sent
+            ack.setdefault("reason", errors.R_OK)
+            self.acks.put(ack)
+        else:
+            self.messages[kind] = message.payload
+            self.history.append((kind, message.payload))
+            self.got.set()
+
+    def publish(self, kind, payload):
+        self.client.publish(topics.device_topic(HALL, self.device_id, kind), payload, qos=1).wait_for_publish(WAIT)
+
+    def rate(self, rating):
+        self.publish("rating", codec.to_json(schema.RATING, rating))
+
+    def ack(self):
+        return self.acks.get(timeout=WAIT)
+
+    def wait_for(self, kind, predicate=lambda payload: True):
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if kind in self.messages and predicate(self.messages[kind]):
+                return self.messages[kind]
+            time.sleep(0.01)
+        raise AssertionError("no %s message" % kind)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def gateway(mosquitto_broker, tmp_path):
+    alarms = []
+    registry = Registry([{"id": d, "window": w, "key": device_key(d).hex(), "board": "button5"}
+                         for d, w in (("dev-a", "A01"), ("dev-b", "A02"))])
+    store = Store(str(tmp_path / "outbox.db"), on_alarm=lambda n, d: alarms.append(n))
+    committer = GroupCommitter(store)
+    rejections = Rejections(alarm=lambda n, d: alarms.append(n))
+    rated = []
+    cfg = MqttConfig(host=mosquitto_broker.host, port=mosquitto_broker.port, client_id="gw-test")
+    bridge = MqttBridge(cfg, HALL, registry, committer, rejections, store=store,
+                        enrich=lambda r: {"matter_name": "营业执照变更", "staff_name": "李堃"},
+                        on_rating=lambda r, res: rated.append((r["counter"], res)))
+    bridge.start()
+    assert bridge.connected.wait(WAIT)
+    bridge.alarms, bridge.store, bridge.rejections_, bridge.rated = alarms, store, rejections, rated
+    yield bridge
+    bridge.stop()
+    committer.close()
+    store.close()
+
+
+@pytest.fixture
+def device(mosquitto_broker, gateway):
+    d = FakeDevice(mosquitto_broker, "dev-a")
+    yield d
+    d.close()
+
+
+def test_rating_is_acked_after_commit_and_duplicate_after(gateway, device):
+    rating = make_rating("dev-a", 1)
+    device.rate(rating)
+    ack = device.ack()
+    assert ack["counter"] == 1 and ack.get("result", 0) == vocab.ACK_STORED
+    (item,) = gateway.store.upload_batch(10)   # committed before the ACK went out
+    assert item["record"]["rating_id"] == "dev-a:1"
+    assert item["record"]["hall"] == HALL and item["record"]["matter_name"] == "营业执照变更"
+    device.rate(rating)
+    assert device.ack()["result"] == vocab.ACK_DUPLICATE
+    assert gateway.store.backlog()["ratings"] == 1
+    assert gateway.rated[0] == (1, (vocab.ACK_STORED, errors.R_OK))
+
+
+def test_bad_inputs_are_rejected_counted_and_valid_ones_still_pass(gateway, device):
+    rej = gateway.rejections_
+    device.rate(make_rating("dev-a", 10))
+    assert device.ack()["counter"] == 10
+    # 1 not JSON at all: counted, no ACK possible.
+    device.publish("rating", b"\xff\xfe not json")
+    # 2 decodes far enough to name its counter but breaks a range: dead letter, ACKed as such.
+    device.publish("rating", json.dumps({"device": "dev-a", "counter": 11, "source": 1, "overall": 9}))
+    ack = device.ack()
+    assert (ack["counter"], ack["result"], ack["reason"]) == (11, vocab.ACK_DEAD_LETTER, errors.R_OUT_OF_RANGE)
+    # 3 bad MAC.
+    forged = make_rating("dev-a", 12)
+    forged["mac"] = bytes(16)
+    device.rate(forged)
+    ack = device.ack()
+    assert (ack["counter"], ack["result"], ack["reason"]) == (12, vocab.ACK_DEAD_LETTER, errors.R_BAD_MAC)
+    # 4 replay: a counter below the committed mark with new content.
+    device.rate(make_rating("dev-a", 9, level=vocab.VERY_DISSATISFIED))
+    ack = device.ack()
+    assert (ack["counter"], ack["result"], ack["reason"]) == (9, vocab.ACK_DEAD_LETTER, errors.R_REPLAY)
+    # 5 a rating of another device sent on dev-a's topic.
+    device.rate(make_rating("dev-b", 1))
+    ack = device.ack()
+    assert (ack["counter"], ack["result"], ack["reason"]) == (1, vocab.ACK_DEAD_LETTER, errors.R_UNKNOWN_DEVICE)
+    # 6 an unknown device's topic: counted and alarmed, nothing else.
+    stranger = FakeDevice(_broker_of(gateway), "ghost")
+    stranger.rate(make_rating("ghost", 1))
+    # 7 a rating breaking a rule: 'not rated' with a level.
+    device.rate(make_rating("dev-a", 13, source=vocab.SRC_NOT_RATED, overall=2))
+    ack = device.ack()
+    assert (ack["counter"], ack["result"], ack["reason"]) == (13, vocab.ACK_DEAD_LETTER, errors.R_BAD_STATE)
+    # A valid rating after all that still goes through.
+    device.rate(make_rating("dev-a", 14))
+    assert device.ack()["result"] == vocab.ACK_STORED
+    deadline = time.monotonic() + WAIT
+    while rej.count("mqtt", errors.R_UNKNOWN_DEVICE) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stranger.close()
+    assert rej.count("mqtt", errors.R_MALFORMED) == 1
+    assert rej.count("mqtt", errors.R_OUT_OF_RANGE) == 1
+    assert rej.count("mqtt", errors.R_BAD_MAC) == 1
+    assert rej.count("mqtt", errors.R_UNKNOWN_DEVICE) == 2
+    assert rej.count("mqtt", errors.R_BAD_STATE) == 1
+    assert {"bad_mac", "replay", "unknown_device"} <= set(gateway.alarms)
+    reasons = sorted(d["reason"] for d in gateway.store.dead_letters())
+    assert reasons == sorted(["malformed", "out_of_range", "bad_mac", "replay", "unknown_device", "bad_state"])
+    assert sorted(i["item_id"] for i in gateway.store.upload_batch(10)) == ["dev-a:10", "dev-a:14"]
+
+
+def _broker_of(gateway):
+    class B:
+        host, port = gateway.cfg.host, gateway.cfg.port
+    return B
+
+
+def test_status_availability_and_retained_registry(gateway, device):
+    status = {"device": "dev-a", "firmware": "1.2.0", "outbox": 3, "counter": 41,
+              "errors": [{"name": "flash", "count": 2}]}
+    device.publish("status", codec.to_json(schema.STATUS, status))
+    device.publish("availability", "online")
+    deadline = time.monotonic() + WAIT
+    while gateway.registry.get("dev-a").firmware != "1.2.0" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    dev = gateway.registry.get("dev-a")
+    assert dev.online and dev.outbox == 3 and dev.errors["device.flash"] == 2
+    device.publish("availability", "offline")
+    deadline = time.monotonic() + WAIT
+    while gateway.registry.get("dev-a").online and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not gateway.registry.get("dev-a").online
+    assert device.wait_for("state") == b"online"
+    gateway.publish_devices()
+    devices = json.loads(device.wait_for("devices", lambda p: b"1.2.0" in p))
+    assert [d["id"] for d in devices] == ["dev-a", "dev-b"]
+    assert all("key" not in d for d in devices)
+    device.publish("status", b"{\"device\": 5}")
+    deadline = time.monotonic() + WAIT
+    while gateway.rejections_.total() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gateway.rejections_.count("mqtt", errors.R_MALFORMED) == 1
+
+
+def test_context_is_retained_and_republished_after_broker_restart(mosquitto_broker, gateway):
+    context = {"case_id": 5, "window": "A01", "staff_id": "1001", "staff_name": "王喆",
+               "matter_name": "不动产登记", "serials": ["SN1", "SN2"], "node": vocab.NODE_COMPLETION}
+    gateway.publish_context("dev-a", context)
+    gateway.publish_config("dev-a", {"version": 3, "rating_timeout_s": 60})
+    mosquitto_broker.restart()       # no persistence: the broker forgot every retained message
+    deadline = time.monotonic() + WAIT
+    while gateway.stats["connects"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gateway.connected.wait(WAIT)
+    late = FakeDevice(mosquitto_broker, "dev-a")   # subscribes after the restart
+    try:
+        got = codec.from_json(schema.CONTEXT, late.wait_for("context"))
+        assert got["staff_name"] == "王喆" and got["serials"] == ["SN1", "SN2"]
+        assert codec.from_json(schema.CONFIG, late.wait_for("config"))["version"] == 3
+        assert late.wait_for("state") == b"online"
+        gateway.publish_context("dev-a", None)
+        assert late.wait_for("context", lambda p: p == b"") == b""
+    finally:
+        late.close()
+
+
+def test_last_will_says_offline_when_the_gateway_dies(mosquitto_broker, gateway, device):
+    assert device.wait_for("state") == b"online"
+    import socket
+    gateway.client.socket().shutdown(socket.SHUT_RDWR)  # a crash: no DISCONNECT, the broker sends the will
+    deadline = time.monotonic() + WAIT
+    while ("state", b"offline") not in device.history and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ("state", b"offline") in device.history
+    # paho reconnects by itself and says online again
+    def states():
+        return [p for k, p in device.history if k == "state"]
+    deadline = time.monotonic() + WAIT
+    while states()[-1] != b"online" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert states()[-2:] == [b"offline", b"online"]
