@@ -1,0 +1,119 @@
+"""provision: turn a board running MicroPython into a configured, registered evaluator.
+
+Order (each step skipped when the device already has it, so re-running resumes):
+  1. identity from machine.unique_id() -> device id
+  2. sums of the device's files; copy only the files whose sha256 differs (bundle.json, the
+     version marker, is removed first and written last, so a cut copy never claims a version)
+  3. remove stale files in firmware/ and protocol/ (old modules, *.part leftovers)
+  4. device config (the key is kept from the device's config unless a new one is asked for)
+  5. register device + key with the gateway
+  6. reset, so the firmware boots with its config
+"""
+
+import time
+
+from tools.flashkit import bundle as bundle_mod
+from tools.flashkit import devconfig, registration, session
+from tools.flashkit.errors import DeviceError, NotAnswering, ToolError, TransferError
+from tools.flashkit.report import Result
+
+
+def provision(port, bundle, settings, reporter, registry=None, token=None, new_key=False, reset=True,
+              baud=115200, timeout=5.0):
+    res = Result(port)
+    t0 = time.monotonic()
+    try:
+        _provision(res, port, bundle, settings, reporter, registry, token, new_key, reset, baud, timeout)
+    except ToolError as exc:
+        res.code = exc.code
+        res.detail = reporter.clean(str(exc))
+        reporter.progress(port, "FAILED", what=res.detail)
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def _provision(res, port, bundle, settings, reporter, registry, token, new_key, reset, baud, timeout):
+    board = settings["board"]
+    if bundle.boards and board not in bundle.boards:
+        raise ToolError("bundle %s has no %s board (has %s)" % (bundle.version, board, ", ".join(bundle.boards)))
+    reporter.progress(port, "connect")
+    with session.device(port, baud, timeout) as (fs, ident):
+        dev_id = settings.get("device") or devconfig.device_id(ident["uid"])
+        res.device = dev_id
+        cfg_file = devconfig.device_file()
+        sums = session.device_sums(fs, bundle, cfg_file)
+        files = bundle.device_files()
+        marker = bundle_mod.DEVICE_MANIFEST
+        missing, different, unexpected = session.compare(bundle, sums)
+        todo = [p for p in sorted(files) if p in missing + different and p != marker]
+        reporter.progress(port, "plan", what="%s: %d of %d files to copy, %d stale"
+                          % (dev_id, len(todo), len(files), len(unexpected)))
+        if todo and marker in sums:
+            fs.remove(marker)
+            del sums[marker]
+        total = sum(len(files[p]) for p in todo)
+        done = 0
+        for n, path in enumerate(todo):
+            try:
+                fs.write(path, files[path], bundle_mod.sha256(files[path]))
+            except (NotAnswering, DeviceError) as exc:
+                raise TransferError("copy stopped at %s (%d of %d files copied): %s - re-run provision to resume"
+                                    % (path, n, len(todo), exc)) from None
+            step = (done * 20 // total, (done + len(files[path])) * 20 // total)
+            done += len(files[path])
+            if step[0] != step[1] or n == len(todo) - 1:  # one line per 5 %, not per file
+                reporter.progress(port, "copy", done, total, path)
+        for path in unexpected:
+            fs.remove(path)
+
+        old = devconfig.decode(fs.read(cfg_file))
+        key = None
+        if old and old.get("device") == dev_id and not new_key:
+            key = old.get("key")
+        if not _valid_key(key):
+            key = devconfig.new_key()
+        cfg = _config(dev_id, key, settings)
+        reporter.secret(cfg["key"])
+        cfg_bytes = devconfig.encode(cfg)
+        wrote_cfg = old != cfg
+        if wrote_cfg:
+            _write(fs, cfg_file, cfg_bytes, len(todo), len(todo))
+        if sums.get(marker) != bundle_mod.sha256(files[marker]):
+            _write(fs, marker, files[marker], len(todo), len(todo))
+        res.version = bundle.version
+        reporter.progress(port, "device", what="%s files in place, config %s"
+                          % (dev_id, "written" if wrote_cfg else "unchanged"))
+
+        how = "not registered"
+        if registry:
+            how = "registered (%s)" % registration.register(registry, registration.spec_for(cfg, bundle.version), token)
+            reporter.progress(port, "gateway", what=how)
+        if reset:
+            fs.reset()
+            reporter.progress(port, "reset")
+    res.detail = "copied %d, removed %d, config %s, %s" % (
+        len(todo), len(unexpected), "written" if wrote_cfg else "unchanged", how)
+    reporter.progress(port, "done", what=res.detail)
+
+
+def _valid_key(key):
+    try:
+        return isinstance(key, str) and len(bytes.fromhex(key)) == 32
+    except ValueError:
+        return False
+
+
+def _config(dev_id, key, s):
+    return devconfig.build(
+        dev_id, key, s["board"], s["transport"], window=s.get("window"), hall=s.get("hall"),
+        address=s.get("address"), baud=s.get("baud", 9600), wifi_ssid=s.get("wifi_ssid"),
+        wifi_password=s.get("wifi_password"), mqtt_host=s.get("mqtt_host"), mqtt_port=s.get("mqtt_port", 1883),
+        mqtt_user=s.get("mqtt_user"), mqtt_password=s.get("mqtt_password"))
+
+
+def _write(fs, path, data, n, total):
+    try:
+        fs.write(path, data, bundle_mod.sha256(data))
+    except (NotAnswering, DeviceError) as exc:
+        raise TransferError("writing %s stopped (%d of %d files copied): %s - re-run provision to resume"
+                            % (path, n, total, exc)) from None
