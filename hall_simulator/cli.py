@@ -1,0 +1,126 @@
+"""`hall-sim`: run a virtual hall, or a benchmark.
+
+    hall-sim --windows 16 --duration 45 --seed 11 --report r.json
+    hall-sim --chaos standard --rs485 8 --mqtt 8 --speed 10
+    hall-sim bench rs485 --json
+
+The hall itself lives in hall_simulator.hall (run(options) -> exit status); benchmarks are the
+modules hall_simulator.bench.<name>, each with main(argv) -> exit status.
+"""
+
+import argparse
+import importlib
+import pkgutil
+import random
+import sys
+
+CHAOS_LEVELS = ("none", "standard", "harsh")
+DEFAULT_WINDOWS = 8
+MAX_RS485 = 247          # protocol.frame.MAX_ADDRESS: one bus address per evaluator
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("%s is negative" % text)
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("%s is not above zero" % text)
+    return value
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="hall-sim",
+        description="A whole virtual service hall (evaluators, gateway, queueing system, central "
+                    "rating API) on the real code.",
+        epilog="Benchmarks: hall-sim bench NAME [--json]  (NAME: %s)" % ", ".join(bench_names()))
+    p.add_argument("--windows", type=_positive_int, help="evaluators in the hall (default %d, "
+                   "split between RS-485 and MQTT)" % DEFAULT_WINDOWS)
+    p.add_argument("--rs485", type=_positive_int, help="evaluators on the RS-485 bus")
+    p.add_argument("--mqtt", type=_positive_int, help="evaluators on Wi-Fi/MQTT")
+    p.add_argument("--duration", type=_positive_float, default=60.0,
+                   help="simulated seconds of opening hours (default 60)")
+    p.add_argument("--speed", type=_positive_float, default=1.0,
+                   help="time acceleration: simulated seconds per real second (default 1)")
+    p.add_argument("--seed", type=int, help="makes a run repeatable (default: random, printed)")
+    p.add_argument("--chaos", choices=CHAOS_LEVELS, default="none", help="fault injection level")
+    p.add_argument("--report", metavar="PATH", help="write the JSON report here")
+    p.add_argument("--screenshots", metavar="DIR", help="save every screen as PNG here")
+    return p
+
+
+def plan_devices(windows=None, rs485=None, mqtt=None):
+    """(rs485, mqtt) evaluator counts from whichever of the three options were given."""
+    if rs485 is None and mqtt is None:
+        total = DEFAULT_WINDOWS if windows is None else windows
+        rs485, mqtt = (total + 1) // 2, total // 2
+    elif windows is None:
+        rs485, mqtt = rs485 or 0, mqtt or 0
+    elif rs485 is None:
+        rs485 = windows - mqtt
+    elif mqtt is None:
+        mqtt = windows - rs485
+    if rs485 < 0 or mqtt < 0 or (windows is not None and rs485 + mqtt != windows):
+        raise ValueError("--windows must equal --rs485 + --mqtt")
+    if rs485 + mqtt == 0:
+        raise ValueError("a hall needs at least one evaluator")
+    if rs485 > MAX_RS485:
+        raise ValueError("at most %d evaluators on RS-485" % MAX_RS485)
+    return rs485, mqtt
+
+
+def parse_hall_args(argv):
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    try:
+        options.rs485, options.mqtt = plan_devices(options.windows, options.rs485, options.mqtt)
+    except ValueError as e:
+        parser.error(str(e))
+    options.windows = options.rs485 + options.mqtt
+    if options.seed is None:
+        options.seed = random.SystemRandom().randrange(1, 1 << 31)
+    return options
+
+
+def bench_names():
+    from hall_simulator import bench
+    return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_"))
+
+
+def run_bench(argv):
+    parser = argparse.ArgumentParser(prog="hall-sim bench",
+                                     description="Run one benchmark; its own options follow NAME.")
+    parser.add_argument("name", help="one of: %s" % ", ".join(bench_names()))
+    options, rest = parser.parse_known_args(argv)
+    if options.name not in bench_names():
+        parser.error("no benchmark %r (available: %s)" % (options.name, ", ".join(bench_names())))
+    module = importlib.import_module("hall_simulator.bench." + options.name)
+    return module.main(rest) or 0
+
+
+def run_hall(options):
+    try:
+        hall = importlib.import_module("hall_simulator.hall")
+    except ModuleNotFoundError as e:
+        if e.name != "hall_simulator.hall":
+            raise
+        print("hall-sim: not wired yet (rs485=%d mqtt=%d seed=%d)"
+              % (options.rs485, options.mqtt, options.seed))
+        return 2
+    return hall.run(options) or 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "bench":
+        return run_bench(argv[1:])
+    return run_hall(parse_hall_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
