@@ -1,0 +1,302 @@
+"""Central uplink: drains the durable outbox to the upstream rating API (docs/upstream-api.yaml).
+
+Loop: store.upload_batch(n) (bad ratings first: they open work orders) -> map each item through the
+configured code profile -> one POST /v1/batches -> settle every item with the API's verdict:
+  accepted / duplicate  -> done (the store deletes it; its id stays known for dedupe)
+  rejected              -> the store's dead letters, with the API's reason (never silently)
+  no verdict, 5xx, timeout, connection error -> retry later with capped exponential backoff
+  429                   -> wait what Retry-After says (or the backoff), nothing is counted as tried
+  413                   -> halve the batch and go again
+An item the profile cannot express (or whose sealed identity will not open) is rejected here with
+the reason, so one bad record never blocks the queue.
+
+The batch id is a digest of the gateway id and the exact body, so re-sending the same items after a
+lost answer reuses it and the API answers from its batch log; any new composition gets a new id and
+the API's permanent dedupe by rating id answers "duplicate" for what it already holds.
+Time, sleeping and randomness are injected (tests never wait).
+"""
+
+import asyncio
+import hashlib
+import json
+import logging
+import ssl as ssl_module
+import time
+
+import aiohttp
+
+from gateway import profiles as profile_tables
+from gateway.backoff import Backoff, parse_retry_after
+from gateway.privacy import SealError, masked_applicant
+from gateway.upstream_auth import NoAuth
+
+log = logging.getLogger("gateway.uplink")
+
+BATCH_PATH = "/v1/batches"
+OUTCOMES = ("accepted", "duplicate", "rejected")
+DOWN_AFTER = 3    # consecutive failures before the uplink is shown as down
+
+
+class UplinkState:
+    """What the status display, LEDs and metrics read. Plain attributes, cheap to copy."""
+
+    def __init__(self):
+        self.state = "idle"            # idle | up | backoff | down
+        self.last_error = None
+        self.last_ok_at = None
+        self.last_attempt_at = None
+        self.next_try_at = None
+        self.consecutive_failures = 0
+        self.requests = 0
+        self.batches_ok = 0
+        self.throttled = 0
+        self.sent = {"accepted": 0, "duplicate": 0, "rejected": 0, "retry": 0}
+
+    def as_dict(self):
+        return {"state": self.state, "last_error": self.last_error, "last_ok_at": self.last_ok_at,
+                "last_attempt_at": self.last_attempt_at, "next_try_at": self.next_try_at,
+                "consecutive_failures": self.consecutive_failures, "requests": self.requests,
+                "batches_ok": self.batches_ok, "throttled": self.throttled, "sent": dict(self.sent)}
+
+
+def default_ssl_context(cafile=None):
+    """Verified TLS (hostname and chain); `cafile` adds a private CA (a province's own PKI)."""
+    context = ssl_module.create_default_context(cafile=cafile)
+    context.check_hostname = True
+    context.verify_mode = ssl_module.CERT_REQUIRED
+    return context
+
+
+class Uplink:
+    def __init__(self, store, url, gateway_id, hall, profile="gbt39046", auth=None, batch_size=500,
+                 ssl=None, cafile=None, timeout_s=15.0, backoff=None, sleep=asyncio.sleep,
+                 clock=time.time, sealer=None, division=None, idle_s=1.0):
+        self.store = store
+        self.url = url.rstrip("/") + BATCH_PATH
+        self.gateway_id = gateway_id
+        self.hall = hall
+        self.profile = profile_tables.get(profile)
+        self.auth = auth or NoAuth()
+        self.batch_size = batch_size
+        self.max_batch = batch_size
+        if ssl is None and self.url.startswith("https:"):
+            ssl = default_ssl_context(cafile)
+        self.ssl = ssl
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.backoff = backoff or Backoff()
+        self.sleep = sleep
+        self.clock = clock
+        self.sealer = sealer
+        self.division = division
+        self.idle_s = idle_s
+        self.status = UplinkState()
+        self._session = None
+        self._wake = asyncio.Event()
+        if self.profile.applicant != "omit" and sealer is None:
+            raise ValueError("profile %s sends the applicant: the uplink needs the Sealer"
+                             % self.profile.name)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def close(self):
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self):
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self.timeout, connector=aiohttp.TCPConnector(ssl=self.ssl, limit=2),
+                json_serialize=json.dumps)
+        return self._session
+
+    def notify(self):
+        """New data was committed: end an idle wait early (never a backoff)."""
+        self._wake.set()
+
+    async def run(self, stop=None):
+        """Drain until `stop` (an asyncio.Event) is set."""
+        stop = stop or asyncio.Event()
+        try:
+            while not stop.is_set():
+                wait = await self.step()
+                if wait is None:        # nothing to send: idle until notified
+                    self._wake.clear()
+                    await _first_of(self._wake.wait(), stop.wait(), timeout=self.idle_s)
+                elif wait > 0:
+                    await _first_of(self.sleep(wait), stop.wait())
+        finally:
+            await self.close()
+
+    async def drain(self, max_steps=10 ** 9):
+        """Send until the outbox is empty (tests, benchmarks); returns the number of steps."""
+        steps = 0
+        while steps < max_steps:
+            wait = await self.step()
+            steps += 1
+            if wait is None:
+                return steps
+            if wait > 0:
+                await self.sleep(wait)
+        return steps
+
+    # --- one batch -----------------------------------------------------------------------
+    async def step(self):
+        """Send one batch. Returns None when the outbox is empty, else seconds to wait first."""
+        items = self.store.upload_batch(self.batch_size)
+        if not items:
+            if self.status.state != "backoff" and self.status.consecutive_failures == 0:
+                self.status.state = "idle" if self.status.last_ok_at is None else "up"
+            return None
+        verdicts, wire_items = self._map(items)
+        if not wire_items:
+            self._settle(verdicts)
+            return 0
+        body = self._body(wire_items)
+        self.status.requests += 1
+        self.status.last_attempt_at = self.clock()
+        try:
+            headers = {"Content-Type": "application/json"}
+            headers.update(self.auth.headers("POST", BATCH_PATH, body))
+            async with self._client().post(self.url, data=body, headers=headers) as response:
+                text = await response.read()
+                return self._answer(response.status, response.headers, text, items, wire_items,
+                                    verdicts)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return self._failed(items, verdicts, "%s: %s" % (type(exc).__name__, exc))
+
+    def _map(self, items):
+        verdicts = []        # local verdicts (profile failures) to settle
+        wire_items = []
+        for item in items:
+            try:
+                data = self.profile.map_record(item["kind"], self._canonical(item))
+            except (profile_tables.ProfileError, SealError) as exc:
+                reason = "profile %s: %s" % (self.profile.name, exc)
+                log.error("item %s cannot be sent: %s", item["item_id"], reason)
+                verdicts.append((item["item_id"], "rejected", reason))
+                continue
+            wire_items.append({"kind": item["kind"], "id": item["item_id"], "data": data})
+        return verdicts, wire_items
+
+    def _canonical(self, item):
+        record = item["record"]
+        if item["kind"] == "rating":
+            canon = profile_tables.canonical_rating(record)
+        else:
+            canon = dict(record)
+        if self.division and "division" not in canon:
+            canon["division"] = self.division
+        sealed = record.get("applicant")
+        if sealed and self.profile.applicant != "omit" and item["kind"] == "rating":
+            applicant = self.sealer.open(sealed)
+            canon["applicant"] = applicant if self.profile.applicant == "clear" \
+                else masked_applicant(applicant)
+        return canon
+
+    def _body(self, wire_items):
+        items_text = json.dumps(wire_items, ensure_ascii=False, separators=(",", ":"))
+        batch_id = hashlib.sha256(("%s\n%s" % (self.gateway_id, items_text)).encode("utf-8")) \
+            .hexdigest()[:32]
+        head = json.dumps({"batch_id": batch_id, "gateway_id": self.gateway_id, "hall": self.hall,
+                           "profile": self.profile.name}, ensure_ascii=False, separators=(",", ":"))
+        return ('%s,"items":%s}' % (head[:-1], items_text)).encode("utf-8")
+
+    # --- verdicts ------------------------------------------------------------------------
+    def _answer(self, status, headers, text, items, wire_items, verdicts):
+        if status == 200:
+            try:
+                results = json.loads(text)["results"]
+                by_id = {r["id"]: r for r in results if isinstance(r, dict) and "id" in r}
+            except (ValueError, KeyError, TypeError):
+                return self._failed(items, verdicts, "unreadable answer")
+            for wire in wire_items:
+                result = by_id.get(wire["id"])
+                outcome = result.get("status") if result else None
+                if outcome in OUTCOMES:
+                    reason = result.get("reason") if outcome == "rejected" else None
+                    if outcome == "rejected":
+                        log.warning("item %s rejected upstream: %s", wire["id"], reason)
+                    verdicts.append((wire["id"], outcome, reason))
+                else:
+                    verdicts.append((wire["id"], "retry", "no verdict"))
+            self._settle(verdicts)
+            self._ok()
+            if self.batch_size < self.max_batch:
+                self.batch_size = min(self.max_batch, self.batch_size * 2)
+            return 0
+        if status == 429:
+            self._settle(verdicts)   # local rejections stand; nothing was tried upstream
+            self.status.throttled += 1
+            wait = parse_retry_after(headers.get("Retry-After"), self.clock())
+            if wait is None:
+                wait = self.backoff.failure()
+            else:
+                wait = min(wait, self.backoff.cap)
+            self._down("throttled (429), retry after %.1f s" % wait, wait, count=False)
+            return wait
+        if status == 413 and self.batch_size > 1:
+            self._settle(verdicts)
+            self.batch_size = max(1, self.batch_size // 2)
+            return 0
+        detail = _error_text(text)
+        return self._failed(items, verdicts, "HTTP %d %s" % (status, detail),
+                            tried=status >= 500)
+
+    def _failed(self, items, verdicts, error, tried=True):
+        """5xx, timeout, connection error, unreadable answer: all items stay for a retry."""
+        rejected = {v[0] for v in verdicts}
+        if tried:
+            verdicts = verdicts + [(item["item_id"], "retry", error) for item in items
+                                   if item["item_id"] not in rejected]
+        self._settle(verdicts)
+        wait = self.backoff.failure()
+        self._down(error, wait)
+        return wait
+
+    def _down(self, error, wait, count=True):
+        st = self.status
+        if count:
+            st.consecutive_failures += 1
+        st.last_error = error
+        st.next_try_at = self.clock() + wait
+        st.state = "down" if st.consecutive_failures >= DOWN_AFTER else "backoff"
+        log.warning("uplink: %s; next try in %.1f s", error, wait)
+
+    def _ok(self):
+        st = self.status
+        self.backoff.success()
+        st.consecutive_failures = 0
+        st.state = "up"
+        st.last_ok_at = self.clock()
+        st.next_try_at = None
+        st.batches_ok += 1
+
+    def _settle(self, verdicts):
+        if not verdicts:
+            return
+        self.store.settle(verdicts)
+        for _, outcome, _ in verdicts:
+            self.status.sent[outcome] += 1
+
+
+def _error_text(text):
+    try:
+        return str(json.loads(text).get("error", ""))[:200]
+    except (ValueError, AttributeError):
+        return text[:200].decode("utf-8", "replace") if isinstance(text, bytes) else ""
+
+
+async def _first_of(*awaitables, timeout=None):
+    """Wait until the first of several awaitables finishes (or `timeout`), cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
