@@ -1,0 +1,154 @@
+"""Fault schedules for the virtual hall, as data: a list of (at_s, kind, params) decided up front
+from the seed, then played by `Chaos.run()` against the hall's fault hooks.
+
+Levels:
+  none      nothing
+  standard  every kind at least once when the run is long enough, a few more at random
+  harsh     about three times as often, longer outages, noisier bus
+
+Kinds and what the hook must do (hall.py provides them):
+  gateway_kill    SIGKILL the gateway process, start it again after `down_s`
+  broker_restart  stop Mosquitto, start it again on the same port after `down_s`
+  uplink_outage   the central API stops listening for `seconds`
+  uplink_5xx      the central API answers the next `count` batches with 500/503
+  uplink_429      the central API answers the next `count` batches with 429 + Retry-After
+  uplink_slow     the central API delays its next `count` answers by `delay_s`
+  bus_noise       bit errors `ber` and byte drops `drop_rate` on the RS-485 bus for `seconds`
+  bus_cut         the whole bus (device None) or one device's drop cable is cut for `seconds`
+  power_cut       an evaluator loses power at a random instant, boots again after `down_s`
+  wifi_drop       an MQTT evaluator loses Wi-Fi for `seconds`
+Times are real seconds since the run started. Faults stop at `quiet_tail` before the end, so the
+drain at the end measures recovery, not a fault still in progress.
+"""
+
+import asyncio
+import logging
+import random
+
+log = logging.getLogger("hall_simulator.chaos")
+
+LEVELS = ("none", "standard", "harsh")
+KINDS = ("gateway_kill", "broker_restart", "uplink_outage", "uplink_5xx", "uplink_429",
+         "uplink_slow", "bus_noise", "bus_cut", "power_cut", "wifi_drop")
+# Mean real seconds between two faults of a kind at "standard" (harsh: a third of it).
+MEAN_GAP_S = {"gateway_kill": 60, "broker_restart": 70, "uplink_outage": 50, "uplink_5xx": 40,
+              "uplink_429": 45, "uplink_slow": 55, "bus_noise": 35, "bus_cut": 40, "power_cut": 15,
+              "wifi_drop": 30}
+NEEDS = {"bus_noise": "rs485", "bus_cut": "rs485", "power_cut": "all", "wifi_drop": "mqtt"}
+
+
+class Event:
+    __slots__ = ("at_s", "kind", "params")
+
+    def __init__(self, at_s, kind, params):
+        self.at_s = at_s
+        self.kind = kind
+        self.params = params
+
+    def as_dict(self):
+        return {"at_s": round(self.at_s, 3), "kind": self.kind, "params": self.params}
+
+    def __repr__(self):
+        return "Event(%.1f, %s, %r)" % (self.at_s, self.kind, self.params)
+
+
+def _params(kind, rng, harsh, devices):
+    f = 2.0 if harsh else 1.0
+    if kind == "gateway_kill":
+        return {"down_s": round(rng.uniform(0.5, 2.0) * f, 2)}
+    if kind == "broker_restart":
+        return {"down_s": round(rng.uniform(0.5, 2.0) * f, 2)}
+    if kind == "uplink_outage":
+        return {"seconds": round(rng.uniform(2.0, 6.0) * f, 2)}
+    if kind == "uplink_5xx":
+        return {"count": rng.randint(1, 3) * int(f), "status": rng.choice((500, 502, 503))}
+    if kind == "uplink_429":
+        return {"count": rng.randint(1, 3) * int(f), "retry_after": rng.choice((1, 2))}
+    if kind == "uplink_slow":
+        return {"count": rng.randint(2, 4), "delay_s": round(rng.uniform(1.0, 3.0) * f, 2)}
+    if kind == "bus_noise":
+        return {"seconds": round(rng.uniform(3.0, 8.0) * f, 2), "ber": 2e-4 * f,
+                "drop_rate": 2e-4 * f}
+    if kind == "bus_cut":
+        whole = rng.random() < 0.3
+        return {"seconds": round(rng.uniform(1.0, 4.0) * f, 2),
+                "device": None if whole or not devices["rs485"] else rng.choice(devices["rs485"])}
+    if kind == "power_cut":
+        return {"device": rng.choice(devices["all"]), "down_s": round(rng.uniform(0.3, 2.0), 2),
+                "instant": round(rng.random(), 4)}
+    if kind == "wifi_drop":
+        return {"device": rng.choice(devices["mqtt"]), "seconds": round(rng.uniform(2.0, 8.0) * f, 2)}
+    raise ValueError(kind)
+
+
+def schedule(level, duration_s, seed, rs485=(), mqtt=(), warmup_s=3.0, quiet_tail=None):
+    """The fault events of a run, sorted by time. `rs485` / `mqtt`: device ids on each transport."""
+    if level not in LEVELS:
+        raise ValueError("chaos level %r (known: %s)" % (level, ", ".join(LEVELS)))
+    if level == "none":
+        return []
+    rng = random.Random("chaos/%s/%s" % (seed, level))
+    harsh = level == "harsh"
+    devices = {"rs485": list(rs485), "mqtt": list(mqtt), "all": list(rs485) + list(mqtt)}
+    if quiet_tail is None:
+        quiet_tail = min(15.0, duration_s * 0.25)
+    end = duration_s - quiet_tail
+    if end <= warmup_s:
+        return []
+    kinds = [k for k in KINDS if NEEDS.get(k) is None or devices[NEEDS[k]]]
+    events = []
+    # every kind once, spread over the window in a shuffled order, so short runs see them all
+    order = list(kinds)
+    rng.shuffle(order)
+    slot = (end - warmup_s) / len(order)
+    for i, kind in enumerate(order):
+        at = warmup_s + slot * (i + rng.uniform(0.1, 0.9))
+        events.append(Event(at, kind, _params(kind, rng, harsh, devices)))
+    # more at random: a Poisson process per kind
+    for kind in kinds:
+        gap = MEAN_GAP_S[kind] / (3.0 if harsh else 1.0)
+        t = warmup_s + rng.expovariate(1.0 / gap)
+        while t < end:
+            events.append(Event(t, kind, _params(kind, rng, harsh, devices)))
+            t += rng.expovariate(1.0 / gap)
+    events.sort(key=lambda e: e.at_s)
+    return events
+
+
+class Chaos:
+    """Plays a schedule against hooks {kind: async fn(**params)}; counts what was injected."""
+
+    def __init__(self, events, hooks, clock=None):
+        self.events = list(events)
+        self.hooks = hooks
+        self.injected = {}
+        self.failed = {}
+        self.log = []
+        self._clock = clock
+
+    async def run(self, started_at=None):
+        loop = asyncio.get_running_loop()
+        t0 = loop.time() if started_at is None else started_at
+        tasks = []
+        for event in self.events:
+            delay = t0 + event.at_s - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            hook = self.hooks.get(event.kind)
+            if hook is None:
+                continue
+            tasks.append(asyncio.ensure_future(self._one(hook, event)))
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def _one(self, hook, event):
+        try:
+            await hook(**event.params)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:   # a fault that could not be injected is reported, not fatal
+            log.warning("chaos %s failed: %s", event.kind, exc)
+            self.failed[event.kind] = self.failed.get(event.kind, 0) + 1
+            return
+        self.injected[event.kind] = self.injected.get(event.kind, 0) + 1
+        self.log.append(event.as_dict())
