@@ -101,7 +101,8 @@ def main(argv=None):
     from firmware.ui.font import Font
     font = Font(args.font)
     os.makedirs(args.out, exist_ok=True)
-    fs_root = os.path.join(args.out, ".fs")
+    import tempfile
+    fs_root = tempfile.mkdtemp(prefix="screens-fs-")
     n = 0
     for profile, name, view, events in scenes():
         if args.only and args.only not in name:

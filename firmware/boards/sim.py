@@ -7,7 +7,8 @@ runs unchanged under CPython (tests, hall simulator) and under MicroPython (wasm
 cfg keys:
   profile    "five_button" (128x64 mono, MONO_VLSB) or "touch" (320x240, GS4_HMSB palette indices)
   fs_root    directory for the device's files (created if missing)
-  uart       optional injected UART (write/read/any[/flush]); default MemUart (in-memory pipe)
+  uart       optional injected UART (write/read/any[/flush]); default sim_io.MemUart (in-memory
+             pipe: .feed(bytes) for the device to read, .take_tx() for what it wrote)
   clock      optional clock: an object with ticks_ms() (and advance(ms) if the test wants
              board.advance), or a function returning ms; default: a SimClock starting at 0
   net        None (RS-485 board, default), "tcp" (SimNet: real TCP sockets, CPython only), or an
@@ -46,77 +47,6 @@ class SimClock:
         self.now += ms
 
 
-class MemUart:
-    """In-memory UART: the device writes into .tx; a test feeds bytes the device will read."""
-
-    def __init__(self):
-        self.tx = bytearray()
-        self._rx = bytearray()
-
-    def feed(self, data):
-        self._rx += data
-
-    def take_tx(self):
-        out = bytes(self.tx)
-        self.tx = bytearray()
-        return out
-
-    def write(self, data):
-        self.tx += data
-        return len(data)
-
-    def any(self):
-        return len(self._rx)
-
-    def read(self, n=None):
-        if not self._rx:
-            return None
-        if n is None or n >= len(self._rx):
-            out = bytes(self._rx)
-            self._rx = bytearray()
-        else:
-            out = bytes(self._rx[:n])
-            self._rx = self._rx[n:]
-        return out
-
-    def flush(self):
-        pass
-
-
-class SimNet:
-    """Wi-Fi on the host: real TCP sockets (CPython). drop() simulates losing the access point."""
-
-    def __init__(self, timeout=5.0):
-        self.timeout = timeout
-        self.connected = False
-        self.connects = 0
-        self._socks = []
-
-    def connect(self):
-        self.connected = True
-        self.connects += 1
-
-    def isconnected(self):
-        return self.connected
-
-    def socket_factory(self, host, port):
-        import socket
-        if not self.connected:
-            raise OSError("wifi down")
-        s = socket.create_connection((host, port), self.timeout)
-        self._socks.append(s)
-        return s
-
-    def drop(self):
-        self.connected = False
-        for s in self._socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-        self._socks = []
-
-
 class SimDisplay(framebuf.FrameBuffer):
     def __init__(self, width, height, fmt):
         if fmt == framebuf.MONO_VLSB:
@@ -143,14 +73,20 @@ class SimBoard:
         self.display = SimDisplay(w, h, fmt)
         self.fs_root = cfg["fs_root"]
         _makedirs(self.fs_root)
-        self.uart = cfg.get("uart") or MemUart()
+        self.uart = cfg.get("uart")
+        if self.uart is None:
+            from firmware.boards.sim_io import MemUart
+            self.uart = MemUart()
         clock = cfg.get("clock")
         if clock is None:
             clock = SimClock()
         self.clock = clock
         self._ticks = clock if callable(clock) else clock.ticks_ms
         net = cfg.get("net")
-        self.net = SimNet() if net == "tcp" else net
+        if net == "tcp":
+            from firmware.boards.sim_io import SimNet
+            net = SimNet()
+        self.net = net
         self._fake_heap = cfg.get("free_heap", 100000)
         self._events = []
         self.de = False

@@ -1,7 +1,7 @@
 """A small pure-Python stand-in for MicroPython's `framebuf`, used only where `import framebuf`
 fails (CPython tests, screenshots). It implements the formats and methods the UI and the boards
-use, with MicroPython's semantics (blit key compared with the source colour, palette lookup after
-the key test), so a screen drawn here is pixel-identical to the same screen drawn by framebuf.
+use, with MicroPython's semantics (blit: the palette maps the source colour first, then the key is
+compared with the mapped colour), so a screen drawn here is pixel-identical to the same screen drawn by framebuf.
 
 Import it as: try: import framebuf / except ImportError: from firmware.ui import fb as framebuf
 """
@@ -145,5 +145,7 @@ class FrameBuffer:
         for sy in range(max(0, -y), min(src._h, self._h - y)):
             for sx in range(max(0, -x), min(src._w, self._w - x)):
                 c = g(sx, sy)
+                if pg:
+                    c = pg(c, 0)
                 if c != key:
-                    s(x + sx, y + sy, pg(c, 0) if pg else c)
+                    s(x + sx, y + sy, c)

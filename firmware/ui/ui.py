@@ -124,12 +124,16 @@ class Ui:
         return TEXTS[key]
 
     def _palette(self, c):
+        """(palette, key) to blit a glyph's set bits in colour c and leave the rest untouched.
+        framebuf maps through the palette first and then compares with the key, so the glyph's
+        background maps to a key colour that differs from c."""
         p = self._palettes.get(c)
         if p is None:
-            p = framebuf.FrameBuffer(bytearray(1), 2, 1, self._fmt)
-            p.pixel(0, 0, 0)
-            p.pixel(1, 0, c)
-            self._palettes[c] = p
+            key = (c ^ 1) & (1 if self._fmt == framebuf.MONO_HLSB else 15)
+            pal = framebuf.FrameBuffer(bytearray(1), 2, 1, self._fmt)
+            pal.pixel(0, 0, key)
+            pal.pixel(1, 0, c)
+            p = self._palettes[c] = (pal, key)
         return p
 
     def glyph(self, x, y, cp, c, scale=1):
@@ -146,7 +150,8 @@ class Ui:
         buf[:len(data)] = data
         src = framebuf.FrameBuffer(buf, w, h, framebuf.MONO_HLSB)
         if scale == 1:
-            self.fb.blit(src, x, y, 0, self._palette(c))
+            pal, key = self._palette(c)
+            self.fb.blit(src, x, y, key, pal)
         else:
             fill = self.fb.fill_rect
             for yy in range(h):
