@@ -12,7 +12,7 @@ KEY = bytes(range(32))
 
 
 class FakeDevice:
-    """A device as SPEC.md section 5 describes it: an outbox of signed ratings, oldest first."""
+    """A device as SPEC.md section 4.5 describes it: an outbox of signed ratings, oldest first."""
 
     def __init__(self, address, name):
         self.link = link.SlaveLink(address)

@@ -570,9 +570,32 @@ def _frame_breakdown(frame_hex):
     ])
 
 
-def _wrap(data, width=24):
+def _wrap(data, width=24, indent=9):
     chunks = [_hexdump(data[i:i + width]) for i in range(0, len(data), width)]
-    return ("\n" + " " * 9).join(chunks)
+    return ("\n" + " " * indent).join(chunks)
+
+
+def _field_walk(fields, payload):
+    """One line per field of a payload: its bytes, then name = value (top level only)."""
+    index = {f[0]: f for f in fields}
+    lines = []
+    pos = 0
+    while pos < len(payload):
+        start = pos
+        key, pos = codec.get_varint(payload, pos, len(payload))
+        if key & 7 == 0:
+            value, pos = codec.get_varint(payload, pos, len(payload))
+            shown = str(value)
+        else:
+            size, pos = codec.get_varint(payload, pos, len(payload))
+            raw = payload[pos:pos + size]
+            pos += size
+            kind = index[key >> 3][2]
+            shown = raw.hex() if kind == schema.B else (
+                "(nested, %d bytes)" % size if kind == schema.M else json.dumps(raw.decode(), ensure_ascii=False))
+        lines.append("%-44s %s = %s" % (_hexdump(payload[start:pos])[:40] + (
+            "…" if pos - start > 13 else ""), index[key >> 3][1], shown))
+    return "\n".join(lines)
 
 
 def sec_examples():
@@ -593,13 +616,16 @@ def sec_examples():
                      "Frame: %d bytes = 10 overhead + %d payload\n\n```\n%s\n```" % (
                          title, len(v["json"].encode()), v["json"], len(f), len(f) - 10,
                          _frame_breakdown(v["frame"])))
+        if name in ("rating", "context"):
+            parts.append("The payload field by field (key, length, value):\n\n```\n%s\n```" % _field_walk(
+                schema.MESSAGES[v["type"]], bytes.fromhex(v["binary"])))
         if name == "rating":
             m = macs["rating"]
             parts.append("MAC computation for this rating: key = `%s` (the test key).\n"
                          "The MAC input is the label `hall-rating/1 rating` + 0x00 followed by the\n"
                          "canonical encoding of the rating without `mac`, `gateway_time` and `hall`:\n\n"
                          "```\n%s\n```\n\nHMAC-SHA256 over it, first 16 bytes: `%s`." % (
-                             m["key"], _wrap(bytes.fromhex(m["signed_bytes"])), m["mac"]))
+                             m["key"], _wrap(bytes.fromhex(m["signed_bytes"]), indent=0), m["mac"]))
     return "\n\n".join(parts)
 
 
@@ -620,8 +646,8 @@ def sec_topics():
     rows = ["| topic | direction | QoS | retained | payload |", "|---|---|---|---|---|"]
     payload = {"rating": "RATING JSON", "status": "STATUS JSON", "availability": '`online` / `offline` (last will)',
                "context": "CONTEXT JSON, empty = no case", "ack": "ACK JSON", "config": "CONFIG JSON",
-               "state": '`online` / `offline` (last will)', "devices": "registry JSON (7.5)",
-               "event": "event JSON (7.5)"}
+               "state": '`online` / `offline` (last will)', "devices": "registry JSON (6.3)",
+               "event": "event JSON (6.3)"}
     for kind in topics.DEVICE_TO_GATEWAY + topics.GATEWAY_TO_DEVICE:
         rows.append("| `hall/<hall>/dev/<device>/%s` | %s | %d | %s | %s |" % (
             kind, "device → gateway" if kind in topics.DEVICE_TO_GATEWAY else "gateway → device",
