@@ -214,7 +214,8 @@ class Rig:
     """One sim device. key(i) presses a button through the real UI; act(...) feeds a UI action
     straight to the flow (for screens whose layout is not drawn in this test)."""
 
-    def __init__(self, profile="five_button", root=None, capacity=10, font=None, base="/tmp"):
+    def __init__(self, profile="five_button", root=None, capacity=10, font=None, base="/tmp",
+                 clock=None, net=None, extra=None):
         from firmware.boards.sim import make_board
         from firmware.config import validate
         from firmware.device import Device
@@ -222,9 +223,12 @@ class Rig:
             _rigs[0] += 1
             root = "%s/rig%d" % (base, _rigs[0])
         self.root = root
-        self.board = make_board({"profile": profile, "fs_root": root})
-        self.cfg = validate({"device": "win07", "key": KEY_HEX, "window": "07",
-                             "outbox_capacity": capacity, "board": {"profile": profile}})
+        self.board = make_board({"profile": profile, "fs_root": root, "clock": clock, "net": net})
+        cfg = {"device": "win07", "key": KEY_HEX, "window": "07", "outbox_capacity": capacity,
+               "board": {"profile": profile}}
+        for k in extra or ():
+            cfg[k] = extra[k]
+        self.cfg = validate(cfg)
         self.font = font
         self.dev = Device(self.board, self.cfg, font_path=font)
         self.dev.on_config({"version": 1, "tags": TAGS, "rating_timeout_s": 30, "thanks_s": 4,

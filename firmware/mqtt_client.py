@@ -1,0 +1,356 @@
+"""A small MQTT 3.1.1 client of our own, for MicroPython and CPython alike.
+
+No threads, no blocking reads: the main loop calls step(), which reads what the socket has,
+handles whole packets, keeps the connection alive and retransmits. The socket comes from an
+injected factory (host, port) -> connected socket; we only use setblocking, send, recv, close.
+
+What it does: CONNECT with a last will (clean session), QoS 0 and QoS 1 PUBLISH (PUBACK,
+retransmission with DUP after RETRY_MS and after every reconnect), SUBSCRIBE (again after
+every reconnect), incoming QoS 0/1 PUBLISH (answered with PUBACK), PINGREQ keepalive, and
+reconnect with exponential backoff (BACKOFF_MIN_MS doubling to BACKOFF_MAX_MS).
+What it does not: QoS 2, persistent sessions, MQTT 5. The application's outbox is the
+persistent queue; this client keeps at most MAX_INFLIGHT unacknowledged publishes in RAM.
+RAM: one receive buffer (<= MAX_PACKET), one send buffer, the in-flight table.
+"""
+
+CONNECT = 0x10
+CONNACK = 0x20
+PUBLISH = 0x30
+PUBACK = 0x40
+SUBSCRIBE = 0x82
+SUBACK = 0x90
+PINGREQ = 0xC0
+PINGRESP = 0xD0
+DISCONNECT = 0xE0
+
+MAX_PACKET = 8192
+MAX_INFLIGHT = 8
+RETRY_MS = 5000
+CONNACK_TIMEOUT_MS = 10000
+BACKOFF_MIN_MS = 500
+BACKOFF_MAX_MS = 30000
+
+DOWN = "down"
+CONNECTING = "connecting"
+UP = "up"
+
+
+class MqttError(Exception):
+    pass
+
+
+def _str(s):
+    b = s.encode() if isinstance(s, str) else bytes(s)
+    return bytes((len(b) >> 8, len(b) & 0xFF)) + b
+
+
+def _packet(first, body):
+    out = bytearray((first,))
+    n = len(body)
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            break
+    out.extend(body)
+    return bytes(out)
+
+
+def connect_packet(client_id, keepalive_s, will=None, user=None, password=None):
+    flags = 0x02  # clean session
+    payload = _str(client_id)
+    if will is not None:
+        topic, message, qos, retain = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += _str(topic) + _str(message)
+    if user is not None:
+        flags |= 0x80
+        payload += _str(user)
+        if password is not None:
+            flags |= 0x40
+            payload += _str(password)
+    head = _str("MQTT") + bytes((4, flags, keepalive_s >> 8, keepalive_s & 0xFF))
+    return _packet(CONNECT, head + payload)
+
+
+def publish_packet(topic, payload, qos=0, retain=False, pid=0, dup=False):
+    first = PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
+    body = _str(topic)
+    if qos:
+        body += bytes((pid >> 8, pid & 0xFF))
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return _packet(first, body + payload)
+
+
+def parse_packet(buf):
+    """(first byte, body, total length) of the first whole packet in buf, or None if incomplete."""
+    if len(buf) < 2:
+        return None
+    n = 0
+    shift = 0
+    pos = 1
+    while True:
+        if pos >= len(buf):
+            return None
+        b = buf[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            break
+        shift += 7
+        if shift > 21:
+            raise MqttError("bad remaining length")
+    if n > MAX_PACKET:
+        raise MqttError("packet of %d bytes" % n)
+    if len(buf) < pos + n:
+        return None
+    return buf[0], bytes(buf[pos:pos + n]), pos + n
+
+
+class MqttClient:
+    def __init__(self, socket_factory, host, port, client_id, clock, keepalive_s=30, will=None,
+                 user=None, password=None, on_message=None, on_connect=None):
+        self.socket_factory = socket_factory
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.clock = clock              # () -> ms, monotonic
+        self.keepalive_ms = keepalive_s * 1000
+        self.keepalive_s = keepalive_s
+        self.will = will
+        self.user = user
+        self.password = password
+        self.on_message = on_message
+        self.on_connect = on_connect
+        self.state = DOWN
+        self.sock = None
+        self.rx = bytearray()
+        self.tx = bytearray()
+        self.inflight = {}              # pid -> [topic, payload, retain, sent_at]
+        self.subscriptions = []         # (topic, qos), sent again after each reconnect
+        self.next_pid = 1
+        self.backoff = BACKOFF_MIN_MS
+        self.retry_at = 0
+        self.since = 0                  # when CONNECT went out
+        self.last_tx = 0
+        self.last_rx = 0
+        self.ping_out = False
+        self.stats = {"connects": 0, "drops": 0, "published": 0, "acked": 0, "resent": 0,
+                      "received": 0, "pings": 0}
+
+    # --- public -------------------------------------------------------------------------------
+    @property
+    def connected(self):
+        return self.state == UP
+
+    def subscribe(self, topic, qos=1):
+        self.subscriptions.append((topic, qos))
+        if self.state == UP:
+            self._send_subscribe([(topic, qos)])
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        """Send a message. QoS 1: returns its packet id, kept and resent until PUBACK. Returns
+        None when it cannot be sent now (not connected, or too many in flight)."""
+        if self.state != UP:
+            return None
+        if qos == 0:
+            self._queue(publish_packet(topic, payload, 0, retain))
+            self.stats["published"] += 1
+            return 0
+        if len(self.inflight) >= MAX_INFLIGHT:
+            return None
+        pid = self._pid()
+        self.inflight[pid] = [topic, payload, retain, self.clock()]
+        self._queue(publish_packet(topic, payload, 1, retain, pid))
+        self.stats["published"] += 1
+        return pid
+
+    def is_acked(self, pid):
+        return pid not in self.inflight
+
+    def step(self):
+        now = self.clock()
+        if self.state == DOWN:
+            if now >= self.retry_at:
+                self._open(now)
+            return
+        try:
+            self._read()
+            self._handle(now)
+            if self.state == CONNECTING and now - self.since > CONNACK_TIMEOUT_MS:
+                raise MqttError("no CONNACK")
+            if self.state == UP:
+                self._keepalive(now)
+                self._retransmit(now)
+            self._flush()
+        except (OSError, MqttError):
+            self.drop()
+
+    def drop(self):
+        """Close the connection; step() reconnects after the backoff."""
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+            self.stats["drops"] += 1
+        self.state = DOWN
+        self.rx = bytearray()
+        self.tx = bytearray()
+        self.retry_at = self.clock() + self.backoff
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX_MS)
+
+    def disconnect(self):
+        if self.sock is not None and self.state == UP:
+            try:
+                self.sock.send(bytes((DISCONNECT, 0)))
+            except OSError:
+                pass
+        self.drop()
+
+    # --- inside -------------------------------------------------------------------------------
+    def _pid(self):
+        while True:
+            pid = self.next_pid
+            self.next_pid = pid % 0xFFFF + 1
+            if pid not in self.inflight:
+                return pid
+
+    def _open(self, now):
+        try:
+            sock = self.socket_factory(self.host, self.port)
+        except OSError:
+            self.drop()
+            return
+        self.sock = sock
+        sock.setblocking(False)
+        self.state = CONNECTING
+        self.since = now
+        self.last_rx = now
+        self.ping_out = False
+        self.rx = bytearray()
+        self.tx = bytearray()
+        self._queue(connect_packet(self.client_id, self.keepalive_s, self.will, self.user,
+                                   self.password))
+        try:
+            self._flush()
+        except OSError:
+            self.drop()
+
+    def _queue(self, data):
+        self.tx.extend(data)
+        self.last_tx = self.clock()
+
+    def _flush(self):
+        while self.tx:
+            try:
+                n = self.sock.send(self.tx)
+            except OSError as e:
+                if _would_block(e):
+                    return
+                raise
+            if not n:
+                return
+            self.tx = self.tx[n:]
+
+    def _read(self):
+        while True:
+            try:
+                data = self.sock.recv(1024)
+            except OSError as e:
+                if _would_block(e):
+                    return
+                raise
+            if data is None:
+                return
+            if not data:
+                raise MqttError("closed by the broker")
+            self.rx.extend(data)
+            if len(self.rx) > MAX_PACKET + 5:
+                raise MqttError("receive buffer overflow")
+
+    def _handle(self, now):
+        while True:
+            got = parse_packet(self.rx)
+            if got is None:
+                return
+            first, body, size = got
+            self.rx = self.rx[size:]
+            self.last_rx = now
+            kind = first & 0xF0
+            if kind == CONNACK:
+                if len(body) < 2 or body[1] != 0:
+                    raise MqttError("connection refused: %r" % (body,))
+                self._up()
+            elif kind == PUBACK:
+                pid = (body[0] << 8) | body[1]
+                if self.inflight.pop(pid, None) is not None:
+                    self.stats["acked"] += 1
+            elif kind == PUBLISH:
+                self._incoming(first, body)
+            elif kind == PINGRESP:
+                self.ping_out = False
+            # SUBACK and anything else: nothing to do
+
+    def _up(self):
+        self.state = UP
+        self.backoff = BACKOFF_MIN_MS
+        self.stats["connects"] += 1
+        if self.subscriptions:
+            self._send_subscribe(self.subscriptions)
+        now = self.clock()
+        for pid in self.inflight:                # clean session: the broker forgot them
+            m = self.inflight[pid]
+            self._queue(publish_packet(m[0], m[1], 1, m[2], pid, dup=True))
+            m[3] = now
+            self.stats["resent"] += 1
+        if self.on_connect is not None:
+            self.on_connect()
+
+    def _send_subscribe(self, subs):
+        body = bytearray()
+        pid = self._pid()
+        body.extend(bytes((pid >> 8, pid & 0xFF)))
+        for topic, qos in subs:
+            body.extend(_str(topic))
+            body.append(qos)
+        self._queue(_packet(SUBSCRIBE, body))
+
+    def _incoming(self, first, body):
+        qos = (first >> 1) & 3
+        n = (body[0] << 8) | body[1]
+        topic = bytes(body[2:2 + n]).decode()
+        pos = 2 + n
+        if qos:
+            pid = (body[pos] << 8) | body[pos + 1]
+            pos += 2
+            self._queue(bytes((PUBACK, 2, pid >> 8, pid & 0xFF)))
+        self.stats["received"] += 1
+        if self.on_message is not None:
+            self.on_message(topic, body[pos:], bool(first & 1))
+
+    def _keepalive(self, now):
+        if not self.keepalive_ms:
+            return
+        if self.ping_out and now - self.last_rx > self.keepalive_ms:
+            raise MqttError("broker silent")
+        if not self.ping_out and now - self.last_tx >= self.keepalive_ms // 2:
+            self._queue(bytes((PINGREQ, 0)))
+            self.ping_out = True
+            self.stats["pings"] += 1
+
+    def _retransmit(self, now):
+        for pid in self.inflight:
+            m = self.inflight[pid]
+            if now - m[3] >= RETRY_MS:
+                self._queue(publish_packet(m[0], m[1], 1, m[2], pid, dup=True))
+                m[3] = now
+                self.stats["resent"] += 1
+
+
+def _would_block(e):
+    code = e.args[0] if e.args else None
+    return code in (11, 35, 115, 119) or e.__class__.__name__ in ("BlockingIOError",)

@@ -1,0 +1,101 @@
+"""MQTT over Wi-Fi: topics from protocol.topics, JSON from protocol.codec.
+
+- availability: "online" retained at each connect; the last will says "offline".
+- context / ack / config are subscribed (QoS 1). A retained empty context means "no case".
+- the oldest unacknowledged rating is published (QoS 1) and published again every RESEND_MS
+  until an ACK for its counter arrives on .../ack: a PUBACK only says the broker has it, the
+  ACK says the gateway committed it. The gateway dedupes by rating id (device:counter).
+- status (QoS 0) when due.
+- Wi-Fi loss: the connection is dropped and Wi-Fi reconnected, at most every WIFI_RETRY_MS.
+"""
+
+from protocol import codec, rating, schema, topics
+from protocol.errors import ProtocolError
+from firmware.mqtt_client import MqttClient
+
+RESEND_MS = 15000
+WIFI_RETRY_MS = 5000
+
+
+class MqttTransport:
+    def __init__(self, device, net, hall, mqtt_cfg, clock):
+        self.device = device
+        self.net = net
+        self.clock = clock
+        dev_id = device.cfg["device"]
+        self.t = {}
+        for kind in topics.DEVICE_TO_GATEWAY + topics.GATEWAY_TO_DEVICE:
+            self.t[kind] = topics.device_topic(hall, dev_id, kind)
+        self.client = MqttClient(
+            net.socket_factory, mqtt_cfg["host"], mqtt_cfg.get("port", 1883), "hall-" + dev_id,
+            clock, mqtt_cfg.get("keepalive", 30),
+            will=(self.t["availability"], topics.OFFLINE, 1, True),
+            user=mqtt_cfg.get("user"), password=mqtt_cfg.get("password"),
+            on_message=self._message, on_connect=self._connected)
+        for kind in topics.GATEWAY_TO_DEVICE:
+            self.client.subscribe(self.t[kind], topics.QOS[kind])
+        self.sent_counter = 0
+        self.sent_at = 0
+        self.wifi_at = None
+        self.stats = {"ratings_sent": 0, "bad_messages": 0, "wifi_reconnects": 0}
+
+    def step(self):
+        now = self.clock()
+        if not self.net.isconnected():
+            if self.client.state != "down":
+                self.client.drop()
+            if self.wifi_at is None or now - self.wifi_at >= WIFI_RETRY_MS:
+                self.wifi_at = now
+                self.stats["wifi_reconnects"] += 1
+                try:
+                    self.net.connect()
+                except OSError:
+                    pass
+            return
+        self.client.step()
+        if self.client.connected:
+            self._send_rating(now)
+            if self.device.status_due():
+                self.client.publish(self.t["status"], codec.to_json(schema.STATUS,
+                                                                   self.device.status()), 0)
+
+    def _send_rating(self, now):
+        r = self.device.next_rating()
+        if r is None:
+            return
+        if r["counter"] == self.sent_counter and now - self.sent_at < RESEND_MS:
+            return
+        if self.client.publish(self.t["rating"], codec.to_json(schema.RATING, r), 1) is not None:
+            self.sent_counter = r["counter"]
+            self.sent_at = now
+            self.stats["ratings_sent"] += 1
+
+    def _connected(self):
+        self.client.publish(self.t["availability"], topics.ONLINE, 1, True)
+        self.sent_counter = 0                    # send the oldest rating again at once
+
+    def _message(self, topic, payload, retained):
+        dev = self.device
+        try:
+            kind = topics.parse(topic)[2]
+            if kind == "context":
+                if not payload:
+                    cid = dev.app.case_id()
+                    if cid:
+                        dev.on_clear({"case_id": cid})
+                else:
+                    dev.on_context(codec.from_json(schema.CONTEXT, payload))
+            elif kind == "ack":
+                if dev.on_ack(codec.from_json(schema.ACK, payload)):
+                    self.sent_counter = 0
+            elif kind == "config":
+                if payload:
+                    dev.on_config(codec.from_json(schema.CONFIG, payload))
+        except ProtocolError:
+            self.stats["bad_messages"] += 1
+            dev.health.count("bad_message")
+
+
+def rating_id_of(json_text):
+    """The dedupe id of a published rating (tests and tools)."""
+    return rating.rating_id(codec.from_json(schema.RATING, json_text))
