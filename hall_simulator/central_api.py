@@ -123,6 +123,8 @@ class CentralServer:
         if self._site is not None:
             await self._site.stop()
             self._site = None
+            for connection in self._runner.server.connections:
+                connection.force_close()   # keep-alive connections die too, as in a real outage
             self.faults.injected["outage"] += 1
 
     async def outage(self, seconds):
@@ -172,7 +174,7 @@ class CentralServer:
             status = 413 if problem.startswith("more than") else 400
             return _error(status, problem)
         try:
-            answer = self.store.receive_batch(envelope, batch_digest(envelope["items"]))
+            answer = self.store.receive_batch(envelope, batch_digest(envelope))
         except Rejected as exc:
             return _error(409, str(exc))
         return web.json_response(answer, headers={"Idempotent-Replayed": "true"}

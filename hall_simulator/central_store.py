@@ -72,8 +72,10 @@ def case_key(serials, node):
     return "%s#%d" % (serials[0], node)
 
 
-def batch_digest(body_items):
-    return hashlib.sha256(json.dumps(body_items, sort_keys=True, ensure_ascii=False)
+def batch_digest(envelope):
+    """What a batch id stands for: the sender, the profile and the items."""
+    signed = [envelope.get("gateway_id"), envelope.get("profile"), envelope.get("items")]
+    return hashlib.sha256(json.dumps(signed, sort_keys=True, ensure_ascii=False)
                           .encode("utf-8")).hexdigest()
 
 
@@ -114,7 +116,7 @@ class CentralStore:
         """Apply one batch envelope (already parsed JSON); returns the answer object."""
         batch_id = envelope["batch_id"]
         items = envelope["items"]
-        digest = digest or batch_digest(items)
+        digest = digest or batch_digest(envelope)
         previous = self.previous_answer(batch_id, digest)
         if previous == "conflict":
             raise Rejected("batch_id %s was used for another body" % batch_id)
