@@ -147,6 +147,10 @@ def _settings(args, ports):
                     "address": address, "baud": args.rs485_baud, "wifi_ssid": args.wifi_ssid,
                     "wifi_password": wifi_pw, "mqtt_host": args.mqtt_host, "mqtt_port": args.mqtt_port,
                     "mqtt_user": args.mqtt_user, "mqtt_password": mqtt_pw})
+    from tools.flashkit import devconfig
+    for s in out:  # every port's settings are checked before any board is touched
+        devconfig.build("ev-000000000000", "00" * 32, s["board"], s["transport"], window=s["window"],
+                        hall=s["hall"], address=s["address"], mqtt_host=s["mqtt_host"])
     if getattr(args, "device", None):
         if n != 1:
             raise BadInput("--device names one device; give exactly one --port")

@@ -36,6 +36,7 @@ def _provision(res, port, bundle, settings, reporter, registry, token, new_key, 
     board = settings["board"]
     if bundle.boards and board not in bundle.boards:
         raise ToolError("bundle %s has no %s board (has %s)" % (bundle.version, board, ", ".join(bundle.boards)))
+    _config("ev-000000000000", "00" * 32, settings)  # bad settings fail before the device is touched
     reporter.progress(port, "connect")
     with session.device(port, baud, timeout) as (fs, ident):
         dev_id = settings.get("device") or devconfig.device_id(ident["uid"])
