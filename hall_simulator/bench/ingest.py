@@ -1,0 +1,195 @@
+"""Ingest benchmark: ratings/s from MQTT QoS 1 into the gateway's committed outbox, against raw
+paho -> Mosquitto QoS 1 (a plain subscriber counting messages) measured in the same run.
+
+    python -m hall_simulator.bench.ingest --json [--count 5000] [--devices 20] [--rounds 3]
+
+Both runs use the same broker, the same payloads (signed RATING JSON) and the same publisher: a
+separate process that prepares everything, then publishes as fast as paho QoS 1 allows. The clock
+runs from "go" to the moment the last message is received (baseline) or committed (gateway:
+store commit with synchronous=FULL, seen through the bridge's after-commit hook).
+ratio = median gateway rate / median baseline rate, the runs interleaved.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from protocol import auth, codec, schema, topics, vocab
+
+HALL = "bench-hall"
+
+
+def device_key(device):
+    return hashlib.sha256(("bench-key/" + device).encode()).digest()
+
+
+def payloads(count, devices):
+    """(topic, JSON) of `count` signed ratings spread over `devices` devices, counters rising."""
+    out = []
+    for i in range(count):
+        device = "ev-%03d" % (i % devices)
+        rating = {"device": device, "counter": i // devices + 1, "case_id": 1000 + i,
+                  "serials": ["SZ%010d" % i], "node": vocab.NODE_COMPLETION,
+                  "source": vocab.SRC_PRESS, "overall": vocab.LEVELS[i % 5],
+                  "window": "W%02d" % (i % devices), "staff_id": "10%02d" % (i % devices),
+                  "device_time": 1700000000 + i, "uptime_ms": 5000 + i}
+        if vocab.is_bad(rating["overall"]):
+            rating["tags"] = [501]
+        rating = auth.sign(device_key(device), rating)
+        out.append((topics.device_topic(HALL, device, "rating"), codec.to_json(schema.RATING, rating)))
+    return out
+
+
+def publisher(host, port, count, devices):
+    """Child process: prepare, say ready, wait for go, publish everything at QoS 1, exit."""
+    work = payloads(count, devices)
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub-%d" % os.getpid())
+    c.max_inflight_messages_set(100)
+    c.connect(host, port)
+    c.loop_start()
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+    infos = [c.publish(topic, payload, qos=1) for topic, payload in work]
+    for info in infos:
+        info.wait_for_publish(60)
+    c.disconnect()
+    c.loop_stop()
+
+
+def _start_publisher(broker, count, devices):
+    proc = subprocess.Popen([sys.executable, "-m", "hall_simulator.bench.ingest", "--publisher",
+                             str(broker.port), "--count", str(count), "--devices", str(devices)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    if proc.stdout.readline() != b"ready\n":
+        raise RuntimeError("publisher did not start")
+    return proc
+
+
+def _go(proc):
+    start = time.perf_counter()
+    proc.stdin.write(b"go\n")
+    proc.stdin.flush()
+    return start
+
+
+def _wait(done, proc, timeout):
+    if not done.wait(timeout):
+        proc.kill()
+        raise RuntimeError("timed out")
+    end = time.perf_counter()
+    proc.wait(60)
+    return end
+
+
+def run_baseline(broker, count, devices):
+    got = [0]
+    done = threading.Event()
+    connected = threading.Event()
+
+    def on_message(client, userdata, message):
+        got[0] += 1
+        if got[0] >= count:
+            done.set()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-raw-sub")
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *a: connected.set()
+    sub.connect(broker.host, broker.port)
+    sub.loop_start()
+    sub.subscribe([(t, 1) for t in topics.gateway_subscriptions(HALL)])
+    connected.wait(10)
+    proc = _start_publisher(broker, count, devices)
+    start = _go(proc)
+    end = _wait(done, proc, 300)
+    sub.disconnect()
+    sub.loop_stop()
+    return count / (end - start)
+
+
+def run_gateway(broker, count, devices, workdir):
+    import logging
+    logging.getLogger("gateway").setLevel(logging.ERROR)
+    from gateway.config import MqttConfig
+    from gateway.mqtt_bridge import MqttBridge
+    from gateway.registry import Registry
+    from gateway.rejects import Rejections
+    from gateway.store import GroupCommitter, Store
+
+    registry = Registry([{"id": "ev-%03d" % i, "window": "W%02d" % i,
+                          "key": device_key("ev-%03d" % i).hex()} for i in range(devices)])
+    store = Store(os.path.join(workdir, "outbox.db"), capacity=max(200_000, 2 * count))
+    committer = GroupCommitter(store)
+    done = threading.Event()
+    seen = [0]
+
+    def on_rating(rating, result):
+        seen[0] += 1
+        if seen[0] >= count:
+            done.set()
+    bridge = MqttBridge(MqttConfig(host=broker.host, port=broker.port, client_id="bench-gw"), HALL,
+                        registry, committer, Rejections(), store=store, on_rating=on_rating)
+    bridge.start()
+    if not bridge.connected.wait(10):
+        raise RuntimeError("gateway did not connect")
+    time.sleep(0.2)  # let the subscription settle
+    proc = _start_publisher(broker, count, devices)
+    start = _go(proc)
+    end = _wait(done, proc, 300)
+    stored = store.backlog()["ratings"]
+    figures = {"gateway_batches": committer.batches,
+               "gateway_mean_batch": round(committer.items / max(1, committer.batches), 1),
+               "gateway_stored": stored}
+    bridge.stop()
+    committer.close()
+    store.close()
+    if stored != count:
+        raise RuntimeError("stored %d of %d" % (stored, count))
+    return count / (end - start), figures
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="median of this many runs of each")
+    parser.add_argument("--publisher", type=int, help=argparse.SUPPRESS)  # broker port (child)
+    args = parser.parse_args(argv)
+    if args.publisher:
+        publisher("127.0.0.1", args.publisher, args.count, args.devices)
+        return 0
+    from hall_simulator.broker import Broker
+
+    raws, gws = [], []
+    with Broker(extra_config="max_queued_messages 0\nmax_inflight_messages 100") as broker:
+        for _ in range(args.rounds):  # interleaved, so a busy neighbour hurts both sides alike
+            raws.append(run_baseline(broker, args.count, args.devices))
+            with tempfile.TemporaryDirectory(prefix="bench-ingest-") as workdir:
+                rate, figures = run_gateway(broker, args.count, args.devices, workdir)
+            gws.append(rate)
+    raw, gw = statistics.median(raws), statistics.median(gws)
+    result = {"name": "ingest",
+              "figures": dict({"count": args.count, "devices": args.devices, "rounds": args.rounds,
+                               "raw_paho_qos1_per_s": round(raw, 1),
+                               "gateway_committed_per_s": round(gw, 1)}, **figures),
+              "ratio": round(gw / raw, 3)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for name, value in result["figures"].items():
+            print("%-28s %s" % (name, value))
+        print("%-28s %s (goal >= 0.8)" % ("ratio", result["ratio"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
