@@ -10,6 +10,7 @@ Interface the firmware sees (as on a machine.UART plus a driver-enable pin):
   any() -> n            bytes waiting
   set_de(bool)          driver enable
   flush()               wait until the written bytes have crossed the line (baud estimate)
+  fileno()              the socket, for select() over many UARTs in one thread
 If the bus goes away, calls stay harmless (read None, write counted as lost) and the UART
 reconnects on a later call, like a transceiver whose cable was plugged back in.
 """
@@ -78,6 +79,10 @@ class BusUart:
                 pass
         self._sock = None
         self._next_try = time.monotonic() + RECONNECT_S
+
+    def fileno(self):
+        """The socket's descriptor (for select / loop.add_reader), -1 while disconnected."""
+        return self._sock.fileno() if self._sock is not None else -1
 
     def close(self):
         self._drop()

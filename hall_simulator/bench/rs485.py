@@ -1,0 +1,283 @@
+"""RS-485 bench: 32 evaluators on the virtual bus at 115,200 and 9,600 baud.
+
+    python -m hall_simulator.bench.rs485 --json      (or: hall-sim bench rs485 --json)
+
+Link level for now: a polling master built on protocol.link.MasterBus (pyserial socket://, as the
+gateway opens the bus) and 32 device loops built on protocol.link.SlaveLink (BusUart clients),
+each answering POLL with IDLE or its oldest unacknowledged RATING, and ACK with the next one.
+"committed" here = the master has received the RATING (this master has no store). Once the
+gateway's RS-485 master and the firmware transport are wired into the simulator, this bench should
+drive those instead.
+
+Figures per baud: idle poll cycle (measured vs the wire limit of protocol.timing.poll_cycle_us with
+the real payload sizes), the cycle under load, press -> committed p50/p99, and the bus counters.
+ratio = the lower of the two bus efficiencies (wire-limit cycle / measured idle cycle).
+"""
+
+import argparse
+import heapq
+import os
+import random
+import select
+import sys
+import threading
+import time
+
+import serial
+
+from hall_simulator.bench import emit, percentile
+from hall_simulator.bus import BusThread
+from hall_simulator.bus_uart import BusUart
+from protocol import auth, codec, schema, timing, vocab
+from protocol.link import MasterBus, SlaveLink
+from protocol.rating import rating_id
+
+BAUDS = (115200, 9600)
+REPLY_PAYLOAD_MAX = 300     # a signed RATING with serials and a text stays well under this
+MAX_RATINGS_PER_VISIT = 4   # the master moves on after this many, so one device cannot hog the bus
+
+
+def _rating(address, counter, key, rng):
+    level = rng.choice(vocab.LEVELS)
+    record = {
+        "device": "dev-%03d" % address, "counter": counter, "case_id": address * 100000 + counter,
+        "serials": ["SZ2026%06d" % (address * 1000 + counter)], "node": vocab.NODE_COMPLETION,
+        "source": vocab.SRC_PRESS, "overall": level, "staff_id": "A%03d" % address,
+        "window": "W%02d" % address, "device_time": int(time.time()), "uptime_ms": counter * 1000,
+    }
+    if vocab.is_bad(level):
+        record["tags"] = [501]
+    return auth.sign(key, record)
+
+
+class DeviceFarm(threading.Thread):
+    """All device loops in one thread: select() over their BusUarts, replies after the guard time."""
+
+    def __init__(self, url, baud, devices, press_every_s, seed):
+        super().__init__(name="rs485-devices", daemon=True)
+        self.guard_s = timing.guard_us(baud) / 1e6
+        self.rng = random.Random(seed)
+        self.press_every_s = press_every_s
+        self.pressing = False
+        self.running = True
+        self.pressed = {}           # rating id -> monotonic press time
+        self.devices = []
+        for address in range(1, devices + 1):
+            self.devices.append({
+                "address": address, "uart": BusUart(url, baud=baud, require_de=False),
+                "link": SlaveLink(address), "outbox": [], "counter": 0, "key": os.urandom(32),
+                "next_press": 0.0,
+            })
+        self._replies = []          # heap of (due, order, uart, bytes)
+        self._order = 0
+
+    def start_pressing(self):
+        now = time.monotonic()
+        for d in self.devices:
+            d["next_press"] = now + self.rng.expovariate(1.0 / self.press_every_s)
+        self.pressing = True
+
+    def outboxes(self):
+        return sum(len(d["outbox"]) for d in self.devices)
+
+    def run(self):
+        by_fd = {d["uart"].fileno(): d for d in self.devices}
+        while self.running:
+            now = time.monotonic()
+            if self.pressing:
+                for d in self.devices:
+                    if d["next_press"] <= now:
+                        d["counter"] += 1
+                        r = _rating(d["address"], d["counter"], d["key"], self.rng)
+                        d["outbox"].append(r)
+                        self.pressed[rating_id(r)] = now
+                        d["next_press"] = now + self.rng.expovariate(1.0 / self.press_every_s)
+            while self._replies and self._replies[0][0] <= now:
+                _, _, uart, data = heapq.heappop(self._replies)
+                uart.write(data)
+            wake = now + 0.02
+            if self._replies:
+                wake = min(wake, self._replies[0][0])
+            readable, _, _ = select.select(list(by_fd), [], [], max(0.0, wake - time.monotonic()))
+            for fd in readable:
+                d = by_fd[fd]
+                data = d["uart"].read()
+                if not data:
+                    continue
+                heard = time.monotonic()
+                d["link"].receive_data(data)
+                while True:
+                    req = d["link"].next_request()
+                    if req is None:
+                        break
+                    reply = self._answer(d, req)
+                    if reply is not None:
+                        self._order += 1
+                        heapq.heappush(self._replies, (heard + self.guard_s, self._order, d["uart"], reply))
+
+    def _answer(self, d, req):
+        link = d["link"]
+        if req.broadcast:
+            return None
+        if req.error is not None:
+            return link.refuse(req, req.error.reason)
+        if req.type == schema.ACK:
+            outbox = d["outbox"]
+            if outbox and outbox[0]["counter"] == req.record.get("counter") and \
+                    vocab.device_releases(req.record.get("result", 0)):
+                outbox.pop(0)
+        elif req.type != schema.POLL:
+            return link.refuse(req, 0)
+        if d["outbox"]:
+            return link.reply(req, schema.RATING, d["outbox"][0])
+        return link.reply(req, schema.IDLE, {"outbox": 0, "case_id": 0})
+
+    def close(self):
+        self.running = False
+        self.join(5)
+        for d in self.devices:
+            d["uart"].close()
+
+
+class PollingMaster:
+    """The gateway's side, minimal: poll each address in turn, ACK every rating it is given."""
+
+    def __init__(self, url, baud, devices):
+        self.ser = serial.serial_for_url(url, timeout=0.05)
+        self.byte_s = 10.0 / baud
+        self.guard_s = timing.guard_us(baud) / 1e6
+        self.timeout_s = timing.reply_timeout_us(baud, REPLY_PAYLOAD_MAX) / 1e6
+        self.bus = MasterBus()
+        self.addresses = list(range(1, devices + 1))
+        self.committed = {}         # rating id -> monotonic time the master received it
+        self.stats = {"exchanges": 0, "timeouts": 0, "ratings": 0, "duplicates": 0}
+
+    def exchange(self, address, msg_type, record):
+        ch = self.bus.channel(address)
+        data = ch.request(msg_type, record)
+        self.ser.write(data)
+        self.stats["exchanges"] += 1
+        deadline = time.monotonic() + len(data) * self.byte_s + self.timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                ch.give_up()
+                self.stats["timeouts"] += 1
+                return None
+            self.ser.timeout = left
+            chunk = self.ser.read(1)
+            if not chunk:
+                continue
+            waiting = self.ser.in_waiting
+            if waiting:
+                chunk += self.ser.read(waiting)
+            self.bus.receive_data(chunk)
+            got = self.bus.next_reply()
+            if got is not None:
+                time.sleep(self.guard_s)          # let the device release the line
+                return got[1]
+
+    def visit(self, address):
+        reply = self.exchange(address, schema.POLL, {"time": int(time.time())})
+        for _ in range(MAX_RATINGS_PER_VISIT):
+            if reply is None or reply.type != schema.RATING or reply.record is None:
+                return
+            rid = rating_id(reply.record)
+            if rid in self.committed:
+                self.stats["duplicates"] += 1
+            else:
+                self.committed[rid] = time.monotonic()
+                self.stats["ratings"] += 1
+            reply = self.exchange(address, schema.ACK, {
+                "device": reply.record["device"], "counter": reply.record["counter"],
+                "result": vocab.ACK_STORED})
+
+    def cycle(self):
+        t0 = time.monotonic()
+        for address in self.addresses:
+            self.visit(address)
+        return time.monotonic() - t0
+
+    def close(self):
+        self.ser.close()
+
+
+def run_baud(baud, devices=32, duration=20.0, idle_cycles=5, press_every_s=8.0, seed=1):
+    with BusThread(baud=baud, rng=random.Random(seed)) as bus:
+        master = PollingMaster(bus.url, baud, devices)
+        farm = DeviceFarm(bus.url, baud, devices, press_every_s, seed)
+        deadline = time.monotonic() + 10
+        while bus.node_count() < devices + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        farm.start()
+        master.cycle()                                   # warm-up
+        idle = [master.cycle() for _ in range(idle_cycles)]
+        farm.start_pressing()
+        loaded = []
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            loaded.append(master.cycle())
+        farm.pressing = False
+        for _ in range(10):                               # drain what is still in the outboxes
+            if farm.outboxes() == 0:
+                break
+            master.cycle()
+        latencies = [(master.committed[rid] - t) * 1000 for rid, t in farm.pressed.items()
+                     if rid in master.committed]
+        counters = bus.stats()
+        left = farm.outboxes()
+        farm.close()
+        master.close()
+    poll_payload = len(codec.encode(schema.POLL, {"time": int(time.time())}))
+    idle_payload = len(codec.encode(schema.IDLE, {"outbox": 0, "case_id": 0}))
+    wire_us = timing.poll_cycle_us(devices, baud, poll_payload=poll_payload, reply_payload=idle_payload)
+    bare_us = timing.poll_cycle_us(devices, baud, device_turnaround_us=0, poll_payload=poll_payload,
+                                   reply_payload=idle_payload)
+    idle_ms = sum(idle) / len(idle) * 1000
+    return {
+        "devices": devices,
+        "idle_cycle_ms": round(idle_ms, 2),
+        "wire_limit_cycle_ms": round(wire_us / 1000, 2),
+        "wire_limit_no_turnaround_ms": round(bare_us / 1000, 2),
+        "efficiency": round(wire_us / 1000 / idle_ms, 3),
+        "loaded_cycle_ms": {"mean": round(sum(loaded) / len(loaded) * 1000, 2),
+                            "max": round(max(loaded) * 1000, 2), "cycles": len(loaded)},
+        "press_to_committed_ms": {
+            "p50": round(percentile(latencies, 50), 1) if latencies else None,
+            "p99": round(percentile(latencies, 99), 1) if latencies else None,
+            "count": len(latencies)},
+        "pressed": len(farm.pressed), "committed": master.stats["ratings"], "left_in_outboxes": left,
+        "master": master.stats,
+        "bus": {k: counters[k] for k in ("bytes_on_line", "collisions", "collided_bytes",
+                                         "bit_flips", "dropped_bytes")},
+        "line_utilisation": round(counters["line_time_s"] / (sum(idle) + sum(loaded)) , 3)
+        if idle else None,
+    }
+
+
+def main(argv=None):
+    sys.setswitchinterval(0.0005)   # three threads hand bytes around: keep the GIL hand-over short
+    p = argparse.ArgumentParser(prog="hall-sim bench rs485", description=__doc__.split("\n")[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--devices", type=int, default=32)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of presses per baud rate")
+    p.add_argument("--press-every", type=float, default=8.0, help="mean seconds between presses per device")
+    p.add_argument("--baud", type=int, action="append", help="baud rate(s) (default 115200 and 9600)")
+    p.add_argument("--seed", type=int, default=1)
+    o = p.parse_args(argv)
+    figures = {}
+    for baud in o.baud or BAUDS:
+        figures[str(baud)] = run_baud(baud, o.devices, o.duration, press_every_s=o.press_every,
+                                      seed=o.seed)
+    result = {
+        "name": "rs485",
+        "figures": figures,
+        "ratio": min(f["efficiency"] for f in figures.values()),
+        "note": "link-level master/devices (protocol.link); committed = master received the RATING",
+    }
+    emit(result, o.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
