@@ -92,9 +92,10 @@ def test_client_connect_publish_subscribe_keepalive(mosquitto_broker):
     c.disconnect()
 
 
-def test_last_will_says_offline_when_the_link_dies(mosquitto_broker):
+def test_last_will_says_offline_when_the_link_dies(mosquitto_broker, tmp_path):
     gw = Gateway(mosquitto_broker)
-    rig = Rig("five_button", clock=now_ms, net="tcp", extra=mqtt_cfg(mosquitto_broker))
+    rig = Rig("five_button", base=str(tmp_path), clock=now_ms, net="tcp",
+              extra=mqtt_cfg(mosquitto_broker))
     attach_transport(rig.dev, rig.board, rig.cfg)
     assert run_until(lambda: gw.avail == ["online"], [rig.dev.step])
     rig.board.net.drop()                       # the access point vanishes: no DISCONNECT sent
@@ -108,9 +109,10 @@ def mqtt_cfg(broker):
             "mqtt": {"host": broker.host, "port": broker.port, "keepalive": 5}}
 
 
-def test_rating_survives_a_broker_restart_and_a_drop_mid_publish(mosquitto_broker):
+def test_rating_survives_a_broker_restart_and_a_drop_mid_publish(mosquitto_broker, tmp_path):
     gw = Gateway(mosquitto_broker)
-    rig = Rig("five_button", clock=now_ms, net="tcp", font=FONT, extra=mqtt_cfg(mosquitto_broker))
+    rig = Rig("five_button", base=str(tmp_path), clock=now_ms, net="tcp", font=FONT,
+              extra=mqtt_cfg(mosquitto_broker))
     tr = attach_transport(rig.dev, rig.board, rig.cfg)
     step = rig.dev.step
     assert run_until(lambda: tr.client.connected, [step])
