@@ -246,6 +246,12 @@ class VirtualDevice:
                 if self.silent_after is not None and self.received > self.silent_after:
                     self.mute = True
                 self._byte(b)
+            p = self._paste
+            if self.mode == "paste" and p["consumed"] == p["granted"]:
+                # the buffer is drained once this read is processed: grant the next window now, so
+                # bytes a host sent without waiting for the grant land in the same read as overruns
+                p["granted"] += RAW_PASTE_WINDOW
+                self.out(b"\x01")
 
     def _byte(self, b):
         if self.mode == "app":
@@ -334,9 +340,6 @@ class VirtualDevice:
             return
         p["code"].append(b)
         p["consumed"] += 1
-        if p["consumed"] == p["granted"]:
-            p["granted"] += RAW_PASTE_WINDOW
-            self.out(b"\x01")
 
     def _soft_reset(self, lead):
         self.sandbox = None

@@ -63,6 +63,7 @@ def parser():
     p.add_argument("--chip", default="esp32", help="chip the image is for (esp32, esp32s3, esp32c3, ...)")
     p.add_argument("--erase", action="store_true", help="erase the whole flash first (wipes config and keys)")
     p.add_argument("--flash-baud", type=int, default=460800)
+    p.add_argument("--connect-attempts", type=int, default=3, help="esptool bootloader connect attempts")
 
     p = sub.add_parser("provision", help="copy the bundle, configure, register")
     _port_args(p)
@@ -181,7 +182,8 @@ def cmd_flash(args, rep):
     if not os.path.isfile(args.image):
         raise BadInput("firmware image %s does not exist" % args.image)
     return _run_all(ports, lambda p: flash(p, args.image, args.chip, rep, erase=args.erase,
-                                           baud=args.flash_baud), rep, args.jobs)
+                                           baud=args.flash_baud, connect_attempts=args.connect_attempts),
+                    rep, args.jobs)
 
 
 def cmd_provision(args, rep):

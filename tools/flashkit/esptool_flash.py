@@ -18,7 +18,7 @@ def normalise_chip(name):
     return name.lower().replace("-", "").replace("_", "")
 
 
-def flash(port, image, chip, reporter, erase=False, baud=460800, connect_attempts=3, esptool_api=None):
+def flash(port, image, chip, reporter, erase=False, baud=460800, connect_attempts=2, esptool_api=None):
     res = Result(port)
     t0 = time.monotonic()
     try:
