@@ -441,6 +441,35 @@ class Store:
                     "dead_letters": self._dead, "capacity": self.capacity,
                     "fill": min(1.0, pending / float(self.capacity))}
 
+    # --- small durable state (open cases, case id sequence) ----------------------------------
+    def state_put(self, name, value):
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        with self._lock:
+            self._guarded(lambda: self._db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)",
+                                                   ("state:" + name, text)))
+
+    def state_delete(self, name):
+        with self._lock:
+            self._guarded(lambda: self._db.execute("DELETE FROM meta WHERE name=?", ("state:" + name,)))
+
+    def state_items(self, prefix=""):
+        with self._lock:
+            rows = self._db.execute("SELECT name, value FROM meta WHERE name >= ? AND name < ?",
+                                    ("state:" + prefix, "state:" + prefix + "\uffff")).fetchall()
+        return [(name[6:], json.loads(value)) for name, value in rows]
+
+    def next_case_id(self):
+        """A hall-wide case id that is never handed out twice, across restarts (1 .. 2**32-1)."""
+        with self._lock:
+            def work():
+                row = self._db.execute("SELECT value FROM meta WHERE name='case_seq'").fetchone()
+                n = int(row[0]) + 1 if row else 1
+                if n > 0xFFFFFFFF:
+                    n = 1
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('case_seq', ?)", (str(n),))
+                return n
+            return self._guarded(work)
+
     # --- inspection ----------------------------------------------------------------------
     def hwm(self, device):
         with self._lock:

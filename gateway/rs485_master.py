@@ -1,0 +1,310 @@
+"""RS-485 bus master: one thread per bus, pyserial serial_for_url (the same code for /dev/ttyUSB0,
+a Pi UART in the kernel's RS-485 mode, or socket://host:port for the simulated bus).
+
+Schedule (why: one dead slave with a long timeout stalls a whole Modbus bus):
+- Every device of the bus gets one turn per round. A turn is one exchange: the ACK it is owed,
+  else its CONTEXT/CLEAR/CONFIG change, else a POLL (with want_status every STATUS_EVERY polls).
+- Timeouts come from protocol.timing: a reply must START within our frame time + guard + the
+  device's 10 ms + a 5 ms margin; only once bytes arrive do we wait for a whole frame. A silent
+  address therefore costs ~20 ms, not seconds.
+- Retries: a request is resent (same seq, idempotent) `retries` times. After `slow_after` failed
+  exchanges in a row the device moves to the slow lane: polled once every `slow_interval_s` with a
+  single attempt, and marked offline. Its first answer brings it back.
+- A RATING is checked (registry: known device, rules, MAC), group-committed, and only then ACKed
+  to the device, in the same turn.
+- The CONTEXT a device should show is kept per device; an IDLE reporting another case gets it
+  sent again (the device restarted), at most every RESEND_CONTEXT_S.
+"""
+
+import logging
+import threading
+import time
+
+import serial
+
+from protocol import codec, errors, schema, timing, vocab
+from protocol.frame import MAX_PAYLOAD
+from protocol.link import MasterBus
+
+log = logging.getLogger("gateway.rs485")
+
+STATUS_EVERY = 50
+RESEND_CONTEXT_S = 2.0
+MAX_CHAIN = 4           # exchanges in one turn (a RATING, its ACK, the next RATING ...)
+
+
+class _Peer:
+    """What the master keeps for one device."""
+
+    def __init__(self):
+        self.fails = 0
+        self.lane = "fast"
+        self.next_slow = 0.0
+        self.ack = None              # ACK record owed to the device
+        self.context = None          # CONTEXT the device should show (None: no case)
+        self.context_sent = 0        # case id last sent successfully (0: CLEAR sent / nothing)
+        self.context_sent_at = 0.0
+        self.config = None
+        self.config_sent = None
+        self.polls = 0
+        self.stats = {"exchanges": 0, "polls": 0, "timeouts": 0, "ratings": 0, "refused": 0}
+
+
+class Rs485Master:
+    def __init__(self, bus_cfg, bus_index, hall, registry, committer, rejections, enrich=None,
+                 on_rating=None, alarm=None, clock=time.time, mono=time.monotonic,
+                 open_serial=serial.serial_for_url):
+        self.cfg = bus_cfg
+        self.index = bus_index
+        self.hall = hall
+        self.registry = registry
+        self.committer = committer
+        self.rejections = rejections
+        self.enrich = enrich or (lambda rating: None)
+        self.on_rating = on_rating
+        self.alarm = alarm
+        self.clock = clock
+        self.mono = mono
+        self.open_serial = open_serial
+        self.bus = MasterBus()
+        self.peers = {}
+        self.rounds = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        self.port = None
+        baud = bus_cfg.baud
+        self._reply_start_s = (timing.guard_us(baud) + timing.DEVICE_REPLY_START_MAX_US
+                               + timing.MASTER_MARGIN_US) / 1e6
+        self._reply_whole_s = timing.frame_us(MAX_PAYLOAD, baud) / 1e6
+
+    # --- what others ask of the bus (any thread) ---------------------------------------
+    def peer(self, device_id):
+        with self._lock:
+            p = self.peers.get(device_id)
+            if p is None:
+                p = self.peers[device_id] = _Peer()
+            return p
+
+    def set_context(self, device_id, context):
+        p = self.peer(device_id)
+        with self._lock:
+            p.context = context
+
+    def set_config(self, device_id, config):
+        p = self.peer(device_id)
+        with self._lock:
+            p.config = config
+
+    def stats(self, device_id):
+        return dict(self.peer(device_id).stats, lane=self.peer(device_id).lane)
+
+    # --- thread ---------------------------------------------------------------------------
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="rs485-%d" % self.index, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.port is not None:
+            self.port.close()
+
+    def _run(self):
+        while not self._stop.is_set():
+            if self.port is None:
+                try:
+                    self.port = self.open_serial(self.cfg.url, baudrate=self.cfg.baud, timeout=0.005)
+                except (serial.SerialException, OSError, ValueError) as e:
+                    if self.alarm:
+                        self.alarm("bus_unavailable", "RS-485 bus %s: %s" % (self.cfg.url, e))
+                    self._stop.wait(1.0)
+                    continue
+            try:
+                if not self.round():
+                    self._stop.wait(0.02)
+            except (serial.SerialException, OSError) as e:
+                log.error("RS-485 bus %s failed: %s; reopening", self.cfg.url, e)
+                try:
+                    self.port.close()
+                finally:
+                    self.port = None
+
+    def round(self):
+        """One pass over the bus; False when nobody was due (the caller may sleep)."""
+        now = self.mono()
+        busy = False
+        for device in self.registry.rs485(self.index):
+            if self._stop.is_set():
+                break
+            p = self.peer(device.id)
+            if p.lane == "slow" and now < p.next_slow:
+                continue
+            busy = True
+            self.turn(device, p)
+        self.rounds += 1
+        return busy
+
+    # --- one device's turn ---------------------------------------------------------------
+    def turn(self, device, p):
+        for _ in range(MAX_CHAIN):
+            msg_type, record, done = self._next_request(device, p)
+            reply = self.exchange(device, p, msg_type, record)
+            if reply is None:
+                self._failed(device, p)
+                return
+            if p.fails or p.lane != "fast" or not device.online:
+                self.registry.seen(device.id, lane="fast")
+            p.fails = 0
+            p.lane = "fast"
+            if done is not None:
+                done()
+            if not self._handle(device, p, reply):
+                return
+
+    def _next_request(self, device, p):
+        with self._lock:
+            if p.ack is not None:
+                ack = p.ack
+
+                def done():
+                    if p.ack is ack:
+                        p.ack = None
+                return schema.ACK, ack, done
+            ctx = p.context
+            if ctx is not None and p.context_sent != ctx["case_id"]:
+                def done():
+                    p.context_sent = ctx["case_id"]
+                    p.context_sent_at = self.mono()
+                return schema.CONTEXT, dict(ctx, time=int(self.clock())), done
+            if ctx is None and p.context_sent:
+                sent = p.context_sent
+
+                def done():
+                    if p.context_sent == sent:
+                        p.context_sent = 0
+                return schema.CLEAR, {"case_id": sent}, done
+            cfg = p.config
+            if cfg is not None and cfg is not p.config_sent:
+                def done():
+                    p.config_sent = cfg
+                return schema.CONFIG, cfg, done
+            p.polls += 1
+            p.stats["polls"] += 1
+            want = 1 if p.polls % STATUS_EVERY == 1 else 0
+            return schema.POLL, {"time": int(self.clock()), "want_status": want}, None
+
+    def _failed(self, device, p):
+        p.fails += 1
+        if p.lane == "slow" or p.fails >= self.cfg.slow_after:
+            if p.lane != "slow":
+                log.warning("device %s (address %d) is silent: slow lane", device.id, device.address)
+            p.lane = "slow"
+            p.next_slow = self.mono() + self.cfg.slow_interval_s
+            self.registry.set_offline(device.id)
+            device.lane = "slow"
+
+    def exchange(self, device, p, msg_type, record):
+        """Send one request, resend on silence; the Reply, or None when the device stayed silent."""
+        ch = self.bus.channel(device.address)
+        data = ch.request(msg_type, record)
+        attempts = 1 if p.lane == "slow" else 1 + self.cfg.retries
+        p.stats["exchanges"] += 1
+        for attempt in range(attempts):
+            if attempt:
+                data = ch.resend()
+            self._drain()
+            self.port.write(data)
+            reply = self._await_reply(ch, len(data))
+            if reply is not None:
+                return reply
+            p.stats["timeouts"] += 1
+        ch.give_up()
+        return None
+
+    def _drain(self):
+        """Bytes left on the line (late replies, noise) go to the decoder, which drops stale ones."""
+        waiting = self.port.in_waiting
+        if waiting:
+            self.bus.receive_data(self.port.read(waiting))
+            while self.bus.next_reply() is not None:
+                pass
+
+    def _await_reply(self, ch, sent_len):
+        start = self.mono()
+        deadline = start + sent_len * timing.byte_us(self.cfg.baud) / 1e6 + self._reply_start_s
+        heard = False
+        while True:
+            left = deadline - self.mono()
+            if left <= 0:
+                return None
+            self.port.timeout = min(left, 0.05)
+            data = self.port.read(max(1, self.port.in_waiting))
+            if not data:
+                continue
+            if not heard:
+                heard = True   # the reply started: now allow a whole frame
+                deadline = self.mono() + self._reply_whole_s + self._reply_start_s
+            self.bus.receive_data(data)
+            while True:
+                found = self.bus.next_reply()
+                if found is None:
+                    break
+                if found[0] is ch:
+                    return found[1]
+
+    # --- replies -------------------------------------------------------------------------
+    def _handle(self, device, p, reply):
+        """Act on a reply; True when the turn should go on (an ACK is owed)."""
+        if reply.error is not None:
+            self.rejections.reject("rs485", reply.error.reason, "reply: %s" % reply.error.detail, device.id)
+            self.registry.count_error(device.id, "bad_reply")
+            return False
+        rec = reply.record
+        if reply.type == schema.IDLE:
+            self.registry.seen(device.id, outbox=rec.get("outbox", 0), case_id=rec.get("case_id", 0))
+            with self._lock:
+                if (p.context is not None and rec.get("case_id", 0) != p.context["case_id"]
+                        and self.mono() - p.context_sent_at >= RESEND_CONTEXT_S):
+                    p.context_sent = 0        # the device lost its case (restart): send it again
+            return False
+        if reply.type == schema.STATUS:
+            if rec.get("device") != device.id:
+                self.rejections.reject("rs485", errors.R_UNKNOWN_DEVICE,
+                                       "status of %s at the address of %s" % (rec.get("device"), device.id),
+                                       device.id)
+                return False
+            self.registry.status_report(device.id, rec)
+            return False
+        if reply.type == schema.REFUSE:
+            p.stats["refused"] += 1
+            self.registry.count_error(device.id, "refused_%s" % errors.REASON_NAMES.get(rec.get("reason"), "?"))
+            log.info("device %s refused type 0x%02x: %s", device.id, rec.get("request", 0), rec.get("detail", ""))
+            return False
+        if reply.type == schema.RATING:
+            self._rating(device, p, rec)
+            return True
+        self.rejections.reject("rs485", errors.R_UNKNOWN_TYPE, "reply type 0x%02x" % reply.type, device.id)
+        return False
+
+    def _rating(self, device, p, rating):
+        p.stats["ratings"] += 1
+        problem = self.registry.check_rating(rating, device.id)
+        rating["hall"] = self.hall
+        rating["gateway_time"] = int(self.clock())
+        counter = rating["counter"]
+        if problem is not None:
+            reason, detail = problem
+            self.rejections.reject("rs485", reason, "rating %s:%d: %s" % (device.id, counter, detail), device.id)
+            self.registry.count_error(device.id, errors.REASON_NAMES.get(reason, str(reason)))
+            rating["device"] = device.id
+            result = self.committer.commit_now(rating, None, reject=reason)
+        else:
+            result = self.committer.commit_now(rating, self.enrich(rating))
+            if result[0] == vocab.ACK_STORED:
+                self.registry.seen(device.id, counter=counter, ratings=device.ratings + 1)
+            if self.on_rating is not None:
+                self.on_rating(rating, result)
+        with self._lock:
+            p.ack = {"device": device.id, "counter": counter, "result": result[0], "reason": result[1]}

@@ -1,0 +1,184 @@
+"""RS-485 master against fake devices (protocol.link.SlaveLink) behind a loopback socket, opened by
+the master through serial_for_url("socket://..."). Schedules are judged by counting polls."""
+
+import socket
+import threading
+
+import pytest
+
+from gateway.config import BusConfig
+from gateway.registry import Registry
+from gateway.rejects import Rejections
+from gateway.rs485_master import Rs485Master
+from gateway.store import GroupCommitter, Store
+from gw_support import HALL, device_key, make_rating
+from protocol import codec, errors, schema, vocab
+from protocol.link import SlaveLink
+
+
+class FakeDevices:
+    """One TCP endpoint answering for several addresses, as devices on one wire would."""
+
+    def __init__(self, addresses, on_ack=None):
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(1)
+        self.port = self.server.getsockname()[1]
+        self.links = dict((a, SlaveLink(a)) for a in addresses)
+        self.alive = dict((a, True) for a in addresses)
+        self.outbox = dict((a, []) for a in addresses)
+        self.context = dict((a, None) for a in addresses)
+        self.heard = dict((a, []) for a in addresses)
+        self.on_ack = on_ack
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self):
+        return "socket://127.0.0.1:%d" % self.port
+
+    def _serve(self):
+        conn, _ = self.server.accept()
+        with conn:
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                for address, link in self.links.items():
+                    link.receive_data(data)
+                    while True:
+                        req = link.next_request()
+                        if req is None:
+                            break
+                        if not self.alive[address] or req.broadcast:
+                            continue
+                        conn.sendall(self._answer(address, link, req))
+
+    def _answer(self, address, link, req):
+        self.heard[address].append(req.type)
+        if req.error is not None:
+            return link.refuse(req, req.error.reason)
+        rec = req.record
+        if req.type == schema.ACK:
+            if self.on_ack:
+                self.on_ack(address, rec)
+            if vocab.device_releases(rec.get("result", 0)):
+                self.outbox[address] = [r for r in self.outbox[address] if r["counter"] != rec["counter"]]
+        elif req.type == schema.CONTEXT:
+            self.context[address] = rec
+        elif req.type == schema.CLEAR:
+            self.context[address] = None
+        elif req.type == schema.POLL and rec.get("want_status"):
+            return link.reply(req, schema.STATUS, {"device": "dev-%d" % address, "firmware": "0.9",
+                                                   "outbox": len(self.outbox[address])})
+        if self.outbox[address] and req.type in (schema.POLL, schema.ACK):
+            return link.reply(req, schema.RATING, self.outbox[address][0])
+        case = (self.context[address] or {}).get("case_id", 0)
+        return link.reply(req, schema.IDLE, {"outbox": len(self.outbox[address]), "case_id": case})
+
+    def close(self):
+        self.server.close()
+
+
+@pytest.fixture
+def rig(tmp_path):
+    made = {}
+
+    def make(addresses, slow_after=3, slow_interval_s=3600.0, on_ack=None):
+        fake = FakeDevices(addresses, on_ack=on_ack)
+        registry = Registry([{"id": "dev-%d" % a, "window": "W%d" % a, "transport": "rs485",
+                              "address": a, "key": device_key("dev-%d" % a).hex()} for a in addresses])
+        store = Store(str(tmp_path / "outbox.db"))
+        committer = GroupCommitter(store)
+        rejections = Rejections()
+        rated = []
+        master = Rs485Master(BusConfig(url=fake.url, baud=115200, retries=1, slow_after=slow_after,
+                                       slow_interval_s=slow_interval_s),
+                             0, HALL, registry, committer, rejections,
+                             on_rating=lambda r, res: rated.append((r["counter"], res)))
+        import serial
+        master.port = serial.serial_for_url(fake.url, baudrate=115200, timeout=0.005)
+        made.update(fake=fake, registry=registry, store=store, committer=committer, master=master,
+                    rejections=rejections, rated=rated)
+        return made
+    yield make
+    if made:
+        made["master"].port.close()
+        made["committer"].close()
+        made["store"].close()
+        made["fake"].close()
+
+
+def test_dead_device_does_not_slow_the_live_one(rig):
+    r = rig([1, 2])
+    r["fake"].alive[2] = False
+    master = r["master"]
+    for _ in range(60):
+        master.round()
+    live, dead = master.stats("dev-1"), master.stats("dev-2")
+    assert live["polls"] == 60 and live["timeouts"] == 0
+    # Three failed exchanges (each with one resend) moved it to the slow lane; then it waits.
+    assert dead["lane"] == "slow" and dead["exchanges"] == 3 and dead["timeouts"] == 6
+    assert not r["registry"].get("dev-2").online and r["registry"].get("dev-1").online
+    # It comes back: the slow lane polls it when due, one attempt, and it returns to the fast lane.
+    r["fake"].alive[2] = True
+    master.peer("dev-2").next_slow = 0
+    for _ in range(5):
+        master.round()
+    assert master.stats("dev-2")["lane"] == "fast" and r["registry"].get("dev-2").online
+    assert master.stats("dev-2")["polls"] >= 5
+
+
+def test_slow_lane_device_is_polled_rarely(rig):
+    r = rig([1, 2], slow_after=2)
+    r["fake"].alive[2] = False
+    master = r["master"]
+    for n in range(40):
+        if n in (10, 20, 30):
+            master.peer("dev-2").next_slow = 0    # falls due (instead of waiting slow_interval_s)
+        master.round()
+    dead = master.stats("dev-2")
+    # 2 fast-lane failures, then exactly one single-attempt try each time it fell due (3 times).
+    assert dead["exchanges"] == 2 + 3 and dead["timeouts"] == 2 * 2 + 3
+    assert master.stats("dev-1")["polls"] == 40
+
+
+def test_ratings_are_committed_before_the_ack_and_contexts_pushed(rig):
+    seen_at_ack = []
+    made = {}
+
+    def on_ack(address, ack):
+        seen_at_ack.append((ack["counter"], ack.get("result", 0),
+                            "dev-1:%d" % ack["counter"] in made["r"]["store"].stored_ids()))
+    r = made["r"] = rig([1], on_ack=on_ack)
+    fake, master = r["fake"], r["master"]
+    forged = make_rating("dev-1", 3)
+    forged["mac"] = bytes(16)
+    fake.outbox[1] = [make_rating("dev-1", 1), make_rating("dev-1", 2, level=vocab.DISSATISFIED), forged,
+                      make_rating("dev-1", 4, source=vocab.SRC_NOT_RATED)]
+    for _ in range(6):
+        master.round()
+    assert fake.outbox[1] == []
+    assert seen_at_ack == [(1, vocab.ACK_STORED, True), (2, vocab.ACK_STORED, True),
+                           (3, vocab.ACK_DEAD_LETTER, False), (4, vocab.ACK_STORED, True)]
+    assert [i["item_id"] for i in r["store"].upload_batch(10)] == ["dev-1:2", "dev-1:1", "dev-1:4"]
+    assert r["rejections"].count("rs485", errors.R_BAD_MAC) == 1
+    assert [c for c, _ in r["rated"]] == [1, 2, 4]
+    ctx = {"case_id": 77, "window": "W1", "staff_id": "1001", "staff_name": "朱镕",
+           "matter_name": "社保卡补办", "serials": ["SN77"], "node": vocab.NODE_RECEIPT,
+           "indicators": vocab.IND_SERVICE}
+    master.set_context("dev-1", ctx)
+    master.round()
+    assert fake.context[1]["staff_name"] == "朱镕" and fake.context[1]["case_id"] == 77
+    master.round()
+    assert fake.heard[1][-1] == schema.POLL        # sent once, not on every turn
+    master.set_context("dev-1", None)
+    master.round()
+    assert fake.heard[1][-1] == schema.CLEAR and fake.context[1] is None
+
+
+def test_status_reports_reach_the_registry(rig):
+    r = rig([1])
+    r["master"].round()   # the first poll of a device asks for its status
+    dev = r["registry"].get("dev-1")
+    assert dev.firmware == "0.9" and dev.online
