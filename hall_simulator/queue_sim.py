@@ -228,8 +228,8 @@ class QueueApiError(Exception):
 
 
 # --- HTTP: the gateway's queueing API (docs/queue-api.yaml), and our callback endpoint ------------
-SIGN_IN_PATH = "/v1/windows/%s/staff"
-CASES_PATH = "/v1/cases"
+SIGN_IN_PATH = "/api/v1/windows/%s/sign-in"
+CASES_PATH = "/api/v1/cases"
 CALLBACK_PATH = "/queue/callback"
 
 

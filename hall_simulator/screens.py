@@ -1,0 +1,49 @@
+"""--screenshots DIR: every evaluator's screen as PNG (the sim board's own renderer), and the
+gateway's status OLED when gateway/status_display.py can draw it from the gateway's /status.
+
+Files: DIR/<device>.png (e.g. w01.png) and DIR/gateway-oled.png. Returns the paths written.
+"""
+
+import json
+import os
+import urllib.request
+
+
+def save_evaluators(evaluators, directory):
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    for ev in evaluators:
+        path = os.path.join(directory, "%s.png" % ev.id)
+        if ev.save_png(path):
+            written.append(path)
+    return written
+
+
+def gateway_status(http_url, timeout=3.0):
+    with urllib.request.urlopen(http_url.rstrip("/") + "/status", timeout=timeout) as resp:
+        return json.loads(resp.read().decode("utf-8"))
+
+
+def save_gateway_oled(http_url, directory):
+    """The gateway's OLED page for its current status; None when that part cannot draw it."""
+    try:
+        from gateway import status_display
+    except ImportError:
+        return None
+    render = getattr(status_display, "render_png", None)
+    if render is None:
+        return None
+    path = os.path.join(directory, "gateway-oled.png")
+    render(gateway_status(http_url), path)
+    return path
+
+
+def save_all(hall, directory):
+    written = save_evaluators(hall.evaluators.values(), directory)
+    try:
+        oled = save_gateway_oled(hall.gateway.http_url, directory)
+    except OSError:
+        oled = None
+    if oled:
+        written.append(oled)
+    return written
