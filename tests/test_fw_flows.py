@@ -38,8 +38,7 @@ for profile, font in (("five_button", "/repo/firmware/fonts/unifont16.bin"), ("t
 """
 
 
-def test_all_flows_under_micropython():
-    from tools.mpy_runner import run_micropython
-    r = run_micropython(MP_SCRIPT, trees=("protocol", "firmware", "tests"), timeout=300).check()
+def test_all_flows_under_micropython(micropython):
+    r = micropython(MP_SCRIPT, trees=("protocol", "firmware", "tests"), timeout=300).check()
     assert "FAIL" not in r.stdout, r.stdout
     assert r.stdout.count("PASS") == 2 * len(fw_support.FLOWS), r.stdout

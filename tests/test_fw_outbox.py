@@ -131,8 +131,7 @@ print("STEPS", total)
 """
 
 
-def test_power_cut_at_every_step_under_micropython():
-    from tools.mpy_runner import run_micropython
-    r = run_micropython(MP_SCRIPT % (OPS,), trees=("protocol", "firmware", "tests")).check()
+def test_power_cut_at_every_step_under_micropython(micropython):
+    r = micropython(MP_SCRIPT % (OPS,), trees=("protocol", "firmware", "tests")).check()
     assert "PROBLEM" not in r.stdout
     assert int(r.stdout.split("STEPS")[1]) > 180

@@ -63,6 +63,15 @@ ReportHook = Callable[[CheckContext], dict]
 REPORT_HOOKS: list[ReportHook] = []
 
 
+def _firmware_heap(ctx: CheckContext) -> dict:
+    from tools.fw_heap import heap_report  # engineer F2: resident heap per board profile
+
+    return heap_report(ctx)
+
+
+REPORT_HOOKS.append(_firmware_heap)
+
+
 def module_name(rel: str) -> str:
     parts = rel[: -len(".py")].split("/")
     if parts[-1] == "__init__":
