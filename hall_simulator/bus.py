@@ -125,6 +125,7 @@ class Bus:
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
         self.counters["line_time_s"] = 0.0
         self.nodes = []             # open nodes, connection order
+        self._gone = []             # closed nodes whose last bytes may still overlap someone's
         self._all = {}              # id -> Node, including closed ones (for stats)
         self._next_id = 1
         self._next_tx = 1
@@ -222,6 +223,14 @@ class Bus:
         node.open = False
         if node in self.nodes:
             self.nodes.remove(node)
+            if node.txs:
+                self._gone.append(node)
+
+    def _talkers(self, now):
+        """Nodes whose recent transmissions can still overlap a new or delivered byte."""
+        if self._gone:
+            self._gone = [n for n in self._gone if n.txs and n.txs[-1].end > now - HISTORY_S]
+        return self.nodes + self._gone if self._gone else self.nodes
 
     def _is_cut(self, node, now):
         return now < self.bus_cut_until or now < node.cut_until
@@ -264,11 +273,13 @@ class Bus:
             txs.append(tx)
         while txs and txs[0].end < now - HISTORY_S:
             txs.pop(0)
-        for other in self.nodes:
+        for other in self._talkers(now):
             if other is node:
                 continue
-            for o in other.txs:
-                if o.start < end - tol and o.end > start + tol and o.id not in tx.hit:
+            for o in reversed(other.txs):          # newest first: stop at the first one before us
+                if o.end <= start + tol:
+                    break
+                if o.start < end - tol and o.id not in tx.hit:
                     tx.hit.add(o.id)
                     o.hit.add(tx.id)
                     self.counters["collisions"] += 1
@@ -305,11 +316,13 @@ class Bus:
         k = len(chunk)
         end = start + k * bs
         garbled = set()
-        for other in self._all.values():
+        for other in self._talkers(now):
             if other is sender:
                 continue
-            for o in other.txs:
-                if o.start < end - tol and o.end > start + tol:
+            for o in reversed(other.txs):
+                if o.end <= start + tol:
+                    break
+                if o.start < end - tol:
                     lo = max(0, int(math.floor((o.start + tol - start) / bs)))
                     hi = min(k, int(math.ceil((o.end - tol - start) / bs)))
                     garbled.update(range(lo, hi))
