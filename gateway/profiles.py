@@ -55,7 +55,13 @@ def _time_to(value, profile):
 
 
 def _time_from(value, profile):
-    moment = _dt.datetime.strptime(_as_text(value, profile), profile.time_format)
+    text = _as_text(value, profile)
+    try:  # fast path: both published formats are ISO 8601 forms; the round trip proves the format
+        moment = _dt.datetime.fromisoformat(text)
+        if moment.tzinfo is not None or moment.strftime(profile.time_format) != text:
+            raise ValueError(text)
+    except ValueError:
+        moment = _dt.datetime.strptime(text, profile.time_format)
     return int(moment.replace(tzinfo=CHINA_TZ).timestamp())
 
 
@@ -163,6 +169,7 @@ class Profile:
         for key in self.KEYS:
             setattr(self, key, spec[key])
         self._reverse = {}
+        self._plans = {}
         for kind in ("rating_fields", "case_fields"):
             for row in spec[kind]:
                 conv = row[2]
@@ -185,22 +192,34 @@ class Profile:
     def map_record(self, kind, record):
         """API object of a canonical record (kind "rating" or "case"). Raises ProfileError."""
         out = {}
-        for row in self._fields(kind):
-            canonical, api_name, conv = row[0], row[1], row[2]
-            if conv == "const":
-                out[api_name] = row[3]
+        for canonical, api_name, to_api, const in self._compiled(kind):
+            if to_api is None:
+                out[api_name] = const
                 continue
             value = record.get(canonical)
             if value is None or value == [] or value == "":
                 continue
             try:
-                if conv in DERIVED:
-                    out[api_name] = DERIVED[conv](value, self)
-                else:
-                    out[api_name] = CONVERTERS[conv][0](value, self)
+                out[api_name] = to_api(value, self)
             except (TypeError, KeyError, ValueError, OverflowError, OSError) as exc:
                 raise ProfileError(canonical, str(exc)) from None
         return out
+
+    def _compiled(self, kind):
+        """(canonical, api name, converter or None for a constant, constant) rows, built once."""
+        compiled = self._plans.get(kind)
+        if compiled is None:
+            compiled = []
+            for row in self._fields(kind):
+                conv = row[2]
+                if conv == "const":
+                    compiled.append((row[0], row[1], None, row[3]))
+                elif conv in DERIVED:
+                    compiled.append((row[0], row[1], DERIVED[conv], None))
+                else:
+                    compiled.append((row[0], row[1], CONVERTERS[conv][0], None))
+            self._plans[kind] = compiled
+        return compiled
 
     # --- API -> canonical ------------------------------------------------------------------
     def unmap_record(self, kind, obj):

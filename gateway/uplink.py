@@ -70,7 +70,7 @@ def default_ssl_context(cafile=None):
 class Uplink:
     def __init__(self, store, url, gateway_id, hall, profile="gbt39046", auth=None, batch_size=500,
                  ssl=None, cafile=None, timeout_s=15.0, backoff=None, sleep=asyncio.sleep,
-                 clock=time.time, sealer=None, division=None, idle_s=1.0):
+                 clock=time.time, sealer=None, division=None, idle_s=1.0, concurrency=2):
         self.store = store
         self.url = url.rstrip("/") + BATCH_PATH
         self.gateway_id = gateway_id
@@ -89,6 +89,7 @@ class Uplink:
         self.sealer = sealer
         self.division = division
         self.idle_s = idle_s
+        self.concurrency = max(1, concurrency)
         self.status = UplinkState()
         self._session = None
         self._wake = asyncio.Event()
@@ -124,7 +125,7 @@ class Uplink:
         stop = stop or asyncio.Event()
         try:
             while not stop.is_set():
-                wait = await self.step()
+                wait = await self.pump()
                 if wait is None:        # nothing to send: idle until notified
                     self._wake.clear()
                     await _first_of(self._wake.wait(), stop.wait(), timeout=self.idle_s)
@@ -133,26 +134,59 @@ class Uplink:
         finally:
             await self.close()
 
-    async def drain(self, max_steps=10 ** 9):
-        """Send until the outbox is empty (tests, benchmarks); returns the number of steps."""
-        steps = 0
-        while steps < max_steps:
-            wait = await self.step()
-            steps += 1
+    async def drain(self, max_rounds=10 ** 9):
+        """Send until the outbox is empty (tests, benchmarks); returns the number of rounds."""
+        rounds = 0
+        while rounds < max_rounds:
+            wait = await self.pump()
+            rounds += 1
             if wait is None:
-                return steps
+                return rounds
             if wait > 0:
                 await self.sleep(wait)
-        return steps
+        return rounds
 
-    # --- one batch -----------------------------------------------------------------------
+    # --- batches -------------------------------------------------------------------------
     async def step(self):
         """Send one batch. Returns None when the outbox is empty, else seconds to wait first."""
         items = self.store.upload_batch(self.batch_size)
         if not items:
-            if self.status.state != "backoff" and self.status.consecutive_failures == 0:
-                self.status.state = "idle" if self.status.last_ok_at is None else "up"
+            self._idle()
             return None
+        return await self._send(items)
+
+    async def pump(self):
+        """Keep up to `concurrency` batches in flight (the gateway maps and settles one while the
+        API stores another) until the outbox is empty (None) or a batch failed (seconds to wait)."""
+        inflight = {}            # task -> ids it carries
+        failed_wait = None
+        sent_any = False
+        while True:
+            while failed_wait is None and len(inflight) < self.concurrency:
+                busy = set().union(*inflight.values()) if inflight else ()
+                items = [item for item in self.store.upload_batch(self.batch_size + len(busy))
+                         if item["item_id"] not in busy]
+                if not items:
+                    break
+                sent_any = True
+                task = asyncio.ensure_future(self._send(items))
+                inflight[task] = {item["item_id"] for item in items}
+            if not inflight:
+                if failed_wait is None and not sent_any:
+                    self._idle()
+                return failed_wait if failed_wait is not None else (0 if sent_any else None)
+            done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                del inflight[task]
+                wait = task.result()
+                if wait:
+                    failed_wait = max(failed_wait or 0, wait)
+
+    def _idle(self):
+        if self.status.state != "backoff" and self.status.consecutive_failures == 0:
+            self.status.state = "idle" if self.status.last_ok_at is None else "up"
+
+    async def _send(self, items):
         verdicts, wire_items = self._map(items)
         if not wire_items:
             self._settle(verdicts)

@@ -10,6 +10,7 @@ outages (the listening socket is closed, so clients see "connection refused", th
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import signal
@@ -19,8 +20,8 @@ from aiohttp import web
 
 from gateway import profiles, upstream_auth
 from hall_simulator import central_rules
+from hall_simulator.central_store import CentralStore, Rejected
 from hall_simulator.clock import SimClock
-from hall_simulator.central_store import CentralStore, Rejected, batch_digest
 
 log = logging.getLogger("hall_simulator.central_api")
 
@@ -174,7 +175,7 @@ class CentralServer:
             status = 413 if problem.startswith("more than") else 400
             return _error(status, problem)
         try:
-            answer = self.store.receive_batch(envelope, batch_digest(envelope))
+            answer = self.store.receive_batch(envelope, hashlib.sha256(body).hexdigest())
         except Rejected as exc:
             return _error(409, str(exc))
         return web.json_response(answer, headers={"Idempotent-Replayed": "true"}

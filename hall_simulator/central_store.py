@@ -12,8 +12,8 @@ What it keeps, so a simulator report can be checked after the fact:
   rating gets the configured default level with source system_default (rules Art. 18). A real press
   that reaches us late but was made before the deadline replaces that default.
 - a bad-rating work order (差评工单) per 不满意/非常不满意 press, deadline N working days.
-- batches by id with their answer: a repeated batch id gets the first answer back (the gateway may
-  have lost it); a batch id reused with a different body is refused (409).
+- batches by id with their answer: a repeated batch id with the byte-identical body gets the first
+  answer back (the gateway may have lost it); a batch id reused with another body is refused (409).
 """
 
 import hashlib
@@ -73,7 +73,7 @@ def case_key(serials, node):
 
 
 def batch_digest(envelope):
-    """What a batch id stands for: the sender, the profile and the items."""
+    """What a batch id stands for when no raw body is at hand (the HTTP layer hashes the body)."""
     signed = [envelope.get("gateway_id"), envelope.get("profile"), envelope.get("items")]
     return hashlib.sha256(json.dumps(signed, sort_keys=True, ensure_ascii=False)
                           .encode("utf-8")).hexdigest()
@@ -125,21 +125,30 @@ class CentralStore:
         try:
             if previous is not None:
                 # The gateway lost our answer: give it back; each rating is a retransmission.
-                self._bump(retransmissions=sum(1 for r in previous["results"]
-                                               if r["status"] != "rejected"), replayed_batches=1)
-                answer = dict(previous, replayed=True)
+                results = self._replay(items, previous)
+                self._bump(retransmissions=sum(1 for r in results if r["status"] != "rejected"),
+                           replayed_batches=1)
+                answer = {"batch_id": batch_id, "replayed": True, "results": results}
             else:
                 answer = {"batch_id": batch_id, "replayed": False,
                           "results": self._apply(envelope, items)}
+                # Keep only what was not "accepted": the same body brings the ids back.
+                exceptions = {str(i): r for i, r in enumerate(answer["results"])
+                              if r["status"] != "accepted"}
                 db.execute("INSERT INTO batches VALUES (?,?,?,?,?,?)",
                            (batch_id, envelope.get("gateway_id"), digest, len(items),
-                            json.dumps(answer, ensure_ascii=False), self.wall_clock()))
+                            json.dumps(exceptions, ensure_ascii=False), self.wall_clock()))
                 self._bump(batches=1)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return answer
+
+    @staticmethod
+    def _replay(items, exceptions):
+        return [exceptions.get(str(i)) or {"id": item["id"], "status": "accepted"}
+                for i, item in enumerate(items)]
 
     def _apply(self, envelope, items):
         profile = profile_tables.get(envelope["profile"])

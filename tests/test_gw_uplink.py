@@ -24,12 +24,13 @@ def test_drains_in_batches_and_bad_ratings_go_first(tmp_path):
         fill(store, "win-01", range(1, 26))
         fill(store, "win-02", [1, 2], level=vocab.VERY_DISSATISFIED)
         async with central(tmp_path) as server:
-            async with make_uplink(store, server, batch_size=10) as uplink:
+            async with make_uplink(store, server, batch_size=10, concurrency=1) as uplink:
                 first = store.upload_batch(2)
                 assert [i["item_id"] for i in first] == ["win-02:1", "win-02:2"]
                 steps = await uplink.drain()
+                assert uplink.status.requests == 3      # 27 items in batches of 10
             report = server.store.report()
-            assert steps == 4                       # 27 items in batches of 10, then empty
+            assert steps == 2                       # one round drains it, the next finds it empty
             assert report["received"] == 27 and report["batches"] == 3
             assert report["work_orders"] == 2 and report["retransmissions"] == 0
             assert store.backlog()["ratings"] == 0
@@ -220,4 +221,20 @@ def test_bad_credentials_keep_everything(tmp_path):
             assert "401" in uplink.status.last_error
             assert server.requests["auth_failures"] == 1
             assert store.backlog()["ratings"] == 2 and store.backlog()["dead_letters"] == 0
+    asyncio.run(main())
+
+
+def test_pipelined_batches_deliver_everything_once(tmp_path):
+    async def main():
+        store = outbox(tmp_path)
+        fill(store, "win-11", range(1, 101))
+        fill(store, "win-12", range(1, 6), level=vocab.DISSATISFIED)
+        async with central(tmp_path) as server:
+            server.faults.set(fail_next=1, status=500)
+            async with make_uplink(store, server, batch_size=7, concurrency=3) as uplink:
+                await uplink.drain()
+            rows = server.store.ratings(limit=1000)
+            assert len(rows) == 105 == len({r["rating_id"] for r in rows})
+            assert server.store.report()["work_orders"] == 5
+            assert uplink.status.sent["accepted"] == 105 and store.backlog()["ratings"] == 0
     asyncio.run(main())
