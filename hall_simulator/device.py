@@ -28,7 +28,8 @@ import tty
 
 BANNER_RAW = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY = b"MicroPython v1.29.0 on 2026-01-01; Virtual evaluator with ESP32\r\nType \"help()\" for more information.\r\n>>> "
-CONFIG_NAME = "config.json"
+CONFIG_NAME = "data/device.json"  # firmware.main.DEFAULT_ROOT + firmware.config.DEVICE_FILE
+FONT_NAME = "fonts/unifont16.bin"  # firmware.main.DEFAULT_FONT
 RAW_PASTE_WINDOW = 128  # small, so flow control is exercised on every file
 
 
@@ -378,9 +379,76 @@ class VirtualDevice:
             self.power_on()
 
 
-def firmware_runner():
-    """The app runner that boots the real firmware, or None while the firmware has no entry."""
-    return None
+class FirmwareApp:
+    """The app runner that boots the real firmware (firmware.device.Device + its transport, as
+    firmware.main wires them) on the sim board, from what provisioning put in the files directory:
+    its data/device.json and its font. The firmware's code is the repo's Python source (CPython
+    cannot run the .mpy files the device holds), so boot first checks every file against the
+    device's bundle.json and refuses to start a device whose files were damaged.
+    RS-485 devices reach the simulated bus at `bus_url` (hall_simulator.bus_uart); MQTT devices
+    use real TCP to the broker named in their config."""
+
+    def __init__(self, bus_url=None, loop_s=0.005):
+        self.bus_url = bus_url
+        self.loop_s = loop_s
+        self.board = None
+        self.device = None
+        self.boots = 0
+        self.booted = threading.Event()
+
+    def __call__(self, root, stop, out):
+        from firmware import main as fw_main
+        from firmware.boards.sim import make_board
+        from firmware.config import load_device
+        from firmware.device import Device
+        from firmware.flashfs import Fs
+
+        damaged = _damaged_files(root)
+        if damaged:
+            out(("boot refused: damaged files %s\r\n" % ", ".join(damaged)).encode())
+            return
+        data = os.path.join(root, posixpath.dirname(CONFIG_NAME))
+        fs = Fs()
+        cfg = load_device(fs, data)
+        uart = None
+        if cfg["transport"] == "rs485":
+            from hall_simulator.bus_uart import BusUart
+            uart = BusUart(self.bus_url, baud=cfg["baud"])
+        board = make_board({"profile": cfg["board"]["profile"], "fs_root": data, "uart": uart,
+                            "net": "tcp" if cfg["transport"] == "mqtt" else None,
+                            "clock": lambda: int(time.monotonic() * 1000)})
+        device = Device(board, cfg, fs, font_path=os.path.join(root, FONT_NAME))
+        fw_main.attach_transport(device, board, cfg)
+        self.board, self.device = board, device
+        self.boots += 1
+        out(("evaluator %s booted (%s)\r\n" % (cfg["device"], cfg["transport"])).encode())
+        self.booted.set()
+        try:
+            while not stop.is_set():
+                device.step()
+                stop.wait(self.loop_s)
+        finally:
+            self.booted.clear()
+            if uart is not None:
+                uart.close()
+
+
+def _damaged_files(root):
+    try:
+        with open(os.path.join(root, "bundle.json"), "rb") as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return ["bundle.json"]
+    bad = []
+    for path, entry in sorted(manifest.get("files", {}).items()):
+        try:
+            with open(os.path.join(root, path), "rb") as f:
+                ok = hashlib.sha256(f.read()).hexdigest() == entry.get("sha256")
+        except OSError:
+            ok = False
+        if not ok:
+            bad.append(path)
+    return bad
 
 
 # -- serving on a pty ------------------------------------------------------------------------
@@ -455,12 +523,13 @@ def main(argv=None):
     parser.add_argument("--silent-after", type=int, default=None, help="stop answering after N input bytes")
     parser.add_argument("--no-raw-paste", action="store_true", help="answer raw-paste requests with R\\x00")
     parser.add_argument("--no-app", action="store_true", help="do not boot the firmware after a reset")
+    parser.add_argument("--bus", default=None, help="RS-485 bus URL of a simulated hall (socket://host:port)")
     args = parser.parse_args(argv)
     files = args.files
     if files is None:
         import tempfile
         files = tempfile.mkdtemp(prefix="virtual-evaluator-")
-    runner = None if args.no_app else firmware_runner()
+    runner = None if args.no_app else FirmwareApp(bus_url=args.bus)
     server = PtyServer(files, uid=binascii.unhexlify(args.uid), mute=args.mute, silent_after=args.silent_after,
                        raw_paste=not args.no_raw_paste, app_runner=runner)
     print(server.path, flush=True)

@@ -18,11 +18,11 @@ def test_build_compiles_every_module_and_sums_every_file(tmp_path):
     b = bundle_mod.load(out)
     sources = [dev for dev, _host in bundle_mod.source_files(REPO, "touch")]
     for dev in sources:
-        name = dev[:-3] + ".mpy" if dev.endswith(".py") else dev
+        name = dev[:-3] + ".mpy" if dev.endswith(".py") else dev.replace("firmware/fonts/", "fonts/")
         assert name in b.files, name
         if name.endswith(".mpy"):
             assert b.files[name][:2] == b"M\x06", name  # mpy-cross 1.29 output (mpy v6)
-    assert "firmware/fonts/unifont16.bin" in b.files and b.boards == ["touch"]
+    assert "fonts/unifont16.bin" in b.files and b.files["main.py"].endswith(b"main.run()\n") and b.boards == ["touch"]
     assert not any(p.endswith(".py") and p != "main.py" for p in b.files)
     assert "firmware/boards/sim.mpy" not in b.files
     m = json.loads(zipfile.ZipFile(out).read("manifest.json"))
@@ -59,10 +59,10 @@ def test_image_filesystem_mounts_and_holds_exactly_the_expected_files(tmp_path):
     files = image.read_littlefs(data[0x200000:0x400000])
     b = bundle_mod.load(bundle_dir())
     expected = dict(b.device_files())
-    assert set(files) == set(expected) | {"device.json"}
+    assert set(files) == set(expected) | {"data/device.json"}
     for path in expected:
         assert files[path] == expected[path], path
-    cfg = json.loads(files["device.json"])
+    cfg = json.loads(files["data/device.json"])
     assert cfg["device"] == "ev-0000aabbccdd" and cfg["address"] == 12
     with open(reg) as f:
         assert json.load(f)["devices"][0]["key"] == cfg["key"]

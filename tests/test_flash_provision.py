@@ -10,7 +10,7 @@ from tools.flashkit import bundle as bundle_mod
 
 
 def _device_cfg(srv):
-    with open(os.path.join(srv.device.files.root, "device.json"), encoding="utf-8") as f:
+    with open(os.path.join(srv.device.files.root, "data", "device.json"), encoding="utf-8") as f:
         return json.load(f)
 
 

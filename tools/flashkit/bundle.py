@@ -22,12 +22,14 @@ from tools.flashkit.errors import BadInput
 FORMAT = 1
 MANIFEST = "manifest.json"
 DEVICE_MANIFEST = "bundle.json"
-TREES = ("firmware", "protocol")
+TREES = ("firmware", "protocol", "fonts")  # device folders the bundle owns (stale files there go)
+SOURCES = ("firmware", "protocol")
 BOARDS = ("five_button", "touch")
-HOST_ONLY = ("firmware/boards/sim.py", "firmware/boards/png.py")  # CPython fakes, never on a board
+HOST_ONLY = ("firmware/boards/sim.py", "firmware/boards/sim_io.py", "firmware/boards/png.py")
+FONT_DIR = "firmware/fonts/"  # fonts go to /fonts on the device (firmware.main.DEFAULT_FONT)  # CPython fakes, never on a board
 SKIP_DIRS = ("__pycache__", "tests", "vectors")
 SKIP_EXT = (".pyc", ".md", ".txt")
-ROOT_MAIN = b"# starts the evaluator firmware (written by tools/flash.py build)\nimport firmware.main\n"
+ROOT_MAIN = b"# starts the evaluator firmware (written by tools/flash.py build)\nfrom firmware import main\nmain.run()\n"
 
 
 def sha256(data):
@@ -132,7 +134,7 @@ def source_files(repo, board="all"):
     if board != "all" and board not in BOARDS:
         raise BadInput("unknown board %r (choose from %s or all)" % (board, ", ".join(BOARDS)))
     out = []
-    for tree in TREES:
+    for tree in SOURCES:
         top = os.path.join(repo, tree)
         if not os.path.isdir(top):
             raise BadInput("%s has no %s/ folder" % (repo, tree))
@@ -189,7 +191,10 @@ def firmware_version(repo):
 def build(repo, board="all", version=None, mpy_cross=None):
     files = {}
     for dev, host in source_files(repo, board):
-        if dev.endswith(".py"):
+        if dev.startswith(FONT_DIR):
+            with open(host, "rb") as f:
+                files["fonts/" + dev[len(FONT_DIR):]] = f.read()
+        elif dev.endswith(".py"):
             files[dev[:-3] + ".mpy"] = compile_mpy(host, dev, mpy_cross)
         else:
             with open(host, "rb") as f:

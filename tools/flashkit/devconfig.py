@@ -18,7 +18,9 @@ def _fw_config():
 
 
 def device_file():
-    return _fw_config().DEVICE_FILE
+    """Device path of the config: <firmware.main.DEFAULT_ROOT>/<firmware.config.DEVICE_FILE>."""
+    from firmware import main
+    return "%s/%s" % (main.DEFAULT_ROOT.strip("/"), _fw_config().DEVICE_FILE)
 
 
 def device_id(unique_id_hex):
