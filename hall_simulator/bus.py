@@ -17,7 +17,8 @@ Line model (all times are the event loop's monotonic seconds):
   it) or, without a node, the whole bus. `cuts_per_minute` injects random cuts by itself.
   A cut never closes TCP: like a broken cable, the ports stay open and just go silent.
 
-`Bus` runs inside an asyncio loop; `BusThread` runs one in a background thread for sync code.
+`Bus` runs inside an asyncio loop; `BusThread` runs one in a background thread for sync code;
+`BusProcess` runs one in a child process (no GIL shared with device threads), same methods.
 """
 
 import asyncio
@@ -436,3 +437,111 @@ class BusThread:
     def now(self):
         """The bus loop's clock (line time base)."""
         return self.call(self._loop.time)
+
+
+def _serve_in_child(conn, options):
+    """Child process body of BusProcess: a Bus, driven by commands arriving on `conn`."""
+    async def main():
+        bus = Bus(**options)
+        await bus.start()
+        conn.send(("ready", bus.port))
+        done = asyncio.get_running_loop().create_future()
+
+        def on_command():
+            try:
+                name, args = conn.recv()
+            except EOFError:            # the parent went away
+                name, args = "stop", ()
+            if name == "stop":
+                if not done.done():
+                    done.set_result(None)
+                return
+            try:
+                if name == "node_count":
+                    result = len(bus.nodes)
+                elif name == "now":
+                    result = asyncio.get_running_loop().time()
+                else:
+                    result = getattr(bus, name)(*args)
+                conn.send(("ok", result))
+            except Exception as e:      # report to the caller, keep the bus up
+                conn.send(("error", "%s: %s" % (type(e).__name__, e)))
+
+        asyncio.get_running_loop().add_reader(conn.fileno(), on_command)
+        await done
+        await bus.stop()
+        conn.send(("stopped", bus.stats()))
+
+    asyncio.run(main())
+
+
+class BusProcess:
+    """The same bus in a child process (its own interpreter, so no GIL shared with the devices'
+    threads): same methods as BusThread. Started with 'spawn', safe from a threaded parent."""
+
+    def __init__(self, **options):
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_in_child, args=(child, options), name="rs485-bus",
+                                 daemon=True)
+        self._lock = threading.Lock()
+        self.host = options.get("host", "127.0.0.1")
+        self.port = None
+        self.final_stats = None
+
+    def start(self):
+        self._proc.start()
+        if not self._conn.poll(30):
+            self._proc.kill()
+            raise RuntimeError("bus process did not start")
+        kind, self.port = self._conn.recv()
+        return self
+
+    def stop(self):
+        if self._proc.is_alive():
+            with self._lock:
+                self._conn.send(("stop", ()))
+                if self._conn.poll(10):
+                    self.final_stats = self._conn.recv()[1]
+            self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self):
+        return "socket://%s:%d" % (self.host, self.port)
+
+    def _call(self, name, *args):
+        with self._lock:
+            self._conn.send((name, args))
+            if not self._conn.poll(10):
+                raise RuntimeError("bus process not answering")
+            kind, result = self._conn.recv()
+        if kind == "error":
+            raise RuntimeError(result)
+        return result
+
+    def cut(self, seconds, node=None):
+        self._call("cut", seconds, node)
+
+    def set_noise(self, ber=None, drop_rate=None):
+        self._call("set_noise", ber, drop_rate)
+
+    def stats(self):
+        return self._call("stats")
+
+    def node_stats(self):
+        return self._call("node_stats")
+
+    def node_count(self):
+        return self._call("node_count")
+
+    def now(self):
+        return self._call("now")

@@ -7,7 +7,7 @@ import time
 import pytest
 import serial
 
-from hall_simulator.bus import BusThread
+from hall_simulator.bus import BusProcess, BusThread
 from hall_simulator.bus_uart import BusUart
 from protocol.frame import FrameDecoder, encode_frame
 
@@ -250,3 +250,25 @@ def test_uart_survives_the_bus_going_away_and_reconnects():
     finally:
         uart.close()
         again.stop()
+
+
+def test_the_bus_in_a_child_process_works_the_same():
+    with BusProcess(baud=9600, rng=random.Random(2)) as bus:
+        master, (a, b) = join(bus, baud=9600)
+        data = encode_frame(9, 0x01, 3, "朱镕".encode("utf-8") * 40)     # 250 bytes: 0.26 s of line
+        t0 = time.monotonic()
+        master.write(data)
+        assert read_uart(a, len(data)) == data
+        assert time.monotonic() - t0 > 0.95 * len(data) * 10 / 9600
+        assert read_uart(b, len(data)) == data and master.read(10) == b""
+        bus.cut(0.2, node=b.local_port)
+        talk(a, b"hello")
+        assert read_serial(master, 5) == b"hello"
+        time.sleep(0.05)
+        assert b.read() is None
+        with pytest.raises(RuntimeError, match="KeyError"):
+            bus.cut(1, node=99)                   # nobody has id or port 99
+        s = bus.stats()
+        assert s["bytes_on_line"] == len(data) + 5 and s["cut_bytes"] == 5 and s["cuts"] >= 1
+        master.close()
+    assert bus.final_stats["bytes_on_line"] == len(data) + 5
