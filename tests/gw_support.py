@@ -1,8 +1,15 @@
 """Helpers shared by the gateway tests: keys and signed ratings as a device would make them."""
 
 import hashlib
+import queue
+import threading
+import time
 
-from protocol import auth, vocab
+import paho.mqtt.client as mqtt
+
+from protocol import auth, codec, errors, schema, topics, vocab
+
+WAIT = 10.0
 
 HALL = "futian-1"
 
@@ -24,3 +31,55 @@ def make_rating(device, counter, level=vocab.SATISFIED, source=vocab.SRC_PRESS, 
     if sign:
         rating = auth.sign(device_key(device), rating)
     return rating
+
+
+class FakeDevice:
+    """A paho client that publishes as device `device_id` and collects what the gateway sends it."""
+
+    def __init__(self, broker, device_id):
+        self.device_id = device_id
+        self.acks = queue.Queue()
+        self.messages = {}
+        self.history = []
+        self.got = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="dev-" + device_id)
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        subs = [(t, 1) for t in topics.device_subscriptions(HALL, device_id)]
+        subs.append((topics.gateway_topic(HALL, "state"), 1))
+        subs.append((topics.gateway_topic(HALL, "devices"), 1))
+        self.client.subscribe(subs)[1]
+
+    def _on_message(self, client, userdata, message):
+        kind = message.topic.rsplit("/", 1)[1]
+        if kind == "ack":
+            ack = codec.from_json(schema.ACK, message.payload)
+            ack.setdefault("result", vocab.ACK_STORED)   # zero fields are not sent
+            ack.setdefault("reason", errors.R_OK)
+            self.acks.put(ack)
+        else:
+            self.messages[kind] = message.payload
+            self.history.append((kind, message.payload))
+            self.got.set()
+
+    def publish(self, kind, payload):
+        self.client.publish(topics.device_topic(HALL, self.device_id, kind), payload, qos=1).wait_for_publish(WAIT)
+
+    def rate(self, rating):
+        self.publish("rating", codec.to_json(schema.RATING, rating))
+
+    def ack(self):
+        return self.acks.get(timeout=WAIT)
+
+    def wait_for(self, kind, predicate=lambda payload: True):
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if kind in self.messages and predicate(self.messages[kind]):
+                return self.messages[kind]
+            time.sleep(0.01)
+        raise AssertionError("no %s message" % kind)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,261 @@
+"""The hall gateway, wired: store, registry, cases, MQTT bridge, RS-485 buses, HTTP API, uplink.
+
+Threads: paho's network thread (MQTT in), the group committer (SQLite), one thread per RS-485 bus.
+The asyncio loop runs the HTTP API, the queueing-system callbacks, the uplink and housekeeping.
+Alarms from every part arrive at Gateway.alarm: counted, logged, published on gateway/event.
+Extension hooks for other parts: `metrics` (name -> number, or callable returning a number or a
+{labels tuple: number} dict) is rendered into /metrics; `tasks` (coroutine factories) run with the
+loop; `status_hooks` (callables returning a dict) are merged into /status.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+from aiohttp import web
+
+from gateway import cases as cases_mod
+from gateway.mqtt_bridge import MqttBridge
+from gateway.queue_api import Callbacks, make_app, render_metrics
+from gateway.registry import Registry
+from gateway.rejects import Rejections
+from gateway.rs485_master import Rs485Master
+from gateway.store import GroupCommitter, Store
+from protocol import codec, schema
+
+log = logging.getLogger("gateway")
+
+EXPIRE_EVERY_S = 600.0
+
+
+class Gateway:
+    def __init__(self, cfg, clock=time.time):
+        self.cfg = cfg
+        self.clock = clock
+        self.started = clock()
+        self.alarms = {}
+        self.metrics = {}
+        self.tasks = []
+        self.status_hooks = []
+        self.last_rating = None
+        os.makedirs(cfg.data_dir, exist_ok=True)
+        self.store = Store(cfg.store_path, capacity=cfg.capacity, alarm_ratio=cfg.alarm_ratio,
+                           on_alarm=self.alarm, clock=clock)
+        self.registry = Registry(cfg.devices, cfg.registry_path, clock=clock)
+        self.rejections = Rejections(alarm=self.alarm)
+        self.committer = GroupCommitter(self.store)
+        self.device_config = self._device_config(cfg.device_config)
+        self.sealer = self._sealer()
+        self.callbacks = Callbacks(cfg.http.callback_url, cfg.http.callback_token)
+        self.cases = cases_mod.Cases(cfg.hall, self.store, self.registry, self.push,
+                                     notify=self.callbacks.notify, rating_days=cfg.rating_days,
+                                     sealer=self.sealer, qr_token=self._qr_token(), clock=clock)
+        self.bridge = MqttBridge(cfg.mqtt, cfg.hall, self.registry, self.committer, self.rejections,
+                                 store=self.store, enrich=self.cases.enrich, on_rating=self.on_rating,
+                                 clock=clock)
+        self.buses = [Rs485Master(bus, i, cfg.hall, self.registry, self.committer, self.rejections,
+                                  enrich=self.cases.enrich, on_rating=self.on_rating, alarm=self.alarm,
+                                  clock=clock)
+                      for i, bus in enumerate(cfg.buses)]
+        self.uplink = None
+        self.registry.listeners.append(self._registry_changed)
+        self._stop = None
+        self._runner = None
+
+    # --- parts from config --------------------------------------------------------------
+    @staticmethod
+    def _device_config(raw):
+        if not raw:
+            return None
+        record = dict(raw)
+        record.setdefault("version", 1)
+        codec.encode(schema.CONFIG, record)   # refuse a bad [device_config] at start, not on the bus
+        return record
+
+    def _sealer(self):
+        if not self.cfg.privacy_key:
+            return None
+        from gateway.privacy import Sealer
+        return Sealer(self.cfg.privacy_key, context=self.cfg.hall)
+
+    def _qr_token(self):
+        qr = self.cfg.raw.get("qr") or {}
+        if not qr.get("secret"):
+            return None
+        from gateway.qr_links import LinkSigner
+        signer = LinkSigner(qr["secret"], qr.get("base_url", ""))
+        return signer.token
+
+    def _make_uplink(self):
+        up = self.cfg.raw.get("uplink") or {}
+        if not up.get("url"):
+            return None
+        from gateway.uplink import Uplink
+        from gateway import upstream_auth
+        auth = None
+        if up.get("hmac_secret"):
+            auth = upstream_auth.HmacAuth(up.get("gateway_id", self.cfg.hall), up["hmac_secret"])
+        elif up.get("token"):
+            auth = upstream_auth.BearerAuth(up["token"])
+        return Uplink(self.store, up["url"], up.get("gateway_id", self.cfg.hall), self.cfg.hall,
+                      profile=up.get("profile", "gbt39046"), auth=auth,
+                      batch_size=up.get("batch_size", 500), cafile=up.get("cafile"),
+                      sealer=self.sealer, division=up.get("division"))
+
+    # --- events from the parts ----------------------------------------------------------
+    def alarm(self, name, detail):
+        self.alarms[name] = self.alarms.get(name, 0) + 1
+        log.error("ALARM %s: %s", name, detail)
+        try:
+            self.bridge.event(name, detail)
+        except Exception:   # no broker right now: the alarm is still counted and logged
+            pass
+
+    def push(self, device, context):
+        if device.transport == "rs485":
+            for bus in self.buses:
+                if bus.index == device.bus:
+                    bus.set_context(device.id, context)
+        else:
+            self.bridge.publish_context(device.id, context)
+
+    def on_rating(self, rating, result):
+        self.last_rating = {"device": rating.get("device"), "time": rating.get("gateway_time"),
+                            "result": result[0]}
+        self.cases.on_rating(rating, result)
+        if self.uplink is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.uplink.notify)
+
+    _loop = None
+    _uplink_task = None
+
+    def _registry_changed(self, device, what):
+        if what in ("added", "updated"):
+            self._provision(device)
+        elif what == "removed" and device.transport == "mqtt":
+            self.bridge.forget_device(device.id)
+        try:
+            self.bridge.publish_devices()
+        except Exception:
+            pass
+
+    def _provision(self, device):
+        """Give a (new or moved) device its config and its window's open case."""
+        if self.device_config is not None:
+            if device.transport == "rs485":
+                for bus in self.buses:
+                    if bus.index == device.bus:
+                        bus.set_config(device.id, self.device_config)
+            else:
+                self.bridge.publish_config(device.id, self.device_config)
+        self.push(device, self.cases.current_context(device.window) if device.window else None)
+
+    # --- status -------------------------------------------------------------------------
+    def status(self):
+        out = {"hall": self.cfg.hall, "uptime_s": int(self.clock() - self.started),
+               "mqtt": {"connected": self.bridge.connected.is_set(), **self.bridge.stats},
+               "devices": self.registry.counts(), "device_list": self.registry.snapshot(),
+               "outbox": self.store.backlog(), "store": dict(self.store.stats),
+               "alarms": dict(self.alarms), "rejections": self.rejections.total(),
+               "cases": self.cases.snapshot(), "last_rating": self.last_rating,
+               "buses": [{"url": b.cfg.url, "rounds": b.rounds, "open": b.port is not None}
+                         for b in self.buses],
+               "callbacks": dict(self.callbacks.stats)}
+        if self.uplink is not None:
+            out["uplink"] = self.uplink.status.as_dict()
+        for hook in self.status_hooks:
+            out.update(hook())
+        return out
+
+    def metrics_text(self):
+        backlog = self.store.backlog()
+        counts = self.registry.counts()
+        fam = [
+            ("hall_gateway_outbox_items", "gauge", "Items waiting for the uplink",
+             {(("kind", "rating"),): backlog["ratings"], (("kind", "case"),): backlog["cases"]}),
+            ("hall_gateway_outbox_fill_ratio", "gauge", "Outbox fill (0..1)", float(backlog["fill"])),
+            ("hall_gateway_dead_letters", "gauge", "Dead letters kept for review", backlog["dead_letters"]),
+            ("hall_gateway_store_events_total", "counter", "Store results by kind",
+             dict(((("result", k),), v) for k, v in self.store.stats.items())),
+            ("hall_gateway_devices", "gauge", "Registered devices", counts["total"]),
+            ("hall_gateway_devices_online", "gauge", "Devices online", counts["online"]),
+            ("hall_gateway_rejections_total", "counter", "Rejected inputs by origin and reason",
+             dict(((("where", w), ("reason", r)), n) for (w, r), n in self.rejections.counts.items())),
+            ("hall_gateway_alarms_total", "counter", "Alarms raised by name",
+             dict(((("name", k),), v) for k, v in self.alarms.items())),
+            ("hall_gateway_mqtt_connected", "gauge", "1 when connected to the hall broker",
+             self.bridge.connected.is_set()),
+            ("hall_gateway_mqtt_messages_total", "counter", "MQTT messages received",
+             self.bridge.stats["messages"]),
+            ("hall_gateway_cases_total", "counter", "Case events by outcome",
+             dict(((("outcome", k),), v) for k, v in self.cases.stats.items())),
+            ("hall_gateway_uptime_seconds", "gauge", "Seconds since start", self.clock() - self.started),
+        ]
+        for name, value in sorted(self.metrics.items()):
+            value = value() if callable(value) else value
+            fam.append(("hall_gateway_" + name, "gauge", name.replace("_", " "), value))
+        return render_metrics(fam)
+
+    # --- running --------------------------------------------------------------------------
+    async def start(self):
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.callbacks.bind(self._loop)
+        for device in self.registry.all():
+            self._provision(device)
+        self.bridge.start()
+        for bus in self.buses:
+            bus.start()
+        self._runner = web.AppRunner(make_app(self), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.cfg.http.host, self.cfg.http.port)
+        await site.start()
+        self.http_port = self._runner.addresses[0][1] if self._runner.addresses else self.cfg.http.port
+        self.uplink = self._make_uplink()
+        self._bg = [asyncio.create_task(self.callbacks.run()), asyncio.create_task(self._housekeeping())]
+        if self.uplink is not None:
+            self._uplink_task = asyncio.create_task(self.uplink.run(self._stop))
+            self._bg.append(self._uplink_task)
+        for factory in self.tasks:
+            self._bg.append(asyncio.create_task(factory()))
+        log.info("gateway for hall %s up: HTTP on %s:%s, %d device(s), %d bus(es)", self.cfg.hall,
+                 self.cfg.http.host, self.http_port, len(self.registry.all()), len(self.buses))
+
+    async def _housekeeping(self):
+        while True:
+            await asyncio.sleep(EXPIRE_EVERY_S)
+            self.cases.expire()
+
+    def request_stop(self):
+        if self._stop is not None:
+            self._stop.set()
+
+    async def stop(self):
+        if self._stop is not None:
+            self._stop.set()
+        tasks = getattr(self, "_bg", [])
+        if self._uplink_task is not None:   # let it finish the batch in flight
+            await asyncio.wait([self._uplink_task], timeout=3)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for bus in self.buses:
+            bus.stop()
+        self.bridge.stop()
+        self.committer.close()
+        self.store.close()
+
+    async def run_forever(self):
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await self._stop.wait()
+        await self.stop()

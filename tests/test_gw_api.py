@@ -1,0 +1,216 @@
+"""The whole gateway (gateway.app.Gateway) with a real Mosquitto and its real aiohttp server on
+loopback: the queueing-system rules, callbacks, device changes at run time, /status and /metrics."""
+
+import asyncio
+import json
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway import config as config_mod
+from gateway.app import Gateway
+from gateway.privacy import Sealer
+from gateway.registry import Registry
+from gw_support import HALL, FakeDevice, device_key, make_rating
+from protocol import codec, schema, vocab
+
+PRIVACY_KEY = "11" * 32
+TOKEN = "queue-secret"
+APPLICANT = {"name": "李堃", "id_number": "440301199001011234", "phone": "13800138000"}
+
+
+def make_config(broker, tmp_path, callback_url, token=""):
+    return config_mod.from_dict({
+        "gateway": {"hall": HALL, "data_dir": str(tmp_path / "gw"), "privacy_key": PRIVACY_KEY},
+        "mqtt": {"host": broker.host, "port": broker.port, "client_id": "gw-api-test"},
+        "http": {"host": "127.0.0.1", "port": 0, "callback_url": callback_url, "token": token},
+        "device_config": {"version": 2, "rating_timeout_s": 30},
+        "devices": [{"id": "dev-a", "window": "A01", "key": device_key("dev-a").hex()}],
+    })
+
+
+class Rig:
+    """The gateway, an HTTP client, and a callback server standing in for the queueing system."""
+
+    def __init__(self, broker, tmp_path, token=""):
+        self.broker, self.tmp_path, self.token = broker, tmp_path, token
+        self.callbacks = []
+
+    async def __aenter__(self):
+        app = web.Application()
+
+        async def callback(request):
+            self.callbacks.append(await request.json())
+            return web.json_response({"ok": True})
+        app.router.add_post("/cb", callback)
+        self.cb_runner = web.AppRunner(app)
+        await self.cb_runner.setup()
+        site = web.TCPSite(self.cb_runner, "127.0.0.1", 0)
+        await site.start()
+        cb_port = self.cb_runner.addresses[0][1]
+        self.cfg = make_config(self.broker, self.tmp_path, "http://127.0.0.1:%d/cb" % cb_port, self.token)
+        self.gw = Gateway(self.cfg)
+        await self.gw.start()
+        await asyncio.to_thread(self.gw.bridge.connected.wait, 10)
+        self.base = "http://127.0.0.1:%d" % self.gw.http_port
+        headers = {"Authorization": "Bearer " + self.token} if self.token else {}
+        self.http = aiohttp.ClientSession(headers=headers)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.http.close()
+        await self.gw.stop()
+        await self.cb_runner.cleanup()
+
+    async def call(self, method, path, body=None, raw=None):
+        kwargs = {"data": raw} if raw is not None else ({"json": body} if body is not None else {})
+        async with self.http.request(method, self.base + path, **kwargs) as resp:
+            text = await resp.text()
+            try:
+                return resp.status, json.loads(text)
+            except ValueError:
+                return resp.status, text
+
+    async def until(self, predicate, what):
+        for _ in range(500):
+            if predicate():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("timed out waiting for " + what)
+
+
+def case_body(**extra):
+    body = {"window": "A01", "node": "completion", "success": True, "serials": ["SN1", "SN2"],
+            "matter_code": "440300-0001", "matter_name": "企业开办", "applicant": APPLICANT}
+    body.update(extra)
+    return body
+
+
+def test_queue_rules_rating_and_callbacks(mosquitto_broker, tmp_path, caplog):
+    device = FakeDevice(mosquitto_broker, "dev-a")
+
+    async def scenario():
+        async with Rig(mosquitto_broker, tmp_path) as rig:
+            # Nobody signed in: refused.
+            status, answer = await rig.call("POST", "/api/v1/cases", case_body())
+            assert status == 409 and answer["error"] == "bad_state"
+            assert (await rig.call("POST", "/api/v1/windows/A01/sign-in",
+                                   {"staff_id": "1001", "staff_name": "王喆"}))[0] == 200
+            # A failed receipt or acceptance opens no rating; a failed completion (refusal) does.
+            for node in ("receipt", "acceptance"):
+                status, answer = await rig.call("POST", "/api/v1/cases",
+                                                case_body(node=node, success=False, serials=["F-" + node]))
+                assert status == 200 and answer["rating"] is False
+            assert rig.gw.store.backlog()["cases"] == 0
+            # Bad requests: each refused with a reason and counted.
+            bad = [(None, b"{not json"), ({"window": "A01", "node": "completion", "matter_name": "x"}, None),
+                   (case_body(node="approval"), None), (case_body(serials=["SN 1"]), None),
+                   (case_body(items=[{"code": "x"}] * 9), None), (["a list"], None)]
+            for body, raw in bad:
+                status, answer = await rig.call("POST", "/api/v1/cases", body, raw=raw)
+                assert status == 400, (body, answer)
+            assert rig.gw.rejections.total() == 1 + len(bad)
+            # A batch completion opens one case; its context reaches the window's device.
+            status, case = await rig.call("POST", "/api/v1/cases", case_body())
+            assert status == 201 and case["devices"] == ["dev-a"] and case["rating"] is True
+            ctx_payload = await asyncio.to_thread(device.wait_for, "context", lambda p: b"SN2" in p)
+            ctx = codec.from_json(schema.CONTEXT, ctx_payload)
+            assert ctx["case_id"] == case["case_id"] and ctx["staff_name"] == "王喆"
+            assert ctx["indicators"] == vocab.NODE_INDICATORS[vocab.NODE_COMPLETION]
+            assert ctx["deadline"] - int(time.time()) in range(7 * 86400 - 5, 7 * 86400 + 1)
+            assert b"440301" not in ctx_payload and "李堃".encode() not in ctx_payload
+            # The same event again: the same case, nothing new.
+            status, again = await rig.call("POST", "/api/v1/cases", case_body())
+            assert status == 200 and again["case_id"] == case["case_id"] and again["repeated"]
+            # The citizen rates on the device: committed, ACKed, the queueing system told (no level).
+            device.rate(make_rating("dev-a", 1, level=vocab.DISSATISFIED, case_id=case["case_id"],
+                                    serials=["SN1", "SN2"]))
+            ack = await asyncio.to_thread(device.ack)
+            assert ack["result"] == vocab.ACK_STORED
+            await rig.until(lambda: rig.callbacks, "the rated callback")
+            cb = rig.callbacks[0]
+            assert cb["event"] == "rated" and cb["case_id"] == case["case_id"]
+            assert cb["serials"] == ["SN1", "SN2"] and cb["rating_id"] == "dev-a:1"
+            assert not {"overall", "level", "business", "service"} & set(cb)
+            await asyncio.to_thread(device.wait_for, "context", lambda p: p == b"")
+            # The outbox: the case record and the enriched rating with the sealed applicant.
+            items = dict((i["item_id"], i) for i in rig.gw.store.upload_batch(10))
+            case_rec = items["SN1#%d" % vocab.NODE_COMPLETION]["record"]
+            assert case_rec["matter_name"] == "企业开办" and case_rec["staff_name"] == "王喆"
+            assert case_rec["deadline"] - case_rec["completed_at"] == 7 * 86400
+            rating_rec = items["dev-a:1"]["record"]
+            assert rating_rec["matter_code"] == "440300-0001" and rating_rec["staff_name"] == "王喆"
+            assert Sealer(PRIVACY_KEY, context=HALL).open(rating_rec["applicant"]) == APPLICANT
+            # After the rating, the same event opens nothing (one rating per case and node).
+            rig.gw.cases.expire()
+            status, answer = await rig.call("POST", "/api/v1/cases", case_body())
+            assert status == 200 and answer["rating"] is False
+            # A receipt rates the service only; the device timing out tells the queueing system.
+            status, receipt = await rig.call("POST", "/api/v1/cases", case_body(node="receipt", serials=["SN9"]))
+            ctx = codec.from_json(schema.CONTEXT, await asyncio.to_thread(
+                device.wait_for, "context", lambda p: b"SN9" in p))
+            assert ctx["indicators"] == vocab.IND_SERVICE
+            device.rate(make_rating("dev-a", 2, source=vocab.SRC_NOT_RATED, case_id=receipt["case_id"]))
+            await rig.until(lambda: len(rig.callbacks) == 2, "the not_rated callback")
+            assert rig.callbacks[1]["event"] == "not_rated"
+            # Sign-out; status and metrics.
+            assert (await rig.call("POST", "/api/v1/windows/A01/sign-out"))[0] == 200
+            assert (await rig.call("POST", "/api/v1/windows/A01/sign-out"))[0] == 409
+            status, st = await rig.call("GET", "/status")
+            assert status == 200 and st["hall"] == HALL and st["outbox"]["ratings"] == 2
+            assert st["devices"]["total"] == 1 and st["mqtt"]["connected"]
+            rig.gw.metrics["uplink_extra"] = lambda: 7
+            status, text = await rig.call("GET", "/metrics")
+            assert 'hall_gateway_outbox_items{kind="rating"} 2' in text
+            assert 'hall_gateway_rejections_total{where="http",reason="malformed"} 2' in text
+            assert "hall_gateway_uplink_extra 7" in text
+    try:
+        asyncio.run(scenario())
+    finally:
+        device.close()
+    logged = caplog.text
+    assert "440301199001011234" not in logged and "李堃" not in logged and "13800138000" not in logged
+
+
+def test_devices_added_and_moved_at_run_time(mosquitto_broker, tmp_path):
+    newcomer = FakeDevice(mosquitto_broker, "dev-c")
+
+    async def scenario():
+        async with Rig(mosquitto_broker, tmp_path, token=TOKEN) as rig:
+            async with aiohttp.ClientSession() as anon:
+                async with anon.get(rig.base + "/api/v1/devices") as resp:
+                    assert resp.status == 401
+            await rig.call("POST", "/api/v1/windows/A02/sign-in", {"staff_id": "2002", "staff_name": "朱镕"})
+            status, case = await rig.call("POST", "/api/v1/cases", case_body(window="A02", serials=["Q1"]))
+            assert status == 201 and case["devices"] == []
+            spec = {"id": "dev-c", "window": "A02", "key": device_key("dev-c").hex(), "name": "二号窗"}
+            status, dev = await rig.call("POST", "/api/v1/devices", spec)
+            assert status == 201 and dev["name"] == "二号窗" and "key" not in dev
+            assert (await rig.call("POST", "/api/v1/devices", spec))[0] == 400   # exists
+            # A new device gets its config and the case open at its window.
+            cfg = codec.from_json(schema.CONFIG, await asyncio.to_thread(newcomer.wait_for, "config"))
+            assert cfg["version"] == 2
+            ctx = codec.from_json(schema.CONTEXT, await asyncio.to_thread(newcomer.wait_for, "context"))
+            assert ctx["case_id"] == case["case_id"]
+            # Its ratings are accepted at once (its key is known).
+            newcomer.rate(make_rating("dev-c", 1, case_id=case["case_id"]))
+            assert (await asyncio.to_thread(newcomer.ack))["result"] == vocab.ACK_STORED
+            # Moved to an empty window: its screen is cleared. Renamed: kept.
+            status, dev = await rig.call("PATCH", "/api/v1/devices/dev-c", {"window": "A09", "name": "九号窗"})
+            assert status == 200 and dev["window"] == "A09"
+            await asyncio.to_thread(newcomer.wait_for, "context", lambda p: p == b"")
+            assert (await rig.call("PATCH", "/api/v1/devices/dev-c", {"id": "other"}))[0] == 400
+            assert (await rig.call("PATCH", "/api/v1/devices/nope", {"window": "A1"}))[0] == 404
+            status, listing = await rig.call("GET", "/api/v1/devices")
+            assert [d["id"] for d in listing] == ["dev-a", "dev-c"]
+            status, dead = await rig.call("GET", "/api/v1/dead-letters")
+            assert status == 200 and dead == []
+    try:
+        asyncio.run(scenario())
+    finally:
+        newcomer.close()
+    # The change survives a restart: the registry file holds it.
+    saved = Registry([], str(tmp_path / "gw" / "registry.json"))
+    assert saved.get("dev-c").window == "A09" and saved.get("dev-c").name == "九号窗"
