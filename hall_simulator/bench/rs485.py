@@ -26,7 +26,7 @@ import time
 import serial
 
 from hall_simulator.bench import emit, percentile
-from hall_simulator.bus import BusThread
+from hall_simulator.bus import BusProcess, BusThread
 from hall_simulator.bus_uart import BusUart
 from protocol import auth, codec, schema, timing, vocab
 from protocol.link import MasterBus, SlaveLink
@@ -202,8 +202,10 @@ class PollingMaster:
         self.ser.close()
 
 
-def run_baud(baud, devices=32, duration=20.0, idle_cycles=5, press_every_s=8.0, seed=1):
-    with BusThread(baud=baud, rng=random.Random(seed)) as bus:
+def run_baud(baud, devices=32, duration=20.0, idle_cycles=5, press_every_s=8.0, seed=1,
+             bus_in="process"):
+    kind = BusProcess if bus_in == "process" else BusThread
+    with kind(baud=baud, rng=random.Random(seed)) as bus:
         master = PollingMaster(bus.url, baud, devices)
         farm = DeviceFarm(bus.url, baud, devices, press_every_s, seed)
         deadline = time.monotonic() + 10
@@ -264,16 +266,19 @@ def main(argv=None):
     p.add_argument("--press-every", type=float, default=8.0, help="mean seconds between presses per device")
     p.add_argument("--baud", type=int, action="append", help="baud rate(s) (default 115200 and 9600)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--bus-in", choices=("process", "thread"), default="process",
+                   help="run the bus in a child process (default) or a thread of this one")
     o = p.parse_args(argv)
     figures = {}
     for baud in o.baud or BAUDS:
         figures[str(baud)] = run_baud(baud, o.devices, o.duration, press_every_s=o.press_every,
-                                      seed=o.seed)
+                                      seed=o.seed, bus_in=o.bus_in)
     result = {
         "name": "rs485",
         "figures": figures,
         "ratio": min(f["efficiency"] for f in figures.values()),
-        "note": "link-level master/devices (protocol.link); committed = master received the RATING",
+        "note": "link-level master/devices (protocol.link); committed = master received the RATING; "
+                "bus in a %s" % o.bus_in,
     }
     emit(result, o.json)
     return 0
