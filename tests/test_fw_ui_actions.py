@@ -152,3 +152,24 @@ def test_texts_override_and_missing_glyph_never_crashes(font, tmp_path):
     assert board.framebuffer() != default
     ui.render({"screen": "error", "message": "\x00\U0001F600\U0002A6A5\uFFFF"})
     assert any(board.framebuffer())
+
+
+@pytest.mark.parametrize("profile", ["five_button", "touch"])
+def test_text_override_without_its_placeholder_falls_back(profile, font, tmp_path):
+    # CONFIG texts may override "window" and "batch"; one without "%s"/"%d" (or with a stray "%")
+    # must not crash every render of the idle and case screens.
+    board, ui = make(profile, font, tmp_path)
+    idle = {"screen": "idle", "window": "3", "staff_name": "李堃"}
+    ui.render(idle)
+    default = board.framebuffer()
+    for bad in ("窗口", "100%", "%d号窗口"):
+        ui.render(dict(idle, texts={"window": bad}))
+        assert board.framebuffer() == default
+    case = case_view((1,), serials=["S1", "S2"])
+    ui.render(case)
+    default = board.framebuffer()
+    ui.render(dict(case, texts={"batch": "批量"}))
+    assert board.framebuffer() == default
+    ui.render(dict(idle, texts={"window": "第%s窗口"}))
+    assert board.framebuffer() != default
+

@@ -73,7 +73,7 @@ def _tags(ui, view):
 def _idle(ui, view):
     window = view.get("window")
     if window:
-        ui.line(0, 0, W, ui.word(view, "window") % window, 1, None, True)
+        ui.line(0, 0, W, ui.word_with(view, "window", window), 1, None, True)
     ui.line(0, 20, W, view.get("staff_name") or "", 1, None, True)
     ui.line(0, 3 * ROW, W, view.get("idle_text") or ui.word(view, "idle"), 1, None, True)
 

@@ -39,7 +39,7 @@ def draw(ui, view):
     elif screen == "idle":
         lines = []
         if view.get("window"):
-            lines.append(ui.word(view, "window") % view["window"])
+            lines.append(ui.word_with(view, "window", view["window"]))
         if view.get("staff_name"):
             lines.append(view["staff_name"])
         ui.centered(lines, 20, 160, C.FG, 2)

@@ -123,6 +123,14 @@ class Ui:
             return texts[key]
         return TEXTS[key]
 
+    def word_with(self, view, key, value):
+        """word() with one value put in; an override whose placeholder does not fit the value
+        (a CONFIG text "窗口" for "%s号窗口") falls back to the built-in word, never a crash."""
+        try:
+            return self.word(view, key) % value
+        except (TypeError, ValueError):
+            return TEXTS[key] % value
+
     def _palette(self, c):
         """(palette, key) to blit a glyph's set bits in colour c and leave the rest untouched.
         framebuf maps through the palette first and then compares with the key, so the glyph's
@@ -234,5 +242,5 @@ def ask_fields(view):
 def serial_text(ui, view, ctx):
     serials = ctx.get("serials") or []
     if len(serials) > 1:
-        return (ui.word(view, "batch") % len(serials)) + " " + serials[0]
+        return ui.word_with(view, "batch", len(serials)) + " " + serials[0]
     return serials[0] if serials else ""
