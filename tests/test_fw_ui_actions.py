@@ -173,3 +173,17 @@ def test_text_override_without_its_placeholder_falls_back(profile, font, tmp_pat
     ui.render(dict(idle, texts={"window": "第%s窗口"}))
     assert board.framebuffer() != default
 
+
+def test_scrolling_survives_the_ticks_wrap(font, tmp_path):
+    # MicroPython's ticks_ms() wraps (2**30 on the ESP32): a line must keep scrolling after it
+    now = [2 ** 30 - 100]
+    board = make_board({"profile": "five_button", "fs_root": str(tmp_path / "w"), "clock": lambda: now[0]})
+    ui = Ui(board, font)
+    ui.render(case_view((1,), matter_name=screenshots.LONG_MATTER))
+    first = board.framebuffer()
+    moved = False
+    for _ in range(SCROLL_HOLD + 3):
+        now[0] = (now[0] + SCROLL_STEP_MS) % 2 ** 30
+        ui.tick()
+        moved = moved or board.framebuffer() != first
+    assert moved

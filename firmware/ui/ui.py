@@ -92,7 +92,7 @@ class Ui:
         if not self._scroll:
             return False
         now = self.board.ticks_ms()
-        if now - self._scroll_at < SCROLL_STEP_MS:
+        if 0 <= now - self._scroll_at < SCROLL_STEP_MS:   # < 0: ticks_ms() wrapped, step now
             return False
         self._scroll_at = now
         changed = False
