@@ -1,0 +1,142 @@
+"""Registry rules and persistence, the fast MAC check against protocol.auth, and the generated
+Mosquitto password/ACL files enforced by a real broker."""
+
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from gateway import config as config_mod
+from gateway.cli import main as cli_main
+from gateway.mosquitto_acl import acl_file, hash_password, mqtt_password, write_files
+from gateway.registry import Registry, RegistryError, verify_mac
+from gw_support import HALL, device_key, make_rating
+from protocol import auth, topics, vocab
+
+
+def spec(device, **extra):
+    out = {"id": device, "window": "A01", "key": device_key(device).hex()}
+    out.update(extra)
+    return out
+
+
+def test_changes_persist_and_the_id_is_permanent(tmp_path):
+    path = str(tmp_path / "registry.json")
+    reg = Registry([spec("dev-a")], path)
+    heard = []
+    reg.listeners.append(lambda d, what: heard.append((d.id, what)))
+    reg.add(spec("dev-b", transport="rs485", address=3, name="李堃的窗口"))
+    reg.update("dev-a", {"window": "B07", "name": "二楼"})
+    with pytest.raises(RegistryError):
+        reg.update("dev-a", {"id": "dev-z"})
+    with pytest.raises(RegistryError):
+        reg.add(spec("dev-c", transport="rs485", address=3))       # address taken
+    with pytest.raises(RegistryError):
+        reg.add(spec("dev/x"))                                     # not a token: would break topics
+    with pytest.raises(RegistryError):
+        reg.add({"id": "dev-k", "key": "abcd"})                    # short key
+    assert heard == [("dev-b", "added"), ("dev-a", "updated")]
+    again = Registry([spec("dev-a")], path)                        # config + saved changes
+    assert again.get("dev-a").window == "B07" and again.get("dev-b").name == "李堃的窗口"
+    assert [d.id for d in again.by_window("B07")] == ["dev-a"]
+    assert all("key" not in d for d in again.snapshot())
+    again.remove("dev-b")
+    assert Registry([], path).get("dev-b") is None
+
+
+def test_check_rating_reasons():
+    reg = Registry([spec("dev-a")])
+    assert reg.check_rating(make_rating("dev-a", 1), "dev-a") is None
+    assert reg.check_rating(make_rating("dev-q", 1), "dev-q")[0] == 11    # unknown device
+    assert reg.check_rating(make_rating("dev-a", 1), "dev-b")[0] == 11    # sent by another
+    forged = make_rating("dev-a", 1, level=vocab.SATISFIED)
+    forged["overall"] = vocab.VERY_DISSATISFIED
+    forged["tags"] = [501]
+    assert reg.check_rating(forged, "dev-a")[0] == 9                      # bad MAC
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=st.binary(min_size=32, max_size=32), counter=st.integers(1, 2 ** 32 - 1),
+       level=st.sampled_from(vocab.LEVELS), flip=st.integers(0, 15), text=st.text(max_size=20))
+def test_fast_mac_check_agrees_with_protocol_auth(key, counter, level, flip, text):
+    rating = {"device": "d1", "counter": counter, "source": vocab.SRC_PRESS, "overall": level,
+              "text": "".join(c for c in text if c >= " ")}
+    signed = auth.sign(key, rating)
+    assert verify_mac(key, signed) is auth.verify(key, signed) is True
+    bad = dict(signed, mac=bytes(b ^ (1 if i == flip else 0) for i, b in enumerate(signed["mac"])))
+    assert verify_mac(key, bad) is auth.verify(key, bad) is False
+
+
+def _connect(broker, user, password):
+    got = []
+    result = {}
+    done = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="acl-" + user)
+    c.username_pw_set(user, password)
+
+    def on_connect(client, userdata, flags, rc, props):
+        result["rc"] = rc
+        done.set()
+    c.on_connect = on_connect
+    c.on_message = lambda client, userdata, m: got.append((m.topic, m.payload))
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    done.wait(5)
+    return c, result.get("rc"), got
+
+
+def test_generated_files_confine_each_device_to_its_topics(mosquitto_factory, tmp_path):
+    reg = Registry([spec("dev-a"), spec("dev-b")])
+    paths = write_files(str(tmp_path / "acl"), HALL, reg, "gateway", "gw-secret")
+    broker = mosquitto_factory(allow_anonymous=False, extra_config="password_file %s\nacl_file %s\n"
+                               % (paths["password_file"], paths["acl_file"]))
+    gw, rc, seen = _connect(broker, "gateway", "gw-secret")
+    assert not rc.is_failure
+    gw.subscribe("hall/%s/#" % HALL, qos=1)
+    time.sleep(0.2)
+    _, rc_wrong, _ = _connect(broker, "dev-a", "not-the-password")
+    assert rc_wrong is None or rc_wrong.is_failure
+    dev_a, rc_a, got_a = _connect(broker, "dev-a", mqtt_password(device_key("dev-a")))
+    assert not rc_a.is_failure
+    dev_a.subscribe([("hall/%s/dev/dev-b/ack" % HALL, 1), (topics.device_topic(HALL, "dev-a", "ack"), 1)])
+    time.sleep(0.2)
+    dev_a.publish(topics.device_topic(HALL, "dev-b", "rating"), b"forged", qos=1).wait_for_publish(5)
+    dev_a.publish(topics.device_topic(HALL, "dev-a", "context"), b"self-made", qos=1).wait_for_publish(5)
+    dev_a.publish(topics.device_topic(HALL, "dev-a", "rating"), b"mine", qos=1).wait_for_publish(5)
+    gw.publish(topics.device_topic(HALL, "dev-b", "ack"), b"for b", qos=1)
+    gw.publish(topics.device_topic(HALL, "dev-a", "ack"), b"for a", qos=1)
+    deadline = time.monotonic() + 5
+    while (not got_a or len(seen) < 3) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    payloads = [p for _, p in seen]
+    assert b"mine" in payloads and b"forged" not in payloads and b"self-made" not in payloads
+    assert [p for _, p in got_a] == [b"for a"]
+    for c in (gw, dev_a):
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_password_hash_format_and_acl_text():
+    line = hash_password("pw", salt=b"\0" * 12)
+    assert line.startswith("$7$101$AAAAAAAAAAAAAAAA$") and len(line.split("$")) == 5
+    text = acl_file(HALL, Registry([spec("dev-a"), spec("dev-r", transport="rs485", address=1)]), "gw")
+    assert "topic write hall/%s/dev/dev-a/rating" % HALL in text and "dev-r" not in text
+    assert text.count("#") == 2   # the header comment and the gateway's own wildcard only
+
+
+def test_cli_check_and_acl(tmp_path, capsys):
+    toml = tmp_path / "gateway.toml"
+    toml.write_text('[gateway]\nhall = "%s"\n\n[[devices]]\nid = "dev-a"\nwindow = "A01"\nkey = "%s"\n'
+                    % (HALL, device_key("dev-a").hex()), encoding="utf-8")
+    assert cli_main(["check", "--config", str(toml)]) == 0
+    assert '"devices": 1' in capsys.readouterr().out
+    assert cli_main(["acl", "--config", str(toml), "--out", str(tmp_path / "m"),
+                     "--gateway-password", "x"]) == 0
+    assert (tmp_path / "m" / "acl").read_text().count("user ") == 2
+    (tmp_path / "bad.toml").write_text("[gateway]\nhall = 5 5\n")
+    assert cli_main(["check", "--config", str(tmp_path / "bad.toml")]) == 2
+    with pytest.raises(config_mod.ConfigError):
+        config_mod.from_dict({"gateway": {"hall": "h"}, "mqtt": {"hots": "x"}})
