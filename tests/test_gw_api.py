@@ -214,3 +214,19 @@ def test_devices_added_and_moved_at_run_time(mosquitto_broker, tmp_path):
     # The change survives a restart: the registry file holds it.
     saved = Registry([], str(tmp_path / "gw" / "registry.json"))
     assert saved.get("dev-c").window == "A09" and saved.get("dev-c").name == "九号窗"
+
+
+def test_openapi_document_matches_the_routes():
+    import os
+    import yaml
+    from gateway.queue_api import make_app
+
+    class Stub:
+        cfg = config_mod.from_dict({"gateway": {"hall": HALL}})
+    doc_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "queue-api.yaml")
+    with open(doc_path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops
+                  if m in ("get", "post", "patch", "delete")}
+    routed = {(r.method, r.resource.canonical) for r in make_app(Stub()).router.routes() if r.method != "HEAD"}
+    assert documented == routed
