@@ -98,6 +98,19 @@ def gateway_toml(sections):
     return "\n".join(out)
 
 
+_LAUNCH = ("import asyncio, logging, sys; from gateway import app, config; "
+           "logging.basicConfig(level=logging.INFO); "
+           "asyncio.run(app.Gateway(config.load(sys.argv[1])).run_forever())")
+
+
+def gateway_command(config_path):
+    """`hall-gateway run --config PATH`, by module (the same code the console script runs)."""
+    import importlib.util
+    if importlib.util.find_spec("gateway.cli") is not None:
+        return [sys.executable, "-m", "gateway.cli", "run", "--config", config_path]
+    return [sys.executable, "-c", _LAUNCH, config_path]
+
+
 class GatewayProcess:
     """The real gateway in a child process: start, SIGKILL, start again; output to a log file."""
 
@@ -112,8 +125,7 @@ class GatewayProcess:
 
     def start(self):
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "--config", self.config_path],
+        self.proc = subprocess.Popen(gateway_command(self.config_path),
             stdout=logf, stderr=subprocess.STDOUT, env=self.env,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         logf.close()
