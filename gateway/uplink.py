@@ -52,6 +52,24 @@ class UplinkState:
         self.throttled = 0
         self.sent = {"accepted": 0, "duplicate": 0, "rejected": 0, "retry": 0}
 
+    def metrics(self, prefix="hall_uplink"):
+        """Prometheus text exposition lines (the gateway's /metrics joins them)."""
+        up = 1 if self.state == "up" else 0
+        lines = ["# TYPE %s_up gauge" % prefix, "%s_up %d" % (prefix, up),
+                 "# TYPE %s_consecutive_failures gauge" % prefix,
+                 "%s_consecutive_failures %d" % (prefix, self.consecutive_failures),
+                 "# TYPE %s_requests_total counter" % prefix,
+                 "%s_requests_total %d" % (prefix, self.requests),
+                 "# TYPE %s_throttled_total counter" % prefix,
+                 "%s_throttled_total %d" % (prefix, self.throttled),
+                 "# TYPE %s_items_total counter" % prefix]
+        for outcome in sorted(self.sent):
+            lines.append('%s_items_total{outcome="%s"} %d' % (prefix, outcome, self.sent[outcome]))
+        if self.last_ok_at is not None:
+            lines += ["# TYPE %s_last_ok_timestamp_seconds gauge" % prefix,
+                      "%s_last_ok_timestamp_seconds %.3f" % (prefix, self.last_ok_at)]
+        return lines
+
     def as_dict(self):
         return {"state": self.state, "last_error": self.last_error, "last_ok_at": self.last_ok_at,
                 "last_attempt_at": self.last_attempt_at, "next_try_at": self.next_try_at,

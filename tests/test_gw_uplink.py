@@ -35,6 +35,10 @@ def test_drains_in_batches_and_bad_ratings_go_first(tmp_path):
             assert report["work_orders"] == 2 and report["retransmissions"] == 0
             assert store.backlog()["ratings"] == 0
             assert uplink.status.sent["accepted"] == 27 and uplink.status.state == "up"
+            metrics = "\n".join(uplink.status.metrics())
+            assert "hall_uplink_up 1" in metrics
+            assert 'hall_uplink_items_total{outcome="accepted"} 27' in metrics
+            assert "hall_uplink_requests_total 3" in metrics
             first_two = server.store.ratings(limit=2)
             assert {r["rating_id"] for r in first_two} == {"win-02:1", "win-02:2"}
             assert first_two[0]["staff_name"] == "王喆"

@@ -1,0 +1,27 @@
+"""The drain benchmark in its reduced form: it runs, delivers every rating once, prints its JSON.
+(No timing is asserted: figures belong to the benchmark run, not to tests.)"""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_drain_bench_reduced(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "hall_simulator.bench.drain", "--json",
+                          "--ratings", "3000", "--batch", "250", "--workdir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["name"] == "drain"
+    figures = result["figures"]
+    assert figures["ratings"] == 3000 and figures["requests"] >= 12
+    assert figures["ratings_per_s"] > 0 and figures["baseline_ratings_per_s"] > 0
+    assert result["ratio"] > 0 and figures["peak_rss_mb"] > 0
+    assert {"fill_3000", "drain_left_0", "drain_left_1500"} <= set(figures["rss_mb_at"])
+    import sqlite3
+    rows = sqlite3.connect(tmp_path / "central.db").execute(
+        "SELECT COUNT(*), COUNT(DISTINCT rating_id) FROM ratings").fetchone()
+    assert rows == (3000, 3000)
