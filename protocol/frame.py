@@ -92,10 +92,13 @@ class FrameDecoder:
         return None
 
     def reset(self):
-        """Forget a partial frame (call after a silent gap longer than a frame could take)."""
+        """The line went silent: the partial frame at the head can never complete. Abandon it
+        (one count) and search what follows its first byte again, so that a real frame buffered
+        behind a false header is still delivered; whatever stays incomplete is dropped too."""
         if self._buf:
             self.stats["dropped_partial"] += 1
-        self._buf = bytearray()
+        while self._buf:
+            self._parse(1)
 
     def buffered(self):
         """Bytes held for a partial frame: always below MAX_FRAME between calls."""
@@ -112,13 +115,13 @@ class FrameDecoder:
             return 0
         return OVERHEAD + (buf[5] | (buf[6] << 8))
 
-    def _parse(self):
+    def _parse(self, skip=0):
         # Works on an index into the buffer and cuts the consumed bytes once at the end, so that
-        # a burst of false syncs costs no copying per byte.
+        # a burst of false syncs costs no copying per byte. `skip` bytes at the head are dropped.
         buf = self._buf
         stats = self.stats
         mv = memoryview(buf)
-        i = 0
+        i = skip
         n_buf = len(buf)
         while True:
             start = _find_sync(buf, i)

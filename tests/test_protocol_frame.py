@@ -194,3 +194,16 @@ def test_expected_total_reports_the_frame_in_flight():
 def test_encode_frame_rejects_what_the_bus_cannot_carry(args):
     with pytest.raises(LocalProtocolError):
         frame.encode_frame(*args)
+
+
+def test_reset_still_finds_a_frame_buffered_behind_a_false_header():
+    # Noise that happens to form a valid header (claiming 300 bytes) holds the decoder in step 4;
+    # the real frame behind it must not be thrown away with it when the line goes silent.
+    false_hdr = bytearray(b"\xa5\x5a\x05\x01\x00\x2c\x01\x00")
+    false_hdr[7] = crc.crc8(false_hdr[2:7])
+    d = frame.FrameDecoder()
+    d.receive_data(bytes(false_hdr) + FRAMES[1] + b"\xa5")
+    assert d.next_frame() is None
+    d.reset()
+    assert frame.encode_frame(*_fields(d.next_frame())) == FRAMES[1]
+    assert d.buffered() == 0 and d.stats["dropped_partial"] == 1

@@ -195,7 +195,8 @@ def decoder_streams():
     ]
 
 
-RESETS = {"silence_drops_partial": 40}   # name -> offset at which the receiver calls reset()
+RESETS = {"silence_drops_partial": 40,   # name -> offset at which the receiver calls reset()
+          "silence_keeps_frame_behind_false_header": 26}
 
 
 def decoder_vectors():
@@ -203,6 +204,10 @@ def decoder_vectors():
     streams = decoder_streams()
     ex = {v["name"]: bytes.fromhex(v["frame"]) for v in message_vectors()}
     streams.append(("silence_drops_partial", ex["rating"][:40] + ex["poll"]))
+    false_hdr = bytearray(b"\xa5\x5a\x05\x01\x00\x2c\x01\x00")   # noise that passes CRC-8, claims 300
+    false_hdr[7] = crc.crc8(false_hdr[2:7])
+    streams.append(("silence_keeps_frame_behind_false_header", bytes(false_hdr) + ex["poll"] + b"\xa5\x5a"
+                    + ex["idle"]))
     for name, stream in streams:
         d = frame.FrameDecoder()
         cut = RESETS.get(name)
