@@ -1,8 +1,9 @@
 """End to end: a virtual evaluator on a pty is provisioned by flash.py, verified, boots the real
-firmware with the config it was given, and the real gateway (MQTT bridge, registry file written
-by provisioning, durable store) accepts a rating pressed on it, checking its MAC with the key
-provisioning registered."""
+firmware with the config it was given, the real gateway (MQTT bridge, registry file written by
+provisioning, durable store) accepts a rating pressed on it, checking its MAC with the key
+provisioning registered, and the gateway's uplink delivers it to the reference central API."""
 
+import asyncio
 import json
 import time
 
@@ -11,6 +12,10 @@ from gateway.mqtt_bridge import MqttBridge
 from gateway.registry import Registry
 from gateway.rejects import Rejections
 from gateway.store import GroupCommitter, Store
+from gateway.upstream_auth import HmacAuth
+from gateway.uplink import Uplink
+from hall_simulator.central_api import CentralServer
+from hall_simulator.central_store import CentralStore
 from hall_simulator.device import FirmwareApp
 from protocol import vocab
 from tests.flash_support import bundle_dir, run, virtual_device
@@ -50,6 +55,7 @@ def test_provisioned_virtual_device_boots_and_its_rating_is_accepted_by_the_gate
         rated = []
         bridge = MqttBridge(MqttConfig(host=mosquitto_broker.host, port=mosquitto_broker.port, client_id="gw-e2e"),
                             HALL, Registry(path=reg), committer, Rejections(), store=store,
+                            enrich=lambda r: {"matter_code": "440300-001", "staff_id": "1001"},
                             on_rating=lambda r, res: rated.append((r, res)))
         bridge.start()
         try:
@@ -67,9 +73,26 @@ def test_provisioned_virtual_device_boots_and_its_rating_is_accepted_by_the_gate
             (item,) = store.upload_batch(10)
             assert item["record"]["rating_id"] == "%s:1" % device_id and item["record"]["hall"] == HALL
             assert _until(lambda: app.device.outbox.depth == 0)  # the device got its ACK
+            received = asyncio.run(_uplink_to_central(store, tmp_path))
+            assert [r["rating_id"] for r in received] == ["%s:1" % device_id]
+            assert received[0]["level"] == vocab.VERY_SATISFIED and received[0]["case_key"] == "SZ2026-0077#3"
+            assert store.backlog()["ratings"] == 0
         finally:
             bridge.stop()
             committer.close()
             store.close()
         with open(reg) as f:
             assert json.load(f)["devices"][0]["id"] == device_id
+
+
+async def _uplink_to_central(store, tmp_path):
+    central = CentralStore(tmp_path / "central.db")
+    server = CentralServer(central, secrets={"*": "e2e-secret"})
+    await server.start()
+    try:
+        async with Uplink(store, server.url, "gw-e2e", HALL, auth=HmacAuth("gw-e2e", "e2e-secret")) as uplink:
+            await uplink.drain()
+        return central.ratings(limit=10)
+    finally:
+        await server.stop()
+        central.close()
