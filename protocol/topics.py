@@ -13,6 +13,7 @@ Hall and device ids are tokens ([A-Za-z0-9._-]), so they never contain MQTT wild
 """
 
 from protocol import errors
+from protocol.codec import _is_token_char
 from protocol.errors import LocalProtocolError, ProtocolError
 
 ROOT = "hall"
@@ -25,8 +26,18 @@ ONLINE = "online"
 OFFLINE = "offline"
 
 
+def _is_id(value):
+    """1-32 token characters: no '/', no wildcard, nothing MQTT or a shell could misread."""
+    if not value or len(value) > 32:
+        return False
+    for c in value:
+        if not _is_token_char(c):
+            return False
+    return True
+
+
 def _token(value, what):
-    if not value or "/" in value or "+" in value or "#" in value or len(value) > 32:
+    if not _is_id(value):
         raise LocalProtocolError("bad %s id %r" % (what, value))
     return value
 
@@ -55,10 +66,10 @@ def device_subscriptions(hall, device):
 def parse(topic):
     """(hall, device or None, kind) of a topic in our layout; ProtocolError otherwise."""
     parts = topic.split("/")
-    if len(parts) == 5 and parts[0] == ROOT and parts[2] == "dev" and parts[1] and parts[3]:
+    if len(parts) == 5 and parts[0] == ROOT and parts[2] == "dev" and _is_id(parts[1]) and _is_id(parts[3]):
         if parts[4] in DEVICE_TO_GATEWAY or parts[4] in GATEWAY_TO_DEVICE:
             return parts[1], parts[3], parts[4]
-    if len(parts) == 4 and parts[0] == ROOT and parts[2] == "gateway" and parts[1]:
+    if len(parts) == 4 and parts[0] == ROOT and parts[2] == "gateway" and _is_id(parts[1]):
         if parts[3] in ("state", "devices", "event"):
             return parts[1], None, parts[3]
     raise ProtocolError(errors.R_MALFORMED, "topic %r" % topic)

@@ -122,12 +122,12 @@ def test_topics_build_and_parse():
                                                  "hall/h/dev/+/availability"]
     assert topics.device_subscriptions("h", "d") == ["hall/h/dev/d/context", "hall/h/dev/d/ack",
                                                      "hall/h/dev/d/config"]
-    for bad in ("hall/h/dev/d/x", "hall/h/dev/+/rating", "x/h/gateway/state", "hall/h/gateway"):
-        if "+" in bad:
-            continue
+    for bad in ("hall/h/dev/d/x", "hall/h/dev/+/rating", "hall/#/gateway/state", "x/h/gateway/state",
+                "hall/h/gateway", "hall/h/dev/王喆/rating", "hall/h/dev/%s/rating" % ("d" * 33)):
         with pytest.raises(ProtocolError):
             topics.parse(bad)
-    for hall, dev in (("h/x", "d"), ("h", "d#"), ("", "d"), ("h", "+")):
+    for hall, dev in (("h/x", "d"), ("h", "d#"), ("", "d"), ("h", "+"), ("h", "ev a05"), ("h", "设备"),
+                      ("h" * 33, "d")):
         with pytest.raises(LocalProtocolError):
             topics.device_topic(hall, dev, "rating")
     assert set(topics.QOS) >= set(topics.RETAINED)

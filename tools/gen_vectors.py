@@ -335,6 +335,8 @@ def rule_vectors():
         ("hall//dev/ev-a05/rating", None),
         ("other/sz/dev/ev/rating", None),
         ("hall/sz/gateway/state/extra", None),
+        ("hall/sz/dev/+/rating", None),               # a subscription filter, not a topic
+        ("hall/sz/dev/ev a05/rating", None),          # ids are tokens
     ]
     return {
         "check": [{"name": n, "rating": codec.to_json(schema.RATING, r), "indicators": ind, "reason": why}
