@@ -248,6 +248,9 @@ def invalid_vectors():
         _bin_case("varint_too_long", schema.POLL, b"\x08" + b"\xff" * 10 + b"\x01", r.R_MALFORMED),
         _bin_case("wire_type_5", schema.POLL, b"\x0d\x00\x00\x00\x00", r.R_MALFORMED),
         _bin_case("wrong_wire_type", schema.POLL, b"\x0a\x01\x00", r.R_MALFORMED),
+        _bin_case("packed_list", schema.RATING, b"\x0a\x01d\x10\x01\x30\x01\x52\x02\x01\x02",
+                  r.R_MALFORMED),   # proto3's default packing of repeated uint: not our wire form
+        _bin_case("overlong_varint_accepted", schema.CLEAR, b"\x08\x81\x00", r.R_OK),
         _bin_case("duplicate_scalar", schema.CLEAR, b"\x08\x01\x08\x02", r.R_MALFORMED),
         _bin_case("duplicate_zero_scalar", schema.CLEAR, b"\x08\x00\x08\x02", r.R_MALFORMED),
         _bin_case("level_6", schema.RATING, b"\x0a\x01d\x10\x01\x30\x01\x38\x06", r.R_OUT_OF_RANGE),
@@ -468,7 +471,8 @@ def sec_proto():
         lines.append("message %s {" % name)
         for num, fname, kind, limit, repeat, sub in fields:
             t = _sub_name(sub) if kind == schema.M else kinds[kind]
-            lines.append("  %s%s %s = %d;" % ("repeated " if repeat else "", t, fname, num))
+            packed = " [packed = false]" if repeat and kind == schema.U else ""   # one key per item (3.2)
+            lines.append("  %s%s %s = %d%s;" % ("repeated " if repeat else "", t, fname, num, packed))
         lines.append("}")
     for name, table in SUBS:
         message(name, table)
@@ -573,7 +577,8 @@ def _frame_breakdown(frame_hex):
         "len      %s            (%d, little-endian)" % (_hexdump(f[5:7]), n),
         "hcrc     %s               (CRC-8/SMBUS of addr..len)" % _hexdump(f[7:8]),
         "payload  %s" % (_wrap(f[8:8 + n]) if n else "(none)"),
-        "crc      %s            (CRC-16/MODBUS of addr..payload, little-endian)" % _hexdump(f[8 + n:]),
+        "crc      %s            (CRC-16/MODBUS of addr..payload, hcrc included, little-endian)"
+        % _hexdump(f[8 + n:]),
     ])
 
 
