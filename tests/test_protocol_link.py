@@ -88,7 +88,7 @@ class LossyBus:
         return data
 
     def exchange(self, gateway, ch, request_bytes):
-        gateway.bus.decoder.reset()          # SPEC 5.4: the master forgets partial input before sending
+        gateway.bus.decoder.reset()          # SPEC 4.3: the master resets its receiver before sending
         replies = b""
         heard = self.carry(request_bytes)
         for dev in self.devices:
