@@ -1,7 +1,8 @@
 """Registering a provisioned device and its key with the hall gateway: the one place that knows how.
 
 Target is either the gateway's registry file (gateway.registry.Registry keeps it; use while the
-gateway is stopped, it reads the file at start) or the URL of the gateway's HTTP API.
+gateway is stopped, it reads the file at start) or the URL of the running gateway's HTTP API
+(gateway/queue_api.py: GET/POST /api/v1/devices, PATCH /api/v1/devices/{id}, bearer token).
 Re-registering the same settings changes nothing; a changed key or window is an update.
 """
 
@@ -65,14 +66,15 @@ def _request(method, url, body=None, token=None):
 
 
 def _register_http(base, spec, token):
-    url = "%s/api/devices/%s" % (base, spec["id"])
+    url = "%s/api/v1/devices/%s" % (base, spec["id"])
     status, body = _request("GET", url, token=token)
     if status == 404:
-        status, body = _request("POST", base + "/api/devices", spec, token)
+        status, body = _request("POST", base + "/api/v1/devices", spec, token)
         if status in (200, 201):
             return "added"
     elif status == 200:
         have = body if isinstance(body, dict) else {}
+        # the API never shows keys, so the key is always sent; the rest only when it differs
         changes = dict((k, spec[k]) for k in FIELDS if k in spec and (k == "key" or have.get(k) != spec[k]))
         status, body = _request("PATCH", url, changes, token)
         if status == 200:
