@@ -111,7 +111,7 @@ def _geometric(rng, p):
 
 class Bus:
     def __init__(self, baud=9600, rng=None, ber=0.0, drop_rate=0.0, host="127.0.0.1", port=0,
-                 batch_s=0.001, cuts_per_minute=0.0, cut_seconds=(0.5, 3.0), bus_cut_share=0.25):
+                 batch_s=0.004, cuts_per_minute=0.0, cut_seconds=(0.5, 3.0), bus_cut_share=0.25):
         if baud <= 0:
             raise ValueError("baud must be positive")
         self.baud = baud

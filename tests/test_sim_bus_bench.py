@@ -2,18 +2,22 @@
 
 import json
 
+import pytest
+
 from hall_simulator.bench import rs485
 
 
-def test_rs485_bench_commits_every_press_once(capsys):
+@pytest.mark.parametrize("master", ["gateway", "link"])
+def test_rs485_bench_commits_every_press_once(capsys, master):
     assert rs485.main(["--json", "--devices", "4", "--duration", "1.5", "--press-every", "0.5",
-                       "--baud", "115200"]) == 0
+                       "--baud", "115200", "--master", master]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["name"] == "rs485"
     f = result["figures"]["115200"]
     assert f["pressed"] > 0
     assert f["committed"] == f["pressed"] == f["press_to_committed_ms"]["count"]
-    assert f["left_in_outboxes"] == 0 and f["master"]["duplicates"] == 0
+    assert f["left_in_outboxes"] == 0 and f["master"]["ratings"] == f["pressed"]
+    assert result["note"].startswith("master: " + master)
     assert f["press_to_committed_ms"]["p50"] <= f["press_to_committed_ms"]["p99"]
     # the wire limit comes from protocol.timing: 4 idle exchanges of a few bytes at 115,200 baud
     assert 4 * 2 * 1.75 < f["wire_limit_cycle_ms"] < 4 * 10

@@ -88,7 +88,7 @@ def test_overlap_garbles_exactly_the_overlapping_bytes_on_both_sides():
 
 
 def test_bytes_arrive_no_faster_than_the_line():
-    bus, loop, (a, b, c), (ta, tb, tc) = make_bus()
+    bus, loop, (a, b, c), (ta, tb, tc) = make_bus(batch_s=0.001)
     for i in range(10):                    # ten writes at the same instant: they queue up
         bus._written(a, bytes([i]) * 10)
     at(loop, 50 * BT)
@@ -102,7 +102,7 @@ def test_bytes_arrive_no_faster_than_the_line():
 
 
 def test_a_cut_in_the_middle_of_a_transmission():
-    bus, loop, (a, b, c), (ta, tb, tc) = make_bus()
+    bus, loop, (a, b, c), (ta, tb, tc) = make_bus(batch_s=0.001)
     bus._written(a, bytes(20))
     at(loop, 5 * BT)
     bus.cut(10 * BT, node=c.port)          # c's cable is cut for the middle ten bytes
@@ -121,3 +121,14 @@ def test_a_node_that_left_still_garbles_what_overlaps_its_last_bytes():
     at(loop, 1.0)
     assert bus.stats()["collisions"] == 1
     assert len(tc.got) == 12 and bytes(tc.got)[10:] != b"xy"
+
+
+def test_batches_delay_the_middle_of_a_write_never_its_last_byte():
+    bus, loop, (a, b, c), (ta, tb, tc) = make_bus(batch_s=0.004)   # 4 bytes per delivery
+    bus._written(a, bytes(range(10)))
+    at(loop, 3.9 * BT)
+    assert len(tc.got) == 0
+    at(loop, 4 * BT + 1e-9)
+    assert len(tc.got) == 4
+    at(loop, 10 * BT + 1e-9)               # the last two bytes come at the frame's end
+    assert bytes(tc.got) == bytes(range(10)) and loop.n == 3

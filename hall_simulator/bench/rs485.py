@@ -2,12 +2,13 @@
 
     python -m hall_simulator.bench.rs485 --json      (or: hall-sim bench rs485 --json)
 
-Link level for now: a polling master built on protocol.link.MasterBus (pyserial socket://, as the
-gateway opens the bus) and 32 device loops built on protocol.link.SlaveLink (BusUart clients),
-each answering POLL with IDLE or its oldest unacknowledged RATING, and ACK with the next one.
-"committed" here = the master has received the RATING (this master has no store). Once the
-gateway's RS-485 master and the firmware transport are wired into the simulator, this bench should
-drive those instead.
+The master is the real gateway's (gateway.rs485_master.Rs485Master with its registry, MAC checks
+and durable SQLite store, opened through pyserial socket:// as in production); "committed" = the
+gateway's store committed the rating (its on_rating hook), before the ACK goes back. `--master
+link` swaps in a bare protocol.link.MasterBus poller (committed = it received the RATING).
+The 32 devices are protocol.link.SlaveLink loops on BusUart clients, in one thread, answering
+POLL with IDLE/STATUS or their oldest unacknowledged signed RATING after the guard time; the
+real firmware (firmware.transport_rs485 inside the full device) is the hall simulator's job.
 
 Figures per baud: idle poll cycle (measured vs the wire limit of protocol.timing.poll_cycle_us with
 the real payload sizes), the cycle under load, press -> committed p50/p99, and the bus counters.
@@ -15,8 +16,11 @@ ratio = the lower of the two bus efficiencies (wire-limit cycle / measured idle 
 """
 
 import argparse
+import hashlib
 import heapq
 import os
+import shutil
+import tempfile
 import random
 import select
 import sys
@@ -28,7 +32,7 @@ import serial
 from hall_simulator.bench import emit, percentile
 from hall_simulator.bus import BusProcess, BusThread
 from hall_simulator.bus_uart import BusUart
-from protocol import auth, codec, schema, timing, vocab
+from protocol import auth, codec, errors, schema, timing, vocab
 from protocol.link import MasterBus, SlaveLink
 from protocol.rating import rating_id
 
@@ -37,10 +41,18 @@ REPLY_PAYLOAD_MAX = 300     # a signed RATING with serials and a text stays well
 MAX_RATINGS_PER_VISIT = 4   # the master moves on after this many, so one device cannot hog the bus
 
 
+def device_id(address):
+    return "dev-%03d" % address
+
+
+def device_key(address):
+    return hashlib.sha256(b"rs485-bench/%d" % address).digest()
+
+
 def _rating(address, counter, key, rng):
     level = rng.choice(vocab.LEVELS)
     record = {
-        "device": "dev-%03d" % address, "counter": counter, "case_id": address * 100000 + counter,
+        "device": device_id(address), "counter": counter, "case_id": address * 100000 + counter,
         "serials": ["SZ2026%06d" % (address * 1000 + counter)], "node": vocab.NODE_COMPLETION,
         "source": vocab.SRC_PRESS, "overall": level, "staff_id": "A%03d" % address,
         "window": "W%02d" % address, "device_time": int(time.time()), "uptime_ms": counter * 1000,
@@ -65,7 +77,7 @@ class DeviceFarm(threading.Thread):
         for address in range(1, devices + 1):
             self.devices.append({
                 "address": address, "uart": BusUart(url, baud=baud, require_de=False),
-                "link": SlaveLink(address), "outbox": [], "counter": 0, "key": os.urandom(32),
+                "link": SlaveLink(address), "outbox": [], "counter": 0, "key": device_key(address),
                 "next_press": 0.0,
             })
         self._replies = []          # heap of (due, order, uart, bytes)
@@ -126,8 +138,13 @@ class DeviceFarm(threading.Thread):
             if outbox and outbox[0]["counter"] == req.record.get("counter") and \
                     vocab.device_releases(req.record.get("result", 0)):
                 outbox.pop(0)
-        elif req.type != schema.POLL:
-            return link.refuse(req, 0)
+        elif req.type == schema.POLL:
+            if req.record.get("want_status"):
+                return link.reply(req, schema.STATUS, {
+                    "device": device_id(d["address"]), "firmware": "bench", "board": "sim",
+                    "outbox": len(d["outbox"]), "counter": d["counter"]})
+        else:
+            return link.refuse(req, errors.R_UNKNOWN_TYPE)
         if d["outbox"]:
             return link.reply(req, schema.RATING, d["outbox"][0])
         return link.reply(req, schema.IDLE, {"outbox": 0, "case_id": 0})
@@ -150,7 +167,7 @@ class PollingMaster:
         self.bus = MasterBus()
         self.addresses = list(range(1, devices + 1))
         self.committed = {}         # rating id -> monotonic time the master received it
-        self.stats = {"exchanges": 0, "timeouts": 0, "ratings": 0, "duplicates": 0}
+        self.stats = {"exchanges": 0, "timeouts": 0, "ratings": 0, "seen_again": 0}
 
     def exchange(self, address, msg_type, record):
         ch = self.bus.channel(address)
@@ -184,7 +201,7 @@ class PollingMaster:
                 return
             rid = rating_id(reply.record)
             if rid in self.committed:
-                self.stats["duplicates"] += 1
+                self.stats["seen_again"] += 1
             else:
                 self.committed[rid] = time.monotonic()
                 self.stats["ratings"] += 1
@@ -198,15 +215,69 @@ class PollingMaster:
             self.visit(address)
         return time.monotonic() - t0
 
+    def summary(self):
+        return dict(self.stats)
+
     def close(self):
         self.ser.close()
 
 
+class GatewayMaster:
+    """The real gateway master (gateway.rs485_master.Rs485Master) with its registry and durable
+    store; a rating counts as committed when the store has committed it (on_rating)."""
+
+    def __init__(self, url, baud, devices):
+        from gateway.config import BusConfig
+        from gateway.registry import Registry
+        from gateway.rejects import Rejections
+        from gateway.rs485_master import Rs485Master
+        from gateway.store import GroupCommitter, Store
+        self.dir = tempfile.mkdtemp(prefix="rs485-bench-")
+        self.registry = Registry([{"id": device_id(a), "window": "W%02d" % a, "transport": "rs485",
+                                   "address": a, "key": device_key(a).hex()}
+                                  for a in range(1, devices + 1)])
+        self.store = Store(os.path.join(self.dir, "outbox.db"))
+        self.committer = GroupCommitter(self.store)
+        self.rejections = Rejections()
+        self.committed = {}
+        self.stats = {"ratings": 0, "seen_again": 0}
+        self.master = Rs485Master(BusConfig(url=url, baud=baud), 0, "bench-hall", self.registry,
+                                  self.committer, self.rejections, on_rating=self._rated)
+        self.master.port = serial.serial_for_url(url, baudrate=baud, timeout=0.005)
+
+    def _rated(self, rating, result):
+        rid = rating_id(rating)
+        if rid in self.committed:
+            self.stats["seen_again"] += 1
+        else:
+            self.committed[rid] = time.monotonic()
+            self.stats["ratings"] += 1
+
+    def cycle(self):
+        t0 = time.monotonic()
+        self.master.round()
+        return time.monotonic() - t0
+
+    def summary(self):
+        out = dict(self.stats)
+        for name in ("exchanges", "timeouts", "refused"):
+            out[name] = sum(self.master.stats(device_id(a))[name]
+                            for a in range(1, len(self.registry.rs485(0)) + 1))
+        out["rejected"] = self.rejections.total()
+        return out
+
+    def close(self):
+        self.master.port.close()
+        self.committer.close()
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def run_baud(baud, devices=32, duration=20.0, idle_cycles=5, press_every_s=8.0, seed=1,
-             bus_in="process"):
+             bus_in="process", master_kind="gateway"):
     kind = BusProcess if bus_in == "process" else BusThread
     with kind(baud=baud, rng=random.Random(seed)) as bus:
-        master = PollingMaster(bus.url, baud, devices)
+        master = (GatewayMaster if master_kind == "gateway" else PollingMaster)(bus.url, baud, devices)
         farm = DeviceFarm(bus.url, baud, devices, press_every_s, seed)
         deadline = time.monotonic() + 10
         while bus.node_count() < devices + 1 and time.monotonic() < deadline:
@@ -249,7 +320,7 @@ def run_baud(baud, devices=32, duration=20.0, idle_cycles=5, press_every_s=8.0, 
             "p99": round(percentile(latencies, 99), 1) if latencies else None,
             "count": len(latencies)},
         "pressed": len(farm.pressed), "committed": master.stats["ratings"], "left_in_outboxes": left,
-        "master": master.stats,
+        "master": master.summary(),
         "bus": {k: counters[k] for k in ("bytes_on_line", "collisions", "collided_bytes",
                                          "bit_flips", "dropped_bytes")},
         "line_utilisation": round(counters["line_time_s"] / (sum(idle) + sum(loaded)) , 3)
@@ -266,19 +337,22 @@ def main(argv=None):
     p.add_argument("--press-every", type=float, default=8.0, help="mean seconds between presses per device")
     p.add_argument("--baud", type=int, action="append", help="baud rate(s) (default 115200 and 9600)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--master", choices=("gateway", "link"), default="gateway",
+                   help="the real gateway master and store (default) or a bare protocol.link master")
     p.add_argument("--bus-in", choices=("process", "thread"), default="process",
                    help="run the bus in a child process (default) or a thread of this one")
     o = p.parse_args(argv)
     figures = {}
     for baud in o.baud or BAUDS:
         figures[str(baud)] = run_baud(baud, o.devices, o.duration, press_every_s=o.press_every,
-                                      seed=o.seed, bus_in=o.bus_in)
+                                      seed=o.seed, bus_in=o.bus_in, master_kind=o.master)
     result = {
         "name": "rs485",
         "figures": figures,
         "ratio": min(f["efficiency"] for f in figures.values()),
-        "note": "link-level master/devices (protocol.link); committed = master received the RATING; "
-                "bus in a %s" % o.bus_in,
+        "note": "master: %s; devices: protocol.link SlaveLink loops; bus in a %s; committed = %s"
+                % (o.master, o.bus_in, "gateway store commit" if o.master == "gateway"
+                   else "master received the RATING"),
     }
     emit(result, o.json)
     return 0
