@@ -545,3 +545,33 @@ class BusProcess:
 
     def now(self):
         return self._call("now")
+
+
+def main(argv=None):
+    """`python -m hall_simulator.bus --baud 9600 --port 4850`: a bus for manual runs (Ctrl-C ends it
+    and prints the counters as JSON)."""
+    import argparse
+    import json
+    p = argparse.ArgumentParser(prog="python -m hall_simulator.bus", description=main.__doc__)
+    p.add_argument("--baud", type=int, default=9600)
+    p.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--ber", type=float, default=0.0, help="bit error rate")
+    p.add_argument("--drop-rate", type=float, default=0.0, help="share of bytes lost")
+    p.add_argument("--cuts-per-minute", type=float, default=0.0)
+    o = p.parse_args(argv)
+    bus = BusThread(baud=o.baud, port=o.port, rng=random.Random(o.seed), ber=o.ber,
+                    drop_rate=o.drop_rate, cuts_per_minute=o.cuts_per_minute).start()
+    print("RS-485 bus at %d baud: %s" % (o.baud, bus.url), flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print(json.dumps(bus.stats(), sort_keys=True), flush=True)
+        bus.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -272,3 +272,28 @@ def test_the_bus_in_a_child_process_works_the_same():
         assert s["bytes_on_line"] == len(data) + 5 and s["cut_bytes"] == 5 and s["cuts"] >= 1
         master.close()
     assert bus.final_stats["bytes_on_line"] == len(data) + 5
+
+
+def test_the_bus_runs_as_a_program_and_reports_its_counters():
+    import json
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    proc = subprocess.Popen([sys.executable, "-m", "hall_simulator.bus", "--baud", "19200"],
+                            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[-1]
+        assert url.startswith("socket://127.0.0.1:")
+        master = serial.serial_for_url(url, timeout=0.05)
+        uart = BusUart(url, baud=19200)
+        time.sleep(0.1)
+        master.write(b"ping")
+        assert read_uart(uart, 4) == b"ping"
+        master.close()
+        uart.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["bytes_on_line"] == 4 and stats["bytes_delivered"] == 4
