@@ -19,11 +19,16 @@ from protocol.link import SlaveLink
 class FakeDevices:
     """One TCP endpoint answering for several addresses, as devices on one wire would."""
 
-    def __init__(self, addresses, on_ack=None):
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(1)
-        self.port = self.server.getsockname()[1]
+    def __init__(self, addresses, on_ack=None, bus_url=None):
+        self.server = None
+        if bus_url is None:          # stand alone: the master connects to us
+            self.server = socket.socket()
+            self.server.bind(("127.0.0.1", 0))
+            self.server.listen(1)
+            self.port = self.server.getsockname()[1]
+        else:                        # a node on the simulated bus, like the master
+            host, port = bus_url.split("//", 1)[1].rsplit(":", 1)
+            self.conn = socket.create_connection((host, int(port)))
         self.links = dict((a, SlaveLink(a)) for a in addresses)
         self.alive = dict((a, True) for a in addresses)
         self.outbox = dict((a, []) for a in addresses)
@@ -38,7 +43,7 @@ class FakeDevices:
         return "socket://127.0.0.1:%d" % self.port
 
     def _serve(self):
-        conn, _ = self.server.accept()
+        conn = self.server.accept()[0] if self.server is not None else self.conn
         with conn:
             while True:
                 data = conn.recv(4096)
@@ -77,7 +82,7 @@ class FakeDevices:
         return link.reply(req, schema.IDLE, {"outbox": len(self.outbox[address]), "case_id": case})
 
     def close(self):
-        self.server.close()
+        (self.server or self.conn).close()
 
 
 @pytest.fixture
@@ -182,3 +187,37 @@ def test_status_reports_reach_the_registry(rig):
     r["master"].round()   # the first poll of a device asks for its status
     dev = r["registry"].get("dev-1")
     assert dev.firmware == "0.9" and dev.online
+
+
+def test_on_the_simulated_bus_at_line_speed(tmp_path):
+    """The same schedule over hall_simulator's paced RS-485 bus (socket://), 19,200 baud."""
+    import random
+    import serial
+    from hall_simulator.bus import BusThread
+
+    with BusThread(baud=19200, rng=random.Random(5)) as bus_thread:
+        url = bus_thread.bus.url
+        fake = FakeDevices([1, 2], bus_url=url)
+        fake.alive[2] = False
+        fake.outbox[1] = [make_rating("dev-1", n) for n in (1, 2, 3)]
+        registry = Registry([{"id": "dev-%d" % a, "window": "W%d" % a, "transport": "rs485",
+                              "address": a, "key": device_key("dev-%d" % a).hex()} for a in (1, 2)])
+        store = Store(str(tmp_path / "outbox.db"))
+        committer = GroupCommitter(store)
+        master = Rs485Master(BusConfig(url=url, baud=19200, retries=1), 0, HALL, registry, committer,
+                             Rejections())
+        master.port = serial.serial_for_url(url, baudrate=19200, timeout=0.005)
+        try:
+            for _ in range(30):
+                master.round()
+        finally:
+            master.port.close()
+            committer.close()
+            fake.close()
+        live, dead = master.stats("dev-1"), master.stats("dev-2")
+        # Counted, not timed: the live device had a turn in (nearly) every round, the dead one
+        # cost three exchanges and then waited in the slow lane.
+        assert live["lane"] == "fast" and live["exchanges"] >= 30 and live["ratings"] == 3
+        assert dead["lane"] == "slow" and dead["exchanges"] == 3
+        assert sorted(store.stored_ids()) == ["dev-1:1", "dev-1:2", "dev-1:3"] and fake.outbox[1] == []
+        store.close()
