@@ -140,3 +140,12 @@ def test_cli_check_and_acl(tmp_path, capsys):
     assert cli_main(["check", "--config", str(tmp_path / "bad.toml")]) == 2
     with pytest.raises(config_mod.ConfigError):
         config_mod.from_dict({"gateway": {"hall": "h"}, "mqtt": {"hots": "x"}})
+
+
+def test_example_config_parses():
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                        "gateway.example.toml")
+    cfg = config_mod.load(path)
+    assert cfg.hall == "futian-1" and cfg.buses[0].baud == 19200 and len(cfg.devices) == 2
+    assert cfg.device_config["tags"][0]["label"] == "等待时间长"
