@@ -9,7 +9,7 @@ import sqlite3
 from hall_simulator import citizens, hall
 
 
-def run_hall(tmp_path, rs485=1, mqtt=1, duration=60.0, speed=10.0, seed=7, chaos="none",
+def run_hall(tmp_path, rs485=1, mqtt=1, duration=80.0, speed=20.0, seed=7, chaos="none",
              mix=None, case_weights=None, completed_ago_s=0, rating_timeout_s=20):
     options = argparse.Namespace(rs485=rs485, mqtt=mqtt, duration=duration, speed=speed, seed=seed,
                                  chaos=chaos, report=str(tmp_path / "report.json"), screenshots=None)

@@ -65,7 +65,7 @@ def test_walk_away_is_not_rated_at_the_window(tmp_path):
 def test_seven_days_without_a_rating_count_as_basically_satisfied(tmp_path):
     # The business completed 7 days minus one simulated minute ago; nobody rates at the window.
     away = citizens.Mix(walk_away=1.0, think_s=(1.0, 2.0))
-    _, r, out = run_hall(tmp_path, mix=away, case_weights={"completion": 1}, speed=20,
+    _, r, out = run_hall(tmp_path, mix=away, case_weights={"completion": 1}, speed=40,
                          completed_ago_s=7 * 86400 - 60, duration=120, rating_timeout_s=10)
     assert r["system_defaults"] > 0, out
     rows = central(tmp_path, "SELECT level, source, rating_id FROM ratings WHERE superseded=0")
