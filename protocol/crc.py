@@ -7,13 +7,16 @@ corrupted length is caught at once instead of making the receiver wait for bytes
 """
 
 
+from array import array
+
+
 def _table16():
-    table = []
+    table = array("H", bytes(512))   # 512 bytes; a list of 256 ints takes twice that on a device
     for n in range(256):
         crc = n
         for _ in range(8):
             crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
+        table[n] = crc
     return table
 
 
