@@ -36,18 +36,21 @@ def is_bad(rating):
 
 
 def check(rating, indicators=None):
-    """Raise ProtocolError if the rating breaks a rule; `indicators` = IND_* bits the case allows."""
+    """Raise ProtocolError if a device's rating breaks a rule; `indicators` = IND_* bits the case
+    allows. A system default is made by the central side, never sent by a device."""
     source = rating.get("source")
     rated = levels(rating)
     if source == vocab.SRC_PRESS:
         if not rated and not rating.get("items"):
             raise ProtocolError(errors.R_MISSING, "a press carries at least one level")
-    elif source == vocab.SRC_NOT_RATED or source == vocab.SRC_SYSTEM_DEFAULT:
-        if source == vocab.SRC_NOT_RATED and rated:
+    elif source == vocab.SRC_NOT_RATED:
+        if rated:
             raise ProtocolError(errors.R_BAD_STATE, "'not rated' carries no level")
         for name in ("tags", "text", "items"):
             if rating.get(name):
                 raise ProtocolError(errors.R_BAD_STATE, "'%s' without a press" % name)
+    elif source == vocab.SRC_SYSTEM_DEFAULT:
+        raise ProtocolError(errors.R_BAD_STATE, "a system default is set by the central side only")
     else:
         raise ProtocolError(errors.R_OUT_OF_RANGE, "source %r" % source)
     if rating.get("tags") and not is_bad(rating):

@@ -80,6 +80,8 @@ def test_mac_survives_both_forms():
     (_rating(source=vocab.SRC_NOT_RATED, overall=0, service=0, tags=[], text=""), None, None),
     (_rating(source=vocab.SRC_NOT_RATED, tags=[], text=""), None, errors.R_BAD_STATE),
     (_rating(source=9), None, errors.R_OUT_OF_RANGE),
+    (_rating(source=vocab.SRC_SYSTEM_DEFAULT, overall=3, service=0, tags=[], text=""), None,
+     errors.R_BAD_STATE),                                                      # central side only
     (_rating(overall=0), vocab.NODE_INDICATORS[vocab.NODE_RECEIPT], None),
     (_rating(), vocab.NODE_INDICATORS[vocab.NODE_RECEIPT], errors.R_BAD_STATE),
 ])
