@@ -184,6 +184,7 @@ def decode_fields(fields, buf, pos=0, end=None, depth=0):
         wire = key & 7
         if wire == _WT_VARINT:
             value, pos = get_varint(buf, pos, end)
+            start = pos  # unused for varints; keeps `start` bound on every path
         elif wire == _WT_LEN:
             size, pos = get_varint(buf, pos, end)
             if size > end - pos:
@@ -273,7 +274,7 @@ def fields_of(msg_type):
     return fields
 
 
-def check_required(msg_type, record, err=ProtocolError):
+def check_required(msg_type, record, err: type = ProtocolError):
     for name in REQUIRED.get(msg_type, ()):
         if not record.get(name):
             if err is LocalProtocolError:

@@ -21,7 +21,7 @@ Frame buffer RAM: five_button 1,024 bytes; touch 38,400 bytes (4 bits per pixel)
 import os
 
 try:
-    import framebuf
+    import framebuf  # pyright: ignore[reportMissingImports] (absent on CPython: fb below)
 except ImportError:
     from firmware.ui import fb as framebuf
 
@@ -47,7 +47,9 @@ class SimClock:
         self.now += ms
 
 
-class SimDisplay(framebuf.FrameBuffer):
+# The base is MicroPython's framebuf.FrameBuffer or its stand-in ui/fb.py (same API); a checker
+# sees the union of the two and cannot subclass it, hence the ignore.
+class SimDisplay(framebuf.FrameBuffer):  # pyright: ignore[reportGeneralTypeIssues]
     def __init__(self, width, height, fmt):
         if fmt == framebuf.MONO_VLSB:
             size = width * ((height + 7) // 8)
@@ -119,7 +121,8 @@ class SimBoard:
     def free_heap(self):
         try:
             import gc
-            return gc.mem_free()
+            # MicroPython only: CPython's gc has no mem_free (the AttributeError below).
+            return gc.mem_free()  # pyright: ignore[reportAttributeAccessIssue]
         except (ImportError, AttributeError):
             return self._fake_heap
 

@@ -58,7 +58,8 @@ class SimNet:
         import socket
         if not self.connected:
             raise OSError("wifi down")
-        s = socket.create_connection((host, port), self.timeout)
+        # CPython only (net "tcp"); MicroPython's socket has no create_connection.
+        s = socket.create_connection((host, port), self.timeout)  # pyright: ignore[reportAttributeAccessIssue]
         self._socks.append(s)
         return s
 

@@ -17,7 +17,7 @@ _RAMWR = const(0x2C)
 
 
 class Tft(framebuf.FrameBuffer):
-    INIT = ()             # (command, data bytes, delay ms) per panel
+    INIT: tuple = ()      # (command, data bytes, delay ms) per panel
 
     def __init__(self, spi, cs, dc, rst=None, width=320, height=240, madctl=None):
         self.spi, self.cs, self.dc = spi, cs, dc

@@ -11,7 +11,7 @@ lacks is drawn as a placeholder box of the same width, never an error.
 """
 
 try:
-    import framebuf
+    import framebuf  # pyright: ignore[reportMissingImports] (absent on CPython: fb below)
 except ImportError:
     from firmware.ui import fb as framebuf
 
