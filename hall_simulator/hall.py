@@ -348,10 +348,21 @@ class Hall:
         depths = [ev.outbox_depth() for ev in self.evaluators.values()]
         return sum(d for d in depths if d)
 
-    def progress(self, started, real_duration):
+    async def gateway_backlog(self):
+        """Items waiting in the gateway's outbox (its /status), None while it is away."""
+        try:
+            from hall_simulator.screens import gateway_status
+            status = await asyncio.to_thread(gateway_status, self.gateway.http_url, 0.5)
+            backlog = status.get("outbox") or {}
+            return backlog.get("ratings", 0) + backlog.get("cases", 0)
+        except (OSError, ValueError):
+            return None
+
+    async def progress(self, started, real_duration):
         line = report.progress_line(
             time.monotonic() - started, int(real_duration), len(self.confirmed_ids()),
-            len(self.central_ids()), self.outboxes(), self.chaos.injected if self.chaos else {})
+            len(self.central_ids()), self.outboxes(), await self.gateway_backlog(),
+            self.chaos.injected if self.chaos else {})
         if self.out.isatty():
             self.out.write("\r" + line + "   ")
         else:
@@ -371,7 +382,7 @@ class Hall:
         tick = 1.0 if self.out.isatty() else 5.0
         while time.monotonic() - started < real_duration:
             await asyncio.sleep(min(tick, max(0.0, real_duration - (time.monotonic() - started))))
-            self.progress(started, real_duration)
+            await self.progress(started, real_duration)
         if screenshots:
             from hall_simulator import screens
             await asyncio.to_thread(screens.save_all, self, screenshots)
@@ -381,7 +392,7 @@ class Hall:
         except asyncio.TimeoutError:
             chaos_task.cancel()
         drained = await self.drain(queue_task)
-        self.progress(started, real_duration)
+        await self.progress(started, real_duration)
         if self.out.isatty():
             self.out.write("\n")
         self.faults = dict(self.chaos.injected)
@@ -389,13 +400,14 @@ class Hall:
 
     async def drain(self, queue_task):
         """Stop new citizens, then wait (bounded) until every confirmed rating is at the central
-        API, no evaluator holds a rating, and every window's case was settled."""
+        API, no evaluator and not the gateway holds a rating, and every window's case settled."""
         end = time.monotonic() + DRAIN_MAX_S
         while time.monotonic() < end:
             if queue_task.done() and self.outboxes() == 0 and \
                     self.confirmed_ids() <= self.central_ids() and \
                     all(ev.state() in ("idle", "thanks", "not_rated", "no_case")
-                        for ev in self.evaluators.values()):
+                        for ev in self.evaluators.values()) and \
+                    await self.gateway_backlog() == 0:
                 return True
             await asyncio.sleep(0.25)
         queue_task.cancel()

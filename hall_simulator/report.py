@@ -171,9 +171,10 @@ def summary(report):
     return "\n".join(lines)
 
 
-def progress_line(elapsed_s, duration_s, confirmed, received, outbox, faults, sim_time=None):
+def progress_line(elapsed_s, duration_s, confirmed, received, device_outboxes, gateway_backlog,
+                  faults):
     """One live status line (rewritten in place with \\r on a terminal)."""
-    clock = "" if sim_time is None else " sim %s" % sim_time
-    return "[%5.1fs/%ds%s] confirmed %d  at central %d  gateway outbox %s  faults %d" % (
-        elapsed_s, duration_s, clock, confirmed, received, "?" if outbox is None else outbox,
-        sum(faults.values()) if faults else 0)
+    return "[%5.1fs/%ds] confirmed %d  at central %d  in devices %s  in gateway %s  faults %d" % (
+        elapsed_s, duration_s, confirmed, received,
+        "?" if device_outboxes is None else device_outboxes,
+        "?" if gateway_backlog is None else gateway_backlog, sum(faults.values()) if faults else 0)

@@ -24,18 +24,26 @@ def gateway_status(http_url, timeout=3.0):
         return json.loads(resp.read().decode("utf-8"))
 
 
+def oled_snapshot(status):
+    """gateway/status_display's snapshot from the gateway's /status JSON."""
+    from gateway import status_display
+    devices = status.get("devices") or {}
+    last = status.get("last_rating") or None
+    if last:
+        last = {"window": last.get("window") or last.get("device", ""), "level": last.get("level"),
+                "time": last.get("time")}
+    return status_display.snapshot(status.get("hall", ""), devices.get("online", 0),
+                                   devices.get("total", 0), backlog=status.get("outbox"),
+                                   uplink=status.get("uplink"), last_rating=last)
+
+
 def save_gateway_oled(http_url, directory):
-    """The gateway's OLED page for its current status; None when that part cannot draw it."""
-    try:
-        from gateway import status_display
-    except ImportError:
-        return None
-    render = getattr(status_display, "render_png", None)
-    if render is None:
-        return None
-    path = os.path.join(directory, "gateway-oled.png")
-    render(gateway_status(http_url), path)
-    return path
+    """The gateway's OLED page for its current status (gateway/status_display.py draws it)."""
+    from gateway import status_display
+    display = status_display.StatusDisplay()
+    display.show(oled_snapshot(gateway_status(http_url)))
+    os.makedirs(directory, exist_ok=True)
+    return display.save_png(os.path.join(directory, "gateway-oled.png"))
 
 
 def save_all(hall, directory):

@@ -12,7 +12,9 @@ from hall_simulator import report  # noqa: E402
 
 
 def test_a_small_hall_loses_nothing_and_doubles_nothing(tmp_path):
-    status, r, out = run_hall(tmp_path, rs485=2, mqtt=2, duration=90, speed=10, seed=11)
+    shots = tmp_path / "shots"
+    status, r, out = run_hall(tmp_path, rs485=2, mqtt=2, duration=90, speed=10, seed=11,
+                              screenshots=str(shots))
     assert r["drained"], out
     assert r["confirmed"] > 0 and r["lost"] == 0 and r["duplicates"] == 0, out
     assert status == 0 and "verdict: OK" in out
@@ -24,6 +26,10 @@ def test_a_small_hall_loses_nothing_and_doubles_nothing(tmp_path):
     devices = {rid.split(":")[0] for (rid,) in central(tmp_path, "SELECT rating_id FROM ratings"
                                                                 " WHERE source=1")}
     assert {"w01", "w02"} & devices and {"w03", "w04"} & devices
+    # --screenshots: every evaluator's screen and the gateway's OLED, as PNG files
+    names = sorted(p.name for p in shots.iterdir())
+    assert names == ["gateway-oled.png", "w01.png", "w02.png", "w03.png", "w04.png"]
+    assert all((shots / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
     # the report recomputed after the fact from the files gives the same verdict
     again = report.compute(report.read_log(tmp_path / "hall" / "confirmed.jsonl"),
                            report.central_view(str(tmp_path / "hall" / "central.db")))

@@ -184,3 +184,8 @@ def test_percentile_nearest_rank():
     assert report.percentile([5], 99) == 5
     assert report.percentile(list(range(1, 101)), 50) == 50
     assert report.percentile(list(range(1, 101)), 99) == 99
+
+
+def test_progress_line_says_what_is_where():
+    line = report.progress_line(12.34, 45, 41, 40, 1, None, {"power_cut": 2, "wifi_drop": 1})
+    assert line == "[ 12.3s/45s] confirmed 41  at central 40  in devices 1  in gateway ?  faults 3"
