@@ -20,7 +20,6 @@ expire (the case's rating timeout); timeout (a transient screen's time is up).
 """
 
 from protocol import auth, codec, schema, vocab
-from protocol.rating import LEVEL_FIELDS
 from firmware import views
 from firmware.outbox import OutboxFull
 
@@ -28,6 +27,7 @@ MASH_PRESSES = 6
 BUSY_MS = 3000
 MAX_TAGS = 8
 RECENT_CASES = 16
+LEVEL_FIELDS = ("overall", "business", "service")   # protocol.rating's, without loading it
 _BIT = {"overall": vocab.IND_OVERALL, "business": vocab.IND_BUSINESS, "service": vocab.IND_SERVICE}
 
 _OPEN = ("case", "tags", "busy", "storage_full")  # states in which a case is waiting for a rating

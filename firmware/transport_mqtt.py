@@ -1,4 +1,4 @@
-"""MQTT over Wi-Fi: topics from protocol.topics, JSON from protocol.codec.
+"""MQTT over Wi-Fi: topics from protocol.topics, JSON from protocol.jsonform.
 
 - availability: "online" retained at each connect; the last will says "offline".
 - context / ack / config are subscribed (QoS 1). A retained empty context means "no case".
@@ -9,7 +9,7 @@
 - Wi-Fi loss: the connection is dropped and Wi-Fi reconnected, at most every WIFI_RETRY_MS.
 """
 
-from protocol import codec, rating, schema, topics
+from protocol import jsonform, schema, topics
 from protocol.errors import ProtocolError
 from firmware.mqtt_client import MqttClient
 
@@ -56,7 +56,7 @@ class MqttTransport:
         if self.client.connected:
             self._send_rating(now)
             if self.device.status_due():
-                self.client.publish(self.t["status"], codec.to_json(schema.STATUS,
+                self.client.publish(self.t["status"], jsonform.to_json(schema.STATUS,
                                                                    self.device.status()), 0)
 
     def _send_rating(self, now):
@@ -65,7 +65,7 @@ class MqttTransport:
             return
         if r["counter"] == self.sent_counter and now - self.sent_at < RESEND_MS:
             return
-        if self.client.publish(self.t["rating"], codec.to_json(schema.RATING, r), 1) is not None:
+        if self.client.publish(self.t["rating"], jsonform.to_json(schema.RATING, r), 1) is not None:
             self.sent_counter = r["counter"]
             self.sent_at = now
             self.stats["ratings_sent"] += 1
@@ -84,13 +84,13 @@ class MqttTransport:
                     if cid:
                         dev.on_clear({"case_id": cid})
                 else:
-                    dev.on_context(codec.from_json(schema.CONTEXT, payload))
+                    dev.on_context(jsonform.from_json(schema.CONTEXT, payload))
             elif kind == "ack":
-                if dev.on_ack(codec.from_json(schema.ACK, payload)):
+                if dev.on_ack(jsonform.from_json(schema.ACK, payload)):
                     self.sent_counter = 0
             elif kind == "config":
                 if payload:
-                    dev.on_config(codec.from_json(schema.CONFIG, payload))
+                    dev.on_config(jsonform.from_json(schema.CONFIG, payload))
         except ProtocolError:
             self.stats["bad_messages"] += 1
             dev.health.count("bad_message")
@@ -98,4 +98,5 @@ class MqttTransport:
 
 def rating_id_of(json_text):
     """The dedupe id of a published rating (tests and tools)."""
-    return rating.rating_id(codec.from_json(schema.RATING, json_text))
+    from protocol import rating
+    return rating.rating_id(jsonform.from_json(schema.RATING, json_text))

@@ -1,4 +1,4 @@
-"""RS-485 slave: bytes from the UART into protocol.link.SlaveLink, one reply per request, with
+"""RS-485 slave: bytes from the UART into protocol.slave.SlaveLink, one reply per request, with
 the driver-enable (DE) line held only while our own bytes are on the wire.
 
 Timing (protocol.timing): before driving the line we let guard_us pass since the last byte
@@ -8,7 +8,7 @@ UART's FIFO returns from write() at once on the ESP32, so this wait is the real 
 """
 
 from protocol import errors, schema, timing
-from protocol.link import SlaveLink, refusal_reason
+from protocol.slave import SlaveLink, refusal_reason
 
 _PERIOD = 1 << 30  # MicroPython's ticks_us() wraps here
 

@@ -1,56 +1,168 @@
 """Resident heap of the evaluator firmware under real MicroPython 1.29, for tools/mpy_check.py.
 
-Boots the firmware (compiled .mpy, as shipped) on the sim board of each profile, puts a case on
-the screen, collects garbage and reports the bytes still allocated beyond an empty interpreter:
+Boots the firmware (compiled .mpy loaded into RAM, as when copied to the device's filesystem; a
+frozen build holds the bytecode in flash and needs less) on the sim board of each profile, the
+way firmware.main.build() does on a device: config, Device with the UI, and the transport the
+config names (five_button: RS-485, answering one POLL; touch: MQTT over Wi-Fi, not connected).
+Then it puts a case on the screen, collects garbage and reports the bytes still allocated
+beyond an interpreter that has only the runtime's own modules imported:
     {"heap_resident_bytes": {"five_button": n, "touch": n}}
 The sim board's frame buffer is the same size as the real one (five_button 1 KiB, touch 37.5 KiB).
+
+Imported before the baseline, because they are C modules in the ESP32 firmware (no heap) but
+frozen Python packages in the wasm port: os (with collections) and binascii. asyncio is frozen
+on both, and the measurement needs it to yield. Everything of ours is measured.
+
+    .venv/bin/python tools/fw_heap.py [--breakdown]   # JSON; --breakdown adds bytes per import
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `tools` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 RESULT_PREFIX = "FW_HEAP "
 PROFILES = ("five_button", "touch")
+RUNTIME_MODULES = ("os", "binascii")
+
+# One POLL from the gateway to address 1 (seq 1, want_status): the device decodes it and answers.
+# Built with protocol.frame/codec on CPython so the measured script carries no gateway code.
+_POLL_HEX = None
+
+
+def poll_frame_hex():
+    global _POLL_HEX
+    if _POLL_HEX is None:
+        from protocol import codec, schema
+        from protocol.frame import encode_frame
+        _POLL_HEX = encode_frame(1, schema.POLL, 1, codec.encode(schema.POLL, {"time": 1700000000})).hex()
+    return _POLL_HEX
+
 
 # The wasm port frees garbage only once the script has yielded to the JS event loop (until then
-# the JS stack pins it), hence the awaits before each measurement.
+# the JS stack pins it), hence the awaits before each measurement. With breakdown, the modules of
+# IMPORT_ORDER are imported one by one first (dependencies before dependants) and each delta is
+# reported; the total is the same either way. A delta includes the growth of the qstr pool, which
+# happens in steps, so it lands on whichever module crosses a step.
 SCRIPT = """
-import gc, json, asyncio
-await asyncio.sleep_ms(1)
-gc.collect()
-_base = gc.mem_alloc()
+import gc, json, asyncio, sys
+from binascii import unhexlify
+for _m in %(runtime)r:
+    __import__(_m)
+class _Net:
+    def connect(self):
+        pass
+    def isconnected(self):
+        return False
+    def socket_factory(self, host, port):
+        raise OSError("no wifi")
+async def _alloc():
+    await asyncio.sleep_ms(1)
+    gc.collect()
+    return gc.mem_alloc()
+_base = await _alloc()
+_parts = []
+_prev = _base
+for _m in %(order)r:
+    if _m not in sys.modules:
+        try:
+            __import__(_m)
+        except ImportError:
+            continue
+        _a = await _alloc()
+        _parts.append((_m, _a - _prev))
+        _prev = _a
 from firmware.boards.sim import make_board
 from firmware.config import validate
 from firmware.device import Device
-board = make_board({"profile": %(profile)r, "fs_root": "/tmp/heap"})
-cfg = validate({"device": "win07", "key": "5c" * 32, "window": "07",
-                "board": {"profile": %(profile)r}})
+from firmware.main import attach_transport
+profile = %(profile)r
+cfg = {"device": "win07", "key": "5c" * 32, "window": "07", "board": {"profile": profile}}
+if profile == "touch":
+    cfg["transport"] = "mqtt"
+    cfg["hall"] = "hall1"
+    cfg["mqtt"] = {"host": "192.168.1.2"}
+cfg = validate(cfg)
+board = make_board({"profile": profile, "fs_root": "/tmp/heap", "net": _Net()})
 dev = Device(board, cfg, font_path="/repo/firmware/fonts/unifont16.bin")
+attach_transport(dev, board, cfg)
 dev.step()
 dev.on_context({"case_id": 1, "node": 3, "window": "07", "staff_id": "A0123", "staff_name": "王喆",
                 "matter_name": "企业投资项目备案（含变更）", "serials": ["SZ202400001"]})
 dev.step()
 board.advance(1000)
+if profile == "five_button":
+    board.uart.feed(unhexlify(%(poll)r))
 dev.step()
 assert dev.app.state == "case", dev.app.state
-await asyncio.sleep_ms(1)
-gc.collect()
-print(%(prefix)r + json.dumps({"bytes": gc.mem_alloc() - _base}))
+if profile == "five_button":
+    assert board.uart.take_tx()[:2] == b"\\xa5\\x5a", "no reply to the POLL"
+_a = await _alloc()
+_parts.append(("boot", _a - _prev))
+_mods = sorted(k for k in sys.modules if k.startswith("firmware") or k.startswith("protocol"))
+print(%(prefix)r + json.dumps({"bytes": _a - _base, "parts": _parts, "modules": _mods}))
 """
 
+# Our modules in dependency order, for the breakdown (those a profile does not load are skipped
+# by Python's own import machinery only if listed here: keep this to what boot loads).
+IMPORT_ORDER = {
+    "five_button": (
+        "protocol", "protocol.errors", "protocol.schema", "protocol.vocab", "protocol.codec",
+        "protocol.auth", "protocol.crc", "protocol.frame", "protocol.timing", "protocol.link",
+        "firmware", "firmware.flashfs", "firmware.store", "firmware.config", "firmware.health",
+        "firmware.outbox", "firmware.views", "firmware.app", "firmware.device", "firmware.main",
+        "firmware.transport_rs485", "firmware.boards", "firmware.boards.sim",
+        "firmware.boards.sim_io", "firmware.ui", "firmware.ui.font", "firmware.ui.ui",
+        "firmware.ui.mono"),
+    "touch": (
+        "protocol", "protocol.errors", "protocol.schema", "protocol.vocab", "protocol.codec",
+        "protocol.jsonform", "protocol.auth", "protocol.rating", "protocol.topics",
+        "firmware", "firmware.flashfs", "firmware.store", "firmware.config", "firmware.health",
+        "firmware.outbox", "firmware.views", "firmware.app", "firmware.device", "firmware.main",
+        "firmware.mqtt_client", "firmware.transport_mqtt", "firmware.boards",
+        "firmware.boards.sim", "firmware.boards.sim_io", "firmware.ui", "firmware.ui.font",
+        "firmware.ui.ui", "firmware.ui.colors", "firmware.ui.touch"),
+}
 
-def measure(files, run_micropython) -> dict:
+
+def _script(profile, breakdown):
+    return SCRIPT % {"profile": profile, "prefix": RESULT_PREFIX, "runtime": RUNTIME_MODULES,
+                     "order": IMPORT_ORDER[profile] if breakdown else (), "poll": poll_frame_hex()}
+
+
+def measure_detail(files, run_micropython, breakdown=False) -> dict:
+    """{profile: {"bytes": n, "parts": [(module or "boot", bytes)], "modules": [loaded]}} or
+    {profile: "failed: ..."}."""
     out = {}
     for profile in PROFILES:
-        script = SCRIPT % {"profile": profile, "prefix": RESULT_PREFIX}
-        r = run_micropython(script, files=files, trees=())
+        r = run_micropython(_script(profile, breakdown), files=files, trees=())
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
         if r.returncode != 0 or not lines:
             out[profile] = "failed: " + (r.stderr.strip() or r.stdout.strip())[-300:]
             continue
-        out[profile] = json.loads(lines[-1][len(RESULT_PREFIX):])["bytes"]
+        out[profile] = json.loads(lines[-1][len(RESULT_PREFIX):])
     return out
+
+
+def measure(files, run_micropython) -> dict:
+    """{profile: bytes} (or the failure text)."""
+    got = measure_detail(files, run_micropython)
+    return {p: v if isinstance(v, str) else v["bytes"] for p, v in got.items()}
+
+
+def compiled_files():
+    """The compiled protocol/ and firmware/ trees, as the device would hold them."""
+    import tempfile
+    from tools import mpy_check
+    root = mpy_check.REPO_ROOT
+    ctx = mpy_check.CheckContext(root=root, sources=mpy_check.find_sources(root, ("protocol", "firmware")))
+    with tempfile.TemporaryDirectory() as d:
+        mpy_check.compile_sources(ctx, mpy_check.find_mpy_cross(), Path(d))
+    return mpy_check.vfs_files(ctx, ("protocol", "firmware"))
 
 
 def heap_report(ctx) -> dict:
@@ -60,3 +172,18 @@ def heap_report(ctx) -> dict:
     if not any(rel.startswith("firmware/") for rel in ctx.compiled):
         return {}
     return {"heap_resident_bytes": measure(vfs_files(ctx, ("protocol", "firmware")), run_micropython)}
+
+
+def main(argv=None) -> int:
+    from tools.mpy_runner import run_micropython
+    args = sys.argv[1:] if argv is None else argv
+    if "--breakdown" in args:
+        got = measure_detail(compiled_files(), run_micropython, breakdown=True)
+    else:
+        got = measure(compiled_files(), run_micropython)
+    print(json.dumps(got, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
