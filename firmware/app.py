@@ -23,10 +23,16 @@ from protocol import auth, codec, schema, vocab
 from firmware import views
 from firmware.outbox import OutboxFull
 
-MASH_PRESSES = 6
-BUSY_MS = 3000
-MAX_TAGS = 8
-RECENT_CASES = 16
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+_MASH_PRESSES = const(6)
+_BUSY_MS = const(3000)
+_MAX_TAGS = const(8)
+_RECENT_CASES = const(16)
 LEVEL_FIELDS = ("overall", "business", "service")   # protocol.rating's, without loading it
 _BIT = {"overall": vocab.IND_OVERALL, "business": vocab.IND_BUSINESS, "service": vocab.IND_SERVICE}
 
@@ -69,7 +75,7 @@ TRANSITIONS = {
 }
 
 # How long a transient screen stays, in ms (None: until an event moves on).
-_STORAGE_RETRY_MS = 2000
+_STORAGE_RETRY_MS = const(2000)
 
 
 class App:
@@ -120,7 +126,7 @@ class App:
         if state in ("thanks", "not_rated", "no_case"):
             hold = self.cfg["thanks_s"] * 1000
         elif state == "busy":
-            hold = BUSY_MS
+            hold = _BUSY_MS
         elif state in ("storage_full", "error"):
             hold = _STORAGE_RETRY_MS
         self.screen_until = None if hold is None else self.clock.now() + hold
@@ -139,7 +145,7 @@ class App:
         now = self.clock.now()
         self.presses = [t for t in self.presses if now - t < 1000]
         self.presses.append(now)
-        if self.state in ("case", "tags") and len(self.presses) > MASH_PRESSES:
+        if self.state in ("case", "tags") and len(self.presses) > _MASH_PRESSES:
             self.health.count("mashing")
             self.enter("busy")
             self.dirty = True
@@ -268,7 +274,7 @@ class App:
     def _tag_pick(self, code):
         if code in self.chosen:
             self.chosen.remove(code)
-        elif len(self.chosen) < MAX_TAGS and code in [t["code"] for t in self.tags]:
+        elif len(self.chosen) < _MAX_TAGS and code in [t["code"] for t in self.tags]:
             self.chosen.append(code)
 
     def _confirm(self):
@@ -337,7 +343,7 @@ class App:
 
     def _remember(self, case_id):
         self.recent.append(case_id)
-        if len(self.recent) > RECENT_CASES:
+        if len(self.recent) > _RECENT_CASES:
             self.recent.pop(0)
         if self.store is not None:
             self.store.set("recent_cases", self.recent)

@@ -8,10 +8,16 @@ the outbox still drains and the gateway sees safe_mode=1 in STATUS.
 """
 
 FIRMWARE_VERSION = "1.0.0"
-SAFE_MODE_AFTER = 10
-STABLE_MS = 60000
-TICKS_PERIOD = 1 << 30   # MicroPython's ticks_ms() wraps here; the host's never reaches it
-MAX_STATUS_COUNTERS = 16
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+SAFE_MODE_AFTER = const(10)
+STABLE_MS = const(60000)
+_TICKS_PERIOD = const(1 << 30)   # MicroPython's ticks_ms() wraps here; the host's never reaches it
+_MAX_STATUS_COUNTERS = const(16)
 
 
 class Uptime:
@@ -24,7 +30,7 @@ class Uptime:
 
     def now(self):
         t = self.ticks_ms()
-        self.ms += (t - self.last) % TICKS_PERIOD
+        self.ms += (t - self.last) % _TICKS_PERIOD
         self.last = t
         return self.ms
 
@@ -63,7 +69,7 @@ class Health:
         return self._stable
 
     def status(self, outbox, counter, case_id, rssi_neg=0):
-        names = sorted(self.errors)[:MAX_STATUS_COUNTERS]
+        names = sorted(self.errors)[:_MAX_STATUS_COUNTERS]
         return {
             "device": self.device, "firmware": FIRMWARE_VERSION, "board": self.board,
             "uptime_s": self.uptime.now() // 1000, "heap_free": max(0, int(self.free_heap())),

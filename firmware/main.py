@@ -16,7 +16,13 @@ from firmware.config import ConfigError, load_device
 from firmware.device import Device
 from firmware.flashfs import Fs
 
-LOOP_MS = 10
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+_LOOP_MS = const(10)
 DEFAULT_ROOT = "/data"
 DEFAULT_FONT = "/fonts/unifont16.bin"
 
@@ -71,8 +77,8 @@ def build(root=DEFAULT_ROOT, font=DEFAULT_FONT, fs=None):
 async def loop(device):
     while True:
         device.step()
-        await asyncio.sleep_ms(LOOP_MS) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(
-            LOOP_MS / 1000)
+        await asyncio.sleep_ms(_LOOP_MS) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(
+            _LOOP_MS / 1000)
 
 
 def run(root=DEFAULT_ROOT, font=DEFAULT_FONT):

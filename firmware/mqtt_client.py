@@ -13,22 +13,28 @@ persistent queue; this client keeps at most MAX_INFLIGHT unacknowledged publishe
 RAM: one receive buffer (<= MAX_PACKET), one send buffer, the in-flight table.
 """
 
-CONNECT = 0x10
-CONNACK = 0x20
-PUBLISH = 0x30
-PUBACK = 0x40
-SUBSCRIBE = 0x82
-SUBACK = 0x90
-PINGREQ = 0xC0
-PINGRESP = 0xD0
-DISCONNECT = 0xE0
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
 
-MAX_PACKET = 8192
-MAX_INFLIGHT = 8
-RETRY_MS = 5000
-CONNACK_TIMEOUT_MS = 10000
-BACKOFF_MIN_MS = 500
-BACKOFF_MAX_MS = 30000
+_CONNECT = const(0x10)
+_CONNACK = const(0x20)
+_PUBLISH = const(0x30)
+_PUBACK = const(0x40)
+_SUBSCRIBE = const(0x82)
+_SUBACK = const(0x90)
+_PINGREQ = const(0xC0)
+_PINGRESP = const(0xD0)
+_DISCONNECT = const(0xE0)
+
+_MAX_PACKET = const(8192)
+_MAX_INFLIGHT = const(8)
+_RETRY_MS = const(5000)
+_CONNACK_TIMEOUT_MS = const(10000)
+_BACKOFF_MIN_MS = const(500)
+_BACKOFF_MAX_MS = const(30000)
 
 DOWN = "down"
 CONNECTING = "connecting"
@@ -71,11 +77,11 @@ def connect_packet(client_id, keepalive_s, will=None, user=None, password=None):
             flags |= 0x40
             payload += _str(password)
     head = _str("MQTT") + bytes((4, flags, keepalive_s >> 8, keepalive_s & 0xFF))
-    return _packet(CONNECT, head + payload)
+    return _packet(_CONNECT, head + payload)
 
 
 def publish_packet(topic, payload, qos=0, retain=False, pid=0, dup=False):
-    first = PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
+    first = _PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
     body = _str(topic)
     if qos:
         body += bytes((pid >> 8, pid & 0xFF))
@@ -102,7 +108,7 @@ def parse_packet(buf):
         shift += 7
         if shift > 21:
             raise MqttError("bad remaining length")
-    if n > MAX_PACKET:
+    if n > _MAX_PACKET:
         raise MqttError("packet of %d bytes" % n)
     if len(buf) < pos + n:
         return None
@@ -131,7 +137,7 @@ class MqttClient:
         self.inflight = {}              # pid -> [topic, payload, retain, sent_at]
         self.subscriptions = []         # (topic, qos), sent again after each reconnect
         self.next_pid = 1
-        self.backoff = BACKOFF_MIN_MS
+        self.backoff = _BACKOFF_MIN_MS
         self.retry_at = 0
         self.since = 0                  # when CONNECT went out
         self.last_tx = 0
@@ -159,7 +165,7 @@ class MqttClient:
             self._queue(publish_packet(topic, payload, 0, retain))
             self.stats["published"] += 1
             return 0
-        if len(self.inflight) >= MAX_INFLIGHT:
+        if len(self.inflight) >= _MAX_INFLIGHT:
             return None
         pid = self._pid()
         self.inflight[pid] = [topic, payload, retain, self.clock()]
@@ -179,7 +185,7 @@ class MqttClient:
         try:
             self._read()
             self._handle(now)
-            if self.state == CONNECTING and now - self.since > CONNACK_TIMEOUT_MS:
+            if self.state == CONNECTING and now - self.since > _CONNACK_TIMEOUT_MS:
                 raise MqttError("no CONNACK")
             if self.state == UP:
                 self._keepalive(now)
@@ -201,12 +207,12 @@ class MqttClient:
         self.rx = bytearray()
         self.tx = bytearray()
         self.retry_at = self.clock() + self.backoff
-        self.backoff = min(self.backoff * 2, BACKOFF_MAX_MS)
+        self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
 
     def disconnect(self):
         if self.sock is not None and self.state == UP:
             try:
-                self.sock.send(bytes((DISCONNECT, 0)))
+                self.sock.send(bytes((_DISCONNECT, 0)))
             except OSError:
                 pass
         self.drop()
@@ -269,7 +275,7 @@ class MqttClient:
             if not data:
                 raise MqttError("closed by the broker")
             self.rx.extend(data)
-            if len(self.rx) > MAX_PACKET + 5:
+            if len(self.rx) > _MAX_PACKET + 5:
                 raise MqttError("receive buffer overflow")
 
     def _handle(self, now):
@@ -281,23 +287,23 @@ class MqttClient:
             self.rx = self.rx[size:]
             self.last_rx = now
             kind = first & 0xF0
-            if kind == CONNACK:
+            if kind == _CONNACK:
                 if len(body) < 2 or body[1] != 0:
                     raise MqttError("connection refused: %r" % (body,))
                 self._up()
-            elif kind == PUBACK:
+            elif kind == _PUBACK:
                 pid = (body[0] << 8) | body[1]
                 if self.inflight.pop(pid, None) is not None:
                     self.stats["acked"] += 1
-            elif kind == PUBLISH:
+            elif kind == _PUBLISH:
                 self._incoming(first, body)
-            elif kind == PINGRESP:
+            elif kind == _PINGRESP:
                 self.ping_out = False
             # SUBACK and anything else: nothing to do
 
     def _up(self):
         self.state = UP
-        self.backoff = BACKOFF_MIN_MS
+        self.backoff = _BACKOFF_MIN_MS
         self.stats["connects"] += 1
         if self.subscriptions:
             self._send_subscribe(self.subscriptions)
@@ -317,7 +323,7 @@ class MqttClient:
         for topic, qos in subs:
             body.extend(_str(topic))
             body.append(qos)
-        self._queue(_packet(SUBSCRIBE, body))
+        self._queue(_packet(_SUBSCRIBE, body))
 
     def _incoming(self, first, body):
         qos = (first >> 1) & 3
@@ -327,7 +333,7 @@ class MqttClient:
         if qos:
             pid = (body[pos] << 8) | body[pos + 1]
             pos += 2
-            self._queue(bytes((PUBACK, 2, pid >> 8, pid & 0xFF)))
+            self._queue(bytes((_PUBACK, 2, pid >> 8, pid & 0xFF)))
         self.stats["received"] += 1
         if self.on_message is not None:
             self.on_message(topic, body[pos:], bool(first & 1))
@@ -338,14 +344,14 @@ class MqttClient:
         if self.ping_out and now - self.last_rx > self.keepalive_ms:
             raise MqttError("broker silent")
         if not self.ping_out and now - self.last_tx >= self.keepalive_ms // 2:
-            self._queue(bytes((PINGREQ, 0)))
+            self._queue(bytes((_PINGREQ, 0)))
             self.ping_out = True
             self.stats["pings"] += 1
 
     def _retransmit(self, now):
         for pid in self.inflight:
             m = self.inflight[pid]
-            if now - m[3] >= RETRY_MS:
+            if now - m[3] >= _RETRY_MS:
                 self._queue(publish_packet(m[0], m[1], 1, m[2], pid, dup=True))
                 m[3] = now
                 self.stats["resent"] += 1

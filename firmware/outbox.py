@@ -29,16 +29,22 @@ except ImportError:  # a port without it: the same CRC-32 (IEEE), bit by bit
                 crc = (crc >> 1) ^ 0xEDB88320 if crc & 1 else crc >> 1
         return crc ^ 0xFFFFFFFF
 
-MAGIC = 0xA7
-COMMIT = 0x5A
-KIND_RATING = 0x52  # "R"
-KIND_ACK = 0x41     # "A"
-KIND_HIGH = 0x48    # "H"
-HEADER = 8
-MAX_PAYLOAD = 2048
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+_MAGIC = const(0xA7)
+_COMMIT = const(0x5A)
+KIND_RATING = const(0x52)  # "R"
+_KIND_ACK = const(0x41)     # "A"
+_KIND_HIGH = const(0x48)    # "H"
+_HEADER = const(8)
+_MAX_PAYLOAD = const(2048)
 LOG = "outbox.log"
 NEW = "outbox.new"
-COMPACT_AFTER_ACKS = 32
+_COMPACT_AFTER_ACKS = const(32)
 
 
 class OutboxFull(Exception):
@@ -69,7 +75,7 @@ def encode_record(kind, payload):
     n = len(payload)
     body = bytes((kind, n & 0xFF, n >> 8)) + bytes(payload)
     c = crc32(body) & 0xFFFFFFFF
-    return (bytes((MAGIC,)) + body[:3] + bytes((c & 0xFF, (c >> 8) & 0xFF, (c >> 16) & 0xFF, c >> 24))
+    return (bytes((_MAGIC,)) + body[:3] + bytes((c & 0xFF, (c >> 8) & 0xFF, (c >> 16) & 0xFF, c >> 24))
             + body[3:])
 
 
@@ -79,25 +85,25 @@ def read_records(f):
     One record in RAM at a time."""
     pos = 0
     while True:
-        head = f.read(HEADER)
-        if len(head) < HEADER or head[0] != MAGIC:
+        head = f.read(_HEADER)
+        if len(head) < _HEADER or head[0] != _MAGIC:
             return
         n = head[2] | (head[3] << 8)
-        if n > MAX_PAYLOAD:
+        if n > _MAX_PAYLOAD:
             return
         rest = f.read(n + 1)
-        if len(rest) < n + 1 or rest[n] != COMMIT:
+        if len(rest) < n + 1 or rest[n] != _COMMIT:
             return
         stored = head[4] | (head[5] << 8) | (head[6] << 16) | (head[7] << 24)
         payload = rest[:n]
         if crc32(payload, crc32(head[1:4])) & 0xFFFFFFFF != stored:
             return
         yield head[1], pos, payload
-        pos += HEADER + n + 1
+        pos += _HEADER + n + 1
 
 
 class Outbox:
-    def __init__(self, fs, root, capacity=500, compact_after=COMPACT_AFTER_ACKS):
+    def __init__(self, fs, root, capacity=500, compact_after=_COMPACT_AFTER_ACKS):
         self.fs = fs
         self.compact_after = compact_after
         self.path = join(root, LOG)
@@ -126,13 +132,13 @@ class Outbox:
         if f is not None:
             try:
                 for kind, off, payload in read_records(f):
-                    end = off + HEADER + len(payload) + 1
+                    end = off + _HEADER + len(payload) + 1
                     counter = _get_varint(payload, 0)[0]
                     if kind == KIND_RATING:
                         if counter not in self.counters:
                             self.counters.append(counter)
                             self.offsets.append(off)
-                    elif kind == KIND_ACK:
+                    elif kind == _KIND_ACK:
                         self.acks += 1
                         self._forget(counter)
                     if counter > self.high:
@@ -171,7 +177,7 @@ class Outbox:
         f = self.fs.open(self.path, "rb")
         try:
             f.seek(self.offsets[i])
-            head = f.read(HEADER)
+            head = f.read(_HEADER)
             n = head[2] | (head[3] << 8)
             data = f.read(n)
         finally:
@@ -200,7 +206,7 @@ class Outbox:
             return False
         if self._dirty:
             self.compact()
-        self._write(KIND_ACK, _varint(counter))
+        self._write(_KIND_ACK, _varint(counter))
         self._forget(counter)
         self.acks += 1
         if self.acks >= self.compact_after:
@@ -242,12 +248,12 @@ class Outbox:
         f = self.fs.open(self.new_path, "wb")
         offsets = []
         try:
-            rec = encode_record(KIND_HIGH, _varint(self.high))
+            rec = encode_record(_KIND_HIGH, _varint(self.high))
             f.write(rec + b"\x5a")
             size = len(rec) + 1
             for i in range(len(self.counters)):
                 src.seek(self.offsets[i])
-                head = src.read(HEADER)
+                head = src.read(_HEADER)
                 n = head[2] | (head[3] << 8)
                 rec = head + src.read(n) + b"\x5a"
                 f.write(rec)

@@ -13,8 +13,14 @@ from protocol import jsonform, schema, topics
 from protocol.errors import ProtocolError
 from firmware.mqtt_client import MqttClient
 
-RESEND_MS = 15000
-WIFI_RETRY_MS = 5000
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+_RESEND_MS = const(15000)
+_WIFI_RETRY_MS = const(5000)
 
 
 class MqttTransport:
@@ -44,7 +50,7 @@ class MqttTransport:
         if not self.net.isconnected():
             if self.client.state != "down":
                 self.client.drop()
-            if self.wifi_at is None or now - self.wifi_at >= WIFI_RETRY_MS:
+            if self.wifi_at is None or now - self.wifi_at >= _WIFI_RETRY_MS:
                 self.wifi_at = now
                 self.stats["wifi_reconnects"] += 1
                 try:
@@ -63,7 +69,7 @@ class MqttTransport:
         r = self.device.next_rating()
         if r is None:
             return
-        if r["counter"] == self.sent_counter and now - self.sent_at < RESEND_MS:
+        if r["counter"] == self.sent_counter and now - self.sent_at < _RESEND_MS:
             return
         if self.client.publish(self.t["rating"], jsonform.to_json(schema.RATING, r), 1) is not None:
             self.sent_counter = r["counter"]

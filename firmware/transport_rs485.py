@@ -10,7 +10,13 @@ UART's FIFO returns from write() at once on the ESP32, so this wait is the real 
 from protocol import errors, schema, timing
 from protocol.slave import SlaveLink, refusal_reason
 
-_PERIOD = 1 << 30  # MicroPython's ticks_us() wraps here
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+_PERIOD = const(1 << 30)  # MicroPython's ticks_us() wraps here
 
 
 class Rs485Transport:
