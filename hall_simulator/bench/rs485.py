@@ -2,13 +2,16 @@
 
     python -m hall_simulator.bench.rs485 --json      (or: hall-sim bench rs485 --json)
 
-The master is the real gateway's (gateway.rs485_master.Rs485Master with its registry, MAC checks
-and durable SQLite store, opened through pyserial socket:// as in production); "committed" = the
-gateway's store committed the rating (its on_rating hook), before the ACK goes back. `--master
-link` swaps in a bare protocol.link.MasterBus poller (committed = it received the RATING).
-The 32 devices are protocol.link.SlaveLink loops on BusUart clients, in one thread, answering
-POLL with IDLE/STATUS or their oldest unacknowledged signed RATING after the guard time; the
-real firmware (firmware.transport_rs485 inside the full device) is the hall simulator's job.
+Production code on both ends by default:
+- master: the gateway's (gateway.rs485_master.Rs485Master with its registry, MAC checks and
+  durable SQLite store, through pyserial socket:// as in production). committed = the store has
+  committed the rating (on_rating), before the ACK goes back. `--master link`: a bare
+  protocol.link.MasterBus poller instead (committed = it received the RATING).
+- devices: real evaluators (hall_simulator.evaluator: firmware.device.Device on the sim board with
+  the firmware's RS-485 transport and its own flash directory), one thread each; the master pushes
+  each a case, a citizen rates it, the next case follows its commit. pressed = the thank-you
+  screen appeared (the rating is in flash). `--devices-impl link`: 32 protocol.link.SlaveLink loops
+  in one thread with Poisson presses, to see the bus and master without the devices' CPU cost.
 
 Figures per baud: idle poll cycle (measured vs the wire limit of protocol.timing.poll_cycle_us with
 the real payload sizes), the cycle under load, press -> committed p50/p99, and the bus counters.
@@ -88,6 +91,9 @@ class DeviceFarm(threading.Thread):
         for d in self.devices:
             d["next_press"] = now + self.rng.expovariate(1.0 / self.press_every_s)
         self.pressing = True
+
+    def stop_pressing(self):
+        self.pressing = False
 
     def outboxes(self):
         return sum(len(d["outbox"]) for d in self.devices)
@@ -240,6 +246,7 @@ class GatewayMaster:
         self.committer = GroupCommitter(self.store)
         self.rejections = Rejections()
         self.committed = {}
+        self.listeners = []         # fn(rating) after each first commit (firmware farm: next case)
         self.stats = {"ratings": 0, "seen_again": 0}
         self.master = Rs485Master(BusConfig(url=url, baud=baud), 0, "bench-hall", self.registry,
                                   self.committer, self.rejections, on_rating=self._rated)
@@ -252,6 +259,8 @@ class GatewayMaster:
         else:
             self.committed[rid] = time.monotonic()
             self.stats["ratings"] += 1
+            for fn in self.listeners:
+                fn(rating)
 
     def cycle(self):
         t0 = time.monotonic()
@@ -273,12 +282,90 @@ class GatewayMaster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class FirmwareFarm:
+    """32 real evaluators (hall_simulator.evaluator: firmware.device.Device on the sim board, the
+    firmware's RS-485 transport, own flash directory, a citizen who presses), each in its thread.
+    The gateway master pushes each one a case; when its rating is committed, the next case.
+    "pressed" = the moment the thank-you screen appeared (the rating is in the device's flash)."""
+
+    def __init__(self, url, baud, devices, press_every_s, seed):
+        from hall_simulator import citizens
+        from hall_simulator.clock import SimClock
+        from hall_simulator.evaluator import Evaluator, Spec
+        self.dir = tempfile.mkdtemp(prefix="rs485-bench-fw-")
+        self.pressing = False
+        self.pressed = {}
+        self.master = None
+        self.cases = 0
+        self._lock = threading.Lock()
+        think = max(0.1, press_every_s / 4.0)
+        mix = citizens.Mix(walk_away=0.0, double_tap=0.0, think_s=(think / 2, think * 1.5))
+        clock = SimClock()
+        self.evaluators = [
+            Evaluator(Spec(device_id(a), device_key(a).hex(), "W%02d" % a, "rs485",
+                           os.path.join(self.dir, device_id(a)), address=a, baud=baud),
+                      clock, self._confirmed, mix=mix, seed=seed, bus_url=url)
+            for a in range(1, devices + 1)]
+        for ev in self.evaluators:
+            ev.start()
+
+    def attach(self, gateway_master):
+        self.master = gateway_master
+        gateway_master.listeners.append(self._committed)
+
+    def _confirmed(self, entry):
+        if entry["source"] == vocab.SRC_PRESS:
+            self.pressed[entry["rating_id"]] = time.monotonic()
+
+    def _case(self, address):
+        with self._lock:
+            self.cases += 1
+            n = self.cases
+        return {"case_id": n, "window": "W%02d" % address, "staff_id": "A%03d" % address,
+                "staff_name": "李堃", "matter_code": "M0001", "matter_name": "营业执照变更登记",
+                "serials": ["SZ2026%06d" % n], "node": vocab.NODE_COMPLETION,
+                "indicators": vocab.NODE_INDICATORS[vocab.NODE_COMPLETION],
+                "deadline": int(time.time()) + 7 * 86400}
+
+    def _committed(self, rating):
+        if self.pressing:
+            address = int(rating["device"].split("-")[1])
+            self.master.master.set_context(rating["device"], self._case(address))
+
+    def start(self):
+        pass
+
+    def start_pressing(self):
+        self.pressing = True
+        for ev in self.evaluators:
+            self.master.master.set_context(ev.id, self._case(ev.spec.address))
+
+    def stop_pressing(self):
+        self.pressing = False
+        for ev in self.evaluators:
+            self.master.master.set_context(ev.id, None)
+
+    def outboxes(self):
+        waiting = sum(ev.outbox_depth() or 0 for ev in self.evaluators)
+        return waiting + len([r for r in self.pressed if r not in self.master.committed])
+
+    def close(self):
+        for ev in self.evaluators:
+            ev.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def run_baud(baud, devices=32, duration=20.0, idle_cycles=5, press_every_s=8.0, seed=1,
-             bus_in="process", master_kind="gateway"):
+             bus_in="process", master_kind="gateway", devices_kind="firmware"):
+    if devices_kind == "firmware" and master_kind != "gateway":
+        raise ValueError("firmware devices need the gateway master (it pushes their cases)")
     kind = BusProcess if bus_in == "process" else BusThread
     with kind(baud=baud, rng=random.Random(seed)) as bus:
         master = (GatewayMaster if master_kind == "gateway" else PollingMaster)(bus.url, baud, devices)
-        farm = DeviceFarm(bus.url, baud, devices, press_every_s, seed)
+        farm = (FirmwareFarm if devices_kind == "firmware" else DeviceFarm)(
+            bus.url, baud, devices, press_every_s, seed)
+        if devices_kind == "firmware":
+            farm.attach(master)
         deadline = time.monotonic() + 10
         while bus.node_count() < devices + 1 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -290,10 +377,9 @@ def run_baud(baud, devices=32, duration=20.0, idle_cycles=5, press_every_s=8.0, 
         end = time.monotonic() + duration
         while time.monotonic() < end:
             loaded.append(master.cycle())
-        farm.pressing = False
-        for _ in range(10):                               # drain what is still in the outboxes
-            if farm.outboxes() == 0:
-                break
+        farm.stop_pressing()
+        drain_end = time.monotonic() + 15
+        while farm.outboxes() and time.monotonic() < drain_end:   # drain what is still queued
             master.cycle()
         latencies = [(master.committed[rid] - t) * 1000 for rid, t in farm.pressed.items()
                      if rid in master.committed]
@@ -320,6 +406,7 @@ def run_baud(baud, devices=32, duration=20.0, idle_cycles=5, press_every_s=8.0, 
             "p99": round(percentile(latencies, 99), 1) if latencies else None,
             "count": len(latencies)},
         "pressed": len(farm.pressed), "committed": master.stats["ratings"], "left_in_outboxes": left,
+        "presses_per_s": round(len(farm.pressed) / duration, 2),
         "master": master.summary(),
         "bus": {k: counters[k] for k in ("bytes_on_line", "collisions", "collided_bytes",
                                          "bit_flips", "dropped_bytes")},
@@ -339,20 +426,25 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--master", choices=("gateway", "link"), default="gateway",
                    help="the real gateway master and store (default) or a bare protocol.link master")
+    p.add_argument("--devices-impl", choices=("firmware", "link"), default="firmware",
+                   help="the real firmware evaluators (default) or bare protocol.link device loops")
     p.add_argument("--bus-in", choices=("process", "thread"), default="process",
                    help="run the bus in a child process (default) or a thread of this one")
     o = p.parse_args(argv)
     figures = {}
     for baud in o.baud or BAUDS:
         figures[str(baud)] = run_baud(baud, o.devices, o.duration, press_every_s=o.press_every,
-                                      seed=o.seed, bus_in=o.bus_in, master_kind=o.master)
+                                      seed=o.seed, bus_in=o.bus_in, master_kind=o.master,
+                                      devices_kind=o.devices_impl)
     result = {
         "name": "rs485",
         "figures": figures,
         "ratio": min(f["efficiency"] for f in figures.values()),
-        "note": "master: %s; devices: protocol.link SlaveLink loops; bus in a %s; committed = %s"
-                % (o.master, o.bus_in, "gateway store commit" if o.master == "gateway"
-                   else "master received the RATING"),
+        "note": "master: %s; devices: %s; bus in a %s; committed = %s; pressed = %s"
+                % (o.master, "firmware evaluators" if o.devices_impl == "firmware"
+                   else "protocol.link SlaveLink loops", o.bus_in,
+                   "gateway store commit" if o.master == "gateway" else "master received the RATING",
+                   "thank-you screen shown" if o.devices_impl == "firmware" else "rating queued"),
     }
     emit(result, o.json)
     return 0
