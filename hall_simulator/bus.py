@@ -7,7 +7,8 @@ earlier bytes, so no TCP chunking can push more than the wire allows.
 
 Line model (all times are the event loop's monotonic seconds):
 - A node's byte starts at max(arrival, end of that node's previous byte) and is delivered when it
-  has fully crossed the line (its end time), in small batches (`batch_s` of line time).
+  has fully crossed the line (its end time), in batches of `batch_s` of line time (4 ms, like a
+  UART FIFO threshold); the last byte of a write is always delivered at its own end time.
 - Half-duplex: every byte whose line time overlaps another node's transmission is garbled for all
   receivers (both talkers' bytes). `collisions` counts overlapping pairs of transmissions,
   `collided_bytes` the bytes garbled.
