@@ -2,11 +2,15 @@
 """FT6206/FT6336 capacitive touch controller on I2C. poll() -> (x, y) in screen pixels once per
 touch (on the press), else None. rotate: the panel is portrait 240x320; landscape swaps axes."""
 
+TYPE_CHECKING = False  # True only for the type checker (tools/typecheck): the bus types below
+if TYPE_CHECKING:     # come from the MicroPython stubs; at run time the bus is passed in
+    from machine import I2C
+
 _ADDR = 0x38
 
 
 class FT6x06:
-    def __init__(self, i2c, addr=_ADDR, width=320, height=240, rotate=True):
+    def __init__(self, i2c: "I2C", addr=_ADDR, width=320, height=240, rotate=True):
         self.i2c, self.addr = i2c, addr
         self.width, self.height = width, height
         self.rotate = rotate

@@ -4,13 +4,17 @@
 import framebuf
 from micropython import const
 
+TYPE_CHECKING = False  # True only for the type checker (tools/typecheck): the bus types below
+if TYPE_CHECKING:     # come from the MicroPython stubs; at run time the bus is passed in
+    from machine import I2C
+
 _ADDR = const(0x3C)
 _INIT = (0xAE, 0xD5, 0x80, 0xA8, 0x3F, 0xD3, 0x00, 0x40, 0x8D, 0x14, 0x20, 0x00, 0xA1, 0xC8,
          0xDA, 0x12, 0x81, 0xCF, 0xD9, 0xF1, 0xDB, 0x40, 0xA4, 0xA6, 0xAF)
 
 
 class SSD1306(framebuf.FrameBuffer):
-    def __init__(self, i2c, addr=_ADDR, width=128, height=64):
+    def __init__(self, i2c: "I2C", addr=_ADDR, width=128, height=64):
         self.i2c = i2c
         self.addr = addr
         self.width = width

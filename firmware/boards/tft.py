@@ -10,6 +10,10 @@ from micropython import const
 
 from firmware.ui.colors import PALETTE565
 
+TYPE_CHECKING = False  # True only for the type checker (tools/typecheck): the bus types below
+if TYPE_CHECKING:     # come from the MicroPython stubs; at run time the bus is passed in
+    from machine import SPI, Pin
+
 _BAND = const(8)          # rows per transfer
 _CASET = const(0x2A)
 _PASET = const(0x2B)
@@ -19,7 +23,8 @@ _RAMWR = const(0x2C)
 class Tft(framebuf.FrameBuffer):
     INIT: tuple = ()      # (command, data bytes, delay ms) per panel
 
-    def __init__(self, spi, cs, dc, rst=None, width=320, height=240, madctl=None):
+    def __init__(self, spi: "SPI", cs: "Pin", dc: "Pin", rst: "Pin | None" = None, width=320,
+                 height=240, madctl=None):
         self.spi, self.cs, self.dc = spi, cs, dc
         self.width, self.height = width, height
         self.buf = bytearray(width * height // 2)

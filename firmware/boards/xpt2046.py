@@ -2,9 +2,13 @@
 """XPT2046 resistive touch controller on SPI. poll() -> (x, y) in screen pixels once per touch
 (on the press, not while held), else None. Calibration: raw 12-bit readings at the screen edges."""
 
+TYPE_CHECKING = False  # True only for the type checker (tools/typecheck): the bus types below
+if TYPE_CHECKING:     # come from the MicroPython stubs; at run time the bus is passed in
+    from machine import SPI, Pin
+
 
 class XPT2046:
-    def __init__(self, spi, cs, width=320, height=240, cal=(200, 3900, 200, 3900),
+    def __init__(self, spi: "SPI", cs: "Pin", width=320, height=240, cal=(200, 3900, 200, 3900),
                  swap_xy=True, z_min=300, baud=2000000, bus_baud=None):
         self.spi, self.cs = spi, cs
         self.baud, self.bus_baud = baud, bus_baud   # XPT2046 reads at <= 2.5 MHz; the TFT is faster
