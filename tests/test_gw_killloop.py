@@ -117,6 +117,20 @@ def _gateway(config):
                             stderr=subprocess.DEVNULL)
 
 
+def _wait_up(gw, http_port, timeout=30.0):
+    """Until the gateway answers /status connected to the broker: a kill before that would test
+    only the start-up (on a loaded machine the interpreter alone may take longer than the delay)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and gw.poll() is None:
+        try:
+            if _get("http://127.0.0.1:%d/status" % http_port)["mqtt"]["connected"]:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the gateway did not come up")
+
+
 def _central_ids(central_url):
     ids, after = [], 0
     while True:
@@ -140,13 +154,14 @@ def test_sigkill_at_random_instants_loses_and_duplicates_nothing(kills, mosquitt
     try:
         for n in range(kills):
             gw = _gateway(config)
+            _wait_up(gw, http_port)
             if n % 3 == 1:   # the uplink flaps: a short outage or a run of 5xx answers
                 fault = {"outage_s": 0.5} if rnd.random() < 0.5 else {"fail_next": 3}
                 try:
                     _post(central_url + "/v1/admin/faults", fault)
                 except OSError:
                     pass
-            time.sleep(rnd.uniform(0.2, 1.6))
+            time.sleep(rnd.uniform(0.0, 1.2))
             gw.send_signal(signal.SIGKILL)
             gw.wait()
         # Last run: the devices finish what they have in flight, the uplink drains everything.
