@@ -26,8 +26,7 @@ from firmware.outbox import OutboxFull
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731
 
 _MASH_PRESSES = const(6)
 _BUSY_MS = const(3000)
@@ -176,6 +175,13 @@ class App:
         if unix_s:
             self.time_offset = unix_s - self.clock.now() // 1000
 
+    def _case(self):
+        """The open case's CONTEXT: the handlers and screens of a case only run with one."""
+        ctx = self.ctx
+        if ctx is None:
+            raise RuntimeError("no case open in state %s" % self.state)
+        return ctx
+
     def case_id(self):
         return self.ctx["case_id"] if self.ctx is not None and self.state in _OPEN else 0
 
@@ -239,7 +245,7 @@ class App:
         if self.clock.now() - self.case_since < self.cfg["guard_ms"]:
             self.health.count("guard")
             return None
-        codes = [it["code"] for it in self.ctx.get("items", ())]
+        codes = [it["code"] for it in self._case().get("items", ())]
         if code in codes and level in vocab.LEVELS:
             self.item_levels[code] = level
         return None
@@ -307,7 +313,7 @@ class App:
 
     # --- the record ---------------------------------------------------------------------------
     def rating(self, source, counter):
-        ctx = self.ctx
+        ctx = self._case()
         now = self.clock.now()
         r = {"device": self.device, "counter": counter, "case_id": ctx["case_id"],
              "serials": list(ctx.get("serials", ())), "node": ctx.get("node", 0), "source": source,
@@ -336,7 +342,7 @@ class App:
             self.health.count("flash_error")
             return "error"
         self.last_rating = record
-        self._remember(self.ctx["case_id"])
+        self._remember(self._case()["case_id"])
         self.ctx = None
         self.expire_at = None
         return "thanks" if source == vocab.SRC_PRESS else "not_rated"
@@ -356,9 +362,9 @@ class App:
     def view(self):
         s = self.state
         if s == "case":
-            v = views.view("case", context=self.ctx, ask=tuple(_BIT[n] for n in self.ask),
-                           levels=self.levels,
-                           item_levels=self.item_levels, qr=self.ctx.get("qr", ""))
+            ctx = self._case()
+            v = views.view("case", context=ctx, ask=tuple(_BIT[n] for n in self.ask),
+                           levels=self.levels, item_levels=self.item_levels, qr=ctx.get("qr", ""))
         elif s == "tags":
             v = views.view("tags", tags=self.tags, cursor=self.cursor, chosen=self.chosen)
         elif s == "idle":

@@ -49,7 +49,7 @@ def validate(cfg):
         raise ConfigError("device: a token of 1..24 characters [A-Za-z0-9._-]")
     key = out.get("key")
     try:
-        raw = unhexlify(key)
+        raw = unhexlify(key) if isinstance(key, str) else b""
     except Exception:
         raw = b""
     if len(raw) != 32:
@@ -98,8 +98,9 @@ def save_device(fs, root, cfg):
 def rating_config(record=None):
     """Defaults overlaid with a CONFIG record's non-empty fields."""
     out = dict(RATING_DEFAULTS)
-    for k in record or ():
-        out[k] = record[k]
+    if record:
+        for k in record:
+            out[k] = record[k]
     return out
 
 

@@ -11,8 +11,7 @@ FIRMWARE_VERSION = "1.0.0"
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731
 
 SAFE_MODE_AFTER = const(10)
 STABLE_MS = const(60000)

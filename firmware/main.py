@@ -7,10 +7,7 @@ a blocking Wi-Fi or broker connect must stay shorter than the board's watchdog t
 
 import time
 
-try:
-    import asyncio
-except ImportError:  # pragma: no cover - every supported runtime has it
-    asyncio = None
+import asyncio
 
 from firmware.config import ConfigError, load_device
 from firmware.device import Device
@@ -19,8 +16,7 @@ from firmware.flashfs import Fs
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731
 
 _LOOP_MS = const(10)
 DEFAULT_ROOT = "/data"
@@ -30,7 +26,8 @@ DEFAULT_FONT = "/fonts/unifont16.bin"
 def _us_clock():
     if hasattr(time, "ticks_us"):
         return time.ticks_us, time.sleep_us
-    return (lambda: int(time.perf_counter() * 1000000)), (lambda us: time.sleep(us / 1000000))
+    perf_counter = getattr(time, "perf_counter")   # CPython (the hall simulator): no ticks_us
+    return (lambda: int(perf_counter() * 1000000)), (lambda us: time.sleep(us / 1000000))
 
 
 def make_board(board_cfg, root):

@@ -16,8 +16,7 @@ RAM: one receive buffer (<= MAX_PACKET), one send buffer, the in-flight table.
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
@@ -251,9 +250,12 @@ class MqttClient:
         self.last_tx = self.clock()
 
     def _flush(self):
+        sock = self.sock
+        if sock is None:
+            return
         while self.tx:
             try:
-                n = self.sock.send(self.tx)
+                n = sock.send(self.tx)
             except OSError as e:
                 if _would_block(e):
                     return
@@ -263,9 +265,12 @@ class MqttClient:
             self.tx = self.tx[n:]
 
     def _read(self):
+        sock = self.sock
+        if sock is None:
+            return
         while True:
             try:
-                data = self.sock.recv(1024)
+                data = sock.recv(1024)
             except OSError as e:
                 if _would_block(e):
                     return

@@ -18,22 +18,12 @@ RAM: two lists of small ints (counter, file offset) per live rating, ~8 bytes ea
 
 from firmware.flashfs import join
 
-try:
-    from binascii import crc32
-except ImportError:  # a port without it: the same CRC-32 (IEEE), bit by bit
-    def crc32(data, crc=0):
-        crc ^= 0xFFFFFFFF
-        for b in data:
-            crc ^= b
-            for _ in range(8):
-                crc = (crc >> 1) ^ 0xEDB88320 if crc & 1 else crc >> 1
-        return crc ^ 0xFFFFFFFF
+from binascii import crc32   # in every supported runtime (ESP32 and wasm MicroPython, CPython)
 
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731
 
 _MAGIC = const(0xA7)
 _COMMIT = const(0x5A)
@@ -251,14 +241,15 @@ class Outbox:
             rec = encode_record(_KIND_HIGH, _varint(self.high))
             f.write(rec + b"\x5a")
             size = len(rec) + 1
-            for i in range(len(self.counters)):
-                src.seek(self.offsets[i])
-                head = src.read(_HEADER)
-                n = head[2] | (head[3] << 8)
-                rec = head + src.read(n) + b"\x5a"
-                f.write(rec)
-                offsets.append(size)
-                size += len(rec)
+            if src is not None:                  # None: no live rating to carry over
+                for i in range(len(self.counters)):
+                    src.seek(self.offsets[i])
+                    head = src.read(_HEADER)
+                    n = head[2] | (head[3] << 8)
+                    rec = head + src.read(n) + b"\x5a"
+                    f.write(rec)
+                    offsets.append(size)
+                    size += len(rec)
             f.flush()
         finally:
             f.close()

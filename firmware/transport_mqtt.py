@@ -16,8 +16,7 @@ from firmware.mqtt_client import MqttClient
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731
 
 _RESEND_MS = const(15000)
 _WIFI_RETRY_MS = const(5000)

@@ -13,8 +13,7 @@ from protocol.slave import SlaveLink, refusal_reason
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731
 
 _PERIOD = const(1 << 30)  # MicroPython's ticks_us() wraps here
 
