@@ -112,7 +112,7 @@ print(%(prefix)r + json.dumps({"bytes": _a - _base, "parts": _parts, "modules": 
 IMPORT_ORDER = {
     "five_button": (
         "protocol", "protocol.errors", "protocol.schema", "protocol.vocab", "protocol.codec",
-        "protocol.auth", "protocol.crc", "protocol.frame", "protocol.timing", "protocol.link",
+        "protocol.auth", "protocol.crc", "protocol.frame", "protocol.timing", "protocol.slave",
         "firmware", "firmware.flashfs", "firmware.store", "firmware.config", "firmware.health",
         "firmware.outbox", "firmware.views", "firmware.app", "firmware.device", "firmware.main",
         "firmware.transport_rs485", "firmware.boards", "firmware.boards.sim",
