@@ -83,6 +83,22 @@ class StoreError(Exception):
     pass
 
 
+class Corrupt(sqlite3.DatabaseError):
+    """The file fails its integrity check."""
+
+
+_CORRUPT_CODES = (11, 26)   # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes: the low byte)
+
+
+def is_corrupt(error):
+    """Only a damaged file is set aside; a locked database, a constraint or a full disk is not
+    corruption (setting a healthy file aside would strand whatever another writer adds to it)."""
+    if isinstance(error, Corrupt):
+        return True
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _CORRUPT_CODES
+
+
 class Store:
     def __init__(self, path, capacity=200_000, alarm_ratio=0.8, on_alarm=None, clock=time.time,
                  dead_capacity=None):
@@ -104,21 +120,31 @@ class Store:
     # --- opening, corruption ---------------------------------------------------------------
     def _connect(self):
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        for statement in _SCHEMA:
-            db.execute(statement)
-        row = db.execute("PRAGMA quick_check").fetchone()
-        if not row or row[0] != "ok":
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            db.execute("PRAGMA synchronous=FULL")
+            sync = db.execute("PRAGMA synchronous").fetchone()[0]
+            if mode.lower() != "wal" or sync != 2:
+                # Without both, a power cut may lose ratings already ACKed: refuse to start.
+                raise StoreError("%s: journal_mode=%s synchronous=%s; WAL and FULL (2) are required"
+                                 % (self.path, mode, sync))
+            for statement in _SCHEMA:
+                db.execute(statement)
+            row = db.execute("PRAGMA quick_check").fetchone()
+            if not row or row[0] != "ok":
+                raise Corrupt("quick_check: %s" % (row,))
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        except BaseException:
             db.close()
-            raise sqlite3.DatabaseError("quick_check: %s" % (row,))
-        db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            raise
         return db
 
     def _open(self):
         try:
             self._db = self._connect()
         except sqlite3.DatabaseError as e:
+            if not is_corrupt(e):
+                raise  # locked, unreadable, no space: not the file's fault; setting it aside loses data
             self._set_aside(e)
         self._load_counts()
 
@@ -194,13 +220,21 @@ class Store:
 
         def __exit__(self, kind, value, tb):
             if kind is None:
-                self.db.execute("COMMIT")
-            else:
+                try:
+                    self.db.execute("COMMIT")
+                    return False
+                except sqlite3.Error:
+                    self._rollback()   # a failed COMMIT (BUSY) leaves the transaction open
+                    raise
+            self._rollback()
+            return False
+
+        def _rollback(self):
+            if self.db.in_transaction:
                 try:
                     self.db.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-            return False
 
     def _txn(self):
         return self._Txn(self._db)
@@ -211,8 +245,8 @@ class Store:
             with self._txn():
                 return work()
         except sqlite3.DatabaseError as e:
-            if isinstance(e, sqlite3.OperationalError):
-                raise  # disk full, I/O: not corruption; the caller refuses for now
+            if not is_corrupt(e):
+                raise  # disk full, I/O, a bug: not corruption; the caller refuses for now
             self._set_aside(e)
             self._load_counts()
             with self._txn():
@@ -248,7 +282,7 @@ class Store:
         with self._lock:
             try:
                 results, after = self._guarded(lambda: self._commit_ratings(items))
-            except sqlite3.OperationalError as e:
+            except sqlite3.Error as e:
                 self._alarm("store_unwritable", "commit failed: %s" % e)
                 return [(vocab.ACK_RETRY, errors.R_STORE_FULL)] * len(items)
             self._apply_after_commit(results, *after)
@@ -350,7 +384,7 @@ class Store:
                                                 else None, reason_name, payload, self.clock()))
             try:
                 self._guarded(work)
-            except sqlite3.OperationalError as e:
+            except sqlite3.Error as e:
                 self._alarm("store_unwritable", "dead letter failed: %s" % e)
                 return False
             self._dead += 1
@@ -374,7 +408,7 @@ class Store:
                 return vocab.ACK_STORED
             try:
                 ack = self._guarded(work)
-            except sqlite3.OperationalError as e:
+            except sqlite3.Error as e:
                 self._alarm("store_unwritable", "case commit failed: %s" % e)
                 return (vocab.ACK_RETRY, errors.R_STORE_FULL)
             if ack == vocab.ACK_STORED:

@@ -4,13 +4,14 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
 
-from gateway.store import Store
+from gateway.store import Store, StoreError
 from protocol import errors, vocab
 from protocol import rating as rating_rules
 from gw_support import make_rating
@@ -177,10 +178,41 @@ def test_damaged_pages_salvage_what_can_be_read(tmp_path):
     s.close()
 
 
+def test_wal_and_full_sync_are_in_force_or_the_store_refuses_to_open(tmp_path):
+    s = Store(str(tmp_path / "o.db"))
+    assert s._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert s._db.execute("PRAGMA synchronous").fetchone()[0] == 2    # FULL
+    s.close()
+    with pytest.raises(StoreError, match="journal_mode=memory"):     # SQLite keeps no WAL here
+        Store(":memory:")
+
+
+def test_an_unopenable_path_is_an_error_not_corruption(tmp_path):
+    busy = tmp_path / "outbox.db"
+    busy.mkdir()                      # cannot be opened as a database, and is not a damaged one
+    with pytest.raises(sqlite3.OperationalError):
+        Store(str(busy))
+    assert busy.is_dir() and os.listdir(tmp_path) == ["outbox.db"]   # nothing renamed aside
+
+
+def test_a_constraint_error_refuses_the_batch_but_keeps_the_file(store, monkeypatch):
+    assert store.commit_ratings([(make_rating("d", 1), None)]) == [STORED]
+
+    def broken(items):
+        raise sqlite3.IntegrityError("UNIQUE constraint failed")
+    monkeypatch.setattr(store, "_commit_ratings", broken)
+    assert store.commit_ratings([(make_rating("d", 2), None)]) == [(vocab.ACK_RETRY, errors.R_STORE_FULL)]
+    assert store.moved_aside == [] and "corrupt_store" not in store.alarm_log
+    assert "store_unwritable" in store.alarm_log
+    monkeypatch.undo()
+    assert [i["item_id"] for i in store.upload_batch(10)] == ["d:1"]
+    assert store.commit_ratings([(make_rating("d", 2), None)]) == [STORED]
+
+
 CHILD = r"""
 import sys
 sys.path.insert(0, %(root)r); sys.path.insert(0, %(root)r + "/tests")
-from gateway.store import Store
+from gateway.store import Store, StoreError
 from gw_support import make_rating
 s = Store(%(path)r)
 n = s.hwm("k") + 1
