@@ -308,18 +308,14 @@ class Store:
             device, counter = rating["device"], rating["counter"]
             digest = rating_digest(rating)
             row = db.execute("SELECT digest FROM ids WHERE key=?", (rid,)).fetchone()
-            if row is not None:
-                if bytes(row[0]) == digest:
-                    results.append((vocab.ACK_DUPLICATE, errors.R_OK))
-                    continue
-                replays.append(rid)
-                results.append(self._dead_letter(db, KIND_RATING, rating, errors.R_REPLAY, now, dead))
-                dead += results[-1][0] == vocab.ACK_DEAD_LETTER
+            verdict = rating_rules.verdict(counter, hwm.get(device, self._hwm.get(device, 0)),
+                                           None if row is None else row[0], digest)
+            if verdict[0] == vocab.ACK_DUPLICATE:
+                results.append(verdict)
                 continue
-            mark = hwm.get(device, self._hwm.get(device, 0))
-            if counter <= mark:
+            if verdict[0] == vocab.ACK_DEAD_LETTER:
                 replays.append(rid)
-                results.append(self._dead_letter(db, KIND_RATING, rating, errors.R_REPLAY, now, dead))
+                results.append(self._dead_letter(db, KIND_RATING, rating, verdict[1], now, dead))
                 dead += results[-1][0] == vocab.ACK_DEAD_LETTER
                 continue
             if self._pending() + added[KIND_RATING] >= self.capacity:
