@@ -14,13 +14,6 @@ import pytest
 
 from tools.typecheck.check import run_views
 
-# PENDING: files of another engineer that were still being written when this check arrived; their
-# errors are printed but do not fail the test yet (the counts are those of the micropython view then).
-# Every other file must be clean. Fix a file, then remove it here so it is held to zero too.
-PENDING: dict = {}   # F2's files (firmware/app, config, health, main, mqtt_client, outbox,
-#                      transport_mqtt, transport_rs485) were fixed and are held to zero now
-
-
 @pytest.fixture(scope="module")
 def repo_results():
     return run_views()
@@ -37,9 +30,7 @@ def test_firmware_and_protocol_typecheck_against_micropython_stubs(repo_results)
     print(_report(res))
     assert res.files_analyzed >= 40, "the micropython view must cover firmware/ and protocol/"
     per_file = Counter(d.path for d in res.errors)
-    print("pending files (not failing yet): %r" % {p: per_file.get(p, 0) for p in sorted(PENDING)})
-    failing = {path: n for path, n in per_file.items() if path not in PENDING}
-    assert not failing, "type errors (per file): %r\n%s" % (failing, _report(res))
+    assert not per_file, "type errors (per file): %r\n%s" % (dict(per_file), _report(res))
 
 
 def test_host_side_typechecks_against_cpython(repo_results):
