@@ -1,7 +1,7 @@
 """The firmware and the protocol type-check with pyright (tools/typecheck/check.py):
 
-- micropython view: every file of firmware/ and protocol/ against the ESP32 MicroPython 1.29 stubs,
-  which replace CPython's standard library (time.ticks_ms exists, time.perf_counter does not);
+- micropython view: every file of firmware/ and protocol/ (but the build script firmware/manifest.py)
+  against the ESP32 MicroPython 1.29 stubs, which replace CPython's standard library (time.ticks_ms exists, time.perf_counter does not);
 - cpython view: protocol/, firmware/ui/ and the sim board's host side against CPython 3.11.
 
 A missing pyright or missing stubs fail the tests (scripts/setup installs both); nothing is skipped.
@@ -13,6 +13,7 @@ from textwrap import dedent
 import pytest
 
 from tools.typecheck.check import run_views
+
 
 @pytest.fixture(scope="module")
 def repo_results():
