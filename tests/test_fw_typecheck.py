@@ -1,7 +1,8 @@
 """The firmware and the protocol type-check with pyright (tools/typecheck/check.py):
 
 - micropython view: every file of firmware/ and protocol/ (but the build script firmware/manifest.py)
-  against the ESP32 MicroPython 1.29 stubs, which replace CPython's standard library (time.ticks_ms exists, time.perf_counter does not);
+  against the ESP32 MicroPython 1.29 stubs, which replace CPython's standard library
+  (time.ticks_ms exists, time.perf_counter does not);
 - cpython view: protocol/, firmware/ui/ and the sim board's host side against CPython 3.11.
 
 A missing pyright or missing stubs fail the tests (scripts/setup installs both); nothing is skipped.
