@@ -48,9 +48,10 @@ class Gateway:
         self.committer = GroupCommitter(self.store)
         self.device_config = self._device_config(cfg.device_config)
         self.sealer = self._sealer()
-        self.callbacks = Callbacks(cfg.http.callback_url, cfg.http.callback_token)
+        self.callbacks = Callbacks(cfg.http.callback_url, cfg.http.callback_token, store=self.store)
         self.cases = cases_mod.Cases(cfg.hall, self.store, self.registry, self.push,
-                                     notify=self.callbacks.notify, rating_days=cfg.rating_days,
+                                     notify=self.callbacks.notify if self.callbacks.enabled else None,
+                                     rating_days=cfg.rating_days,
                                      sealer=self.sealer, qr_token=self._qr_token(), clock=clock)
         self.bridge = MqttBridge(cfg.mqtt, cfg.hall, self.registry, self.committer, self.rejections,
                                  store=self.store, enrich=self.cases.enrich, on_rating=self.on_rating,
@@ -162,7 +163,7 @@ class Gateway:
                "cases": self.cases.snapshot(), "last_rating": self.last_rating,
                "buses": [{"url": b.cfg.url, "rounds": b.rounds, "open": b.port is not None}
                          for b in self.buses],
-               "callbacks": dict(self.callbacks.stats)}
+               "callbacks": self.callbacks.status()}
         if self.uplink is not None:
             out["uplink"] = self.uplink.status.as_dict()
         for hook in self.status_hooks:

@@ -280,25 +280,30 @@ class Cases:
                 return
             status = "not_rated" if rating.get("source") == vocab.SRC_NOT_RATED else "rated"
             case = dict(case, status=status)
-            self.cases[case["case_id"]] = case
-            self.store.state_delete("case:%d" % case["case_id"])
-            self._by_key.pop(case["case_key"], None)
             window = self.windows.get(case["window"]) or {}
             current = window.get("case_id") == case["case_id"]
             if current:
                 window = dict(window, case_id=0)
+            callback = None
+            if self.notify is not None:
+                # The level stays out: the clerk must not learn how the citizen rated.
+                callback = {"event": status, "case_id": case["case_id"], "case_key": case["case_key"],
+                            "serials": case["serials"], "window": case["window"], "node": case["node"],
+                            "rating_id": "%s:%d" % (rating["device"], rating["counter"]),
+                            "time": int(self.clock())}
+            # One transaction: the case closes, its window frees and its callback is queued.
+            self.store.close_case("case:%d" % case["case_id"],
+                                  "window:" + case["window"] if current else None, window, callback)
+            self.cases[case["case_id"]] = case
+            self._by_key.pop(case["case_key"], None)
+            if current:
                 self.windows[case["window"]] = window
-                self.store.state_put("window:" + case["window"], window)
             self.stats[status] += 1
         if current:
             for device in self.registry.by_window(case["window"]):
                 self.push(device, None)
-        if self.notify is not None:
-            # The level stays out: the clerk must not learn how the citizen rated.
-            self.notify({"event": status, "case_id": case["case_id"], "case_key": case["case_key"],
-                         "serials": case["serials"], "window": case["window"], "node": case["node"],
-                         "rating_id": "%s:%d" % (rating["device"], rating["counter"]),
-                         "time": int(self.clock())})
+        if callback is not None:
+            self.notify(callback)
 
     def expire(self):
         """Forget open cases whose rating window closed (the central side applies the default)."""

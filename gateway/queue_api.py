@@ -24,6 +24,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 
 from aiohttp import web, ClientSession, ClientTimeout
 
@@ -207,61 +208,102 @@ def _number(v):
 
 
 # --- callbacks to the queueing system -----------------------------------------------------
+PERMANENT_REFUSALS = range(400, 500)     # the queueing system will never take it; 408/429 excepted
+TRANSIENT = (408, 425, 429)
+
+
 class Callbacks:
     """POSTs case events ("rated", "not_rated") to the queueing system's callback URL.
 
-    notify() may be called from any thread. Delivery is retried (capped backoff) a few times; the
-    queue is bounded and in memory: the queueing system is told, not guaranteed (the rating
-    itself is safe in the outbox either way). Overflow and failures are counted."""
+    The events wait in the store's callbacks table (queued in the same transaction that closes
+    the case), so a restart loses none: delivery is at least once, oldest first; the body's
+    case_key and rating_id let the receiver drop a repeat. A failure (network, 5xx, 408, 429)
+    pauses the whole queue with capped exponential backoff; a 4xx refusal or an event older than
+    `max_age_s` is given up, counted and logged. notify() (any thread) wakes the sender."""
 
-    def __init__(self, url, token="", attempts=5, base_s=0.5, cap_s=8.0, limit=10_000):
+    def __init__(self, url, token="", store=None, base_s=0.5, cap_s=30.0, max_age_s=86400.0,
+                 clock=time.time):
         self.url = url
         self.token = token
-        self.attempts = attempts
+        self.store = store
         self.base_s = base_s
         self.cap_s = cap_s
-        self.limit = limit
-        self.stats = {"sent": 0, "failed": 0, "dropped": 0}
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self.stats = {"sent": 0, "failed": 0, "dropped": 0, "retries": 0}
         self.loop = None
-        self._queue = None
+        self._wake = None
+
+    @property
+    def enabled(self):
+        return bool(self.url) and self.store is not None
 
     def bind(self, loop):
         self.loop = loop
-        self._queue = asyncio.Queue()
+        self._wake = asyncio.Event()
 
-    def notify(self, event):
-        if not self.url or self.loop is None:
-            return
-        self.loop.call_soon_threadsafe(self._put, event)
+    def notify(self, event=None):
+        """A callback was queued in the store: wake the sender (the event itself is in the store)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._wake.set)
 
-    def _put(self, event):
-        if self._queue.qsize() >= self.limit:
-            self.stats["dropped"] += 1
-            return
-        self._queue.put_nowait(event)
+    def status(self):
+        out = dict(self.stats)
+        out["pending"] = self.store.callbacks_pending() if self.store is not None else 0
+        return out
 
     async def run(self):
+        if not self.enabled:
+            return
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = "Bearer " + self.token
+        wait = self.base_s
         async with ClientSession(timeout=ClientTimeout(total=5)) as session:
             while True:
-                event = await self._queue.get()
-                await self._deliver(session, event, headers)
-
-    async def _deliver(self, session, event, headers):
-        wait = self.base_s
-        for attempt in range(self.attempts):
-            try:
-                async with session.post(self.url, data=_dumps(event).encode(), headers=headers) as resp:
-                    if resp.status < 300:
+                self._wake.clear()
+                due = await asyncio.to_thread(self.store.callbacks_due, 50)
+                if not due:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), 30)
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
+                finished, failed = [], None
+                for cid, event, attempts, created in due:
+                    outcome, problem = await self._post(session, event, headers)
+                    if outcome == "retry" and self.clock() - created > self.max_age_s:
+                        outcome = "give_up"
+                    if outcome == "sent":
                         self.stats["sent"] += 1
-                        return
-                    problem = "HTTP %d" % resp.status
-            except (OSError, asyncio.TimeoutError, Exception) as e:  # aiohttp.ClientError and kin
-                problem = type(e).__name__
-            if attempt + 1 < self.attempts:
-                await asyncio.sleep(wait)
-                wait = min(self.cap_s, wait * 2)
-        self.stats["failed"] += 1
-        log.warning("callback for case %s not delivered: %s", event.get("case_key"), problem)
+                        finished.append(cid)
+                    elif outcome == "give_up":
+                        self.stats["failed"] += 1
+                        finished.append(cid)
+                        log.warning("callback for case %s given up after %d attempt(s): %s",
+                                    event.get("case_key"), attempts + 1, problem)
+                    else:
+                        failed = cid
+                        self.stats["retries"] += 1
+                        break
+                await asyncio.to_thread(self.store.callbacks_settle, finished, failed)
+                if failed is None:
+                    wait = self.base_s
+                else:
+                    await asyncio.sleep(wait)
+                    wait = min(self.cap_s, wait * 2)
+
+    async def _post(self, session, event, headers):
+        """("sent" | "retry" | "give_up", problem)."""
+        try:
+            async with session.post(self.url, data=_dumps(event).encode(), headers=headers) as resp:
+                if resp.status < 300:
+                    return "sent", None
+                problem = "HTTP %d" % resp.status
+                if resp.status in PERMANENT_REFUSALS and resp.status not in TRANSIENT:
+                    return "give_up", problem
+                return "retry", problem
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # aiohttp.ClientError, OSError, timeouts: the receiver is away
+            return "retry", type(e).__name__

@@ -42,6 +42,9 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, hwm INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT,"
     " key TEXT, device TEXT, reason_code INTEGER, reason TEXT, payload TEXT, created REAL)",
+    # Queueing-system callbacks ("rated", "not_rated") until delivered: a restart loses none.
+    "CREATE TABLE IF NOT EXISTS callbacks (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL)",
 )
 
 KIND_RATING = "rating"
@@ -101,9 +104,10 @@ def is_corrupt(error):
 
 class Store:
     def __init__(self, path, capacity=200_000, alarm_ratio=0.8, on_alarm=None, clock=time.time,
-                 dead_capacity=None):
+                 dead_capacity=None, callback_capacity=10_000):
         self.path = str(path)
         self.capacity = capacity
+        self.callback_capacity = callback_capacity
         self.alarm_ratio = alarm_ratio
         self.dead_capacity = dead_capacity if dead_capacity is not None else max(1000, capacity // 4)
         self.on_alarm = on_alarm
@@ -181,7 +185,8 @@ class Store:
         try:
             for table, cols in (("outbox", "kind, key, bad, record, attempts, created"),
                                 ("ids", "key, digest"), ("devices", "device, hwm"),
-                                ("dead_letters", "kind, key, device, reason_code, reason, payload, created")):
+                                ("dead_letters", "kind, key, device, reason_code, reason, payload, created"),
+                                ("callbacks", "body, attempts, created")):
                 try:
                     rows = old.execute("SELECT %s FROM %s" % (cols, table)).fetchall()
                 except sqlite3.Error:
@@ -202,6 +207,7 @@ class Store:
             self._counts[kind] = n
         self._dead = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
         self._hwm = dict(db.execute("SELECT device, hwm FROM devices"))
+        self._callbacks = db.execute("SELECT COUNT(*) FROM callbacks").fetchone()[0]
 
     def close(self):
         with self._lock:
@@ -487,6 +493,54 @@ class Store:
             rows = self._db.execute("SELECT name, value FROM meta WHERE name >= ? AND name < ?",
                                     ("state:" + prefix, "state:" + prefix + "\uffff")).fetchall()
         return [(name[6:], json.loads(value)) for name, value in rows]
+
+    def close_case(self, case_name, window_name=None, window_state=None, callback=None):
+        """One transaction: forget an open case's state, save its window's new state, and queue
+        the queueing system's callback. False when the callback had to be dropped (table full)."""
+        body = None if callback is None else json.dumps(callback, ensure_ascii=False,
+                                                        separators=(",", ":"))
+        with self._lock:
+            room = body is not None and self._callbacks < self.callback_capacity
+
+            def work():
+                db = self._db
+                db.execute("DELETE FROM meta WHERE name=?", ("state:" + case_name,))
+                if window_name is not None:
+                    db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (
+                        "state:" + window_name,
+                        json.dumps(window_state, ensure_ascii=False, separators=(",", ":"))))
+                if room:
+                    db.execute("INSERT INTO callbacks (body, created) VALUES (?,?)", (body, self.clock()))
+            self._guarded(work)
+            if room:
+                self._callbacks += 1
+            elif body is not None:
+                self._alarm("callbacks_full", "%d callbacks undelivered: dropping one" % self._callbacks)
+            return body is None or room
+
+    def callbacks_due(self, limit=50):
+        """The oldest undelivered callbacks: [(id, event dict, attempts, created)]."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, body, attempts, created FROM callbacks ORDER BY id"
+                                    " LIMIT ?", (limit,)).fetchall()
+        return [(cid, json.loads(body), attempts, created) for cid, body, attempts, created in rows]
+
+    def callbacks_settle(self, finished=(), failed=None):
+        """Forget delivered (or given-up) callbacks; count one more attempt on `failed`."""
+        finished = list(finished)
+        if not finished and failed is None:
+            return
+        with self._lock:
+            def work():
+                self._db.executemany("DELETE FROM callbacks WHERE id=?", [(i,) for i in finished])
+                if failed is not None:
+                    self._db.execute("UPDATE callbacks SET attempts = attempts + 1 WHERE id=?", (failed,))
+            self._guarded(work)
+            self._callbacks = self._db.execute("SELECT COUNT(*) FROM callbacks").fetchone()[0]
+
+    def callbacks_pending(self):
+        with self._lock:
+            return self._callbacks
 
     def next_case_id(self):
         """A hall-wide case id that is never handed out twice, across restarts (1 .. 2**32-1)."""

@@ -34,8 +34,9 @@ def make_config(broker, tmp_path, callback_url, token=""):
 class Rig:
     """The gateway, an HTTP client, and a callback server standing in for the queueing system."""
 
-    def __init__(self, broker, tmp_path, token=""):
+    def __init__(self, broker, tmp_path, token="", callback_status=200):
         self.broker, self.tmp_path, self.token = broker, tmp_path, token
+        self.callback_status = callback_status     # what the queueing system answers
         self.callbacks = []
 
     async def __aenter__(self):
@@ -43,7 +44,7 @@ class Rig:
 
         async def callback(request):
             self.callbacks.append(await request.json())
-            return web.json_response({"ok": True})
+            return web.json_response({"ok": True}, status=self.callback_status)
         app.router.add_post("/cb", callback)
         self.cb_runner = web.AppRunner(app)
         await self.cb_runner.setup()
@@ -172,6 +173,56 @@ def test_queue_rules_rating_and_callbacks(mosquitto_broker, tmp_path, caplog):
         device.close()
     logged = caplog.text
     assert "440301199001011234" not in logged and "李堃" not in logged and "13800138000" not in logged
+
+
+def test_callbacks_wait_in_the_store_across_a_restart(mosquitto_broker, tmp_path):
+    device = FakeDevice(mosquitto_broker, "dev-a")
+
+    async def rate_while_the_queueing_system_fails():
+        async with Rig(mosquitto_broker, tmp_path, callback_status=503) as rig:
+            rig.gw.callbacks.base_s = 0.05
+            await rig.call("POST", "/api/v1/windows/A01/sign-in", {"staff_id": "1001", "staff_name": "王喆"})
+            status, case = await rig.call("POST", "/api/v1/cases", case_body())
+            device.rate(make_rating("dev-a", 1, case_id=case["case_id"], serials=["SN1", "SN2"]))
+            assert (await asyncio.to_thread(device.ack))["result"] == vocab.ACK_STORED
+            await rig.until(lambda: len(rig.callbacks) >= 2, "two refused attempts")
+            assert rig.gw.status()["callbacks"]["pending"] == 1
+            return case
+
+    async def restart_with_it_answering():
+        async with Rig(mosquitto_broker, tmp_path) as rig:
+            await rig.until(lambda: rig.callbacks, "the callback after the restart")
+            await rig.until(lambda: rig.gw.status()["callbacks"]["pending"] == 0, "settled")
+            return rig.callbacks
+
+    try:
+        case = asyncio.run(rate_while_the_queueing_system_fails())
+        delivered = asyncio.run(restart_with_it_answering())
+    finally:
+        device.close()
+    assert [(c["event"], c["case_id"], c["rating_id"]) for c in delivered] == [
+        ("rated", case["case_id"], "dev-a:1")]
+
+
+def test_a_refused_callback_is_given_up_and_the_next_goes_through(mosquitto_broker, tmp_path):
+    device = FakeDevice(mosquitto_broker, "dev-a")
+
+    async def scenario():
+        async with Rig(mosquitto_broker, tmp_path, callback_status=404) as rig:
+            await rig.call("POST", "/api/v1/windows/A01/sign-in", {"staff_id": "1001", "staff_name": "王喆"})
+            for n, serial in ((1, "SN1"), (2, "SN2")):
+                status, case = await rig.call("POST", "/api/v1/cases", case_body(serials=[serial]))
+                device.rate(make_rating("dev-a", n, case_id=case["case_id"], serials=[serial]))
+                assert (await asyncio.to_thread(device.ack))["result"] == vocab.ACK_STORED
+                await rig.until(lambda: len(rig.callbacks) == n, "callback %d" % n)
+                rig.callback_status = 200
+            await rig.until(lambda: rig.gw.callbacks.stats["sent"] == 1, "the second one sent")
+            stats = rig.gw.status()["callbacks"]
+            assert stats["failed"] == 1 and stats["pending"] == 0
+    try:
+        asyncio.run(scenario())
+    finally:
+        device.close()
 
 
 def test_devices_added_and_moved_at_run_time(mosquitto_broker, tmp_path):

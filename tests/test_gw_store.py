@@ -131,6 +131,27 @@ def test_cases_dedupe_and_count(store):
     assert item["kind"] == "case" and item["record"] == case
 
 
+def test_closing_a_case_queues_its_callback_in_the_same_transaction(tmp_path):
+    path = str(tmp_path / "o.db")
+    alarms = []
+    s = Store(path, callback_capacity=2, on_alarm=lambda n, d: alarms.append(n))
+    s.state_put("case:7", {"case_id": 7})
+    assert s.close_case("case:7", "window:A01", {"case_id": 0}, {"event": "rated", "case_id": 7})
+    s.close()
+    s = Store(path, callback_capacity=2, on_alarm=lambda n, d: alarms.append(n))   # a restart
+    assert s.state_items("case:") == [] and s.state_items("window:") == [("window:A01", {"case_id": 0})]
+    ((cid, event, attempts, _),) = s.callbacks_due()
+    assert event == {"event": "rated", "case_id": 7} and attempts == 0
+    s.callbacks_settle([], failed=cid)
+    assert s.callbacks_due()[0][2] == 1
+    assert s.close_case("case:8", callback={"case_id": 8})
+    assert not s.close_case("case:9", callback={"case_id": 9})    # bounded: dropped, loudly
+    assert alarms == ["callbacks_full"] and s.callbacks_pending() == 2
+    s.callbacks_settle([cid])
+    assert [e["case_id"] for _, e, _, _ in s.callbacks_due()] == [8] and s.callbacks_pending() == 1
+    s.close()
+
+
 def test_full_store_refuses_loudly_and_keeps_old_rows(store):
     first = [(make_rating("d", n), None) for n in range(1, 51)]
     assert store.commit_ratings(first) == [STORED] * 50
