@@ -142,6 +142,9 @@ CONVERTERS = {
     "rated_items": (_rated_items_to, _rated_items_from),
     "theme_items": (_theme_items_to, _theme_items_from),
 }
+_PLAIN = {"text": str, "int": int}     # converters that pass such a value through unchanged
+_TABLES = {"level": "levels", "source": "sources", "channel": "channels", "node": "nodes"}
+_MISSING = object()
 DERIVED = {  # one-way: written for the API, never read back
     "first_serial": _first_serial,
     "level_name": _level_name,
@@ -192,12 +195,25 @@ class Profile:
     def map_record(self, kind, record):
         """API object of a canonical record (kind "rating" or "case"). Raises ProfileError."""
         out = {}
-        for canonical, api_name, to_api, const in self._compiled(kind):
+        get = record.get
+        for canonical, api_name, to_api, const, plain, table in self._compiled(kind):
             if to_api is None:
                 out[api_name] = const
                 continue
-            value = record.get(canonical)
-            if value is None or value == [] or value == "":
+            value = get(canonical)
+            if value is None:
+                continue
+            cls = value.__class__
+            if cls is plain:              # text or integer as it is: no converter call
+                if value != "":
+                    out[api_name] = value
+                continue
+            if table is not None and (cls is int or cls is str):
+                code = table.get(value, _MISSING)
+                if code is not _MISSING:
+                    out[api_name] = code
+                    continue
+            if value == [] or value == "":
                 continue
             try:
                 out[api_name] = to_api(value, self)
@@ -206,18 +222,22 @@ class Profile:
         return out
 
     def _compiled(self, kind):
-        """(canonical, api name, converter or None for a constant, constant) rows, built once."""
+        """Plan rows (canonical, api name, converter or None for a constant, constant, plain type,
+        code table), built once. `plain` (str for "text", int for "int") and `table` (the code
+        table of a table converter) let map_record skip the converter call for the common case;
+        anything else takes the converter, which also gives the error."""
         compiled = self._plans.get(kind)
         if compiled is None:
             compiled = []
             for row in self._fields(kind):
                 conv = row[2]
                 if conv == "const":
-                    compiled.append((row[0], row[1], None, row[3]))
+                    compiled.append((row[0], row[1], None, row[3], None, None))
                 elif conv in DERIVED:
-                    compiled.append((row[0], row[1], DERIVED[conv], None))
+                    compiled.append((row[0], row[1], DERIVED[conv], None, None, None))
                 else:
-                    compiled.append((row[0], row[1], CONVERTERS[conv][0], None))
+                    compiled.append((row[0], row[1], CONVERTERS[conv][0], None, _PLAIN.get(conv),
+                                     getattr(self, _TABLES[conv]) if conv in _TABLES else None))
             self._plans[kind] = compiled
         return compiled
 
@@ -227,18 +247,37 @@ class Profile:
         if not isinstance(obj, dict):
             raise ProfileError("data", "expected an object")
         record = {}
-        for row in self._fields(kind):
-            canonical, api_name, conv = row[0], row[1], row[2]
-            if conv in DERIVED:
-                continue
-            value = obj.get(api_name)
+        get = obj.get
+        for canonical, api_name, from_api, plain, reverse in self._unplan(kind):
+            value = get(api_name)
             if value is None:
                 continue
+            cls = value.__class__
+            if cls is plain:
+                record[canonical] = value
+                continue
+            if reverse is not None and (cls is int or cls is str):
+                code = reverse.get(value, _MISSING)
+                if code is not _MISSING:
+                    record[canonical] = code
+                    continue
             try:
-                record[canonical] = CONVERTERS[conv][1](value, self)
+                record[canonical] = from_api(value, self)
             except (TypeError, KeyError, ValueError, OverflowError, OSError) as exc:
                 raise ProfileError(api_name, str(exc)) from None
         return record
+
+    def _unplan(self, kind):
+        """Rows (canonical, api name, reader, plain type, reverse code table) of the fields that
+        read back (derived ones are skipped), built once; the fast paths as in _compiled."""
+        key = "un:" + kind
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = [(row[0], row[1], CONVERTERS[row[2]][1], _PLAIN.get(row[2]),
+                     self.reverse(_TABLES[row[2]]) if row[2] in _TABLES else None)
+                    for row in self._fields(kind) if row[2] not in DERIVED]
+            self._plans[key] = plan
+        return plan
 
     def mapped_fields(self, kind):
         """Canonical fields that survive a map/unmap round trip."""
