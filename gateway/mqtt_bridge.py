@@ -20,6 +20,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from gateway.registry import rating_from_json
 from protocol import codec, errors, schema, topics, vocab
 
 log = logging.getLogger("gateway.mqtt")
@@ -41,6 +42,7 @@ class MqttBridge:
         self.stats = {"messages": 0, "ratings": 0, "acks": 0, "status": 0, "availability": 0,
                       "connects": 0, "disconnects": 0}
         self._retained = {}             # topic -> payload, republished on reconnect
+        self._ack_topics = {}           # device id -> its ack topic (built once, not per rating)
         self._lock = threading.Lock()
         self.client = self._make_client()
 
@@ -130,7 +132,10 @@ class MqttBridge:
         ack, reason = result
         # Built directly: every value is ours and already checked (codec.to_json would recheck).
         record = {"device": device_id, "counter": counter, "result": ack, "reason": reason}
-        self.client.publish(topics.device_topic(self.hall, device_id, "ack"), codec.dumps(record), qos=1)
+        topic = self._ack_topics.get(device_id)
+        if topic is None:
+            topic = self._ack_topics[device_id] = topics.device_topic(self.hall, device_id, "ack")
+        self.client.publish(topic, codec.dumps(record), qos=1)
         self.stats["acks"] += 1
 
     # --- in -------------------------------------------------------------------------------
@@ -162,11 +167,11 @@ class MqttBridge:
                                    device_id)
             return
         try:
-            rating = codec.from_json(schema.RATING, payload)
+            rating, signed = rating_from_json(payload)
         except errors.ProtocolError as e:
             self._malformed(device_id, payload, e)
             return
-        problem = self.registry.check_rating(rating, device_id)
+        problem = self.registry.check_rating(rating, device_id, signed)
         rating["hall"] = self.hall
         rating["gateway_time"] = int(self.clock())
         counter = rating["counter"]

@@ -11,9 +11,11 @@ from hypothesis import given, settings, strategies as st
 from gateway import config as config_mod
 from gateway.cli import main as cli_main
 from gateway.mosquitto_acl import acl_file, hash_password, mqtt_password, write_files
-from gateway.registry import Registry, RegistryError, verify_mac
+from gateway.registry import Registry, RegistryError, rating_from_json, verify_mac
 from gw_support import HALL, device_key, make_rating
-from protocol import auth, topics, vocab
+from protocol import auth, codec, schema, topics, vocab
+from protocol.errors import ProtocolError
+from protocol_strategies import record_of
 
 
 def spec(device, **extra):
@@ -67,6 +69,43 @@ def test_fast_mac_check_agrees_with_protocol_auth(key, counter, level, flip, tex
     assert verify_mac(key, signed) is auth.verify(key, signed) is True
     bad = dict(signed, mac=bytes(b ^ (1 if i == flip else 0) for i, b in enumerate(signed["mac"])))
     assert verify_mac(key, bad) is auth.verify(key, bad) is False
+
+
+def _outcome(decode, payload):
+    try:
+        return decode(payload)
+    except ProtocolError as e:
+        return e.reason
+
+
+def _payloads():
+    """RATING JSON as devices send it, and bytes around it: cut, flipped, padded, not UTF-8."""
+    # Ratings of any size: from_obj checks each field, but only the size check catches too many.
+    valid = record_of(schema.RATING_FIELDS, schema.REQUIRED[schema.RATING]).map(
+        lambda r: codec.dumps(codec.to_obj(schema.RATING_FIELDS, r)).encode())
+    mutated = st.tuples(valid, st.integers(0, 400), st.binary(max_size=3)).map(
+        lambda t: t[0][:t[1]] + t[2] + t[0][t[1] + len(t[2]):])
+    raw = st.one_of(st.binary(max_size=40), st.sampled_from(
+        [b"[]", b"null", b'"x"', b"\xed\xa0\x80", b'{"device":"\\ud800","counter":1}', b"[" * 5000]))
+    return st.one_of(valid, mutated, raw)
+
+
+@settings(max_examples=400, deadline=None)
+@given(payload=_payloads())
+def test_fast_rating_decode_agrees_with_protocol(payload):
+    slow = _outcome(lambda p: codec.from_json(schema.RATING, p), payload)
+    fast = _outcome(rating_from_json, payload)
+    if isinstance(slow, dict):
+        assert fast == (slow, auth.signed_bytes(slow))
+    else:
+        assert fast == slow        # the same reason code
+
+
+def test_fast_rating_decode_refuses_an_oversize_record_like_protocol():
+    rating = make_rating("dev-a", 1, text="评" * 140, serials=["S%039d" % i for i in range(16)])
+    payload = codec.dumps(codec.to_obj(schema.RATING_FIELDS, rating)).encode()
+    assert _outcome(lambda p: codec.from_json(schema.RATING, p), payload) == 2     # R_OVERSIZE
+    assert _outcome(rating_from_json, payload) == 2
 
 
 def _connect(broker, user, password):
