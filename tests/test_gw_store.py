@@ -85,6 +85,12 @@ def test_replay_below_high_water_mark_is_dead_letter_with_alarm(store):
     assert json.loads(dead[0]["payload"])["counter"] == 5
     assert store.backlog()["dead_letters"] == 2
     assert store.backlog()["ratings"] == 1
+    # The same inside one group commit: the batch sees its own earlier items.
+    pair = [(make_rating("dev-b", 1), None), (make_rating("dev-b", 1, level=vocab.DISSATISFIED), None),
+            (make_rating("dev-b", 3), None), (make_rating("dev-b", 2), None)]
+    assert store.commit_ratings(pair) == [STORED, (vocab.ACK_DEAD_LETTER, errors.R_REPLAY), STORED,
+                                          (vocab.ACK_DEAD_LETTER, errors.R_REPLAY)]
+    assert store.hwm("dev-b") == 3
 
 
 def test_bad_mac_kept_as_dead_letter_and_does_not_move_the_mark(store):
