@@ -18,6 +18,11 @@ import time
 
 from aiohttp import web
 
+try:  # a batch body is ~0.5 MB of JSON: orjson parses it twice as fast and writes the answer 8x
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - stdlib fallback
+    _orjson = None
+
 from gateway import profiles, upstream_auth
 from hall_simulator import central_rules
 from hall_simulator.central_store import CentralStore, Rejected
@@ -166,7 +171,7 @@ class CentralServer:
         if faulty is not None:
             return faulty
         try:
-            envelope = json.loads(body)
+            envelope = _orjson.loads(body) if _orjson is not None else json.loads(body)
             problem = self._envelope_problem(envelope)
         except (ValueError, UnicodeDecodeError):
             problem = "body is not JSON"
@@ -178,8 +183,11 @@ class CentralServer:
             answer = self.store.receive_batch(envelope, hashlib.sha256(body).hexdigest())
         except Rejected as exc:
             return _error(409, str(exc))
-        return web.json_response(answer, headers={"Idempotent-Replayed": "true"}
-                                 if answer.get("replayed") else None)
+        headers = {"Idempotent-Replayed": "true"} if answer.get("replayed") else None
+        if _orjson is None:
+            return web.json_response(answer, headers=headers)
+        return web.Response(body=_orjson.dumps(answer), content_type="application/json",
+                            charset="utf-8", headers=headers)
 
     @staticmethod
     def _envelope_problem(envelope):
@@ -294,7 +302,9 @@ def parse_args(argv=None):
     p.add_argument("--workday", action="append", default=[], help="YYYY-MM-DD weekend make-up day")
     p.add_argument("--close-interval", type=float, default=5.0,
                    help="real seconds between 7-day window sweeps (0 = only on request)")
-    p.add_argument("--synchronous", default="NORMAL", choices=("OFF", "NORMAL", "FULL"))
+    p.add_argument("--synchronous", default="FULL", choices=("OFF", "NORMAL", "FULL"),
+                   help="SQLite synchronous mode (default FULL: an answered batch survives a power"
+                        " cut; NORMAL may lose the last answered batches)")
     return p.parse_args(argv)
 
 
