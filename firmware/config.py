@@ -7,7 +7,10 @@ Device file `device.json`:
   board       {"profile": "five_button" | "touch", ...board-specific pins}
   transport   "rs485" | "mqtt"
   address     RS-485 address 1..247, baud (default 9600)
-  hall        MQTT hall id; mqtt {"host", "port", "keepalive"}; wifi {"ssid", "password"}
+  hall        MQTT hall id; mqtt {"host", "port", "keepalive", optional "user", "password":
+              by default the device id and protocol.auth.mqtt_password(key)}
+  wifi        {"ssid", "password"}: here only, never inside `board`; main.make_board hands it
+              to the board of an MQTT device
   window      window number shown on idle, outbox_capacity (default 500)
 """
 
@@ -69,6 +72,10 @@ def validate(cfg):
     else:
         if not _token(out["hall"]) or not out["mqtt"].get("host"):
             raise ConfigError("mqtt needs hall and mqtt.host")
+        wifi = out["wifi"]
+        if wifi and not (isinstance(wifi, dict) and isinstance(wifi.get("ssid"), str) and wifi["ssid"]
+                         and isinstance(wifi.get("password", ""), str)):
+            raise ConfigError("wifi: {\"ssid\": text, \"password\": text}")
     cap = out["outbox_capacity"]
     if not isinstance(cap, int) or not 1 <= cap <= 5000:
         raise ConfigError("outbox_capacity: 1..5000")

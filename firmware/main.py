@@ -30,11 +30,26 @@ def _us_clock():
     return (lambda: int(perf_counter() * 1000000)), (lambda us: time.sleep(us / 1000000))
 
 
-def make_board(board_cfg, root):
-    profile = board_cfg.get("module", board_cfg.get("profile"))
-    cfg = dict(board_cfg)
-    cfg["fs_root"] = root
-    if profile == "sim" or board_cfg.get("sim"):
+def board_config(cfg, root):
+    """What the board module gets: the config's `board` section plus the device-wide settings the
+    board acts on. The Wi-Fi credentials live only at the top level (config.py): an MQTT device
+    gets them here (an RS-485 one gets none, so its board opens the UART); the UART runs at the
+    top-level `baud` the RS-485 transport times its frames by."""
+    out = dict(cfg["board"])
+    out["fs_root"] = root
+    if cfg.get("transport") == "mqtt":
+        out["wifi"] = cfg.get("wifi") or None
+    else:
+        out.pop("wifi", None)
+        out["baud"] = cfg.get("baud", 9600)
+    return out
+
+
+def make_board(device_cfg, root):
+    """The board of a validated device config (config.validate)."""
+    cfg = board_config(device_cfg, root)
+    profile = cfg.get("module", cfg.get("profile"))
+    if profile == "sim" or cfg.get("sim"):
         from firmware.boards import sim as mod
     elif profile == "touch":
         from firmware.boards import touch as mod
@@ -65,7 +80,7 @@ def build(root=DEFAULT_ROOT, font=DEFAULT_FONT, fs=None):
         cfg = load_device(fs, root)
     except ConfigError as e:
         return None, None, str(e)
-    board = make_board(cfg["board"], root)
+    board = make_board(cfg, root)
     device = Device(board, cfg, fs, font)
     attach_transport(device, board, cfg)
     return device, board, ""

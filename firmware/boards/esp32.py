@@ -3,7 +3,8 @@
 
 cfg keys (with defaults): uart_id 1, baud 9600, tx 17, rx 16, de 4 (RS-485 driver enable, high =
 transmit), wdt_ms 8000, wifi None or {"ssid": ..., "password": ...} (then .net is a WifiNet and
-the UART is not opened), fs_root "/data".
+the UART is not opened), fs_root "/data". firmware.main.board_config builds this dict from the
+device config: `wifi` and `baud` come from its top level, the pins from its `board` section.
 """
 
 import gc
@@ -39,7 +40,7 @@ class Esp32Board:
     def __init__(self, cfg):
         self.fs_root = cfg.get("fs_root", "/data")
         wifi = cfg.get("wifi")
-        self.net = WifiNet(wifi["ssid"], wifi["password"]) if wifi else None
+        self.net = WifiNet(wifi["ssid"], wifi.get("password", "")) if wifi else None
         self.uart = None
         self._de = None
         if not wifi:

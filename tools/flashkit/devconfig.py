@@ -48,11 +48,8 @@ def build(device, key, board, transport, window="", hall="", address=None, baud=
             mqtt["password"] = mqtt_password
         cfg["mqtt"] = mqtt
         if wifi_ssid:
-            # firmware.config documents a top-level "wifi"; firmware.main.make_board hands only
-            # cfg["board"] to the board, whose esp32.py reads "wifi" there: written in both places
-            # until the firmware settles on one.
+            # top level only (firmware.config): firmware.main.make_board hands it to the board
             cfg["wifi"] = {"ssid": wifi_ssid, "password": wifi_password or ""}
-            cfg["board"]["wifi"] = dict(cfg["wifi"])
     validate(cfg)
     return cfg
 
