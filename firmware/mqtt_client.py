@@ -143,7 +143,7 @@ class MqttClient:
         self.last_rx = 0
         self.ping_out = False
         self.stats = {"connects": 0, "drops": 0, "published": 0, "acked": 0, "resent": 0,
-                      "received": 0, "pings": 0}
+                      "received": 0, "pings": 0, "refused": 0}
 
     # --- public -------------------------------------------------------------------------------
     @property
@@ -182,8 +182,10 @@ class MqttClient:
                 self._open(now)
             return
         try:
-            self._read()
-            self._handle(now)
+            closed = self._read()
+            self._handle(now)                # what came before a close still counts (a refusal)
+            if closed:
+                raise MqttError("closed by the broker")
             if self.state == CONNECTING and now - self.since > _CONNACK_TIMEOUT_MS:
                 raise MqttError("no CONNACK")
             if self.state == UP:
@@ -265,20 +267,21 @@ class MqttClient:
             self.tx = self.tx[n:]
 
     def _read(self):
+        """Take what the socket has; True when the broker closed the connection."""
         sock = self.sock
         if sock is None:
-            return
+            return False
         while True:
             try:
                 data = sock.recv(1024)
             except OSError as e:
                 if _would_block(e):
-                    return
+                    return False
                 raise
             if data is None:
-                return
+                return False
             if not data:
-                raise MqttError("closed by the broker")
+                return True
             self.rx.extend(data)
             if len(self.rx) > _MAX_PACKET + 5:
                 raise MqttError("receive buffer overflow")
@@ -294,6 +297,7 @@ class MqttClient:
             kind = first & 0xF0
             if kind == _CONNACK:
                 if len(body) < 2 or body[1] != 0:
+                    self.stats["refused"] += 1  # 4: bad user name or password, 5: not authorised
                     raise MqttError("connection refused: %r" % (body,))
                 self._up()
             elif kind == _PUBACK:

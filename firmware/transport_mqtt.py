@@ -7,9 +7,13 @@
   ACK says the gateway committed it. The gateway dedupes by rating id (device:counter).
 - status (QoS 0) when due.
 - Wi-Fi loss: the connection is dropped and Wi-Fi reconnected, at most every WIFI_RETRY_MS.
+- login (SPEC 6.2): user = the device id, password = protocol.auth.mqtt_password(device key), the
+  pair the gateway's Mosquitto password file holds (gateway/mosquitto_acl.py); mqtt.user and
+  mqtt.password in the device config override them.
 """
 
 from protocol import jsonform, schema, topics
+from protocol.auth import mqtt_password
 from protocol.errors import ProtocolError
 from firmware.mqtt_client import MqttClient
 
@@ -35,7 +39,8 @@ class MqttTransport:
             net.socket_factory, mqtt_cfg["host"], mqtt_cfg.get("port", 1883), "hall-" + dev_id,
             clock, mqtt_cfg.get("keepalive", 30),
             will=(self.t["availability"], topics.OFFLINE, 1, True),
-            user=mqtt_cfg.get("user"), password=mqtt_cfg.get("password"),
+            user=mqtt_cfg.get("user") or dev_id,
+            password=mqtt_cfg.get("password") or mqtt_password(device.cfg["key_bytes"]),
             on_message=self._message, on_connect=self._connected)
         for kind in topics.GATEWAY_TO_DEVICE:
             self.client.subscribe(self.t[kind], topics.QOS[kind])

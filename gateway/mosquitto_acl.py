@@ -11,18 +11,12 @@ Files are written atomically with mode 0600; reload Mosquitto (SIGHUP) after wri
 
 import base64
 import hashlib
-import hmac
 import os
 
 from protocol import topics
+from protocol.auth import mqtt_password  # the device computes the same (SPEC 6.2)
 
 PBKDF2_ITERATIONS = 101
-_LABEL = b"hall-mqtt-password/1"
-
-
-def mqtt_password(key):
-    """The device's MQTT password: derived from its device key (hex text, 32 characters)."""
-    return hmac.new(bytes(key), _LABEL, hashlib.sha256).hexdigest()[:32]
 
 
 def hash_password(password, salt=None, iterations=PBKDF2_ITERATIONS):

@@ -8,6 +8,7 @@ hashlib.sha256 exists on both runtimes; hmac does not exist on MicroPython, so H
 """
 
 import hashlib
+from binascii import hexlify
 
 from protocol import schema
 from protocol.codec import encode_fields
@@ -16,6 +17,7 @@ from protocol.errors import LocalProtocolError
 MAC_LEN = 16
 KEY_LEN = 32
 LABEL = b"hall-rating/1 rating\x00"
+MQTT_LABEL = b"hall-mqtt-password/1"
 _BLOCK = 64
 
 
@@ -63,3 +65,10 @@ def verify(key, rating):
     for a, b in zip(good, mac):
         diff |= a ^ b
     return diff == 0
+
+
+def mqtt_password(key):
+    """The device's MQTT login password (SPEC 6.2): 32 hex characters, the first 16 bytes of
+    HMAC-SHA256 of MQTT_LABEL under its device key. The gateway writes its hash into the broker's
+    password file, the device computes it at connect: no second secret to hand around."""
+    return hexlify(hmac_sha256(bytes(key), MQTT_LABEL)[:16]).decode()

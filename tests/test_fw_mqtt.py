@@ -43,10 +43,12 @@ def run_until(cond, steps, timeout=8.0):
 class Gateway:
     """A paho client standing in for the hall gateway."""
 
-    def __init__(self, broker, device="win07"):
+    def __init__(self, broker, device="win07", user=None):
         self.got = []
         self.avail = []
         self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="gw-test")
+        if user is not None:
+            self.c.username_pw_set(*user)
         self.c.on_message = self._msg
         self.c.connect(broker.host, broker.port)
         self.c.subscribe(topics.device_topic(HALL, device, "rating"), 1)
@@ -161,4 +163,57 @@ def test_rating_survives_a_broker_restart_and_a_drop_mid_publish(mosquitto_broke
     gw.send("config", codec.to_json(schema.CONFIG, {"version": 5, "status_interval_s": 1}))
     assert run_until(lambda: gw.status, [step], timeout=5)
     assert gw.status[0]["device"] == "win07" and gw.status[0].get("outbox", 0) == 0 and gw.status[0]["counter"] == 1
+    gw.close()
+
+
+def test_mqtt_password_is_the_gateway_formula_on_both_runtimes(micropython):
+    import hashlib
+    import hmac
+    from binascii import unhexlify
+    from protocol.auth import mqtt_password
+    from fw_support import KEY_HEX
+    key = unhexlify(KEY_HEX)
+    # the formula the gateway's password files have always used: existing registries stay valid
+    want = hmac.new(key, b"hall-mqtt-password/1", hashlib.sha256).hexdigest()[:32]
+    assert mqtt_password(key) == want and len(want) == 32
+    out = micropython("from protocol.auth import mqtt_password\nprint(mqtt_password(b'\\x5c' * 32))\n"
+                      ).check().stdout.split()
+    assert out == [want]
+
+
+def test_device_logs_in_with_the_password_files_of_the_gateway(mosquitto_factory, tmp_path):
+    """The broker runs with the files gateway/mosquitto_acl.py writes from the registry: the
+    device's own key gets it in (and its rating out); the same id with another key does not."""
+    from gateway.mosquitto_acl import write_files
+    from gateway.registry import Registry
+    from fw_support import KEY_HEX
+    reg = Registry([{"id": "win07", "window": "07", "key": KEY_HEX, "transport": "mqtt"}])
+    paths = write_files(str(tmp_path / "acl"), HALL, reg, "gateway", "gw-secret")
+    broker = mosquitto_factory(allow_anonymous=False, extra_config="password_file %s\nacl_file %s\n"
+                               % (paths["password_file"], paths["acl_file"]))
+    gw = Gateway(broker, user=("gateway", "gw-secret"))
+    rig = Rig("five_button", base=str(tmp_path), clock=now_ms, net="tcp", extra=mqtt_cfg(broker))
+    tr = attach_transport(rig.dev, rig.board, rig.cfg)
+    assert run_until(lambda: tr.client.connected and gw.avail == ["online"], [rig.dev.step])
+    rig.context(51)
+    time.sleep(0.6)                            # past the misuse guard
+    rig.act("rate", "overall", 1)
+    assert rig.state == "thanks"
+    assert run_until(lambda: gw.got, [rig.dev.step])
+    assert {rating_id_of(text) for text in gw.got} == {"win07:1"}
+    tr.client.disconnect()
+    # another device key under the same id: refused by the broker, never connected
+    wrong = Rig("five_button", base=str(tmp_path), clock=now_ms, net="tcp",
+                extra=dict(mqtt_cfg(broker), key="a5" * 32))
+    tw = attach_transport(wrong.dev, wrong.board, wrong.cfg)
+    assert run_until(lambda: tw.client.stats["refused"] >= 1, [wrong.dev.step])
+    assert not tw.client.connected and tw.client.stats["connects"] == 0
+    # an explicit mqtt.user / mqtt.password from the config is used as given
+    explicit = Rig("five_button", base=str(tmp_path), clock=now_ms, net="tcp",
+                   extra=dict(mqtt_cfg(broker), key="a5" * 32,
+                              mqtt={"host": broker.host, "port": broker.port,
+                                    "user": "gateway", "password": "gw-secret"}))
+    te = attach_transport(explicit.dev, explicit.board, explicit.cfg)
+    assert run_until(lambda: te.client.connected, [explicit.dev.step])
+    te.client.disconnect()
     gw.close()
