@@ -103,7 +103,7 @@ class App:
         self.presses = []               # recent press times (misuse guard)
         self.staff_name = ""
         self.time_offset = 0            # unix seconds minus uptime seconds (0: unknown)
-        self.recent = list(store.get("recent_cases", [])) if store else []
+        self.recent = self._recent_cases()
         self.dirty = True               # the screen needs a redraw
         self.last_rating = None         # the last record stored (tests, simulator)
 
@@ -346,6 +346,28 @@ class App:
         self.ctx = None
         self.expire_at = None
         return "thanks" if source == vocab.SRC_PRESS else "not_rated"
+
+    def _recent_cases(self):
+        """At boot: the cases rated lately. A rating reaches the outbox before the store's list
+        is saved, so a power cut between the two leaves the case only in the outbox; the newest
+        outbox ratings are merged in and the list saved again before any ACK can release them
+        (else a resent CONTEXT would open a second rating for the case)."""
+        store = self.store
+        recent = list(store.get("recent_cases", [])) if store is not None else []
+        missing = False
+        for raw in self.outbox.newest(_RECENT_CASES):
+            cid = codec.decode(schema.RATING, raw)["case_id"]
+            if cid not in recent:
+                recent.append(cid)
+                missing = True
+        recent = recent[-_RECENT_CASES:]
+        if missing and store is not None:
+            store.set("recent_cases", recent)
+            try:
+                store.save()
+            except OSError:
+                self.health.count("flash_error")
+        return recent
 
     def _remember(self, case_id):
         self.recent.append(case_id)

@@ -92,6 +92,14 @@ def read_records(f):
         pos += _HEADER + n + 1
 
 
+def _payload_at(f, off):
+    """The rating bytes of the record at `off` (a record already checked by open())."""
+    f.seek(off)
+    head = f.read(_HEADER)
+    data = f.read(head[2] | (head[3] << 8))
+    return data[_get_varint(data, 0)[1]:]
+
+
 class Outbox:
     def __init__(self, fs, root, capacity=500, compact_after=_COMPACT_AFTER_ACKS):
         self.fs = fs
@@ -163,17 +171,24 @@ class Outbox:
                 return self._read_payload(i)
         return None
 
+    def newest(self, n):
+        """Rating bytes of the newest `n` unacknowledged ratings, oldest first (one file open)."""
+        out = []
+        if self.counters:
+            f = self.fs.open(self.path, "rb")
+            try:
+                for off in self.offsets[-n:]:
+                    out.append(_payload_at(f, off))
+            finally:
+                f.close()
+        return out
+
     def _read_payload(self, i):
         f = self.fs.open(self.path, "rb")
         try:
-            f.seek(self.offsets[i])
-            head = f.read(_HEADER)
-            n = head[2] | (head[3] << 8)
-            data = f.read(n)
+            return _payload_at(f, self.offsets[i])
         finally:
             f.close()
-        _, pos = _get_varint(data, 0)
-        return data[pos:]
 
     # --- changes ------------------------------------------------------------------------------
     def append(self, counter, rating_bytes):

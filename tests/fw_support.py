@@ -200,6 +200,63 @@ def cut_everywhere(ops, torn, capacity=4):
     return steps, problems
 
 
+# --- power cut at every write step of the rating flow: is any case rated twice? -----------------
+CUT_CASES = (31, 32, 33)
+
+
+def _rate_and_settle(rig, case_id, gateway):
+    """The gateway sends the case; the rater presses; the gateway takes and acknowledges whatever
+    the outbox holds. Returns True when the rater saw the thank-you."""
+    rig.context(case_id)
+    rig.wait(1000)
+    rig.press_level(2)
+    thanked = rig.state == "thanks"
+    drain(rig, gateway)
+    rig.wait(5000)
+    return thanked
+
+
+def drain(rig, gateway):
+    """Everything in the outbox reaches the gateway and is acknowledged. The gateway keeps one
+    entry per rating id (a redelivered copy of the same rating is no duplicate)."""
+    for r in rig.ratings:
+        gateway[r["counter"]] = r["case_id"]
+        rig.ack(r["counter"])
+
+
+def cut_rating_flow(root, cut_at, torn):
+    """Rate CUT_CASES one after another on a FakeFlash whose power fails at write step `cut_at`
+    (0: never), reboot, let the gateway drain the outbox and send every case again (a retained
+    or resent CONTEXT), and press again. Returns (write steps used, problems found)."""
+    flash = FakeFlash(cut_at=cut_at, torn=torn)
+    gateway = {}            # rating id (the device's counter) -> case id, as the gateway keeps them
+    thanked = []
+    try:
+        rig = Rig("five_button", root=root, fs=flash)
+        for cid in CUT_CASES:
+            if _rate_and_settle(rig, cid, gateway):
+                thanked.append(cid)
+    except PowerCut:
+        pass
+    steps = flash.steps
+    rig = Rig("five_button", root=root, fs=flash.reboot())
+    drain(rig, gateway)
+    for cid in CUT_CASES:
+        _rate_and_settle(rig, cid, gateway)
+    problems = []
+    cases = list(gateway.values())
+    for cid in CUT_CASES:
+        n = cases.count(cid)
+        if n > 1:
+            problems.append("case %d rated %d times" % (cid, n))
+        if n == 0:
+            problems.append("case %d never rated" % cid)
+    for cid in thanked:
+        if cid not in cases:
+            problems.append("case %d lost after its thank-you" % cid)
+    return steps, problems
+
+
 # --- full flows on the sim board, shared by the CPython and MicroPython tests -------------------
 KEY_HEX = "5c" * 32
 TAGS = [{"code": 501, "label": "态度不积极", "indicator": 4},
@@ -215,7 +272,7 @@ class Rig:
     straight to the flow (for screens whose layout is not drawn in this test)."""
 
     def __init__(self, profile="five_button", root=None, capacity=10, font=None, base="/tmp",
-                 clock=None, net=None, extra=None):
+                 clock=None, net=None, extra=None, fs=None):
         from firmware.boards.sim import make_board
         from firmware.config import validate
         from firmware.device import Device
@@ -230,14 +287,15 @@ class Rig:
             cfg[k] = extra[k]
         self.cfg = validate(cfg)
         self.font = font
-        self.dev = Device(self.board, self.cfg, font_path=font)
+        self.fs = fs
+        self.dev = Device(self.board, self.cfg, fs=fs, font_path=font)
         self.dev.on_config({"version": 1, "tags": TAGS, "rating_timeout_s": 30, "thanks_s": 4,
                             "guard_ms": 500})
         self.dev.step()
 
     def reboot(self):
         from firmware.device import Device
-        self.dev = Device(self.board, self.cfg, font_path=self.font)
+        self.dev = Device(self.board, self.cfg, fs=self.fs, font_path=self.font)
         self.dev.step()
 
     @property
