@@ -18,3 +18,13 @@ def test_heap_resident_bytes_per_profile(micropython):
         assert name not in loaded, name
     assert {"protocol.slave", "firmware.transport_rs485", "firmware.ui.mono"} <= loaded
     assert {"protocol.jsonform", "firmware.mqtt_client", "firmware.ui.touch"} <= set(touch["modules"])
+
+
+def test_heap_data_bytes_is_the_boot_beyond_the_imported_modules(micropython):
+    """The frozen-build estimate: every module the boot loads was imported before it (none late),
+    and what is left is at least the frame buffer and well below the resident figure."""
+    detail = fw_heap.measure_detail(fw_heap.compiled_files(), micropython, breakdown=True)
+    data = fw_heap.data_bytes(detail)
+    for profile, fb in (("five_button", 1024), ("touch", 38400)):
+        assert detail[profile]["late"] == [], detail[profile]["late"]
+        assert fb < data[profile] < detail[profile]["bytes"] // 2, (profile, data[profile])

@@ -1,19 +1,21 @@
 """Resident heap of the evaluator firmware under real MicroPython 1.29, for tools/mpy_check.py.
 
-Boots the firmware (compiled .mpy loaded into RAM, as when copied to the device's filesystem; a
-frozen build holds the bytecode in flash and needs less) on the sim board of each profile, the
+Boots the firmware (compiled .mpy loaded into RAM, as when copied to the device's filesystem,
+with the flash tool's mpy-cross flags; a frozen build holds the bytecode in flash and needs less) on the sim board of each profile, the
 way firmware.main.build() does on a device: config, Device with the UI, and the transport the
 config names (five_button: RS-485, answering one POLL; touch: MQTT over Wi-Fi, not connected).
 Then it puts a case on the screen, collects garbage and reports the bytes still allocated
 beyond an interpreter that has only the runtime's own modules imported:
     {"heap_resident_bytes": {"five_button": n, "touch": n}}
+and, second and clearly apart, the estimate for a build with the modules frozen into flash:
+    {"heap_data_bytes": {"five_button": n, "touch": n}}   (objects the boot creates; data_bytes())
 The sim board's frame buffer is the same size as the real one (five_button 1 KiB, touch 37.5 KiB).
 
 Imported before the baseline, because they are C modules in the ESP32 firmware (no heap) but
 frozen Python packages in the wasm port: os (with collections) and binascii. asyncio is frozen
 on both, and the measurement needs it to yield. Everything of ours is measured.
 
-    .venv/bin/python tools/fw_heap.py [--breakdown]   # JSON; --breakdown adds bytes per import
+    .venv/bin/python tools/fw_heap.py [--breakdown]   # JSON; --breakdown: bytes per import
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ if profile == "five_button":
 _a = await _alloc()
 _parts.append(("boot", _a - _prev))
 _mods = sorted(k for k in sys.modules if k.startswith("firmware") or k.startswith("protocol"))
-print(%(prefix)r + json.dumps({"bytes": _a - _base, "parts": _parts, "modules": _mods}))
+_late = [k for k in _mods if k not in %(order)r]
+print(%(prefix)r + json.dumps({"bytes": _a - _base, "parts": _parts, "modules": _mods, "late": _late}))
 """
 
 # Our modules in dependency order, for the breakdown (those a profile does not load are skipped
@@ -135,8 +138,10 @@ def _script(profile, breakdown):
 
 
 def measure_detail(files, run_micropython, breakdown=False) -> dict:
-    """{profile: {"bytes": n, "parts": [(module or "boot", bytes)], "modules": [loaded]}} or
-    {profile: "failed: ..."}."""
+    """{profile: {"bytes": n, "parts": [(module or "boot", bytes)], "modules": [loaded],
+    "late": [loaded by the boot itself, not imported before it]}} or {profile: "failed: ..."}.
+    With breakdown, every module of IMPORT_ORDER is imported before the boot, so the "boot" part
+    is what the running firmware allocates beyond its modules (see data_bytes)."""
     out = {}
     for profile in PROFILES:
         r = run_micropython(_script(profile, breakdown), files=files, trees=())
@@ -148,39 +153,74 @@ def measure_detail(files, run_micropython, breakdown=False) -> dict:
     return out
 
 
+def data_bytes(detail) -> dict:
+    """heap_data_bytes from a breakdown measure_detail(): the objects the boot creates (frame
+    buffer, outbox index, state, caches, the config) with every module already imported, i.e.
+    without module code, constants, qstrs, module dicts and function objects. An estimate for a
+    build with the modules frozen into flash, and a lower bound: a frozen build still keeps the
+    module dicts and function objects in RAM. None for a profile whose boot imported a module
+    IMPORT_ORDER lacks (its code would be counted as data)."""
+    out = {}
+    for profile, got in detail.items():
+        if isinstance(got, str):
+            out[profile] = got
+        elif got["late"]:
+            out[profile] = None
+        else:
+            out[profile] = dict(got["parts"])["boot"]
+    return out
+
+
 def measure(files, run_micropython) -> dict:
     """{profile: bytes} (or the failure text)."""
     got = measure_detail(files, run_micropython)
     return {p: v if isinstance(v, str) else v["bytes"] for p, v in got.items()}
 
 
+def device_files(ctx):
+    """The trees of an mpy_check context as the device holds them: every module compiled the way
+    the flash tool's bundle compiles it (tools/flashkit/bundle.compile_mpy, same mpy-cross flags),
+    plus the data files (the font)."""
+    from tools import mpy_check
+    from tools.flashkit.bundle import compile_mpy
+    trees = ("protocol", "firmware")
+    files = mpy_check.vfs_files(ctx, trees)
+    exe = mpy_check.find_mpy_cross()
+    for src in ctx.sources:
+        if src.rel not in ctx.failed and src.rel.split("/", 1)[0] in trees:
+            files["%s/%s.mpy" % (mpy_check.MP_ROOT, src.rel[: -len(".py")])] = compile_mpy(
+                str(src.path), src.rel, exe)
+    return files
+
+
 def compiled_files():
     """The compiled protocol/ and firmware/ trees, as the device would hold them."""
-    import tempfile
     from tools import mpy_check
     root = mpy_check.REPO_ROOT
     ctx = mpy_check.CheckContext(root=root, sources=mpy_check.find_sources(root, ("protocol", "firmware")))
-    with tempfile.TemporaryDirectory() as d:
-        mpy_check.compile_sources(ctx, mpy_check.find_mpy_cross(), Path(d))
-    return mpy_check.vfs_files(ctx, ("protocol", "firmware"))
+    return device_files(ctx)
 
 
 def heap_report(ctx) -> dict:
-    """mpy_check REPORT_HOOK: measured on the compiled modules of this check."""
-    from tools.mpy_check import vfs_files
+    """mpy_check REPORT_HOOK: measured on this check's sources, compiled as the bundle does."""
     from tools.mpy_runner import run_micropython
     if not any(rel.startswith("firmware/") for rel in ctx.compiled):
         return {}
-    return {"heap_resident_bytes": measure(vfs_files(ctx, ("protocol", "firmware")), run_micropython)}
+    files = device_files(ctx)
+    return {"heap_resident_bytes": measure(files, run_micropython),
+            "heap_data_bytes": data_bytes(measure_detail(files, run_micropython, breakdown=True))}
 
 
 def main(argv=None) -> int:
     from tools.mpy_runner import run_micropython
     args = sys.argv[1:] if argv is None else argv
+    files = compiled_files()
+    detail = measure_detail(files, run_micropython, breakdown=True)
     if "--breakdown" in args:
-        got = measure_detail(compiled_files(), run_micropython, breakdown=True)
+        got = detail
     else:
-        got = measure(compiled_files(), run_micropython)
+        got = {"heap_resident_bytes": measure(files, run_micropython),
+               "heap_data_bytes": data_bytes(detail)}
     print(json.dumps(got, ensure_ascii=False))
     return 0
 

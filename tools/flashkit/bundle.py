@@ -159,11 +159,17 @@ def _other_board(dev, board):
     return False
 
 
+# -O3: no source line numbers in the bytecode (tracebacks name the function, not the line) and
+# no asserts: ~2 KiB less RAM on a device that loads .mpy files. tools/fw_heap.py measures the
+# heap with these same flags.
+MPY_CROSS_FLAGS = ("-O3",)
+
+
 def compile_mpy(host, dev, mpy_cross=None):
     """mpy-cross output for one source file; BadInput with the compiler's message on failure."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.mpy")
-        cmd = [mpy_cross or mpy_cross_path(), "-o", out, "-s", dev, host]
+        cmd = [mpy_cross or mpy_cross_path()] + list(MPY_CROSS_FLAGS) + ["-o", out, "-s", dev, host]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BadInput("mpy-cross failed on %s: %s" % (dev, (proc.stderr or proc.stdout).strip()))
