@@ -21,6 +21,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from gateway.registry import rating_from_json
+from gateway.store import RawPayload
 from protocol import codec, errors, schema, topics, vocab
 
 log = logging.getLogger("gateway.mqtt")
@@ -203,10 +204,12 @@ class MqttBridge:
             counter = json.loads(text).get("counter")
         except Exception:
             pass
-        kept = self.store.dead_letter("rating", text, error.reason, device=device_id) if self.store else False
-        if isinstance(counter, int) and not isinstance(counter, bool) and 0 < counter <= schema.U32:
-            result = (vocab.ACK_DEAD_LETTER, error.reason) if kept else (vocab.ACK_RETRY, errors.R_STORE_FULL)
-            self._ack(device_id, counter, result)
+        ackable = isinstance(counter, int) and not isinstance(counter, bool) and 0 < counter <= schema.U32
+
+        def done(result):   # (DEAD_LETTER, reason) once kept; (RETRY, STORE_FULL) if it could not be
+            if ackable:
+                self._ack(device_id, counter, result)
+        self.committer.submit(RawPayload(text, device_id), None, done, reject=error.reason)
 
     def _status(self, device_id, payload):
         self.stats["status"] += 1

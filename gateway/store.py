@@ -97,6 +97,16 @@ class StoreError(Exception):
     pass
 
 
+class RawPayload:
+    """A rating payload too broken to decode, kept as a dead letter by the group committer (not
+    with a commit of its own on the network thread: a flood of junk must not stall valid ratings)."""
+    __slots__ = ("text", "device")
+
+    def __init__(self, text, device):
+        self.text = text
+        self.device = device
+
+
 class Corrupt(sqlite3.DatabaseError):
     """The file fails its integrity check."""
 
@@ -295,7 +305,8 @@ class Store:
         """Commit a group of ratings in one transaction; one (ACK_*, R_*) result per item, in order.
 
         item = (rating, enrichment) or (rating, enrichment, reject_reason): a rating the caller
-        already found invalid (bad MAC ...) is kept as a dead letter with that reason."""
+        already found invalid (bad MAC ...), or a RawPayload, is kept as a dead letter with that
+        reason."""
         with self._lock:
             try:
                 results, after = self._guarded(lambda: self._commit_ratings(items))
@@ -384,14 +395,18 @@ class Store:
         if self._dead + pending_dead >= self.dead_capacity:
             self._alarm("dead_letters_full", "dead-letter table full; refusing %s" % reason)
             return (vocab.ACK_RETRY, errors.R_STORE_FULL)
-        try:
-            payload = codec.dumps(codec.to_obj(schema.RATING_FIELDS, rating))
-            key = rating_rules.rating_id(rating)
-        except Exception:
-            payload, key = repr(rating), None
+        if isinstance(rating, RawPayload):
+            payload, key, device = rating.text, None, rating.device
+        else:
+            device = rating.get("device")
+            try:
+                payload = codec.dumps(codec.to_obj(schema.RATING_FIELDS, rating))
+                key = rating_rules.rating_id(rating)
+            except Exception:
+                payload, key = repr(rating), None
         db.execute("INSERT INTO dead_letters (kind, key, device, reason_code, reason, payload, created)"
                    " VALUES (?,?,?,?,?,?,?)",
-                   (kind, key, rating.get("device"), reason, errors.REASON_NAMES.get(reason, str(reason)),
+                   (kind, key, device, reason, errors.REASON_NAMES.get(reason, str(reason)),
                     payload, now))
         return (vocab.ACK_DEAD_LETTER, reason)
 

@@ -108,6 +108,21 @@ def test_bad_inputs_are_rejected_counted_and_valid_ones_still_pass(gateway, devi
     assert sorted(i["item_id"] for i in gateway.store.upload_batch(10)) == ["dev-a:10", "dev-a:14"]
 
 
+def test_junk_is_dead_lettered_by_the_group_committer_not_on_the_network_thread(gateway, device,
+                                                                                monkeypatch):
+    def own_commit(*args, **kwargs):
+        raise AssertionError("a commit of its own on paho's thread")
+    monkeypatch.setattr(gateway.store, "dead_letter", own_commit)
+    for n in range(1, 4):
+        device.publish("rating", json.dumps({"device": "dev-a", "counter": n, "overall": 9}))
+    assert [device.ack()["result"] for _ in range(3)] == [vocab.ACK_DEAD_LETTER] * 3
+    device.rate(make_rating("dev-a", 4))
+    assert device.ack()["result"] == vocab.ACK_STORED
+    dead = gateway.store.dead_letters()
+    assert [(d["device"], d["reason"]) for d in dead] == [("dev-a", "out_of_range")] * 3
+    assert json.loads(dead[0]["payload"])["counter"] == 3
+
+
 def _broker_of(gateway):
     class B:
         host, port = gateway.cfg.host, gateway.cfg.port
