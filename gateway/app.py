@@ -183,7 +183,7 @@ class Gateway:
             ("hall_gateway_devices", "gauge", "Registered devices", counts["total"]),
             ("hall_gateway_devices_online", "gauge", "Devices online", counts["online"]),
             ("hall_gateway_rejections_total", "counter", "Rejected inputs by origin and reason",
-             dict(((("where", w), ("reason", r)), n) for (w, r), n in self.rejections.counts.items())),
+             dict(((("where", w), ("reason", r)), n) for (w, r), n in self.rejections.snapshot().items())),
             ("hall_gateway_alarms_total", "counter", "Alarms raised by name",
              dict(((("name", k),), v) for k, v in self.alarms.items())),
             ("hall_gateway_mqtt_connected", "gauge", "1 when connected to the hall broker",

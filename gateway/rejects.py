@@ -2,6 +2,7 @@
 per kind (with the number suppressed meanwhile), and the serious ones raise an alarm."""
 
 import logging
+import threading
 import time
 
 from protocol import errors
@@ -20,9 +21,16 @@ class Rejections:
         self.clock = clock
         self._last = {}           # (where, reason) -> last log time
         self._suppressed = {}
+        self._lock = threading.Lock()   # paho's thread, the bus threads and the loop all reject
 
     def total(self):
-        return sum(self.counts.values())
+        with self._lock:
+            return sum(self.counts.values())
+
+    def snapshot(self):
+        """{(where, reason name): n}, a copy (other threads add keys meanwhile)."""
+        with self._lock:
+            return dict(self.counts)
 
     def count(self, where, reason):
         return self.counts.get((where, errors.REASON_NAMES.get(reason, str(reason))), 0)
@@ -31,15 +39,18 @@ class Rejections:
         """Count one rejection. `detail` must never hold a rater's identity."""
         name = errors.REASON_NAMES.get(reason, str(reason))
         key = (where, name)
-        self.counts[key] = self.counts.get(key, 0) + 1
         now = self.clock()
-        last = self._last.get(key)
-        if last is None or now - last >= self.interval_s:
-            more = self._suppressed.pop(key, 0)
+        with self._lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+            last = self._last.get(key)
+            more = None
+            if last is None or now - last >= self.interval_s:
+                more = self._suppressed.pop(key, 0)
+                self._last[key] = now
+            else:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        if more is not None:
             log.warning("rejected %s from %s (%s): %s%s", name, where, device or "?", detail,
                         " (+%d similar suppressed)" % more if more else "")
-            self._last[key] = now
-        else:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
         if reason in ALARMING and self.alarm is not None:
             self.alarm(name, "%s from %s via %s: %s" % (name, device or "?", where, detail))

@@ -123,6 +123,28 @@ def test_junk_is_dead_lettered_by_the_group_committer_not_on_the_network_thread(
     assert json.loads(dead[0]["payload"])["counter"] == 3
 
 
+def test_rejections_count_exactly_from_many_threads():
+    import sys
+    import threading
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)          # switch threads as often as possible: races show up
+    try:
+        rej = Rejections(interval_s=3600.0)
+
+        def work():
+            for _ in range(5000):
+                rej.reject("mqtt", errors.R_MALFORMED, "x")
+                rej.snapshot()
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert rej.total() == 20000 and rej.snapshot() == {("mqtt", "malformed"): 20000}
+
+
 def _broker_of(gateway):
     class B:
         host, port = gateway.cfg.host, gateway.cfg.port
