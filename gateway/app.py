@@ -185,7 +185,7 @@ class Gateway:
             ("hall_gateway_rejections_total", "counter", "Rejected inputs by origin and reason",
              dict(((("where", w), ("reason", r)), n) for (w, r), n in self.rejections.snapshot().items())),
             ("hall_gateway_alarms_total", "counter", "Alarms raised by name",
-             dict(((("name", k),), v) for k, v in self.alarms.items())),
+             dict(((("name", k),), v) for k, v in dict(self.alarms).items())),   # a copy: threads add alarms
             ("hall_gateway_mqtt_connected", "gauge", "1 when connected to the hall broker",
              self.bridge.connected.is_set()),
             ("hall_gateway_mqtt_messages_total", "counter", "MQTT messages received",
