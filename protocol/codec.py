@@ -86,7 +86,8 @@ def _check(err, name, kind, limit, value):
 
 def _error(err, reason, detail):
     if err is LocalProtocolError:
-        return LocalProtocolError("%s: %s" % (errors.REASON_NAMES[reason], detail))
+        from protocol.names import REASON_NAMES   # our own misuse: the name may cost RAM
+        return LocalProtocolError("%s: %s" % (REASON_NAMES[reason], detail))
     return ProtocolError(reason, detail)
 
 

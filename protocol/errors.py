@@ -19,22 +19,27 @@ R_UNKNOWN_DEVICE = 11  # sender not in the registry
 R_STORE_FULL = 12      # receiver cannot take it now; the sender keeps it and retries
 R_BAD_STATE = 13       # valid message, wrong moment (e.g. rating for a closed case)
 
-REASON_NAMES = {
-    R_OK: "ok", R_TRUNCATED: "truncated", R_OVERSIZE: "oversize", R_BAD_CRC: "bad_crc",
-    R_BAD_HEADER: "bad_header", R_MALFORMED: "malformed", R_OUT_OF_RANGE: "out_of_range",
-    R_UNKNOWN_TYPE: "unknown_type", R_MISSING: "missing", R_BAD_MAC: "bad_mac",
-    R_REPLAY: "replay", R_UNKNOWN_DEVICE: "unknown_device", R_STORE_FULL: "store_full",
-    R_BAD_STATE: "bad_state",
-}
+_NAMES = ("REASON_NAMES",)
+
+
+def __getattr__(name):
+    """REASON_NAMES lives in protocol/names.py, loaded on first use (never on a device)."""
+    from protocol.names import lookup
+    return lookup(_NAMES, name)
 
 
 class ProtocolError(Exception):
     """The peer sent something we cannot accept. `reason` is an R_* code."""
 
     def __init__(self, reason, detail=""):
-        super().__init__("%s: %s" % (REASON_NAMES.get(reason, reason), detail))
+        super().__init__(reason, detail)
         self.reason = reason
         self.detail = detail
+
+    def __str__(self):
+        # the reason's name is looked up only when the error is shown (protocol/names.py)
+        from protocol.names import REASON_NAMES
+        return "%s: %s" % (REASON_NAMES.get(self.reason, self.reason), self.detail)
 
 
 class LocalProtocolError(Exception):

@@ -28,8 +28,6 @@ RATING = 0x82   # the oldest unacknowledged rating in my outbox
 STATUS = 0x83   # health report
 REFUSE = 0x84   # I could not take your request: reason
 
-TYPE_NAMES = {POLL: "poll", ACK: "ack", CONTEXT: "context", CLEAR: "clear", CONFIG: "config",
-              IDLE: "idle", RATING: "rating", STATUS: "status", REFUSE: "refuse"}
 
 
 def from_device(msg_type):
@@ -168,3 +166,12 @@ REQUIRED = {
 
 # Rating fields the MAC does not cover: the MAC itself and what the gateway adds on the way.
 MAC_EXCLUDED = ("mac", "gateway_time", "hall")
+
+
+_NAMES = ("TYPE_NAMES",)
+
+
+def __getattr__(name):
+    """TYPE_NAMES lives in protocol/names.py, loaded on first use (never on a device)."""
+    from protocol.names import lookup
+    return lookup(_NAMES, name)

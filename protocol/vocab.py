@@ -11,13 +11,6 @@ DISSATISFIED = 4        # 不满意
 VERY_DISSATISFIED = 5   # 非常不满意
 
 LEVELS = (VERY_SATISFIED, SATISFIED, BASICALLY_SATISFIED, DISSATISFIED, VERY_DISSATISFIED)
-LEVEL_NAMES = {
-    VERY_SATISFIED: "非常满意",
-    SATISFIED: "满意",
-    BASICALLY_SATISFIED: "基本满意",
-    DISSATISFIED: "不满意",
-    VERY_DISSATISFIED: "非常不满意",
-}
 
 
 def is_bad(level):
@@ -29,14 +22,12 @@ def is_bad(level):
 IND_OVERALL = 1   # 总体评价
 IND_BUSINESS = 2  # 业务评价: the matter, process, efficiency
 IND_SERVICE = 4   # 服务评价: staff attitude and ability
-INDICATOR_NAMES = {IND_OVERALL: "总体评价", IND_BUSINESS: "业务评价", IND_SERVICE: "服务评价"}
 
 # Workflow node at which the case became ratable (rules Art. 17-18).
 NODE_RECEIPT = 1     # 收件成功: only the receiving window's service may be rated
 NODE_ACCEPTANCE = 2  # 受理
 NODE_COMPLETION = 3  # 办结 (approval or refusal, no certificate)
 NODE_PICKUP = 4      # 领证: certificate signed for at the window
-NODE_NAMES = {NODE_RECEIPT: "收件", NODE_ACCEPTANCE: "受理", NODE_COMPLETION: "办结", NODE_PICKUP: "领证"}
 
 # Indicators a node allows: a receipt rates the service alone (rules Art. 17).
 NODE_INDICATORS = {
@@ -51,7 +42,6 @@ NODE_INDICATORS = {
 SRC_PRESS = 1           # the rater pressed or touched a level at the window
 SRC_NOT_RATED = 2       # the window timed out: "not rated at the window" (no level)
 SRC_SYSTEM_DEFAULT = 3  # set by the central side when the 7-day window closed (rules Art. 18)
-SOURCE_NAMES = {SRC_PRESS: "press", SRC_NOT_RATED: "not_rated", SRC_SYSTEM_DEFAULT: "system_default"}
 
 # Result of an ACK (gateway -> device). The device deletes the rating from flash on ACK_STORED,
 # ACK_DUPLICATE and ACK_DEAD_LETTER (the gateway holds it for review), and keeps it on ACK_RETRY.
@@ -59,10 +49,17 @@ ACK_STORED = 0       # durably committed now
 ACK_DUPLICATE = 1    # committed earlier (a retransmission); not counted again
 ACK_DEAD_LETTER = 2  # not valid as a rating (bad MAC, replay ...), kept by the gateway with the reason
 ACK_RETRY = 3        # the gateway cannot commit now (store full); keep it and send again later
-ACK_NAMES = {ACK_STORED: "stored", ACK_DUPLICATE: "duplicate", ACK_DEAD_LETTER: "dead_letter",
-             ACK_RETRY: "retry"}
 
 
 def device_releases(result):
     """True when an ACK result lets the device forget the rating."""
     return result != ACK_RETRY
+
+
+_NAMES = ("LEVEL_NAMES", "INDICATOR_NAMES", "NODE_NAMES", "SOURCE_NAMES", "ACK_NAMES")
+
+
+def __getattr__(name):
+    """The *_NAMES tables live in protocol/names.py, loaded on first use (never on a device)."""
+    from protocol.names import lookup
+    return lookup(_NAMES, name)
