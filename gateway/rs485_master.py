@@ -31,6 +31,9 @@ log = logging.getLogger("gateway.rs485")
 STATUS_EVERY = 50
 RESEND_CONTEXT_S = 2.0
 MAX_CHAIN = 4           # exchanges in one turn (a RATING, its ACK, the next RATING ...)
+# A read returns after at most this long without bytes. Set once at open: assigning
+# port.timeout reconfigures a real port (tcsetattr, and TIOCSRS485 in the kernel's RS-485 mode).
+READ_TIMEOUT_S = 0.002
 
 
 class _Peer:
@@ -115,7 +118,8 @@ class Rs485Master:
         while not self._stop.is_set():
             if self.port is None:
                 try:
-                    self.port = self.open_serial(self.cfg.url, baudrate=self.cfg.baud, timeout=0.005)
+                    self.port = self.open_serial(self.cfg.url, baudrate=self.cfg.baud,
+                                                 timeout=READ_TIMEOUT_S)
                 except (serial.SerialException, OSError, ValueError) as e:
                     if self.alarm:
                         self.alarm("bus_unavailable", "RS-485 bus %s: %s" % (self.cfg.url, e))
@@ -239,7 +243,6 @@ class Rs485Master:
             left = deadline - self.mono()
             if left <= 0:
                 return None
-            self.port.timeout = min(left, 0.05)
             data = self.port.read(max(1, self.port.in_waiting))
             if not data:
                 continue

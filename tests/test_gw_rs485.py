@@ -182,6 +182,37 @@ def test_ratings_are_committed_before_the_ack_and_contexts_pushed(rig):
     assert fake.heard[1][-1] == schema.CLEAR and fake.context[1] is None
 
 
+class _WatchedPort:
+    """The real port, counting every assignment of .timeout (each one reconfigures a real UART)."""
+
+    def __init__(self, port):
+        object.__setattr__(self, "_port", port)
+        object.__setattr__(self, "timeout_sets", 0)
+
+    def __getattr__(self, name):
+        return getattr(self._port, name)
+
+    def __setattr__(self, name, value):
+        if name == "timeout":
+            object.__setattr__(self, "timeout_sets", self.timeout_sets + 1)
+        setattr(self._port, name, value)
+
+
+def test_the_port_is_not_reconfigured_per_read(rig):
+    r = rig([1, 2])
+    r["fake"].alive[2] = False
+    r["fake"].outbox[1] = [make_rating("dev-1", 1)]
+    real = r["master"].port
+    watched = r["master"].port = _WatchedPort(real)
+    try:
+        for _ in range(5):
+            r["master"].round()
+    finally:
+        r["master"].port = real
+    assert r["store"].stored_ids() == ["dev-1:1"]      # replies were read, timeouts ran out
+    assert r["master"].stats("dev-2")["timeouts"] > 0 and watched.timeout_sets == 0
+
+
 def test_status_reports_reach_the_registry(rig):
     r = rig([1])
     r["master"].round()   # the first poll of a device asks for its status
