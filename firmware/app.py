@@ -86,7 +86,7 @@ class App:
         self.outbox = outbox
         self.health = health
         self.clock = clock              # health.Uptime: .now() ms since boot, wrap-safe
-        self.cfg = rating_cfg           # config.rating_config(): tags, texts, timeouts
+        self.cfg = rating_cfg           # rating_config.rating_config(): tags, texts, timeouts
         self.store = store
         self.window = window
         self.state = "idle"

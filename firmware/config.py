@@ -17,15 +17,13 @@ Device file `device.json`:
 import json
 from binascii import unhexlify
 
-from protocol import codec, schema
-from protocol.errors import ProtocolError
 from firmware.flashfs import join
+# the CONFIG record's side, resident on the device (this module is needed at boot only and
+# firmware.main drops it again); re-exported for the tools and tests that know it from here
+from firmware.rating_config import (RATING_CONFIG_FILE, RATING_DEFAULTS,  # noqa: F401
+                                    load_rating_config, rating_config, save_rating_config)
 
 DEVICE_FILE = "device.json"
-RATING_CONFIG_FILE = "config.bin"
-
-RATING_DEFAULTS = {"version": 0, "tags": [], "texts": [], "rating_timeout_s": 60, "thanks_s": 5,
-                   "guard_ms": 600, "status_interval_s": 300, "idle_text": ""}
 
 
 class ConfigError(Exception):
@@ -100,26 +98,3 @@ def save_device(fs, root, cfg):
             clean[k] = cfg[k]
     validate(clean)
     fs.write_atomic(join(root, DEVICE_FILE), json.dumps(clean).encode())
-
-
-def rating_config(record=None):
-    """Defaults overlaid with a CONFIG record's non-empty fields."""
-    out = dict(RATING_DEFAULTS)
-    if record:
-        for k in record:
-            out[k] = record[k]
-    return out
-
-
-def load_rating_config(fs, root):
-    raw = fs.read(join(root, RATING_CONFIG_FILE))
-    if raw:
-        try:
-            return rating_config(codec.decode(schema.CONFIG, raw))
-        except ProtocolError:
-            pass  # a damaged file: the defaults, until the gateway sends CONFIG again
-    return rating_config()
-
-
-def save_rating_config(fs, root, record):
-    fs.write_atomic(join(root, RATING_CONFIG_FILE), codec.encode(schema.CONFIG, record))

@@ -7,7 +7,7 @@ the transport do its share. Nothing here blocks.
 
 from protocol import codec, schema, vocab
 from firmware.app import App
-from firmware.config import load_rating_config, save_rating_config
+from firmware.rating_config import load_rating_config, save_rating_config
 from firmware.flashfs import Fs
 from firmware.health import Health, Uptime
 from firmware.outbox import Outbox

@@ -5,11 +5,11 @@ shows the provisioning screen and waits for tools/flash.py. The watchdog is fed 
 a blocking Wi-Fi or broker connect must stay shorter than the board's watchdog timeout.
 """
 
+import sys
 import time
 
 import asyncio
 
-from firmware.config import ConfigError, load_device
 from firmware.device import Device
 from firmware.flashfs import Fs
 
@@ -73,14 +73,38 @@ def attach_transport(device, board, cfg):
     return device.transport
 
 
-def build(root=DEFAULT_ROOT, font=DEFAULT_FONT, fs=None):
-    """(device or None, board or None, error text)."""
-    fs = fs if fs is not None else Fs()
+def load_config(fs, root):
+    """(device config or None, error text). The device file's parsing and validation
+    (firmware.config) run once, here: on MicroPython the module is dropped again afterwards, so
+    its code does not stay in RAM while the device runs."""
+    from firmware import config
     try:
-        cfg = load_device(fs, root)
-    except ConfigError as e:
-        return None, None, str(e)
-    board = make_board(cfg, root)
+        return config.load_device(fs, root), ""
+    except config.ConfigError as e:
+        return None, str(e)
+    finally:
+        if sys.implementation.name == "micropython":
+            forget("firmware.config")
+
+
+def forget(name):
+    """Unload a module nothing holds any more (MicroPython keeps every import otherwise)."""
+    sys.modules.pop(name, None)
+    parts = name.rsplit(".", 1)
+    parent = sys.modules.get(parts[0]) if len(parts) == 2 else None
+    if parent is not None and parts[1] in dir(parent):
+        delattr(parent, parts[1])
+
+
+def build(root=DEFAULT_ROOT, font=DEFAULT_FONT, fs=None, board=None):
+    """(device or None, board or None, error text). `board`: an already made board (the
+    simulator's, tools/fw_heap.py's) instead of the one the config names."""
+    fs = fs if fs is not None else Fs()
+    cfg, error = load_config(fs, root)
+    if cfg is None:
+        return None, None, error
+    if board is None:
+        board = make_board(cfg, root)
     device = Device(board, cfg, fs, font)
     attach_transport(device, board, cfg)
     return device, board, ""

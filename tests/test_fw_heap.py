@@ -17,6 +17,9 @@ def test_heap_resident_bytes_per_profile(micropython):
                  "firmware.mqtt_client", "firmware.transport_mqtt", "firmware.ui.touch"):
         assert name not in loaded, name
     assert {"protocol.slave", "firmware.transport_rs485", "firmware.ui.mono"} <= loaded
+    # the device file's parsing and validation run at boot only and are dropped again
+    assert "firmware.config" not in loaded and "firmware.config" not in touch["modules"]
+    assert "protocol.names" not in loaded
     assert {"protocol.jsonform", "firmware.mqtt_client", "firmware.ui.touch"} <= set(touch["modules"])
 
 

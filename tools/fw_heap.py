@@ -1,9 +1,11 @@
 """Resident heap of the evaluator firmware under real MicroPython 1.29, for tools/mpy_check.py.
 
 Boots the firmware (compiled .mpy loaded into RAM, as when copied to the device's filesystem,
-with the flash tool's mpy-cross flags; a frozen build holds the bytecode in flash and needs less) on the sim board of each profile, the
-way firmware.main.build() does on a device: config, Device with the UI, and the transport the
-config names (five_button: RS-485, answering one POLL; touch: MQTT over Wi-Fi, not connected).
+with the flash tool's mpy-cross flags; a frozen build holds the bytecode in flash and needs less)
+on the sim board of each profile through firmware.main.build() as on a device: the device file
+read and validated by the boot-only firmware.config (dropped again), Device with the UI, and the
+transport the config names (five_button: RS-485, answering one POLL; touch: MQTT over Wi-Fi,
+not connected).
 Then it puts a case on the screen, collects garbage and reports the bytes still allocated
 beyond an interpreter that has only the runtime's own modules imported:
     {"heap_resident_bytes": {"five_button": n, "touch": n}}
@@ -55,6 +57,21 @@ import gc, json, asyncio, sys
 from binascii import unhexlify
 for _m in %(runtime)r:
     __import__(_m)
+profile = %(profile)r
+# the device's config file, as the flash tool writes it (before the baseline: flash, not RAM)
+_cfg = {"device": "win07", "key": "5c" * 32, "window": "07", "board": {"profile": profile}}
+if profile == "touch":
+    _cfg["transport"] = "mqtt"
+    _cfg["hall"] = "hall1"
+    _cfg["mqtt"] = {"host": "192.168.1.2"}
+try:
+    import os
+    os.mkdir("/tmp/heap")
+except OSError:
+    pass
+with open("/tmp/heap/device.json", "w") as _f:
+    _f.write(json.dumps(_cfg))
+del _cfg, _f
 class _Net:
     def connect(self):
         pass
@@ -79,19 +96,10 @@ for _m in %(order)r:
         _parts.append((_m, _a - _prev))
         _prev = _a
 from firmware.boards.sim import make_board
-from firmware.config import validate
-from firmware.device import Device
-from firmware.main import attach_transport
-profile = %(profile)r
-cfg = {"device": "win07", "key": "5c" * 32, "window": "07", "board": {"profile": profile}}
-if profile == "touch":
-    cfg["transport"] = "mqtt"
-    cfg["hall"] = "hall1"
-    cfg["mqtt"] = {"host": "192.168.1.2"}
-cfg = validate(cfg)
+from firmware.main import build
 board = make_board({"profile": profile, "fs_root": "/tmp/heap", "net": _Net()})
-dev = Device(board, cfg, font_path="/repo/firmware/fonts/unifont16.bin")
-attach_transport(dev, board, cfg)
+dev, board, _err = build("/tmp/heap", "/repo/firmware/fonts/unifont16.bin", board=board)
+assert dev is not None, _err
 dev.step()
 dev.on_context({"case_id": 1, "node": 3, "window": "07", "staff_id": "A0123", "staff_name": "王喆",
                 "matter_name": "企业投资项目备案（含变更）", "serials": ["SZ202400001"]})
@@ -116,17 +124,17 @@ IMPORT_ORDER = {
     "five_button": (
         "protocol", "protocol.errors", "protocol.schema", "protocol.vocab", "protocol.codec",
         "protocol.auth", "protocol.crc", "protocol.frame", "protocol.timing", "protocol.slave",
-        "firmware", "firmware.flashfs", "firmware.store", "firmware.config", "firmware.health",
-        "firmware.outbox", "firmware.views", "firmware.app", "firmware.device", "firmware.main",
-        "firmware.transport_rs485", "firmware.boards", "firmware.boards.sim",
+        "firmware", "firmware.flashfs", "firmware.store", "firmware.rating_config",
+        "firmware.health", "firmware.outbox", "firmware.views", "firmware.app", "firmware.device",
+        "firmware.main", "firmware.transport_rs485", "firmware.boards", "firmware.boards.sim",
         "firmware.boards.sim_io", "firmware.ui", "firmware.ui.font", "firmware.ui.ui",
         "firmware.ui.mono"),
     "touch": (
         "protocol", "protocol.errors", "protocol.schema", "protocol.vocab", "protocol.codec",
         "protocol.jsonform", "protocol.auth", "protocol.rating", "protocol.topics",
-        "firmware", "firmware.flashfs", "firmware.store", "firmware.config", "firmware.health",
-        "firmware.outbox", "firmware.views", "firmware.app", "firmware.device", "firmware.main",
-        "firmware.mqtt_client", "firmware.transport_mqtt", "firmware.boards",
+        "firmware", "firmware.flashfs", "firmware.store", "firmware.rating_config",
+        "firmware.health", "firmware.outbox", "firmware.views", "firmware.app", "firmware.device",
+        "firmware.main", "firmware.mqtt_client", "firmware.transport_mqtt", "firmware.boards",
         "firmware.boards.sim", "firmware.boards.sim_io", "firmware.ui", "firmware.ui.font",
         "firmware.ui.ui", "firmware.ui.colors", "firmware.ui.touch"),
 }
