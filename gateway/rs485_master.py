@@ -4,9 +4,13 @@ a Pi UART in the kernel's RS-485 mode, or socket://host:port for the simulated b
 Schedule (why: one dead slave with a long timeout stalls a whole Modbus bus):
 - Every device of the bus gets one turn per round. A turn is one exchange: the ACK it is owed,
   else its CONTEXT/CLEAR/CONFIG change, else a POLL (with want_status every STATUS_EVERY polls).
-- Timeouts come from protocol.timing: a reply must START within our frame time + guard + the
-  device's 10 ms + a 5 ms margin; only once bytes arrive do we wait for a whole frame. A silent
-  address therefore costs ~20 ms, not seconds.
+- Timeouts come from protocol.timing (SPEC 5.1): a reply header must arrive within our frame time
+  + reply_start_timeout (guard + the device's 10 ms + a 20 ms margin + 8 header bytes); once a
+  header checks out we wait for the end of that frame (its length is in the header) plus the
+  margin. A silent address therefore costs ~35 ms, not seconds.
+- The line is shared (SPEC 4.3, 5.1): before each transmission the receiver is reset (a partial
+  frame left by a device unplugged mid-reply can never complete), and after a reply (or giving up)
+  the master keeps quiet for the guard time, so a device's transceiver can turn around.
 - Retries: a request is resent (same seq, idempotent) `retries` times. After `slow_after` failed
   exchanges in a row the device moves to the slow lane: polled once every `slow_interval_s` with a
   single attempt, and marked offline. Its first answer brings it back.
@@ -23,7 +27,6 @@ import time
 import serial
 
 from protocol import codec, errors, schema, timing, vocab
-from protocol.frame import MAX_PAYLOAD
 from protocol.link import MasterBus
 
 log = logging.getLogger("gateway.rs485")
@@ -77,9 +80,11 @@ class Rs485Master:
         self._thread = None
         self.port = None
         baud = bus_cfg.baud
-        self._reply_start_s = (timing.guard_us(baud) + timing.DEVICE_REPLY_START_MAX_US
-                               + timing.MASTER_MARGIN_US) / 1e6
-        self._reply_whole_s = timing.frame_us(MAX_PAYLOAD, baud) / 1e6
+        self._reply_start_s = timing.reply_start_timeout_us(baud) / 1e6
+        self._byte_s = timing.byte_us(baud) / 1e6
+        self._guard_s = timing.guard_us(baud) / 1e6
+        self._margin_s = timing.MASTER_MARGIN_US / 1e6
+        self._line_free_at = 0.0     # mono time before which we must not drive the line (guard)
 
     # --- what others ask of the bus (any thread) ---------------------------------------
     def peer(self, device_id):
@@ -218,44 +223,68 @@ class Rs485Master:
         for attempt in range(attempts):
             if attempt:
                 data = ch.resend()
-            self._drain()
+            reply = self._before_send(ch)
+            if reply is not None:       # a late answer to the attempt before (same seq): it counts
+                return reply
             self.port.write(data)
             reply = self._await_reply(ch, len(data))
             if reply is not None:
                 return reply
             p.stats["timeouts"] += 1
+            self._line_free_at = self.mono() + self._guard_s     # giving up also frees the line
         ch.give_up()
         return None
 
-    def _drain(self):
-        """Bytes left on the line (late replies, noise) go to the decoder, which drops stale ones."""
+    def _before_send(self, ch):
+        """SPEC 4.3 and 5.1 before driving the line: take in what is left on it (late replies,
+        noise), reset the receiver (nothing it holds can answer the new request), then keep
+        quiet until the guard time after the last reply has passed. A reply to `ch`'s outstanding
+        request found on the way (a late answer to a resent request) is returned instead."""
         waiting = self.port.in_waiting
         if waiting:
             self.bus.receive_data(self.port.read(waiting))
-            while self.bus.next_reply() is not None:
-                pass
+            self._line_free_at = max(self._line_free_at, self.mono() + self._guard_s)
+        self.bus.decoder.reset()
+        found = self._collect(ch)
+        if found is not None:
+            return found
+        delay = self._line_free_at - self.mono()
+        if delay > 0:
+            time.sleep(delay)
+        return None
+
+    def _collect(self, ch):
+        """The decoded reply to `ch`, else None; every other decoded frame is stale and dropped."""
+        while True:
+            found = self.bus.next_reply()
+            if found is None:
+                return None
+            if found[0] is ch:
+                self._line_free_at = self.mono() + self._guard_s
+                return found[1]
 
     def _await_reply(self, ch, sent_len):
+        """SPEC 5.1: from the end of the request (its bytes still have to cross the line) wait
+        reply_start_timeout for a reply header; once a header checks out, wait for the end of
+        that frame plus the margin instead."""
         start = self.mono()
-        deadline = start + sent_len * timing.byte_us(self.cfg.baud) / 1e6 + self._reply_start_s
-        heard = False
+        deadline = start + sent_len * self._byte_s + self._reply_start_s
+        decoder = self.bus.decoder
         while True:
-            left = deadline - self.mono()
-            if left <= 0:
+            now = self.mono()
+            if now >= deadline:
                 return None
             data = self.port.read(max(1, self.port.in_waiting))
             if not data:
                 continue
-            if not heard:
-                heard = True   # the reply started: now allow a whole frame
-                deadline = self.mono() + self._reply_whole_s + self._reply_start_s
             self.bus.receive_data(data)
-            while True:
-                found = self.bus.next_reply()
-                if found is None:
-                    break
-                if found[0] is ch:
-                    return found[1]
+            reply = self._collect(ch)
+            if reply is not None:
+                return reply
+            total = decoder.expected_total()
+            if total:
+                deadline = max(deadline, self.mono() + (total - decoder.buffered()) * self._byte_s
+                               + self._margin_s)
 
     # --- replies -------------------------------------------------------------------------
     def _handle(self, device, p, reply):

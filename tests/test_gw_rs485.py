@@ -3,6 +3,7 @@ the master through serial_for_url("socket://..."). Schedules are judged by count
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -12,7 +13,7 @@ from gateway.rejects import Rejections
 from gateway.rs485_master import Rs485Master
 from gateway.store import GroupCommitter, Store
 from gw_support import HALL, device_key, make_rating
-from protocol import codec, errors, schema, vocab
+from protocol import codec, errors, schema, timing, vocab
 from protocol.link import SlaveLink
 
 
@@ -34,6 +35,7 @@ class FakeDevices:
         self.outbox = dict((a, []) for a in addresses)
         self.context = dict((a, None) for a in addresses)
         self.heard = dict((a, []) for a in addresses)
+        self.cut_short = dict((a, 0) for a in addresses)   # replies to cut mid-frame (unplugged)
         self.on_ack = on_ack
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -57,7 +59,11 @@ class FakeDevices:
                             break
                         if not self.alive[address] or req.broadcast:
                             continue
-                        conn.sendall(self._answer(address, link, req))
+                        reply = self._answer(address, link, req)
+                        if self.cut_short[address]:
+                            self.cut_short[address] -= 1
+                            reply = reply[:12]      # a good header, then silence
+                        conn.sendall(reply)
 
     def _answer(self, address, link, req):
         self.heard[address].append(req.type)
@@ -251,4 +257,57 @@ def test_on_the_simulated_bus_at_line_speed(tmp_path):
         assert live["lane"] == "fast" and live["exchanges"] >= 30 and live["ratings"] == 3
         assert dead["lane"] == "slow" and dead["exchanges"] == 3
         assert sorted(store.stored_ids()) == ["dev-1:1", "dev-1:2", "dev-1:3"] and fake.outbox[1] == []
+        assert bus_thread.bus.counters["collisions"] == 0    # the master never talked over a reply
         store.close()
+
+
+class _TimedPort:
+    """The real port, noting when each read returned bytes and when each write started."""
+
+    def __init__(self, port):
+        self._port = port
+        self.events = []
+
+    def __getattr__(self, name):
+        return getattr(self._port, name)
+
+    def read(self, n=1):
+        data = self._port.read(n)
+        if data:
+            self.events.append(("read", time.monotonic()))
+        return data
+
+    def write(self, data):
+        self.events.append(("write", time.monotonic()))
+        return self._port.write(data)
+
+
+def test_the_master_keeps_the_guard_time_after_a_reply(rig):
+    r = rig([1, 2])
+    r["fake"].outbox[1] = [make_rating("dev-1", n) for n in (1, 2)]
+    real = r["master"].port
+    timed = r["master"].port = _TimedPort(real)
+    try:
+        for _ in range(4):
+            r["master"].round()
+    finally:
+        r["master"].port = real
+    assert sorted(r["store"].stored_ids()) == ["dev-1:1", "dev-1:2"]
+    guard = timing.guard_us(115200) / 1e6
+    gaps = [b[1] - a[1] for a, b in zip(timed.events, timed.events[1:])
+            if a[0] == "read" and b[0] == "write"]
+    assert len(gaps) >= 8 and min(gaps) >= guard       # SPEC 5.1: quiet for t3.5 after each reply
+
+
+def test_a_reply_cut_short_does_not_swallow_the_next_one(rig):
+    """A device unplugged mid-reply leaves a partial frame whose header claims more bytes; the
+    receiver is reset before the resend (SPEC 4.3), so the resent request's reply is read."""
+    r = rig([1])
+    r["master"].round()                                # the first poll: a whole STATUS reply
+    r["fake"].outbox[1] = [make_rating("dev-1", 1)]
+    r["fake"].cut_short[1] = 1
+    r["master"].round()
+    stats = r["master"].stats("dev-1")
+    assert stats["timeouts"] == 1 and stats["lane"] == "fast"
+    assert r["store"].stored_ids() == ["dev-1:1"] and r["fake"].outbox[1] == []
+    assert r["master"].bus.decoder.stats["dropped_partial"] >= 1
