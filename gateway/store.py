@@ -35,6 +35,7 @@ try:  # the upload side decodes every queued record: orjson does it in half the 
 except ImportError:  # pragma: no cover - stdlib fallback, same results
     _loads = json.loads
 
+from gateway.rejects import Throttle
 from protocol import codec, errors, schema, vocab
 from protocol import rating as rating_rules
 
@@ -58,6 +59,7 @@ _SCHEMA = (
     " attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL)",
 )
 
+ALARM_LOG_EVERY_S = 60.0   # without an on_alarm handler: one log line per alarm name a minute
 KIND_RATING = "rating"
 KIND_CASE = "case"
 OUTCOMES = ("accepted", "duplicate", "rejected", "retry")
@@ -134,6 +136,7 @@ class Store:
         self.on_alarm = on_alarm
         self.clock = clock
         self.alarms = {}          # alarm name -> times raised
+        self._alarm_throttle = Throttle(ALARM_LOG_EVERY_S)
         self.stats = {"stored": 0, "duplicates": 0, "dead_letters": 0, "refused_full": 0,
                       "commits": 0, "uploaded": 0, "rejected": 0, "retried": 0}
         self.moved_aside = []     # paths of corrupt files set aside
@@ -280,13 +283,18 @@ class Store:
                 return work()
 
     def _alarm(self, name, detail):
+        """Count, and hand to on_alarm (the gateway logs and publishes, rate-limited); without
+        one, log here at most once a minute per name (a full store refuses every batch)."""
         self.alarms[name] = self.alarms.get(name, 0) + 1
-        log.error("ALARM %s: %s", name, detail)
         if self.on_alarm is not None:
             try:
                 self.on_alarm(name, detail)
             except Exception:
                 log.exception("alarm callback failed")
+            return
+        held = self._alarm_throttle.allow(name)
+        if held is not None:
+            log.error("ALARM %s: %s%s", name, detail, " (+%d more)" % held if held else "")
 
     def _pending(self):
         return self._counts[KIND_RATING] + self._counts[KIND_CASE]
@@ -409,27 +417,6 @@ class Store:
                    (kind, key, device, reason, errors.REASON_NAMES.get(reason, str(reason)),
                     payload, now))
         return (vocab.ACK_DEAD_LETTER, reason)
-
-    def dead_letter(self, kind, payload, reason, device=None, key=None):
-        """Keep something that is not valid (a malformed payload ...) for review. True if kept."""
-        with self._lock:
-            if self._dead >= self.dead_capacity:
-                self._alarm("dead_letters_full", "dead-letter table full; dropping %s" % kind)
-                return False
-            reason_name = errors.REASON_NAMES.get(reason, str(reason))
-
-            def work():
-                self._db.execute(
-                    "INSERT INTO dead_letters (kind, key, device, reason_code, reason, payload, created)"
-                    " VALUES (?,?,?,?,?,?,?)", (kind, key, device, reason if isinstance(reason, int)
-                                                else None, reason_name, payload, self.clock()))
-            try:
-                self._guarded(work)
-            except sqlite3.Error as e:
-                self._alarm("store_unwritable", "dead letter failed: %s" % e)
-                return False
-            self._dead += 1
-            return True
 
     def commit_case(self, record):
         """Queue a finished case (case upload record with "case_key") for upload: (ACK_*, R_*)."""
