@@ -13,6 +13,28 @@ log = logging.getLogger("gateway.rejects")
 ALARMING = (errors.R_UNKNOWN_DEVICE, errors.R_BAD_MAC, errors.R_REPLAY)
 
 
+class Throttle:
+    """Per key: the first event passes, then at most one per `interval_s`. allow() returns None for
+    an event held back, else how many were held back since the last one that passed."""
+
+    def __init__(self, interval_s, clock=time.monotonic):
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last = {}
+        self._held = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key):
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval_s:
+                self._held[key] = self._held.get(key, 0) + 1
+                return None
+            self._last[key] = now
+            return self._held.pop(key, 0)
+
+
 class Rejections:
     def __init__(self, alarm=None, interval_s=10.0, clock=time.monotonic):
         self.counts = {}          # (where, reason name) -> n
