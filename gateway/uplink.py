@@ -17,6 +17,7 @@ Time, sleeping and randomness are injected (tests never wait).
 """
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -115,6 +116,7 @@ class Uplink:
         self.concurrency = max(1, concurrency)
         self.status = UplinkState()
         self._session = None
+        self._store_thread = None
         self._wake = asyncio.Event()
         if self.profile.applicant != "omit" and sealer is None:
             raise ValueError("profile %s sends the applicant: the uplink needs the Sealer"
@@ -131,6 +133,18 @@ class Uplink:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._store_thread is not None:
+            self._store_thread.shutdown(wait=True)   # a settle under way finishes first
+            self._store_thread = None
+
+    async def _in_store(self, method, *args):
+        """Run a store call on the uplink's own thread: a settle's commit waits for the disk
+        (fsync) without stalling the event loop, which maps and sends the next batch meanwhile.
+        (Reads stay on the loop: decoding on the thread would fight the loop for the GIL.)"""
+        if self._store_thread is None:
+            self._store_thread = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="uplink-store")
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, method, *args)
 
     def _client(self):
         if self._session is None:
@@ -214,7 +228,7 @@ class Uplink:
     async def _send(self, items):
         verdicts, wire_items = self._map(items)
         if not wire_items:
-            self._settle(verdicts)
+            await self._settle(verdicts)
             return 0
         body = self._body(wire_items)
         self.status.requests += 1
@@ -224,10 +238,10 @@ class Uplink:
             headers.update(self.auth.headers("POST", BATCH_PATH, body))
             async with self._client().post(self.url, data=body, headers=headers) as response:
                 text = await response.read()
-                return self._answer(response.status, response.headers, text, items, wire_items,
-                                    verdicts)
+                status, answer_headers = response.status, response.headers
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            return self._failed(items, verdicts, "%s: %s" % (type(exc).__name__, exc))
+            return await self._failed(items, verdicts, "%s: %s" % (type(exc).__name__, exc))
+        return await self._answer(status, answer_headers, text, items, wire_items, verdicts)
 
     def _map(self, items):
         verdicts = []        # local verdicts (profile failures) to settle
@@ -267,13 +281,13 @@ class Uplink:
         return b'%s,"items":%s}' % (head[:-1], items_text)
 
     # --- verdicts ------------------------------------------------------------------------
-    def _answer(self, status, headers, text, items, wire_items, verdicts):
+    async def _answer(self, status, headers, text, items, wire_items, verdicts):
         if status == 200:
             try:
                 results = _loads(text)["results"]
                 by_id = {r["id"]: r for r in results if isinstance(r, dict) and "id" in r}
             except (ValueError, KeyError, TypeError):
-                return self._failed(items, verdicts, "unreadable answer")
+                return await self._failed(items, verdicts, "unreadable answer")
             for wire in wire_items:
                 result = by_id.get(wire["id"])
                 outcome = result.get("status") if result else None
@@ -284,13 +298,13 @@ class Uplink:
                     verdicts.append((wire["id"], outcome, reason))
                 else:
                     verdicts.append((wire["id"], "retry", "no verdict"))
-            self._settle(verdicts)
+            await self._settle(verdicts)
             self._ok()
             if self.batch_size < self.max_batch:
                 self.batch_size = min(self.max_batch, self.batch_size * 2)
             return 0
         if status == 429:
-            self._settle(verdicts)   # local rejections stand; nothing was tried upstream
+            await self._settle(verdicts)   # local rejections stand; nothing was tried upstream
             self.status.throttled += 1
             wait = parse_retry_after(headers.get("Retry-After"), self.clock())
             if wait is None:
@@ -300,20 +314,20 @@ class Uplink:
             self._down("throttled (429), retry after %.1f s" % wait, wait, count=False)
             return wait
         if status == 413 and self.batch_size > 1:
-            self._settle(verdicts)
+            await self._settle(verdicts)
             self.batch_size = max(1, self.batch_size // 2)
             return 0
         detail = _error_text(text)
-        return self._failed(items, verdicts, "HTTP %d %s" % (status, detail),
-                            tried=status >= 500)
+        return await self._failed(items, verdicts, "HTTP %d %s" % (status, detail),
+                                  tried=status >= 500)
 
-    def _failed(self, items, verdicts, error, tried=True):
+    async def _failed(self, items, verdicts, error, tried=True):
         """5xx, timeout, connection error, unreadable answer: all items stay for a retry."""
         rejected = {v[0] for v in verdicts}
         if tried:
             verdicts = verdicts + [(item["item_id"], "retry", error) for item in items
                                    if item["item_id"] not in rejected]
-        self._settle(verdicts)
+        await self._settle(verdicts)
         wait = self.backoff.failure()
         self._down(error, wait)
         return wait
@@ -336,10 +350,10 @@ class Uplink:
         st.next_try_at = None
         st.batches_ok += 1
 
-    def _settle(self, verdicts):
+    async def _settle(self, verdicts):
         if not verdicts:
             return
-        self.store.settle(verdicts)
+        await self._in_store(self.store.settle, verdicts)
         for _, outcome, _ in verdicts:
             self.status.sent[outcome] += 1
 

@@ -145,6 +145,28 @@ def test_configured_default_level_and_late_press_replaces_default(tmp_path):
     central.close()
 
 
+def test_rating_window_closes_at_the_case_deadline_even_in_the_same_batch(central):
+    central.receive_batch(envelope([case("SN300")]))
+    answer = central.receive_batch(envelope([
+        case("SN301"),                                              # known from this batch
+        rating("d", 1, serial="SN300", at=T0 + 7 * DAY + 1),         # late: window closed
+        rating("d", 2, serial="SN301", at=T0 + 8 * DAY),             # late, case in same batch
+        rating("d", 3, serial="SN302", at=T0 + 30 * DAY),            # no case known: no deadline
+        rating("d", 4, serial="SN301", at=T0 + 3600, level=vocab.DISSATISFIED)]))  # in time
+    assert [s for s, _ in statuses(answer)] == ["accepted", "rejected", "rejected", "accepted",
+                                                "accepted"]
+    assert "rating window closed at %d" % (T0 + 7 * DAY) == answer["results"][1]["reason"]
+    assert [o["rating_id"] for o in central.work_orders()] == ["d:4"]
+    report = central.report()
+    assert report["received"] == 2 and report["rejected"] == 2
+
+
+def test_central_store_is_durable_by_default(tmp_path):
+    store = CentralStore(tmp_path / "full.db")
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2          # FULL
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
 def test_work_orders_skip_weekends_and_holidays(tmp_path):
     clock = FakeClock(datetime.datetime(2024, 9, 27, 10, 0, tzinfo=rules.CHINA_TZ).timestamp())
     calendar = rules.WorkCalendar(holidays=["2024-10-0%d" % d for d in range(1, 8)],

@@ -1,15 +1,21 @@
 """Drain benchmark: buffered ratings from the gateway's outbox to a local reference central API.
 
-    python -m hall_simulator.bench.drain --json [--ratings 1000000] [--batch 1000]
+    python -m hall_simulator.bench.drain --json [--ratings 1000000] [--batch 1000] [--concurrency 2]
 
-1. The central API runs as its own process (as it would on another machine), fresh SQLite file.
+1. The central API runs as its own process (as it would on another machine), fresh SQLite file
+   (WAL, synchronous=FULL, one transaction per batch).
 2. The outbox (gateway.store.Store, synchronous=FULL) is filled through its ingest API
    (commit_ratings in groups) with N ratings, as after a long central outage; RSS is sampled as the
    backlog grows.
-3. The real Uplink (HMAC, gbt39046 profile) drains it; ratings/s from the first POST to an empty
-   outbox, RSS sampled as the backlog shrinks. Every rating must arrive exactly once.
-4. Baseline in the same run: the same batches (same records, same profile mapping, same HMAC) POSTed
-   with raw aiohttp to a second fresh central API, without the store. ratio = drain / baseline.
+3. The exact request bodies the uplink will send (same batches, same order, same profile mapping,
+   same batch ids) are written to a scratch file, outside any timing.
+4. The real Uplink (HMAC, gbt39046 profile, `concurrency` batches in flight) drains the outbox;
+   ratings/s from the first POST to an empty outbox, RSS sampled as the backlog shrinks. Every
+   rating must arrive exactly once.
+5. Baseline in the same run: those bodies, read back from the file, POSTed with raw aiohttp (HMAC
+   signed, the same number in flight) to a second fresh central API: no store, no mapping, no
+   settling -- what the transport and the central side allow. ratio = drain / baseline, so
+   1 - ratio is the share of the time the gateway's own work costs.
 RSS is this (gateway) process's resident set (VmRSS; peak = VmHWM after the fill, i.e. of the drain).
 """
 
@@ -18,6 +24,7 @@ import asyncio
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -25,10 +32,10 @@ import time
 
 import aiohttp
 
-from gateway import profiles, upstream_auth
+from gateway import upstream_auth
 from gateway.backoff import Backoff
 from gateway.store import Store
-from gateway.uplink import Uplink
+from gateway.uplink import Uplink, upload_cursor
 from hall_simulator.bench import emit
 from protocol import vocab
 
@@ -108,6 +115,12 @@ class Central:
             raise RuntimeError("central API did not start")
         self.url = json.loads(line)["listening"]
 
+    def cpu_s(self):
+        """CPU seconds the central process has used (user + system)."""
+        with open("/proc/%d/stat" % self.proc.pid) as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+
     def received(self):
         import sqlite3
         db = sqlite3.connect(self.db)
@@ -121,11 +134,44 @@ class Central:
         self.proc.wait(30)
 
 
-async def drain(store, central, batch, total, samples):
+def make_uplink(store, url, batch, concurrency):
+    return Uplink(store, url, GATEWAY, HALL, profile="gbt39046", batch_size=batch,
+                  auth=upstream_auth.HmacAuth(GATEWAY, SECRET), backoff=Backoff(base=0.1, cap=1),
+                  timeout_s=120, concurrency=concurrency)
+
+
+def write_bodies(store, batch, path):
+    """The request bodies the uplink will send, in its order, length-prefixed into `path`."""
+    shaper = make_uplink(store, "http://127.0.0.1:9", batch, 1)
+    cursor = None
+    count = 0
+    with open(path, "wb") as out:
+        while True:
+            items = store.upload_batch(batch, cursor)
+            if not items:
+                return count
+            cursor = upload_cursor(items, cursor)
+            verdicts, wire = shaper._map(items)
+            if verdicts:
+                raise RuntimeError("bench records must all map: %s" % (verdicts[:1],))
+            body = shaper._body(wire)
+            out.write(struct.pack(">I", len(body)))
+            out.write(body)
+            count += len(items)
+
+
+def read_bodies(path):
+    with open(path, "rb") as source:
+        while True:
+            head = source.read(4)
+            if not head:
+                return
+            yield source.read(struct.unpack(">I", head)[0])
+
+
+async def drain(store, central, batch, concurrency, total, samples):
     checkpoints = sorted({int(total * f) for f in (0.75, 0.5, 0.25)}, reverse=True)
-    uplink = Uplink(store, central.url, GATEWAY, HALL, profile="gbt39046", batch_size=batch,
-                    auth=upstream_auth.HmacAuth(GATEWAY, SECRET), backoff=Backoff(base=0.1, cap=1),
-                    timeout_s=120, concurrency=2)
+    uplink = make_uplink(store, central.url, batch, concurrency)
 
     async def sample():
         while checkpoints:
@@ -135,6 +181,7 @@ async def drain(store, central, batch, total, samples):
             await asyncio.sleep(0.02)
 
     sampler = asyncio.ensure_future(sample())
+    cpu = (time.process_time(), central.cpu_s())
     started = time.perf_counter()
     try:
         await uplink.drain()
@@ -142,50 +189,50 @@ async def drain(store, central, batch, total, samples):
         sampler.cancel()
         await uplink.close()
     elapsed = time.perf_counter() - started
+    cpu = (time.process_time() - cpu[0], central.cpu_s() - cpu[1])
     samples["drain_left_0"] = rss_mb()
-    return elapsed, uplink.status.as_dict()
+    return elapsed, cpu, uplink.status.as_dict()
 
 
-async def baseline(central, count, batch):
-    """Same records, same mapping and signing, raw aiohttp POSTs; no store."""
-    profile = profiles.get("gbt39046")
+async def baseline(central, bodies_path, concurrency):
+    """The same bodies, raw aiohttp, `concurrency` POSTs in flight; no store. (seconds, accepted)"""
     auth = upstream_auth.HmacAuth(GATEWAY, SECRET)
     url = central.url + "/v1/batches"
-    started = time.perf_counter()
-    accepted = 0
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        for start in range(0, count, batch):
-            items = []
-            for i in range(start, min(count, start + batch)):
-                rating = make_rating(i)
-                record = {k: v for k, v in rating.items() if k != "mac"}
-                record["mac"] = rating["mac"].hex()
-                record.update(ENRICH[i % DEVICES])
-                record["rating_id"] = "%s:%d" % (rating["device"], rating["counter"])
-                items.append({"kind": "rating", "id": record["rating_id"],
-                              "data": profile.map_record("rating", profiles.canonical_rating(record))})
-            body = json.dumps({"batch_id": "base-%d" % start, "gateway_id": GATEWAY, "hall": HALL,
-                               "profile": profile.name, "items": items},
-                              ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            headers = {"Content-Type": "application/json"}
-            headers.update(auth.headers("POST", "/v1/batches", body))
-            async with session.post(url, data=body, headers=headers) as response:
-                answer = await response.json()
-                accepted += sum(1 for r in answer["results"] if r["status"] == "accepted")
-    return time.perf_counter() - started, accepted
+    bodies = read_bodies(bodies_path)
+    accepted = [0]
+    connector = aiohttp.TCPConnector(limit=max(2, concurrency))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120),
+                                     connector=connector) as session:
+        async def sender():
+            for body in bodies:       # one generator shared by the senders: each body once
+                headers = {"Content-Type": "application/json"}
+                headers.update(auth.headers("POST", "/v1/batches", body))
+                async with session.post(url, data=body, headers=headers) as response:
+                    answer = json.loads(await response.read())
+                accepted[0] += sum(1 for r in answer["results"] if r["status"] == "accepted")
+
+        cpu = (time.process_time(), central.cpu_s())
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        return elapsed, (time.process_time() - cpu[0], central.cpu_s() - cpu[1]), accepted[0]
 
 
-def run(count, batch, group, workdir):
+def run(count, batch, group, workdir, concurrency=2):
     samples = {}
     store = Store(os.path.join(workdir, "outbox.db"), capacity=2 * count)
     samples["start"] = rss_mb()
     t = time.perf_counter()
     fill(store, count, group, samples)
     fill_s = time.perf_counter() - t
+    bodies_path = os.path.join(workdir, "bodies.bin")
+    if write_bodies(store, batch, bodies_path) != count:
+        raise RuntimeError("the outbox does not hold %d ratings" % count)
     central = Central(workdir, "central.db")
     try:
         reset_peak()
-        elapsed, status = asyncio.run(drain(store, central, batch, count, samples))
+        elapsed, cpu, status = asyncio.run(drain(store, central, batch, concurrency, count,
+                                                 samples))
         peak = rss_mb("VmHWM")
         rows, distinct = central.received()
     finally:
@@ -196,20 +243,29 @@ def run(count, batch, group, workdir):
                            % (rows, distinct, count))
     base_central = Central(workdir, "baseline.db")
     try:
-        base_s, base_ok = asyncio.run(baseline(base_central, count, batch))
+        base_s, base_cpu, base_ok = asyncio.run(baseline(base_central, bodies_path, concurrency))
+        base_rows, _ = base_central.received()
     finally:
         base_central.stop()
-    if base_ok != count:
+        os.remove(bodies_path)
+    if base_ok != count or base_rows != count:
         raise RuntimeError("baseline accepted %d of %d" % (base_ok, count))
     rate = count / elapsed
     base_rate = count / base_s
     return {
         "name": "drain",
         "figures": {
-            "ratings": count, "batch": batch, "drain_s": round(elapsed, 2),
-            "ratings_per_s": round(rate), "baseline_ratings_per_s": round(base_rate),
+            "ratings": count, "batch": batch, "concurrency": concurrency,
+            "drain_s": round(elapsed, 2), "ratings_per_s": round(rate),
+            "baseline_s": round(base_s, 2), "baseline_ratings_per_s": round(base_rate),
             "fill_s": round(fill_s, 2), "fill_ratings_per_s": round(count / fill_s),
             "peak_rss_mb": peak, "rss_mb_at": samples,
+            # CPU per rating of each side (robust to other load on the machine; the wall-clock
+            # rate is bounded by the slower side, or by their sum when both share one core):
+            "cpu_us_per_rating": {"gateway": round(cpu[0] / count * 1e6, 1),
+                                  "central": round(cpu[1] / count * 1e6, 1),
+                                  "baseline_client": round(base_cpu[0] / count * 1e6, 1),
+                                  "baseline_central": round(base_cpu[1] / count * 1e6, 1)},
             "requests": status["requests"], "goal_ratings_per_s": 20000, "goal_peak_rss_mb": 100,
         },
         "ratio": round(rate / base_rate, 3),
@@ -221,15 +277,18 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--ratings", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=1000, help="items per POST")
+    parser.add_argument("--concurrency", type=int, default=2, help="POSTs in flight (both runs)")
     parser.add_argument("--fill-group", type=int, default=5000, help="ratings per fill commit")
     parser.add_argument("--workdir", help="keep the databases here (default: a temporary folder)")
     options = parser.parse_args(argv)
     if options.workdir:
         os.makedirs(options.workdir, exist_ok=True)
-        result = run(options.ratings, options.batch, options.fill_group, options.workdir)
+        result = run(options.ratings, options.batch, options.fill_group, options.workdir,
+                     options.concurrency)
     else:
         with tempfile.TemporaryDirectory(prefix="drain-") as workdir:
-            result = run(options.ratings, options.batch, options.fill_group, workdir)
+            result = run(options.ratings, options.batch, options.fill_group, workdir,
+                         options.concurrency)
     emit(result, options.json)
     return 0
 
