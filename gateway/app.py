@@ -2,7 +2,11 @@
 
 Threads: paho's network thread (MQTT in), the group committer (SQLite), one thread per RS-485 bus.
 The asyncio loop runs the HTTP API, the queueing-system callbacks, the uplink and housekeeping.
-Alarms from every part arrive at Gateway.alarm: counted, logged, published on gateway/event.
+Alarms from every part arrive at Gateway.alarm: every one counted; logged and published on
+gateway/event at most once per ALARM_REPEAT_S per name, with the number held back meanwhile (a
+full store refuses every batch: one line a minute, not one per batch). An alarm counts as active
+for ALARM_ACTIVE_S (the alarm LED), and so does an outbox past its alarm ratio.
+The front panel (gateway.panel: status OLED and LEDs, [display] / [leds]) runs as a task when on.
 Extension hooks for other parts: `metrics` (name -> number, or callable returning a number or a
 {labels tuple: number} dict) is rendered into /metrics; `tasks` (coroutine factories) run with the
 loop; `status_hooks` (callables returning a dict) are merged into /status.
@@ -12,22 +16,28 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 
 from aiohttp import web
 
 from gateway import cases as cases_mod
+from gateway import panel as panel_mod
+from gateway import status_display
 from gateway.mqtt_bridge import MqttBridge
 from gateway.queue_api import Callbacks, make_app, render_metrics
 from gateway.registry import Registry
-from gateway.rejects import Rejections
+from gateway.rejects import Rejections, Throttle
 from gateway.rs485_master import Rs485Master
 from gateway.store import GroupCommitter, Store
-from protocol import codec, schema
+from protocol import codec, schema, vocab
 
 log = logging.getLogger("gateway")
 
 EXPIRE_EVERY_S = 600.0
+ALARM_REPEAT_S = 60.0     # one log line / MQTT event per alarm name per minute at most
+ALARM_ACTIVE_S = 600.0    # the alarm LED stays on this long after the last alarm
+NOT_RATED_WORDS = "未评价"  # the status screen's word for "timed out at the window"
 
 
 class Gateway:
@@ -36,6 +46,9 @@ class Gateway:
         self.clock = clock
         self.started = clock()
         self.alarms = {}
+        self._alarm_at = {}
+        self._alarm_lock = threading.Lock()
+        self._alarm_throttle = Throttle(ALARM_REPEAT_S, clock=clock)
         self.metrics = {}
         self.tasks = []
         self.status_hooks = []
@@ -61,6 +74,8 @@ class Gateway:
                                   clock=clock)
                       for i, bus in enumerate(cfg.buses)]
         self.uplink = None
+        self.panel = panel_mod.from_config(cfg, self.display_snapshot, self.uplink_state,
+                                           self.alarms_active)
         self.registry.listeners.append(self._registry_changed)
         self._stop = None
         self._runner = None
@@ -107,12 +122,27 @@ class Gateway:
 
     # --- events from the parts ----------------------------------------------------------
     def alarm(self, name, detail):
-        self.alarms[name] = self.alarms.get(name, 0) + 1
+        with self._alarm_lock:   # paho's thread, the committer, the buses and the loop all alarm
+            self.alarms[name] = self.alarms.get(name, 0) + 1
+            self._alarm_at[name] = self.clock()
+        held = self._alarm_throttle.allow(name)
+        if held is None:
+            return
+        if held:
+            detail = "%s (+%d more in the last %d s)" % (detail, held, ALARM_REPEAT_S)
         log.error("ALARM %s: %s", name, detail)
         try:
             self.bridge.event(name, detail)
         except Exception:   # no broker right now: the alarm is still counted and logged
             pass
+
+    def alarms_active(self):
+        """True while an alarm was raised in the last ALARM_ACTIVE_S or the outbox is past its
+        alarm ratio (the alarm LED)."""
+        now = self.clock()
+        with self._alarm_lock:
+            recent = [n for n, at in self._alarm_at.items() if now - at < ALARM_ACTIVE_S]
+        return bool(recent) or self.store.backlog()["fill"] >= self.cfg.alarm_ratio
 
     def push(self, device, context):
         if device.transport == "rs485":
@@ -123,11 +153,29 @@ class Gateway:
             self.bridge.publish_context(device.id, context)
 
     def on_rating(self, rating, result):
-        self.last_rating = {"device": rating.get("device"), "time": rating.get("gateway_time"),
-                            "result": result[0]}
+        if result[0] == vocab.ACK_STORED:
+            self.last_rating = self._rating_summary(rating)
+            if self.panel is not None:
+                self.panel.mark_dirty()
         self.cases.on_rating(rating, result)
         if self.uplink is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self.uplink.notify)
+
+    def _rating_summary(self, rating):
+        """What /status and the screen show of the last stored rating: where, which level, when.
+        Never who: a rating record holds no identity, and the case's applicant is not read here."""
+        level = rating.get("overall") or rating.get("service") or rating.get("business") or 0
+        if rating.get("source") == vocab.SRC_NOT_RATED:
+            name = NOT_RATED_WORDS
+        else:
+            name = vocab.LEVEL_NAMES.get(level, "")
+        window = rating.get("window")
+        if not window:
+            device = self.registry.get(rating.get("device"))
+            window = device.window if device is not None else ""
+        return {"window": window, "level": level, "level_name": name,
+                "source": vocab.SOURCE_NAMES.get(rating.get("source"), ""),
+                "time": rating.get("gateway_time"), "device": rating.get("device")}
 
     _loop = None
     _uplink_task = None
@@ -154,12 +202,24 @@ class Gateway:
         self.push(device, self.cases.current_context(device.window) if device.window else None)
 
     # --- status -------------------------------------------------------------------------
+    def uplink_state(self):
+        return self.uplink.status.state if self.uplink is not None else "idle"
+
+    def display_snapshot(self):
+        """The status screen's data (status_display.snapshot); any thread."""
+        counts = self.registry.counts()
+        uplink = self.uplink.status.as_dict() if self.uplink is not None else None
+        return status_display.snapshot(self.cfg.hall, counts["online"], counts["total"],
+                                       backlog=self.store.backlog(), uplink=uplink,
+                                       last_rating=self.last_rating, now=self.clock())
+
     def status(self):
         out = {"hall": self.cfg.hall, "uptime_s": int(self.clock() - self.started),
                "mqtt": {"connected": self.bridge.connected.is_set(), **self.bridge.stats},
                "devices": self.registry.counts(), "device_list": self.registry.snapshot(),
                "outbox": self.store.backlog(), "store": dict(self.store.stats),
-               "alarms": dict(self.alarms), "rejections": self.rejections.total(),
+               "alarms": dict(self.alarms), "alarms_active": self.alarms_active(),
+               "rejections": self.rejections.total(),
                "cases": self.cases.snapshot(), "last_rating": self.last_rating,
                "buses": [{"url": b.cfg.url, "rounds": b.rounds, "open": b.port is not None}
                          for b in self.buses],
@@ -219,6 +279,8 @@ class Gateway:
         if self.uplink is not None:
             self._uplink_task = asyncio.create_task(self.uplink.run(self._stop))
             self._bg.append(self._uplink_task)
+        if self.panel is not None:
+            self._bg.append(asyncio.create_task(self.panel.run()))
         for factory in self.tasks:
             self._bg.append(asyncio.create_task(factory()))
         log.info("gateway for hall %s up: HTTP on %s:%s, %d device(s), %d bus(es)", self.cfg.hall,
@@ -242,6 +304,8 @@ class Gateway:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.panel is not None:
+            await self.panel.close()
         if self._runner is not None:
             await self._runner.cleanup()
         for bus in self.buses:

@@ -10,12 +10,18 @@
     [[rs485]]   url, baud, retries, slow_after, slow_interval_s
     [[devices]] id, window, board, transport ("mqtt" | "rs485"), bus (index into [[rs485]]),
                 address, key (64 hex digits), name, firmware
-    [uplink], [display], [qr] ... are kept in `raw` for the parts that read them.
+    [display]   status OLED: enabled (true once the table is present), i2c_port (1), i2c_address
+                (0x3C), refresh_s (5), png_path (off a Pi: the frame as PNG, relative to data_dir)
+    [leds]      status LEDs: enabled (true once the table is present), pins = {run, uplink, alarm}
+                (BCM numbers), blink_s (0.5)
+    [uplink], [qr] ... are kept in `raw` for the parts that read them.
 """
 
 import os
 import tomllib
 from dataclasses import dataclass, field
+
+from gateway.leds import DEFAULT_PINS
 
 
 class ConfigError(ValueError):
@@ -51,6 +57,25 @@ class BusConfig:
 
 
 @dataclass
+class DisplayConfig:
+    enabled: bool = False
+    i2c_port: int = 1
+    i2c_address: int = 0x3C
+    refresh_s: float = 5.0
+    png_path: str = ""
+
+
+LED_NAMES = tuple(DEFAULT_PINS)
+
+
+@dataclass
+class LedsConfig:
+    enabled: bool = False
+    pins: dict = field(default_factory=lambda: dict(DEFAULT_PINS))
+    blink_s: float = 0.5
+
+
+@dataclass
 class Config:
     hall: str
     data_dir: str = "."
@@ -65,6 +90,8 @@ class Config:
     buses: list = field(default_factory=list)
     devices: list = field(default_factory=list)
     device_config: dict = field(default_factory=dict)
+    display: DisplayConfig = field(default_factory=DisplayConfig)
+    leds: LedsConfig = field(default_factory=LedsConfig)
     raw: dict = field(default_factory=dict)
 
     def path(self, name):
@@ -104,12 +131,40 @@ def from_dict(data, base_dir="."):
     cfg.buses = [_section(BusConfig, b, "rs485") for b in data.get("rs485") or []]
     cfg.devices = [dict(d) for d in data.get("devices") or []]
     cfg.device_config = dict(data.get("device_config") or {})
+    cfg.display = _section(DisplayConfig, _enabled_when_present(data, "display"), "display")
+    cfg.leds = _section(LedsConfig, _enabled_when_present(data, "leds"), "leds")
+    _check_panel(cfg)
     cfg.raw = data
     if not 0 < cfg.alarm_ratio <= 1 or cfg.capacity < 1:
         raise ConfigError("[gateway] capacity must be positive and alarm_ratio in (0, 1]")
     if not cfg.mqtt.client_id:
         cfg.mqtt.client_id = "gateway-%s" % cfg.hall
     return cfg
+
+
+def _enabled_when_present(data, name):
+    section = data.get(name)
+    if section is None:
+        return {}
+    section = dict(section)
+    section.setdefault("enabled", True)
+    return section
+
+
+def _check_panel(cfg):
+    d, leds = cfg.display, cfg.leds
+    if d.refresh_s <= 0 or leds.blink_s <= 0:
+        raise ConfigError("[display] refresh_s and [leds] blink_s must be positive")
+    if not 0 <= d.i2c_address <= 0x7F or d.i2c_port < 0:
+        raise ConfigError("[display] i2c_address must be a 7-bit address, i2c_port a bus number")
+    if d.png_path:
+        d.png_path = cfg.path(d.png_path)
+    pins = dict(DEFAULT_PINS, **leds.pins) if isinstance(leds.pins, dict) else {"?": None}
+    bad = [k for k, v in pins.items() if k not in LED_NAMES or isinstance(v, bool)
+           or not isinstance(v, int) or not 0 <= v <= 53]
+    if bad or len(set(pins.values())) != len(pins):
+        raise ConfigError("[leds] pins maps %s to distinct BCM pin numbers" % ", ".join(LED_NAMES))
+    leds.pins = pins
 
 
 def load(path):

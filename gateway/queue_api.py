@@ -18,6 +18,9 @@ answered {"error": <reason>, "detail": ...}, counted by reason, and logged rate-
 bodies are never logged (they may hold the applicant's identity).
 The queueing system is called back (POST callback_url, JSON) when a case is rated or the device
 timed out; see Callbacks.
+Handlers that commit (case events, sign-in/out, device changes: each waits for an fsync) or read
+the store (/status, /metrics: its lock is held through a group commit) run in the loop's
+executor, so the loop never stalls behind a disk write.
 """
 
 import asyncio
@@ -89,12 +92,16 @@ def make_app(gw):
     def ok(data, status=200):
         return web.json_response(data, status=status, dumps=_dumps)
 
+    async def off_loop(fn, *args):
+        """Run a committing call in the executor (errors propagate to the guard as usual)."""
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
     # --- windows and cases ----------------------------------------------------------------
     async def sign_in(request):
-        return ok(gw.cases.sign_in(request.match_info["window"], await body(request)))
+        return ok(await off_loop(gw.cases.sign_in, request.match_info["window"], await body(request)))
 
     async def sign_out(request):
-        return ok(gw.cases.sign_out(request.match_info["window"]))
+        return ok(await off_loop(gw.cases.sign_out, request.match_info["window"]))
 
     async def windows(request):
         snap = gw.cases.snapshot()["windows"]
@@ -105,7 +112,7 @@ def make_app(gw):
         return ok(snap)
 
     async def case_event(request):
-        status, answer = gw.cases.event(await body(request))
+        status, answer = await off_loop(gw.cases.event, await body(request))
         return ok(answer, status)
 
     async def case_get(request):
@@ -132,18 +139,18 @@ def make_app(gw):
         spec = await body(request)
         if not isinstance(spec, dict):
             raise CaseError(errors.R_MALFORMED, "the body must be a JSON object")
-        return ok(gw.registry.add(spec).public(), 201)
+        return ok((await off_loop(gw.registry.add, spec)).public(), 201)
 
     async def device_patch(request):
         device = device_or_404(request)
         changes = await body(request)
         if not isinstance(changes, dict):
             raise CaseError(errors.R_MALFORMED, "the body must be a JSON object")
-        return ok(gw.registry.update(device.id, changes).public())
+        return ok((await off_loop(gw.registry.update, device.id, changes)).public())
 
     async def device_delete(request):
         device = device_or_404(request)
-        gw.registry.remove(device.id)
+        await off_loop(gw.registry.remove, device.id)
         return ok({"removed": device.id})
 
     async def dead_letters(request):
@@ -154,11 +161,11 @@ def make_app(gw):
         return ok(gw.store.dead_letters(limit))
 
     # --- status ---------------------------------------------------------------------------
-    async def status(request):
-        return ok(gw.status())
+    async def status(request):     # reads the store, whose lock a group commit holds over its fsync
+        return ok(await off_loop(gw.status))
 
     async def metrics(request):
-        return web.Response(text=gw.metrics_text(), content_type="text/plain", charset="utf-8",
+        return web.Response(text=await off_loop(gw.metrics_text), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)

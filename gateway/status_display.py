@@ -48,7 +48,8 @@ def make_device(i2c_port=1, address=0x3C):
 def snapshot(hall, devices_online, devices_total, backlog=None, uplink=None, last_rating=None,
              now=None):
     """The screen's data from the gateway's parts: store.backlog(), uplink.status.as_dict(),
-    last_rating {"window", "level", "time"}. Identity is never part of it."""
+    last_rating {"window", "level" (1-5), "level_name" (optional, shown instead), "time"}.
+    Identity is never part of it."""
     backlog = backlog or {}
     uplink = uplink or {}
     now = time.time() if now is None else now
@@ -83,7 +84,7 @@ def render(snap, font=None):
              _uplink_line(snap)]
     last = snap.get("last_rating")
     if last:
-        level = vocab.LEVEL_NAMES.get(last.get("level"), "?")
+        level = last.get("level_name") or vocab.LEVEL_NAMES.get(last.get("level"), "?")
         window = last.get("window", "")
         stamp = _dt.datetime.fromtimestamp(last["time"], CHINA_TZ).strftime("%H:%M") \
             if last.get("time") else ""
@@ -120,5 +121,7 @@ class StatusDisplay:
         image = self.last_image.convert("L")
         if scale != 1:
             image = image.resize((WIDTH * scale, HEIGHT * scale), Image.NEAREST)
-        image.save(path, format="PNG")
+        tmp = "%s.tmp" % path
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)      # a reader never sees half a file
         return path

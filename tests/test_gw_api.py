@@ -3,6 +3,9 @@ loopback: the queueing-system rules, callbacks, device changes at run time, /sta
 
 import asyncio
 import json
+import logging
+import sys
+import threading
 import time
 
 import aiohttp
@@ -21,21 +24,21 @@ TOKEN = "queue-secret"
 APPLICANT = {"name": "李堃", "id_number": "440301199001011234", "phone": "13800138000"}
 
 
-def make_config(broker, tmp_path, callback_url, token=""):
-    return config_mod.from_dict({
+def make_config(broker, tmp_path, callback_url, token="", extra=None):
+    return config_mod.from_dict(dict({
         "gateway": {"hall": HALL, "data_dir": str(tmp_path / "gw"), "privacy_key": PRIVACY_KEY},
         "mqtt": {"host": broker.host, "port": broker.port, "client_id": "gw-api-test"},
         "http": {"host": "127.0.0.1", "port": 0, "callback_url": callback_url, "token": token},
         "device_config": {"version": 2, "rating_timeout_s": 30},
         "devices": [{"id": "dev-a", "window": "A01", "key": device_key("dev-a").hex()}],
-    })
+    }, **(extra or {})))
 
 
 class Rig:
     """The gateway, an HTTP client, and a callback server standing in for the queueing system."""
 
-    def __init__(self, broker, tmp_path, token="", callback_status=200):
-        self.broker, self.tmp_path, self.token = broker, tmp_path, token
+    def __init__(self, broker, tmp_path, token="", callback_status=200, extra=None):
+        self.broker, self.tmp_path, self.token, self.extra = broker, tmp_path, token, extra
         self.callback_status = callback_status     # what the queueing system answers
         self.callbacks = []
 
@@ -51,7 +54,8 @@ class Rig:
         site = web.TCPSite(self.cb_runner, "127.0.0.1", 0)
         await site.start()
         cb_port = self.cb_runner.addresses[0][1]
-        self.cfg = make_config(self.broker, self.tmp_path, "http://127.0.0.1:%d/cb" % cb_port, self.token)
+        self.cfg = make_config(self.broker, self.tmp_path, "http://127.0.0.1:%d/cb" % cb_port, self.token,
+                               self.extra)
         self.gw = Gateway(self.cfg)
         await self.gw.start()
         await asyncio.to_thread(self.gw.bridge.connected.wait, 10)
@@ -265,6 +269,96 @@ def test_devices_added_and_moved_at_run_time(mosquitto_broker, tmp_path):
     # The change survives a restart: the registry file holds it.
     saved = Registry([], str(tmp_path / "gw" / "registry.json"))
     assert saved.get("dev-c").window == "A09" and saved.get("dev-c").name == "九号窗"
+
+
+def test_panel_shows_the_last_rating_and_commits_run_off_the_loop(mosquitto_broker, tmp_path,
+                                                                   monkeypatch, caplog):
+    """[display] with a PNG off a Pi and [leds] on the NullGpio: the screen is redrawn on a rating
+    (refresh_s is long, so only the rating can explain the new frame), /status names window, level
+    and time but nobody's identity; committing HTTP handlers run in the executor."""
+    from PIL import Image
+    from gateway import status_display
+    monkeypatch.setitem(sys.modules, "RPi", None)           # off a Pi, whatever is installed
+    png = tmp_path / "gw" / "oled.png"
+    extra = {"display": {"png_path": "oled.png", "refresh_s": 3600}, "leds": {"blink_s": 0.05}}
+    device = FakeDevice(mosquitto_broker, "dev-a")
+    committing_threads = []
+
+    def bottom_line(image):
+        return image.crop((0, 48, 128, 64)).convert("1").tobytes()
+
+    async def scenario():
+        async with Rig(mosquitto_broker, tmp_path, extra=extra) as rig:
+            gw, loop_thread = rig.gw, threading.get_ident()
+            for name in ("commit_case", "state_put", "next_case_id"):
+                real = getattr(gw.store, name)
+
+                def spy(*args, _real=real, **kwargs):
+                    committing_threads.append(threading.get_ident())
+                    return _real(*args, **kwargs)
+                monkeypatch.setattr(gw.store, name, spy)
+            await rig.until(lambda: png.exists(), "the first frame")
+            assert gw.panel.leds.gpio.levels == {17: 1, 27: 0, 22: 0}   # run on, uplink idle, no alarm
+            assert (await rig.call("POST", "/api/v1/windows/A01/sign-in",
+                                   {"staff_id": "1001", "staff_name": "王喆"}))[0] == 200
+            status, case = await rig.call("POST", "/api/v1/cases", case_body())
+            assert status == 201
+            assert committing_threads and loop_thread not in committing_threads
+            device.rate(make_rating("dev-a", 1, level=vocab.DISSATISFIED, case_id=case["case_id"],
+                                    serials=["SN1", "SN2"], window=None))
+            assert (await asyncio.to_thread(device.ack))["result"] == vocab.ACK_STORED
+            status, st = await rig.call("GET", "/status")
+            last = st["last_rating"]
+            assert last["window"] == "A01" and last["level"] == vocab.DISSATISFIED
+            assert last["level_name"] == "不满意" and abs(last["time"] - time.time()) < 60
+            text = json.dumps(st, ensure_ascii=False)
+            assert "李堃" not in text and "440301" not in text and "13800138000" not in text
+            expected = bottom_line(status_display.render(gw.display_snapshot()))
+            assert expected != bottom_line(status_display.render(
+                dict(gw.display_snapshot(), last_rating=None)))
+            await rig.until(lambda: bottom_line(Image.open(png).resize((128, 64))) == expected,
+                            "the rating on the screen")
+            gw.alarm("store_fill", "outbox 80% full")
+            await rig.until(lambda: gw.panel.leds.gpio.levels[22] == 1, "the alarm LED")
+    try:
+        asyncio.run(scenario())
+    finally:
+        device.close()
+    assert "李堃" not in caplog.text
+
+
+def test_a_full_store_alarm_is_logged_once_a_minute_and_counted_each_time(tmp_path, caplog):
+    now = [1718000000.0]
+    cfg = config_mod.from_dict({"gateway": {"hall": HALL, "data_dir": str(tmp_path), "capacity": 1}})
+    gw = Gateway(cfg, clock=lambda: now[0])
+    try:
+        caplog.set_level(logging.ERROR)
+        assert gw.store.commit_ratings([(make_rating("dev-a", 1), None)])[0][0] == vocab.ACK_STORED
+        for n in range(2, 8):
+            assert gw.store.commit_ratings([(make_rating("dev-a", n), None)])[0][0] == vocab.ACK_RETRY
+        lines = [r.getMessage() for r in caplog.records if "ALARM store_full" in r.getMessage()]
+        assert len(lines) == 1 and gw.alarms["store_full"] == 6 and gw.alarms_active()
+        now[0] += 61
+        gw.store.commit_ratings([(make_rating("dev-a", 9), None)])
+        lines = [r.getMessage() for r in caplog.records if "ALARM store_full" in r.getMessage()]
+        assert len(lines) == 2 and "(+5 more" in lines[1] and gw.alarms["store_full"] == 7
+    finally:
+        gw.committer.close()
+        gw.store.close()
+
+
+def test_panel_config_is_checked():
+    base = {"gateway": {"hall": HALL}}
+    cfg = config_mod.from_dict(base)
+    assert not cfg.display.enabled and not cfg.leds.enabled
+    cfg = config_mod.from_dict(dict(base, display={"i2c_address": 0x3D}, leds={"pins": {"alarm": 5}}))
+    assert cfg.display.enabled and cfg.display.i2c_address == 0x3D
+    assert cfg.leds.enabled and cfg.leds.pins == {"run": 17, "uplink": 27, "alarm": 5}
+    for bad in ({"display": {"colour": "red"}}, {"display": {"refresh_s": 0}},
+                {"leds": {"pins": {"run": 17, "uplink": 17}}}, {"leds": {"pins": {"buzzer": 4}}},
+                {"display": {"i2c_address": 300}}):
+        with pytest.raises(config_mod.ConfigError):
+            config_mod.from_dict(dict(base, **bad))
 
 
 def test_openapi_document_matches_the_routes():

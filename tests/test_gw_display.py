@@ -116,3 +116,21 @@ def test_leds_fall_back_off_a_pi(monkeypatch):
     monkeypatch.setitem(sys.modules, "RPi.GPIO", NotAPi())
     sys.modules["RPi"].GPIO = sys.modules["RPi.GPIO"]
     assert isinstance(leds.load_gpio(), NullGpio)
+
+
+def test_a_failing_display_is_logged_once_and_the_leds_go_on(caplog):
+    from gateway.panel import Panel
+
+    class BrokenDisplay:
+        def show(self, snap):
+            raise OSError("I2C: remote I/O error")
+
+    leds_ = StatusLeds(FakeGpio(), pins={"run": 5, "uplink": 6, "alarm": 13})
+    panel = Panel(lambda: snapshot("南山", 1, 1, now=NOW), lambda: "up", lambda: True,
+                  display=BrokenDisplay(), leds=leds_)
+    for _ in range(3):
+        panel._refresh_logged()
+        panel.update_leds()
+    assert panel.failures == 3 and panel.frames == 0
+    assert len([r for r in caplog.records if "status display failed" in r.getMessage()]) == 1
+    assert leds_.gpio.levels == {5: 1, 6: 1, 13: 1}

@@ -1,6 +1,7 @@
 """MQTT bridge end to end: a real Mosquitto, the real bridge and store, a paho client posing as a device."""
 
 import json
+import threading
 import time
 
 import pytest
@@ -110,9 +111,13 @@ def test_bad_inputs_are_rejected_counted_and_valid_ones_still_pass(gateway, devi
 
 def test_junk_is_dead_lettered_by_the_group_committer_not_on_the_network_thread(gateway, device,
                                                                                 monkeypatch):
-    def own_commit(*args, **kwargs):
-        raise AssertionError("a commit of its own on paho's thread")
-    monkeypatch.setattr(gateway.store, "dead_letter", own_commit)
+    writers = []
+    real = gateway.store._guarded
+
+    def spy(work):           # every write transaction of the store goes through _guarded
+        writers.append(threading.current_thread().name)
+        return real(work)
+    monkeypatch.setattr(gateway.store, "_guarded", spy)
     for n in range(1, 4):
         device.publish("rating", json.dumps({"device": "dev-a", "counter": n, "overall": 9}))
     assert [device.ack()["result"] for _ in range(3)] == [vocab.ACK_DEAD_LETTER] * 3
@@ -121,6 +126,7 @@ def test_junk_is_dead_lettered_by_the_group_committer_not_on_the_network_thread(
     dead = gateway.store.dead_letters()
     assert [(d["device"], d["reason"]) for d in dead] == [("dev-a", "out_of_range")] * 3
     assert json.loads(dead[0]["payload"])["counter"] == 3
+    assert writers and set(writers) == {"group-commit"}      # none of its own on paho's thread
 
 
 def test_rejections_count_exactly_from_many_threads():
