@@ -41,6 +41,17 @@ def find_mosquitto():
     raise BrokerError("mosquitto not found: run scripts/setup (installs the mosquitto package)")
 
 
+def child_popen_args(argv):
+    """Popen arguments for a child of the simulator (broker, gateway): in its own session, so a
+    Ctrl-C at the terminal reaches the simulator alone (which then stops its children in order),
+    and run under `setpriv --pdeathsig TERM` when present (util-linux), so the child ends with the
+    simulator even when that is SIGKILLed."""
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        argv = [setpriv, "--pdeathsig", "TERM", "--"] + list(argv)
+    return {"args": list(argv), "start_new_session": True}
+
+
 def free_port(host="127.0.0.1"):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -120,7 +131,7 @@ class Broker:
             raise BrokerError("broker already running")
         with open(self.config_path, "w", encoding="utf-8") as f:
             f.write(self.config_text())
-        self._proc = subprocess.Popen([self.binary, "-c", self.config_path],
+        self._proc = subprocess.Popen(**child_popen_args([self.binary, "-c", self.config_path]),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.starts += 1
         deadline = time.monotonic() + timeout

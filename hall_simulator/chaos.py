@@ -13,6 +13,9 @@ Kinds and what the hook must do (hall.py provides them):
   uplink_5xx      the central API answers the next `count` batches with 500/503
   uplink_429      the central API answers the next `count` batches with 429 + Retry-After
   uplink_slow     the central API delays its next `count` answers by `delay_s`
+                  (these three are incidents of the central side: they last `window_s` at most,
+                  then what is left of the count is dropped, so they do not wait in line behind
+                  an uplink outage or a gateway restart and then hit its first requests)
   bus_noise       bit errors `ber` and byte drops `drop_rate` on the RS-485 bus for `seconds`
   bus_cut         the whole bus (device None) or one device's drop cable is cut for `seconds`
   power_cut       an evaluator loses power at a random instant, boots again after `down_s`
@@ -34,6 +37,7 @@ KINDS = ("gateway_kill", "broker_restart", "uplink_outage", "uplink_5xx", "uplin
 MEAN_GAP_S = {"gateway_kill": 60, "broker_restart": 70, "uplink_outage": 50, "uplink_5xx": 40,
               "uplink_429": 45, "uplink_slow": 55, "bus_noise": 35, "bus_cut": 40, "power_cut": 15,
               "wifi_drop": 30}
+WINDOW_S = 3.0     # how long a central-side incident (5xx, 429, slow) lasts at most, standard
 NEEDS = {"bus_noise": "rs485", "bus_cut": "rs485", "power_cut": "all", "wifi_drop": "mqtt"}
 
 
@@ -61,11 +65,14 @@ def _params(kind, rng, harsh, devices):
     if kind == "uplink_outage":
         return {"seconds": round(rng.uniform(2.0, 6.0) * f, 2)}
     if kind == "uplink_5xx":
-        return {"count": rng.randint(1, 3) * int(f), "status": rng.choice((500, 502, 503))}
+        return {"count": rng.randint(1, 3) * int(f), "status": rng.choice((500, 502, 503)),
+                "window_s": WINDOW_S * f}
     if kind == "uplink_429":
-        return {"count": rng.randint(1, 3) * int(f), "retry_after": rng.choice((1, 2))}
+        return {"count": rng.randint(1, 3) * int(f), "retry_after": rng.choice((1, 2)),
+                "window_s": WINDOW_S * f}
     if kind == "uplink_slow":
-        return {"count": rng.randint(2, 4), "delay_s": round(rng.uniform(1.0, 3.0) * f, 2)}
+        return {"count": rng.randint(2, 4), "delay_s": round(rng.uniform(1.0, 3.0) * f, 2),
+                "window_s": WINDOW_S * f}
     if kind == "bus_noise":
         return {"seconds": round(rng.uniform(3.0, 8.0) * f, 2), "ber": 2e-4 * f,
                 "drop_rate": 2e-4 * f}
@@ -123,12 +130,13 @@ class Chaos:
         self.hooks = hooks
         self.injected = {}
         self.failed = {}
-        self.log = []
+        self.log = []               # injected events, with when each began and ended (real s)
         self._clock = clock
+        self._t0 = 0.0
 
     async def run(self, started_at=None):
         loop = asyncio.get_running_loop()
-        t0 = loop.time() if started_at is None else started_at
+        t0 = self._t0 = loop.time() if started_at is None else started_at
         tasks = []
         for event in self.events:
             delay = t0 + event.at_s - loop.time()
@@ -142,6 +150,8 @@ class Chaos:
             await asyncio.gather(*tasks)
 
     async def _one(self, hook, event):
+        loop = asyncio.get_running_loop()
+        began = loop.time() - self._t0
         try:
             await hook(**event.params)
         except asyncio.CancelledError:
@@ -151,4 +161,6 @@ class Chaos:
             self.failed[event.kind] = self.failed.get(event.kind, 0) + 1
             return
         self.injected[event.kind] = self.injected.get(event.kind, 0) + 1
-        self.log.append(event.as_dict())
+        entry = event.as_dict()
+        entry.update(began_s=round(began, 3), ended_s=round(loop.time() - self._t0, 3))
+        self.log.append(entry)

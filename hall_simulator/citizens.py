@@ -13,6 +13,12 @@ Behaviours (the issue's list): a mix of levels; think time before the first pres
 (no press at all: the device records "not rated at the window"); bad ratings with one or two tags
 (the five-button tag screen: up, down, toggle, back, confirm); double taps (the same key twice,
 ~120 ms apart: the firmware must hold it as one rating).
+
+Touch boards (firmware/ui/touch.py): `TouchVisit(plan).next_tap(ui, view)` gives the screen point
+to tap, found the way a person finds it: on the buttons the screen shows (the layout's own hit
+boxes). The citizen rates every asked indicator (overall, business, service: near the plan's
+level), each theme item on its own (some left out: items are optional), pages through a theme,
+taps 提交 (twice in a double tap), picks tag chips on the tags screen and taps 确定.
 """
 
 import random
@@ -38,15 +44,22 @@ PRESETS = {
 
 
 class Plan:
-    """What one citizen will do. level 0 = walks away without rating."""
-    __slots__ = ("level", "think_s", "double_tap", "tag_count", "steps_s")
+    """What one citizen will do. level 0 = walks away without rating. On a touch board `level` is
+    the overall rating, `business` / `service` the other indicators and `items` the theme items'
+    levels in screen order (0: left out)."""
+    __slots__ = ("level", "think_s", "double_tap", "tag_count", "steps_s", "business", "service",
+                 "items")
 
-    def __init__(self, level, think_s, double_tap=False, tag_count=0, steps_s=(0.6,)):
+    def __init__(self, level, think_s, double_tap=False, tag_count=0, steps_s=(0.6,), business=None,
+                 service=None, items=()):
         self.level = level
         self.think_s = think_s
         self.double_tap = double_tap
         self.tag_count = tag_count
         self.steps_s = steps_s
+        self.business = level if business is None else business
+        self.service = level if service is None else service
+        self.items = tuple(items)
 
     @property
     def walks_away(self):
@@ -95,7 +108,22 @@ class Mix:
         if vocab.is_bad(level):
             tags = 2 if rng.random() < self.two_tags else 1
         steps = tuple(rng.uniform(*STEP_S) for _ in range(8))
-        return Plan(level, think, rng.random() < self.double_tap, tags, steps)
+        double = rng.random() < self.double_tap
+        # touch boards only (drawn last, so five-button citizens of a seed stay the same)
+        business, service = _near(rng, level), _near(rng, level)
+        items = tuple(0 if rng.random() < ITEM_SKIP else _near(rng, level) for _ in range(MAX_ITEMS))
+        if tags == 0 and any(vocab.is_bad(x) for x in (business, service) + items):
+            tags = 1
+        return Plan(level, think, double, tags, steps, business, service, items)
+
+
+ITEM_SKIP = 0.2            # share of theme items a touch-board citizen leaves out
+MAX_ITEMS = 8
+
+
+def _near(rng, level):
+    """A level close to the overall one: opinions of one visit hang together."""
+    return min(vocab.LEVELS[-1], max(vocab.LEVELS[0], level + rng.choice((-1, 0, 0, 0, 1))))
 
 
 class Visit:
@@ -157,3 +185,92 @@ class Visit:
 def citizen_rng(seed, window, n):
     """The random source of the n-th citizen at a window: independent of every other window."""
     return random.Random("%s/%s/%d" % (seed, window, n))
+
+
+class TouchVisit:
+    """One citizen at a touch board for one case: next_tap(ui, view) -> (x, y) or None."""
+
+    MAX_TAPS = 40
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.taps = 0
+        self.submits = 0
+        self.done = False
+        self.gave_up = False
+        self.last_submit = False     # the last tap was on 提交
+
+    def first_delay(self):
+        return self.plan.think_s
+
+    def next_delay(self):
+        steps = self.plan.steps_s
+        return steps[self.taps % len(steps)]
+
+    def want(self, kind, key):
+        """The level the citizen gives a block: ("ind", name) or ("item", item dict)."""
+        if kind == "ind":
+            return {"overall": self.plan.level, "business": self.plan.business,
+                    "service": self.plan.service}.get(key)
+        return self.plan.items[key % len(self.plan.items)] if self.plan.items else self.plan.level
+
+    def next_tap(self, ui, view):
+        if self.done or self.plan.walks_away:
+            return None
+        if self.taps >= self.MAX_TAPS or self.submits > 4:
+            self.done = self.gave_up = True
+            return None
+        screen = view.get("screen")
+        self.last_submit = False
+        if screen == "case":
+            point = self._case_tap(ui, view)
+        elif screen == "tags":
+            point = self._tags_tap(ui, view)
+        else:
+            if screen in ("thanks", "not_rated", "idle", "no_case"):
+                self.done = True
+            return None            # busy, storage_full, error: wait and look again
+        if point is not None:
+            self.taps += 1
+        return point
+
+    def double_tap_point(self, point):
+        """The repeated tap of a double tap: on the first 提交 only."""
+        if self.plan.double_tap and self.last_submit and self.submits == 1:
+            return point
+        return None
+
+    def _case_tap(self, ui, view):
+        from firmware.ui import touch as layout
+        hits, shown, page, pages = layout._hits(ui, view)
+        items = [b[1] for b in layout._blocks(view) if b[0] == "item"]
+        by_act = {}
+        for x, y, w, h, act, label, chosen in hits:
+            by_act[act] = (x + w // 2, y + h // 2, chosen)
+        for kind, key in shown:
+            if kind == "ind":
+                level = self.want("ind", key)
+                act = ("rate", key, level)
+            else:
+                level = self.want("item", items.index(key))
+                act = ("rate_item", key.get("code"), level)
+            if level and act in by_act and not by_act[act][2]:
+                return by_act[act][:2]
+        if page + 1 < pages:
+            return by_act[("page", 1)][:2]
+        self.submits += 1
+        self.last_submit = True
+        return by_act[("submit",)][:2]
+
+    def _tags_tap(self, ui, view):
+        from firmware.ui import touch as layout
+        chips, confirm = [], None
+        for x, y, w, h, act, label, chosen in layout._tag_hits(ui, view):
+            if act[0] == "tag_pick" and not chosen:
+                chips.append((x + w // 2, y + h // 2))
+            elif act[0] == "confirm":
+                confirm = (x + w // 2, y + h // 2)
+        want = max(1, self.plan.tag_count)
+        if len(view.get("chosen") or ()) < want and chips:
+            return chips[(self.taps * 7) % len(chips)]
+        return confirm

@@ -1,7 +1,7 @@
 """`hall-sim`: run a virtual hall, or a benchmark.
 
     hall-sim --windows 16 --duration 45 --seed 11 --report r.json
-    hall-sim --chaos standard --rs485 8 --mqtt 8 --speed 10
+    hall-sim --chaos standard --rs485 8 --mqtt 8 --touch 4 --speed 10
     hall-sim bench rs485 --json
 
 The hall itself lives in hall_simulator.hall (run(options) -> exit status); benchmarks are the
@@ -15,8 +15,19 @@ import random
 import sys
 
 CHAOS_LEVELS = ("none", "standard", "harsh")
-DEFAULT_WINDOWS = 8
+DEFAULT_WINDOWS = 12
 MAX_RS485 = 247          # protocol.frame.MAX_ADDRESS: one bus address per evaluator
+BAUDS = (9600, 19200, 38400, 57600, 115200)
+BASE_BAUD = 9600
+
+
+def auto_baud(speed):
+    """The line speed of an accelerated hall: the bus is real time while cases come `speed` times
+    faster, so it needs `speed` times the bytes per second to be as loaded as a hall at 9600."""
+    for baud in BAUDS:
+        if baud >= BASE_BAUD * speed - 1e-9:
+            return baud
+    return BAUDS[-1]
 
 
 def _positive_int(text):
@@ -43,6 +54,11 @@ def build_parser():
                    "split between RS-485 and MQTT)" % DEFAULT_WINDOWS)
     p.add_argument("--rs485", type=_positive_int, help="evaluators on the RS-485 bus")
     p.add_argument("--mqtt", type=_positive_int, help="evaluators on Wi-Fi/MQTT")
+    p.add_argument("--touch", metavar="N|SHARE", help="how many MQTT evaluators are touch boards: "
+                   "a count (4), or a share of them (0.5 or 50%%); default half, rounded down")
+    p.add_argument("--baud", type=int, choices=BAUDS, help="RS-485 line speed (default: 9600 at "
+                   "--speed 1; in an accelerated run 9600 x speed, rounded up to a standard rate, "
+                   "so the bus is as loaded as a real-time hall's at 9600)")
     p.add_argument("--duration", type=_positive_float, default=60.0,
                    help="simulated seconds of opening hours (default 60)")
     p.add_argument("--speed", type=_positive_float, default=1.0,
@@ -74,13 +90,41 @@ def plan_devices(windows=None, rs485=None, mqtt=None):
     return rs485, mqtt
 
 
+def plan_touch(text, mqtt):
+    """The number of touch boards among `mqtt` MQTT evaluators, from --touch's text."""
+    if text is None:
+        return mqtt // 2
+    text = text.strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1]) / 100.0
+        elif "." in text:
+            share = float(text)
+        else:
+            count = int(text)
+            if not 0 <= count <= mqtt:
+                raise ValueError("--touch %d: there are %d MQTT evaluators" % (count, mqtt))
+            return count
+    except ValueError as e:
+        if "MQTT" in str(e):
+            raise
+        raise ValueError("--touch wants a count (4) or a share (0.5, 50%%), not %r" % text) from None
+    if not 0.0 <= share <= 1.0:
+        raise ValueError("--touch share must be within 0..1 (0%%..100%%)")
+    return int(round(share * mqtt))
+
+
 def parse_hall_args(argv):
     parser = build_parser()
     options = parser.parse_args(argv)
     try:
         options.rs485, options.mqtt = plan_devices(options.windows, options.rs485, options.mqtt)
+        options.touch = plan_touch(options.touch, options.mqtt)
     except ValueError as e:
         parser.error(str(e))
+    if options.baud is None:
+        options.baud = auto_baud(options.speed)
+    options.default_files = True     # report and screenshots in the run's directory unless given
     options.windows = options.rs485 + options.mqtt
     if options.seed is None:
         options.seed = random.SystemRandom().randrange(1, 1 << 31)

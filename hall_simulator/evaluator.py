@@ -11,8 +11,12 @@ sim board, in its own thread, with its own flash directory, and a citizen in fro
   way the Device object and everything in RAM is dropped and a fresh one boots from the flash
   directory after `down_s`. The UART / Wi-Fi connection is dropped too.
 - The citizen: when the screen shows a new case, a citizens.Visit decides the keys; presses go
-  through board.press() and the real five-button UI. The thank-you screen is recorded in the
-  confirmation log at the moment the flow enters it (source press), and "not rated" likewise.
+  through board.press() and the real five-button UI. On a touch board (spec.profile "touch") a
+  citizens.TouchVisit decides taps at screen points, through board.touch() and the real touch UI.
+  The thank-you screen is recorded in the confirmation log at the moment the flow enters it
+  (source press), and "not rated" likewise.
+- The gateway's ACK: when a rating leaves the device's outbox (the gateway committed it), the wall
+  time is kept in `acked_at` {(device, counter): time}, for the press -> gateway part of latency.
 Threads, not asyncio: the RS-485 transport waits out the line time of its replies (sleep_us), as
 the device does; each evaluator sleeps in its own thread.
 """
@@ -200,7 +204,8 @@ class Evaluator:
         self.next_press_at = None      # sim seconds
         self.pending_tap = None
         self.seen_counter = 0
-        self.stats = {"confirmed": 0, "not_rated": 0, "presses": 0, "power_cuts": 0,
+        self.acked_at = {}             # (device, counter) -> wall time the outbox released it
+        self.stats = {"confirmed": 0, "not_rated": 0, "presses": 0, "taps": 0, "power_cuts": 0,
                       "crashes": 0, "cases": 0, "wifi_drops": 0}
         self._stop = threading.Event()
         self._cut = None               # (down_s, mode) requested by chaos
@@ -280,12 +285,21 @@ class Evaluator:
             self._boot()
 
     # --- one loop turn: the citizen, the firmware, what the screen shows ----------------------------
+    @property
+    def touch(self):
+        return self.spec.profile == "touch"
+
     def _turn(self):
         dev = self.device
         app = dev.app
         now = self.clock.monotonic()
         self._citizen(app, now)
+        waiting = list(dev.outbox.counters)
         dev.step()
+        if waiting and dev.outbox.counters != waiting:
+            at = time.time()
+            for counter in set(waiting) - set(dev.outbox.counters):
+                self.acked_at[(self.id, counter)] = at
         self._observe(app)
 
     def _citizen(self, app, now):
@@ -295,7 +309,7 @@ class Evaluator:
             self.visits += 1
             self.stats["cases"] += 1
             plan = self.mix.decide(citizens.citizen_rng(self.seed, self.id, self.visits))
-            self.visit = citizens.Visit(plan)
+            self.visit = citizens.TouchVisit(plan) if self.touch else citizens.Visit(plan)
             self.next_press_at = now + self.visit.first_delay()
             return
         if self.pending_tap is not None:
@@ -305,18 +319,27 @@ class Evaluator:
         visit = self.visit
         if visit is None or visit.done or self.next_press_at is None or now < self.next_press_at:
             return
-        key = visit.next_key(app.view())
+        if self.touch:
+            key = visit.next_tap(self.device.ui, app.view())
+            again = visit.double_tap_point(key) if key is not None else None
+        else:
+            key = visit.next_key(app.view())
+            again = visit.double_tap_key(key) if key is not None else None
         if key is None:
             self.next_press_at = now + 0.5
             return
         self._press(key)
-        if visit.double_tap_key(key) is not None:
-            self.pending_tap = key      # lands on the next loop turn, a few ms later
+        if again is not None:
+            self.pending_tap = again    # lands on the next loop turn, a few ms later
         self.next_press_at = now + visit.next_delay()
 
     def _press(self, key):
-        self.board.press(key)
-        self.stats["presses"] += 1
+        if isinstance(key, tuple):
+            self.board.touch(key[0], key[1])
+            self.stats["taps"] += 1
+        else:
+            self.board.press(key)
+            self.stats["presses"] += 1
 
     def _observe(self, app):
         rec = app.last_rating

@@ -9,7 +9,8 @@ Parts (each the production code, wired here only):
 - the REAL gateway as a child process (`python -m gateway.cli run --config gateway.toml`), so chaos
   can SIGKILL it and start it again;
 - N evaluators (hall_simulator.evaluator): the firmware on the sim board, each in a thread with its
-  own flash directory, split between the bus and MQTT, a simulated citizen at each;
+  own flash directory, split between the bus and MQTT, a simulated citizen at each; the bus
+  evaluators are five-button boards, a share of the MQTT ones (`touch`) touch boards;
 - the queueing system (hall_simulator.queue_sim) talking to the gateway's queueing API and
   receiving its callbacks;
 - chaos (hall_simulator.chaos), a live progress line, and at the end a drain (no new citizens;
@@ -17,6 +18,9 @@ Parts (each the production code, wired here only):
   the report (hall_simulator.report), and screenshots (hall_simulator.screens).
 Time: --duration is simulated seconds of opening hours; the hall runs --speed times faster than
 the wall clock (firmware timers, service and think times, the central API's 7-day window).
+Stopping: SIGINT (Ctrl-C) / SIGTERM end the opening hours early; the hall still drains (bounded;
+a second Ctrl-C skips it), stops its children in order and prints the summary. The children run
+in their own session (a terminal's Ctrl-C reaches the simulator only) and die with it.
 """
 
 import asyncio
@@ -35,7 +39,7 @@ import time
 
 from hall_simulator import chaos as chaos_mod
 from hall_simulator import citizens, queue_sim, report
-from hall_simulator.broker import Broker
+from hall_simulator.broker import Broker, child_popen_args
 from hall_simulator.bus import BusThread
 from hall_simulator.central_api import CentralServer
 from hall_simulator.central_store import CentralStore
@@ -49,6 +53,7 @@ BAUD = 9600
 RATING_TIMEOUT_S = 30
 THANKS_S = 3
 DRAIN_MAX_S = 90.0            # real seconds the end-of-run drain may take at most
+INTERRUPTED_DRAIN_S = 20.0    # ... after a Ctrl-C
 GATEWAY_START_S = 20.0
 TAGS = (
     (501, "态度不积极", 4), (502, "来回跑", 4), (503, "窗口无人", 4),
@@ -125,7 +130,7 @@ class GatewayProcess:
 
     def start(self):
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(gateway_command(self.config_path),
+        self.proc = subprocess.Popen(**child_popen_args(gateway_command(self.config_path)),
             stdout=logf, stderr=subprocess.STDOUT, env=self.env,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         logf.close()
@@ -145,6 +150,10 @@ class GatewayProcess:
             except OSError:
                 await asyncio.sleep(0.1)
         raise RuntimeError("the gateway did not listen within %.0f s; see %s" % (timeout, self.log_path))
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -171,9 +180,12 @@ class GatewayProcess:
 class Hall:
     def __init__(self, rs485, mqtt, seed, speed=1.0, workdir=None, mix=None, case_weights=None,
                  completed_ago_s=0, rating_timeout_s=RATING_TIMEOUT_S, baud=BAUD, chaos="none",
-                 duration_s=60.0, out=None):
+                 duration_s=60.0, out=None, touch=0):
         self.n_rs485 = rs485
         self.n_mqtt = mqtt
+        if not 0 <= touch <= mqtt:
+            raise ValueError("touch boards are MQTT evaluators: 0..%d" % mqtt)
+        self.n_touch = touch
         self.seed = seed
         self.clock = SimClock(speed=speed)
         self.own_workdir = workdir is None
@@ -195,6 +207,13 @@ class Hall:
         self.queue = self.callbacks = self.api = None
         self.chaos = None
         self.faults = {}
+        self.interrupted = None               # asyncio.Event, set by SIGINT / SIGTERM
+        self.hurry = False                    # a second interrupt: skip the drain
+        self._outage_end = None
+        self._incidents = {}
+        self.started_at = None
+        self.started_wall = None
+        self.screenshots = []
 
     # --- wiring -------------------------------------------------------------------------------
     def _confirm(self, entry):
@@ -206,6 +225,11 @@ class Hall:
         mq = ["w%02d" % (self.n_rs485 + i + 1) for i in range(self.n_mqtt)]
         return rs, mq
 
+    def board_of(self, device):
+        """Bus evaluators are five-button boards; the last `n_touch` MQTT ones are touch boards."""
+        rs, mq = self.device_ids()
+        return "touch" if device in mq[len(mq) - self.n_touch:] and self.n_touch else "five_button"
+
     def _gateway_config(self, http_port, central_url, callback_url):
         rs, mq = self.device_ids()
         devices = []
@@ -213,7 +237,7 @@ class Hall:
             devices.append({"id": dev, "window": dev[1:], "board": "five_button", "transport": "rs485",
                             "bus": 0, "address": i + 1, "key": device_key(self.seed, dev)})
         for dev in mq:
-            devices.append({"id": dev, "window": dev[1:], "board": "five_button", "transport": "mqtt",
+            devices.append({"id": dev, "window": dev[1:], "board": self.board_of(dev), "transport": "mqtt",
                             "key": device_key(self.seed, dev)})
         sections = {
             "gateway": {"hall": HALL_ID, "data_dir": os.path.join(self.workdir, "gateway"),
@@ -263,7 +287,7 @@ class Hall:
             mqtt_cfg = {"host": self.broker.host, "port": self.broker.port, "keepalive": 30}
             spec = Spec(dev, device_key(self.seed, dev), dev[1:], "rs485" if dev in rs else "mqtt",
                         os.path.join(self.workdir, "flash", dev), address=i + 1, baud=self.baud,
-                        hall=HALL_ID, mqtt=mqtt_cfg)
+                        profile=self.board_of(dev), hall=HALL_ID, mqtt=mqtt_cfg)
             ev = Evaluator(spec, self.clock, self._confirm, mix=self.mix, seed=self.seed,
                            bus_url=self.bus.url if self.bus else None)
             self.evaluators[dev] = ev
@@ -298,16 +322,39 @@ class Hall:
             await asyncio.to_thread(self.broker.restart, down_s)
 
         async def uplink_outage(seconds):
-            await self.central.outage(seconds)
+            # one outage at a time: a second one while the API is away extends the first
+            end = time.monotonic() + seconds
+            if self._outage_end is not None:
+                self._outage_end = max(self._outage_end, end)
+                return
+            self._outage_end = end
+            await self.central.stop_listening()
+            try:
+                while time.monotonic() < self._outage_end:
+                    await asyncio.sleep(min(0.1, self._outage_end - time.monotonic()))
+            finally:
+                self._outage_end = None
+                await self.central.listen()
 
-        async def uplink_5xx(count, status=500):
-            self.central.faults.set(fail_next=count, status=status)
+        async def incident(kind, window_s, arm, disarm):
+            """A central-side incident: armed now, what is left of it dropped after window_s
+            (unless a newer incident of the kind was armed meanwhile)."""
+            generation = self._incidents[kind] = self._incidents.get(kind, 0) + 1
+            self.central.faults.set(**arm)
+            await asyncio.sleep(window_s)
+            if self._incidents[kind] == generation:
+                self.central.faults.set(**disarm)
 
-        async def uplink_429(count, retry_after=1):
-            self.central.faults.set(throttle_next=count, retry_after=retry_after)
+        async def uplink_5xx(count, status=500, window_s=chaos_mod.WINDOW_S):
+            await incident("5xx", window_s, {"fail_next": count, "status": status}, {"fail_next": 0})
 
-        async def uplink_slow(count, delay_s):
-            self.central.faults.set(delay_s=delay_s, delay_next=count)
+        async def uplink_429(count, retry_after=1, window_s=chaos_mod.WINDOW_S):
+            await incident("429", window_s, {"throttle_next": count, "retry_after": retry_after},
+                           {"throttle_next": 0})
+
+        async def uplink_slow(count, delay_s, window_s=chaos_mod.WINDOW_S):
+            await incident("slow", window_s, {"delay_s": delay_s, "delay_next": count},
+                           {"delay_s": 0.0, "delay_next": 0})
 
         async def bus_noise(seconds, ber, drop_rate):
             self.bus.set_noise(ber, drop_rate)
@@ -376,21 +423,37 @@ class Hall:
         events = chaos_mod.schedule(self.chaos_level, real_duration, self.seed, rs485=rs, mqtt=mq,
                                     warmup_s=min(5.0, real_duration * 0.1))
         self.chaos = chaos_mod.Chaos(events, self.chaos_hooks())
-        started = time.monotonic()
+        if self.interrupted is None:
+            self.interrupted = asyncio.Event()
+        started = self.started_at = time.monotonic()
+        self.started_wall = time.time()
         queue_task = asyncio.ensure_future(self.queue.run())
         chaos_task = asyncio.ensure_future(self.chaos.run(asyncio.get_running_loop().time()))
         tick = 1.0 if self.out.isatty() else 5.0
-        while time.monotonic() - started < real_duration:
-            await asyncio.sleep(min(tick, max(0.0, real_duration - (time.monotonic() - started))))
+        while time.monotonic() - started < real_duration and not self.interrupted.is_set():
+            left = max(0.0, real_duration - (time.monotonic() - started))
+            try:
+                await asyncio.wait_for(self.interrupted.wait(), min(tick, left))
+            except asyncio.TimeoutError:
+                pass
             await self.progress(started, real_duration)
+        if self.interrupted.is_set():
+            chaos_task.cancel()
+            await asyncio.gather(chaos_task, return_exceptions=True)
+            await self.recover()
         if screenshots:
             from hall_simulator import screens
-            await asyncio.to_thread(screens.save_all, self, screenshots)
+            self.screenshots = await asyncio.to_thread(screens.save_all, self, screenshots)
         self.queue.stop_new_cases()
         try:
             await asyncio.wait_for(chaos_task, 60)
         except asyncio.TimeoutError:
             chaos_task.cancel()
+            await asyncio.gather(chaos_task, return_exceptions=True)
+            await self.recover()
+        except asyncio.CancelledError:
+            if not chaos_task.cancelled():
+                raise
         drained = await self.drain(queue_task)
         await self.progress(started, real_duration)
         if self.out.isatty():
@@ -398,11 +461,39 @@ class Hall:
         self.faults = dict(self.chaos.injected)
         return drained
 
+    async def recover(self):
+        """After chaos was cut short: every part the hall needs is up again."""
+        if self.bus is not None:
+            self.bus.set_noise(0.0, 0.0)
+        if self._outage_end is not None:
+            self._outage_end = 0.0
+        if not self.broker.running:
+            await asyncio.to_thread(self.broker.start)
+        if not self.gateway.running:
+            self.gateway.start()
+            await self.gateway.wait_ready()
+
+    def interrupt(self, what):
+        """SIGINT / SIGTERM: the first ends the opening hours, the second skips the drain."""
+        if self.interrupted is None:
+            self.interrupted = asyncio.Event()
+        if self.interrupted.is_set():
+            self.hurry = True
+            self.out.write("\nhall-sim: %s again: skipping the drain\n" % what)
+        else:
+            self.interrupted.set()
+            self.out.write("\nhall-sim: %s: closing the hall early; waiting (at most %.0f s) for "
+                           "ratings in flight, then the summary. Press Ctrl-C again to skip the "
+                           "wait.\n" % (what, INTERRUPTED_DRAIN_S))
+        self.out.flush()
+
     async def drain(self, queue_task):
         """Stop new citizens, then wait (bounded) until every confirmed rating is at the central
         API, no evaluator and not the gateway holds a rating, and every window's case settled."""
-        end = time.monotonic() + DRAIN_MAX_S
-        while time.monotonic() < end:
+        limit = INTERRUPTED_DRAIN_S if self.interrupted is not None and self.interrupted.is_set() \
+            else DRAIN_MAX_S
+        end = time.monotonic() + limit
+        while time.monotonic() < end and not self.hurry:
             if queue_task.done() and self.outboxes() == 0 and \
                     self.confirmed_ids() <= self.central_ids() and \
                     all(ev.state() in ("idle", "thanks", "not_rated", "no_case")
@@ -411,19 +502,36 @@ class Hall:
                 return True
             await asyncio.sleep(0.25)
         queue_task.cancel()
+        await asyncio.gather(queue_task, return_exceptions=True)
         return False
+
+    def acked_at(self):
+        """{rating id: wall time the gateway's ACK released it from the device}."""
+        out = {}
+        for ev in self.evaluators.values():
+            for (device, counter), at in list(ev.acked_at.items()):
+                out["%s:%d" % (device, counter)] = at
+        return out
 
     def report(self, drained):
         view = report.central_view(self.store.path)
+        boards = {}
+        for dev in self.evaluators:
+            boards[self.board_of(dev)] = boards.get(self.board_of(dev), 0) + 1
         extra = {"drained": drained, "seed": self.seed, "speed": self.clock.speed,
-                 "duration_s": self.duration_s, "devices": {"rs485": self.n_rs485, "mqtt": self.n_mqtt},
+                 "duration_s": self.duration_s, "chaos": self.chaos_level, "baud": self.baud,
+                 "interrupted": bool(self.interrupted is not None and self.interrupted.is_set()),
+                 "devices": {"rs485": self.n_rs485, "mqtt": self.n_mqtt, "touch": self.n_touch,
+                             "boards": boards},
                  "queue": dict(self.queue.stats), "case_kinds": dict(self.queue.maker.counts),
                  "gateway": {"starts": self.gateway.starts, "kills": self.gateway.kills},
                  "evaluators": _sum_stats(self.evaluators.values()), "chaos_failed": self.chaos.failed,
-                 "workdir": self.workdir}
+                 "chaos_log": list(self.chaos.log),
+                 "central_faults_applied": dict(self.central.faults.injected), "workdir": self.workdir}
         if self.bus is not None:
             extra["bus"] = self.bus.stats()
-        return report.compute(self.confirmations, view, self.faults, extra)
+        return report.compute(self.confirmations, view, self.faults, extra, acked_at=self.acked_at(),
+                              t0=self.started_wall)
 
 
 def _sum_stats(evaluators):
@@ -434,29 +542,79 @@ def _sum_stats(evaluators):
     return total
 
 
+def intro(options, hall, touch):
+    """What a first-time user needs to know before the progress lines start."""
+    five = options.mqtt - touch
+    lines = [
+        "hall-sim: a virtual service hall on the real code (seed %d; repeat it with --seed %d)"
+        % (options.seed, options.seed),
+        "  %d evaluators: %d on the RS-485 bus (five-button, %d baud), %d on Wi-Fi/MQTT "
+        "(%d five-button, %d touch)" % (options.rs485 + options.mqtt, options.rs485, hall.baud,
+                                        options.mqtt, five, touch),
+        "  %g simulated seconds of opening hours at x%g speed (about %.0f s), chaos: %s"
+        % (options.duration, options.speed, options.duration / options.speed, options.chaos),
+        "  files: %s  (gateway.log, central.db, confirmed.jsonl)" % hall.workdir,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def where(hall):
+    """Once the hall is up: where each part listens."""
+    return ("  broker  %s (private Mosquitto)\n"
+            "  gateway %s/status (the real gateway, a child process)\n"
+            "  central %s (reference rating API)\n"
+            "  Ctrl-C closes the hall early and still prints the summary.\n"
+            % (hall.broker.url, hall.gateway.http_url, hall.central.url))
+
+
 async def run_async(options, out=None, hall_kwargs=None):
     """Run one hall from the parsed hall-sim options; returns (exit status, report)."""
     out = out or sys.stdout
+    touch = getattr(options, "touch", 0) or 0
+    kwargs = dict(hall_kwargs or {})
+    if getattr(options, "baud", None):
+        kwargs.setdefault("baud", options.baud)
     hall = Hall(options.rs485, options.mqtt, options.seed, speed=options.speed,
-                chaos=options.chaos, duration_s=options.duration, out=out, **(hall_kwargs or {}))
-    out.write("hall-sim: %d evaluators (%d RS-485, %d MQTT), %g simulated s at x%g, chaos %s, "
-              "seed %d\n  workdir %s\n" % (options.rs485 + options.mqtt, options.rs485, options.mqtt,
-                                           options.duration, options.speed, options.chaos,
-                                           options.seed, hall.workdir))
+                chaos=options.chaos, duration_s=options.duration, out=out, touch=touch, **kwargs)
+    report_path = getattr(options, "report", None) or os.path.join(hall.workdir, "report.json")
+    shots = getattr(options, "screenshots", None)
+    if shots is None and getattr(options, "default_files", False):
+        shots = os.path.join(hall.workdir, "screenshots")
+    out.write(intro(options, hall, touch))
+    out.flush()
+    loop = asyncio.get_running_loop()
+    hall.interrupted = asyncio.Event()
+    handled = []
+    if threading_main():
+        for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
+            loop.add_signal_handler(sig, hall.interrupt, name)
+            handled.append(sig)
     result = None
     try:
         await hall.start()
-        drained = await hall.run(getattr(options, "screenshots", None))
+        out.write(where(hall))
+        out.flush()
+        drained = await hall.run(shots)
         result = hall.report(drained)
     finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
         await hall.stop()
-    if getattr(options, "report", None):
-        with open(options.report, "w", encoding="utf-8") as f:
-            json.dump(result, f, ensure_ascii=False, indent=2, sort_keys=True)
+    with open(report_path, "w", encoding="utf-8") as f:
+        json.dump(result, f, ensure_ascii=False, indent=2, sort_keys=True)
     out.write(report.summary(result) + "\n")
     if result.get("drained") is False:
-        out.write("warning: the drain did not finish within %.0f s\n" % DRAIN_MAX_S)
+        out.write("warning: the drain did not finish within %.0f s\n"
+                  % (INTERRUPTED_DRAIN_S if result.get("interrupted") else DRAIN_MAX_S))
+    out.write("report: %s\n" % report_path)
+    if shots:
+        out.write("screenshots: %s (%d PNG)\n" % (shots, len(getattr(hall, "screenshots", ()))))
     return (0 if report.ok(result) else 1), result
+
+
+def threading_main():
+    import threading
+    return threading.current_thread() is threading.main_thread()
 
 
 def run(options):

@@ -2,8 +2,14 @@
 open a rating, sent to the gateway's queueing API over HTTP exactly as a real one would.
 
 Per window, in a loop: call the next ticket, serve it (service time), then tell the gateway the
-case's outcome; wait until the gateway calls back "rated" / "timed out" (or a bounded wait passes,
-as when the gateway was restarting), then call the next ticket.
+case's outcome; wait until the gateway calls back "rated" / "not_rated", then call the next ticket.
+The wait for a callback is bounded in simulated time by the rating timeout plus a margin
+(`settle_wait_s`); when it passes (the gateway was SIGKILLed and its stored callbacks are still
+being resent, or the rating is still in a device's outbox), the window asks the gateway
+(GET /api/v1/cases/{id}): a case it no longer holds open is settled ("settled_by_query"), an open
+one is waited for again, up to `settle_max_s`. Only then does the window give up
+("settle_timeouts"). Callbacks are matched by case id: a callback for a case settled already is
+"late" (or "repeated": delivery is at least once), one for a case never reported is "unknown".
 Case kinds (rules Art. 14-20), drawn from a seeded mix:
   completion       办结: one serial, rated overall
   pickup           领证: certificate signed for at the window
@@ -15,6 +21,7 @@ Staff names are real Chinese names, including characters outside GB2312 (王喆,
 """
 
 import asyncio
+import json
 import logging
 import random
 
@@ -126,7 +133,8 @@ class QueueSystem:
     """The hall's queueing system. `api` is a QueueApiClient (or a fake with the same methods)."""
 
     def __init__(self, api, windows, clock, seed=0, weights=None, service_s=(3.0, 12.0),
-                 settle_wait_s=90.0, retry_s=1.0, completed_ago_s=0):
+                 settle_wait_s=90.0, retry_s=1.0, completed_ago_s=0, settle_max_s=None,
+                 recheck_s=5.0):
         self.api = api
         self.clock = clock           # SimClock: service times are simulated seconds
         self.rng = random.Random("queue/%s" % seed)
@@ -136,14 +144,19 @@ class QueueSystem:
             self.windows[number] = Window(number, STAFF[i % len(STAFF)])
         self.service_s = service_s
         self.settle_wait_s = settle_wait_s
+        self.settle_max_s = 4 * settle_wait_s if settle_max_s is None else settle_max_s
+        self.recheck_s = recheck_s       # simulated seconds between two questions to the gateway
         self.retry_s = retry_s
         self.completed_ago_s = completed_ago_s   # > 7 days: the rating window is already closed
         self.tickets = 0
         self.events = []             # every CaseEvent accepted by the gateway
         self.callbacks = []          # every callback received
         self.stats = {"tickets": 0, "cases": 0, "api_errors": 0, "callbacks": 0,
-                      "settle_timeouts": 0, "unknown_callbacks": 0}
-        self._by_case = {}
+                      "settled_by_callback": 0, "settled_by_query": 0, "settle_timeouts": 0,
+                      "late_callbacks": 0, "repeated_callbacks": 0, "unknown_callbacks": 0}
+        self._by_case = {}               # case id -> Window, for every case that opened a rating
+        self._settled = {}               # case id -> how it settled: "callback" | "query" | "timeout"
+        self._called_back = set()        # case ids with a callback received
         self._stopping = False
 
     # --- running ------------------------------------------------------------------------------
@@ -191,12 +204,47 @@ class QueueSystem:
             w.open_case = event
             if event.case_id is not None:
                 self._by_case[event.case_id] = w
-            try:
-                await asyncio.wait_for(w.settled.wait(), self.clock.real_seconds(self.settle_wait_s))
-            except asyncio.TimeoutError:
-                self.stats["settle_timeouts"] += 1
+            how = await self._settle(w, event)
+            if event.case_id is not None:
+                self._settled[event.case_id] = how
+            self.stats["settled_by_" + how if how != "timeout" else "settle_timeouts"] += 1
             w.open_case = None
             w.served += 1
+
+    async def _settle(self, w, event):
+        """Wait for the case's callback: "callback", "query" (the gateway no longer holds the case
+        open, its callback is late) or "timeout" (still open after settle_max_s)."""
+        waited = 0.0
+        wait = self.settle_wait_s
+        while True:
+            try:
+                await asyncio.wait_for(w.settled.wait(), self.clock.real_seconds(wait))
+                return "callback"
+            except asyncio.TimeoutError:
+                waited += wait
+            if event.case_id is not None and await self._closed_at_gateway(event.case_id):
+                return "query"
+            if w.settled.is_set():
+                return "callback"
+            if waited >= self.settle_max_s:
+                log.warning("window %s: case %s still open after %.0f s", w.number, event.case_id,
+                            waited)
+                return "timeout"
+            wait = min(self.recheck_s, self.settle_max_s - waited)
+
+    async def _closed_at_gateway(self, case_id):
+        """True when the gateway holds the case as rated / not rated, or no longer holds it."""
+        try:
+            case = await self.api.get_case(case_id)
+        except QueueApiError as exc:
+            if exc.permanent:
+                return False
+            self.stats["api_errors"] += 1
+            return False
+        except (OSError, asyncio.TimeoutError):     # the gateway is away: ask again later
+            self.stats["api_errors"] += 1
+            return False
+        return case is None or case.get("status", "open") != "open"
 
     def completed_at(self):
         """When the business completed, in the hall's (possibly accelerated) time."""
@@ -207,11 +255,17 @@ class QueueSystem:
         """A rated / timed-out notification (the gateway's callback body, already parsed)."""
         self.callbacks.append(body)
         self.stats["callbacks"] += 1
-        w = self._by_case.get(body.get("case_id"))
+        case_id = body.get("case_id")
+        w = self._by_case.get(case_id)
+        if case_id in self._called_back:
+            self.stats["repeated_callbacks"] += 1      # at-least-once delivery: drop the repeat
+            return
         if w is None:
-            w = self.windows.get(body.get("window"))
-        if w is None or w.open_case is None:
             self.stats["unknown_callbacks"] += 1
+            return
+        self._called_back.add(case_id)
+        if w.open_case is None or w.open_case.case_id != case_id:
+            self.stats["late_callbacks"] += 1           # settled by a question to the gateway
             return
         w.settled.set()
 
@@ -242,14 +296,32 @@ class QueueApiClient:
         self.timeout_s = timeout_s
         self._session = None
 
-    async def _post(self, path, body):
+    def _ensure_session(self):
         import aiohttp
         if self._session is None:
             headers = {"Authorization": "Bearer %s" % self.token} if self.token else {}
             self._session = aiohttp.ClientSession(
                 headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        return self._session
+
+    async def get_case(self, case_id):
+        """The gateway's view of a case (dict with "status"), or None when it no longer holds it."""
+        import aiohttp
         try:
-            async with self._session.post(self.base_url + path, json=body) as resp:
+            async with self._ensure_session().get(self.base_url + CASES_PATH + "/%d" % case_id) as resp:
+                text = await resp.text()
+                if resp.status == 404:
+                    return None
+                if resp.status >= 400:
+                    raise QueueApiError(resp.status, text[:200], False)
+                return json.loads(text) if text else {}
+        except aiohttp.ClientError as exc:
+            raise OSError(str(exc)) from None
+
+    async def _post(self, path, body):
+        import aiohttp
+        try:
+            async with self._ensure_session().post(self.base_url + path, json=body) as resp:
                 text = await resp.text()
                 if resp.status >= 400:
                     raise QueueApiError(resp.status, text[:200],

@@ -15,7 +15,10 @@ Figures (the issue's list):
   retransmissions  items the central API recognised by id and did not count again
   not_rated        "not rated at the window" screens shown (walk-aways), and the API's count
   work_orders      bad-rating work orders at the API (and how many the confirmed bad presses need)
-  latency_ms       p50 / p99 of press (thank-you shown) -> stored at the central API, wall clock
+  latency_ms       p50 / p99 of press (thank-you shown) -> stored at the central API, wall clock;
+                   with the evaluators' ACK times, also split into press -> ACK (the device got
+                   the gateway's ACK: the gateway had committed it) and ACK -> central (0 when
+                   the uplink was faster than the ACK's way back)
   faults           {kind: count} injected
 """
 
@@ -92,8 +95,22 @@ def central_view(db_path):
             "rejected": rejected, "cases": cases}
 
 
-def compute(confirmations, central, faults=None, extra=None):
-    """The report dict from confirmation log entries and central_view()."""
+def _p(values):
+    out = {}
+    for name, p in (("p50", 50), ("p99", 99)):
+        v = percentile(values, p)
+        out[name] = None if v is None else round(v, 1)
+    out["samples"] = len(values)
+    return out
+
+
+SLOWEST = 10
+
+
+def compute(confirmations, central, faults=None, extra=None, acked_at=None, t0=None):
+    """The report dict from confirmation log entries and central_view(); `acked_at` {rating id:
+    wall time the device released it} splits the latency at the gateway; with `t0` (the run's
+    start, wall time) the slowest ratings are listed with their times since the start."""
     confirmed = {}
     walkaways = set()
     for e in confirmations:
@@ -112,11 +129,18 @@ def compute(confirmations, central, faults=None, extra=None):
     twice_on_device = [ids for ids in by_case.values() if len(ids) > 1]
     duplicates = (len(central["duplicate_ratings"]) + len(central["cases_rated_twice"])
                   + sum(len(ids) - 1 for ids in twice_on_device))
-    latencies = []
+    latencies, to_gateway, to_central, timeline = [], [], [], []
     for rid, e in confirmed.items():
         r = pressed.get(rid)
         if r is not None and e.get("at"):
             latencies.append(max(0.0, (r["received_at"] - e["at"]) * 1000.0))
+            acked = (acked_at or {}).get(rid)
+            if t0 is not None:
+                timeline.append((r["received_at"] - e["at"], rid, e["at"] - t0,
+                                 None if acked is None else round(acked - t0, 2), r["received_at"] - t0))
+            if acked is not None:
+                to_gateway.append(max(0.0, (acked - e["at"]) * 1000.0))
+                to_central.append(max(0.0, (r["received_at"] - acked) * 1000.0))
     bad_confirmed = sum(1 for e in confirmed.values() if e.get("bad"))
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     report = {
@@ -134,10 +158,15 @@ def compute(confirmations, central, faults=None, extra=None):
         "rejected": len(central["rejected"]),
         "cases_at_central": central["cases"],
         "latency_ms": {"p50": None if p50 is None else round(p50, 1),
-                       "p99": None if p99 is None else round(p99, 1), "samples": len(latencies)},
+                       "p99": None if p99 is None else round(p99, 1), "samples": len(latencies),
+                       "press_to_ack": _p(to_gateway), "ack_to_central": _p(to_central)},
         "faults": dict(sorted((faults or {}).items())),
         "received_unconfirmed": len(set(pressed) - set(confirmed)),
     }
+    if timeline:
+        timeline.sort(reverse=True)
+        report["slowest"] = [{"rating_id": rid, "pressed_s": round(p, 2), "acked_s": a,
+                              "central_s": round(c, 2)} for _, rid, p, a, c in timeline[:SLOWEST]]
     if lost_ids:
         report["lost_ids"] = lost_ids[:50]
     if central["rejected"]:
@@ -163,12 +192,20 @@ def summary(report):
         "not rated %d  work orders %d (expected %d)  system defaults %d  rejected %d" % (
             report["not_rated"], report["work_orders"], report["work_orders_expected"],
             report["system_defaults"], report["rejected"]),
-        "latency press->central p50 %s ms  p99 %s ms (%d samples)" % (
-            lat["p50"], lat["p99"], lat["samples"]),
+        "latency press->central p50 %s ms  p99 %s ms (%d samples)%s" % (
+            lat["p50"], lat["p99"], lat["samples"], _split(lat)),
         "faults: %s" % (", ".join("%s %d" % kv for kv in faults.items()) if faults else "none"),
         "verdict: %s" % ("OK" if ok(report) else "FAILED"),
     ]
     return "\n".join(lines)
+
+
+def _split(lat):
+    g, c = lat.get("press_to_ack"), lat.get("ack_to_central")
+    if not g or not g.get("samples"):
+        return ""
+    return "\n  split at the gateway's ACK: press->ACK p50 %s / p99 %s ms, ACK->central p50 %s / p99 %s ms" % (
+        g["p50"], g["p99"], c["p50"], c["p99"])
 
 
 def progress_line(elapsed_s, duration_s, confirmed, received, device_outboxes, gateway_backlog,

@@ -10,10 +10,11 @@ from hall_simulator import citizens, hall
 
 
 def run_hall(tmp_path, rs485=1, mqtt=1, duration=80.0, speed=20.0, seed=7, chaos="none",
-             mix=None, case_weights=None, completed_ago_s=0, rating_timeout_s=20, screenshots=None):
+             mix=None, case_weights=None, completed_ago_s=0, rating_timeout_s=20, screenshots=None,
+             touch=0):
     options = argparse.Namespace(rs485=rs485, mqtt=mqtt, duration=duration, speed=speed, seed=seed,
                                  chaos=chaos, report=str(tmp_path / "report.json"),
-                                 screenshots=screenshots)
+                                 screenshots=screenshots, touch=touch)
     out = io.StringIO()
     kwargs = {"workdir": str(tmp_path / "hall"), "mix": mix or citizens.Mix(think_s=(1.0, 3.0)),
               "case_weights": case_weights, "completed_ago_s": completed_ago_s,

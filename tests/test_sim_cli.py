@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("windows, rs485, mqtt, expected", [
-    (None, None, None, (4, 4)),
+    (None, None, None, (6, 6)),
     (16, None, None, (8, 8)),
     (5, None, None, (3, 2)),
     (10, 7, None, (7, 3)),
@@ -32,16 +32,38 @@ def test_impossible_plans_are_refused(windows, rs485, mqtt):
         cli.plan_devices(windows, rs485, mqtt)
 
 
+@pytest.mark.parametrize("text, mqtt, expected", [
+    (None, 8, 4), (None, 1, 0), ("3", 8, 3), ("0", 8, 0), ("8", 8, 8), ("0.25", 8, 2),
+    ("50%", 6, 3), ("100%", 5, 5), ("0.0", 4, 0)])
+def test_touch_plan(text, mqtt, expected):
+    assert cli.plan_touch(text, mqtt) == expected
+
+
+@pytest.mark.parametrize("speed, baud", [(1, 9600), (0.5, 9600), (2, 19200), (3, 38400),
+                                         (10, 115200), (40, 115200)])
+def test_an_accelerated_hall_gets_a_faster_bus(speed, baud):
+    assert cli.auto_baud(speed) == baud
+    assert cli.parse_hall_args(["--speed", str(speed)]).baud == baud
+    assert cli.parse_hall_args(["--speed", str(speed), "--baud", "9600"]).baud == 9600
+
+
+@pytest.mark.parametrize("text", ["9", "-1", "1.5", "150%", "many"])
+def test_impossible_touch_plans_are_refused(text):
+    with pytest.raises(ValueError):
+        cli.plan_touch(text, 8)
+
+
 def test_hall_options_parse_with_defaults_and_checks(capsys):
     o = cli.parse_hall_args(["--chaos", "standard", "--windows", "16", "--duration", "120",
                              "--speed", "10", "--seed", "23", "--report", "r.json",
                              "--screenshots", "shots"])
-    assert (o.chaos, o.windows, o.rs485, o.mqtt) == ("standard", 16, 8, 8)
+    assert (o.chaos, o.windows, o.rs485, o.mqtt, o.touch) == ("standard", 16, 8, 8, 4)
     assert (o.duration, o.speed, o.seed, o.report, o.screenshots) == (120.0, 10.0, 23, "r.json", "shots")
     o = cli.parse_hall_args([])
     assert o.chaos == "none" and o.speed == 1.0 and isinstance(o.seed, int)
+    assert cli.parse_hall_args(["--mqtt", "4", "--touch", "1"]).touch == 1
     for bad in (["--chaos", "wild"], ["--speed", "0"], ["--windows", "-1"],
-                ["--windows", "4", "--rs485", "9"]):
+                ["--windows", "4", "--rs485", "9"], ["--mqtt", "2", "--touch", "3"]):
         with pytest.raises(SystemExit):
             cli.parse_hall_args(bad)
     assert "--windows must equal" in capsys.readouterr().err
@@ -86,5 +108,5 @@ def test_entry_point_runs_as_a_program():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     for option in ("--windows", "--rs485", "--mqtt", "--duration", "--speed", "--seed", "--chaos",
-                   "--report", "--screenshots", "bench NAME"):
+                   "--report", "--screenshots", "--touch", "--baud", "bench NAME"):
         assert option in out.stdout

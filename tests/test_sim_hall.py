@@ -13,12 +13,17 @@ from hall_simulator import report  # noqa: E402
 
 def test_a_small_hall_loses_nothing_and_doubles_nothing(tmp_path):
     shots = tmp_path / "shots"
-    status, r, out = run_hall(tmp_path, rs485=2, mqtt=2, duration=90, speed=10, seed=11,
+    status, r, out = run_hall(tmp_path, rs485=2, mqtt=2, touch=1, duration=90, speed=10, seed=11,
                               screenshots=str(shots))
     assert r["drained"], out
     assert r["confirmed"] > 0 and r["lost"] == 0 and r["duplicates"] == 0, out
     assert status == 0 and "verdict: OK" in out
     assert r["received"] >= r["confirmed"]
+    assert r["queue"]["settle_timeouts"] == 0 and r["queue"]["unknown_callbacks"] == 0
+    for key in ("confirmed", "received", "lost", "duplicates", "retransmissions", "not_rated",
+                "work_orders", "faults", "seed", "speed", "duration_s", "chaos", "devices"):
+        assert key in r, key
+    assert r["latency_ms"]["press_to_ack"]["samples"] > 0
     assert r["work_orders"] == r["work_orders_expected"]
     on_disk = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     assert on_disk["confirmed"] == r["confirmed"] and on_disk["latency_ms"]["p50"] is not None
@@ -26,6 +31,13 @@ def test_a_small_hall_loses_nothing_and_doubles_nothing(tmp_path):
     devices = {rid.split(":")[0] for (rid,) in central(tmp_path, "SELECT rating_id FROM ratings"
                                                                 " WHERE source=1")}
     assert {"w01", "w02"} & devices and {"w03", "w04"} & devices
+    # w04 is a touch board: its citizens tapped business and service too; the others rate overall
+    assert r["devices"]["boards"] == {"five_button": 3, "touch": 1} and r["evaluators"]["taps"] > 0
+    rows = central(tmp_path, "SELECT rating_id, overall, business, service FROM ratings"
+                             " WHERE source=1 AND overall IS NOT NULL")
+    touch = [row for row in rows if row[0].startswith("w04:")]
+    assert touch and all(b and s for _, _, b, s in touch)
+    assert all(b is None and s is None for rid, _, b, s in rows if not rid.startswith("w04:"))
     # --screenshots: every evaluator's screen and the gateway's OLED, as PNG files
     names = sorted(p.name for p in shots.iterdir())
     assert names == ["gateway-oled.png", "w01.png", "w02.png", "w03.png", "w04.png"]

@@ -61,6 +61,9 @@ class FakeApi:
                 self._callback({"event": "rated", "case_id": cid, "window": body["window"]})))
         return {"case_id": cid, "rating": body["success"]}
 
+    async def get_case(self, case_id):
+        return {"case_id": case_id, "status": "rated"}
+
     async def _callback(self, body):
         async with aiohttp.ClientSession() as s:
             async with s.post(self.callback_url, json=body, headers={"Authorization": "Bearer t"}):
@@ -87,4 +90,85 @@ def test_windows_sign_in_serve_tickets_and_wait_for_callbacks():
     assert len(api.bodies) == q.stats["cases"] >= 6
     rated = [e for e in q.events if e.opens_rating]
     assert q.stats["callbacks"] == len(rated) and q.stats["settle_timeouts"] == 0
+    assert q.stats["settled_by_callback"] == len(rated) and q.stats["settled_by_query"] == 0
     assert q.stats["unknown_callbacks"] == 0
+
+
+class RestartingGateway:
+    """A gateway that was SIGKILLed: callbacks come late (seconds after the window's wait), come
+    twice (at-least-once delivery), and its case API is away for the first questions."""
+
+    def __init__(self, late_s, rates=True):
+        self.late_s = late_s
+        self.rates = rates
+        self.cases = {}
+        self.queue = None
+        self.asked = 0
+        self.away = 2
+
+    async def sign_in(self, window, staff_id, staff_name):
+        return {}
+
+    async def case(self, body):
+        cid = len(self.cases) + 1
+        self.cases[cid] = "open"
+        loop = asyncio.get_running_loop()
+        if not self.rates:
+            return {"case_id": cid}                                # the device never rates
+        loop.call_later(0.05, self._rate, cid)                  # rated at once ...
+        for delay in (self.late_s, self.late_s + 0.01):            # ... but called back late, twice
+            loop.call_later(delay, lambda: self.queue.on_callback(
+                {"event": "rated", "case_id": cid, "window": body["window"]}))
+        return {"case_id": cid}
+
+    def _rate(self, cid):
+        self.cases[cid] = "rated"
+
+    async def get_case(self, case_id):
+        self.asked += 1
+        if self.away:
+            self.away -= 1
+            raise OSError("connection refused")
+        return {"case_id": case_id, "status": self.cases[case_id]}
+
+
+def test_a_late_callback_is_reconciled_by_asking_the_gateway():
+    async def main(late_s, settle_wait_s, rates=True):
+        gw = RestartingGateway(late_s, rates)
+        q = queue_sim.QueueSystem(gw, ["01", "02"], SimClock(speed=100), seed=4, service_s=(1.0, 2.0),
+                                  settle_wait_s=settle_wait_s, retry_s=0.01, recheck_s=2.0,
+                                  settle_max_s=4 * settle_wait_s)
+        gw.queue = q
+        task = asyncio.ensure_future(q.run())
+        await asyncio.sleep(0.6)
+        q.stop_new_cases()
+        await asyncio.wait_for(task, 5)
+        await asyncio.sleep(late_s + 0.1)                         # the last late callbacks
+        return gw, q
+
+    gw, q = asyncio.run(main(late_s=0.3, settle_wait_s=5))       # the window waits 0.05 s real
+    s = q.stats
+    assert s["settle_timeouts"] == 0 and s["unknown_callbacks"] == 0
+    assert s["settled_by_query"] == s["cases"] >= 4 and gw.asked >= s["cases"] + 2
+    assert s["late_callbacks"] == s["cases"] and s["repeated_callbacks"] == s["cases"]
+    # a case the gateway keeps open is waited for, up to settle_max_s, then given up
+    gw, q = asyncio.run(main(late_s=0, settle_wait_s=5, rates=False))
+    s = q.stats
+    assert s["settle_timeouts"] == s["cases"] >= 2 and s["settled_by_query"] == 0
+    assert gw.asked >= s["cases"] * 4                            # asked again and again meanwhile
+
+
+def test_a_callback_for_an_earlier_case_does_not_settle_the_current_one():
+    q = queue_sim.QueueSystem(None, ["01"], SimClock(speed=100))
+    w = q.windows["01"]
+    old, new = queue_sim.CaseMaker(random.Random(1)).make("01", w.staff, "A001"), None
+    new = queue_sim.CaseMaker(random.Random(2)).make("01", w.staff, "A002")
+    old.case_id, new.case_id = 7, 8
+    q._by_case.update({7: w, 8: w})
+    w.open_case = new
+    q.on_callback({"event": "rated", "case_id": 7, "window": "01"})
+    assert not w.settled.is_set() and q.stats["late_callbacks"] == 1
+    q.on_callback({"event": "rated", "case_id": 9, "window": "01"})
+    assert not w.settled.is_set() and q.stats["unknown_callbacks"] == 1
+    q.on_callback({"event": "rated", "case_id": 8, "window": "01"})
+    assert w.settled.is_set()
