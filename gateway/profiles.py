@@ -135,8 +135,11 @@ def _first_serial(value, profile):
     return serials[0]
 
 
+_LEVEL_NAMES = vocab.LEVEL_NAMES   # looked up once: vocab loads its name tables per access
+
+
 def _level_name(value, profile):
-    return vocab.LEVEL_NAMES[value]
+    return _LEVEL_NAMES[value]
 
 
 CONVERTERS = {

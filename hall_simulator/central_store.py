@@ -63,6 +63,7 @@ _SCHEMA = (
 COUNTERS = ("retransmissions", "duplicate_ratings", "rejected", "batches", "replayed_batches",
             "system_defaults", "defaults_superseded", "not_rated", "work_orders", "cases")
 
+_NODE_NAMES = vocab.NODE_NAMES     # looked up once: vocab loads its name tables per access
 REQUIRED_RATING = ("rating_id", "serials", "node", "source", "gateway_time")
 REQUIRED_CASE = ("case_key", "serials", "node", "deadline")
 
@@ -233,7 +234,7 @@ class CentralStore:
             raise Rejected("rating id does not match device and counter")
         if record["source"] == vocab.SRC_SYSTEM_DEFAULT:
             raise Rejected("system defaults are set by the central side only")
-        if record["node"] not in vocab.NODE_NAMES:
+        if record["node"] not in _NODE_NAMES:
             raise Rejected("node %r" % record["node"])
         rating_rules.check(record, vocab.NODE_INDICATORS[record["node"]])
 

@@ -174,8 +174,10 @@ async def drain(store, central, batch, concurrency, total, samples):
     uplink = make_uplink(store, central.url, batch, concurrency)
 
     async def sample():
+        # Progress from the uplink's own counters: store.backlog() would wait for the store lock
+        # while a settle commits, stalling the loop the drain runs on.
         while checkpoints:
-            left = store.backlog()["ratings"]
+            left = total - uplink.status.sent["accepted"]
             while checkpoints and left <= checkpoints[0]:
                 samples["drain_left_%d" % checkpoints.pop(0)] = rss_mb()
             await asyncio.sleep(0.02)
