@@ -9,6 +9,9 @@ configured code profile -> one POST /v1/batches -> settle every item with the AP
   413                   -> halve the batch and go again
 An item the profile cannot express (or whose sealed identity will not open) is rejected here with
 the reason, so one bad record never blocks the queue.
+Up to `concurrency` batches are in flight: a store cursor (upload_cursor) keeps an item in flight
+from being read again, and settles run on the uplink's store thread so their fsync does not stall
+the loop that maps and sends the next batch.
 
 The batch id is a digest of the gateway id and the exact body, so re-sending the same items after a
 lost answer reuses it and the API answers from its batch log; any new composition gets a new id and
