@@ -66,6 +66,7 @@ class Gateway:
                                      notify=self.callbacks.notify if self.callbacks.enabled else None,
                                      rating_days=cfg.rating_days,
                                      sealer=self.sealer, qr_token=self._qr_token(), clock=clock)
+        self.store.close_hook = self.cases.close_in_txn   # a rated case closes in the rating's commit
         self.bridge = MqttBridge(cfg.mqtt, cfg.hall, self.registry, self.committer, self.rejections,
                                  store=self.store, enrich=self.cases.enrich, on_rating=self.on_rating,
                                  clock=clock)

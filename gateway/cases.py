@@ -16,6 +16,10 @@ Rules (shared/reference/rules.md):
   level: the clerk must not see how the citizen rated (Art. 4).
 The same case event sent twice (same first serial and node) returns the open case, unchanged.
 Open cases live in the store's small state table, so a restart keeps enriching their ratings.
+Closing a rated case: close_in_txn (the store's close_hook) deletes its state, frees its window
+and queues the callback inside the rating's own group commit (no fsync of its own, and no crash
+can fall between the rating and its case's closing); on_rating then follows in memory, pushes
+and notifies. Without the hook (or if it failed) on_rating closes with a transaction of its own.
 """
 
 import logging
@@ -130,7 +134,9 @@ class Cases:
         self.clock = clock
         self.stats = {"opened": 0, "no_rating": 0, "repeated": 0, "rated": 0, "not_rated": 0,
                       "unknown_case": 0}
+        self.closing = {"in_commit": 0, "alone": 0}   # rated cases closed in the rating's commit or not
         self._lock = threading.RLock()
+        self._closed_in_txn = set()   # (case_id, rating id) closed by close_in_txn, not yet in memory
         self.windows = {}             # window -> {"staff_id", "staff_name", "case_id"}
         self.cases = {}               # case_id -> case dict
         self._by_key = {}
@@ -268,17 +274,54 @@ class Cases:
             out["applicant"] = case["applicant"]
         return out
 
+    def close_in_txn(self, txn, ratings):
+        """Store close_hook, inside the group commit that stores `ratings` (store lock held, so
+        this must not take self._lock: event() takes ours, then the store's). Works from the
+        state table alone, which holds what memory holds for every open case."""
+        pairs = [(r.get("case_id"), self._rating_key(r)) for r in ratings]
+        self._closed_in_txn.difference_update(pairs)   # a stale mark from a commit that failed
+        closed = []
+        for rating, pair in zip(ratings, pairs):
+            case = txn.get("case:%d" % pair[0]) if pair[0] else None
+            if case is None or case.get("status", "open") != "open":
+                continue
+            txn.delete("case:%d" % pair[0])
+            window = txn.get("window:" + case["window"])
+            if window is not None and window.get("case_id") == pair[0]:
+                txn.put("window:" + case["window"], dict(window, case_id=0))
+            if self.notify is not None:
+                txn.add_callback(self._callback(self._closed_status(rating), case, rating))
+            closed.append(pair)
+        self._closed_in_txn.update(closed)
+
+    @staticmethod
+    def _rating_key(rating):
+        return "%s:%d" % (rating["device"], rating["counter"])
+
+    @staticmethod
+    def _closed_status(rating):
+        return "not_rated" if rating.get("source") == vocab.SRC_NOT_RATED else "rated"
+
+    def _callback(self, status, case, rating):
+        # The level stays out: the clerk must not learn how the citizen rated.
+        return {"event": status, "case_id": case["case_id"], "case_key": case["case_key"],
+                "serials": case["serials"], "window": case["window"], "node": case["node"],
+                "rating_id": self._rating_key(rating), "time": int(self.clock())}
+
     def on_rating(self, rating, result):
         """A rating was committed (any ACK result): close its case, tell the queueing system."""
         if result[0] != vocab.ACK_STORED:
             return
+        pair = (rating.get("case_id"), self._rating_key(rating))
         with self._lock:
             case = self.cases.get(rating.get("case_id"))
+            in_txn = pair in self._closed_in_txn
+            self._closed_in_txn.discard(pair)
             if case is None or case["status"] != "open":
                 if case is None:
                     self.stats["unknown_case"] += 1
                 return
-            status = "not_rated" if rating.get("source") == vocab.SRC_NOT_RATED else "rated"
+            status = self._closed_status(rating)
             case = dict(case, status=status)
             window = self.windows.get(case["window"]) or {}
             current = window.get("case_id") == case["case_id"]
@@ -286,19 +329,18 @@ class Cases:
                 window = dict(window, case_id=0)
             callback = None
             if self.notify is not None:
-                # The level stays out: the clerk must not learn how the citizen rated.
-                callback = {"event": status, "case_id": case["case_id"], "case_key": case["case_key"],
-                            "serials": case["serials"], "window": case["window"], "node": case["node"],
-                            "rating_id": "%s:%d" % (rating["device"], rating["counter"]),
-                            "time": int(self.clock())}
-            # One transaction: the case closes, its window frees and its callback is queued.
-            self.store.close_case("case:%d" % case["case_id"],
-                                  "window:" + case["window"] if current else None, window, callback)
+                callback = self._callback(status, case, rating)
+            if not in_txn:
+                # One transaction: the case closes, its window frees and its callback is queued.
+                self.store.close_case("case:%d" % case["case_id"],
+                                      "window:" + case["window"] if current else None, window,
+                                      callback)
             self.cases[case["case_id"]] = case
             self._by_key.pop(case["case_key"], None)
             if current:
                 self.windows[case["window"]] = window
             self.stats[status] += 1
+            self.closing["in_commit" if in_txn else "alone"] += 1
         if current:
             for device in self.registry.by_window(case["window"]):
                 self.push(device, None)
@@ -319,4 +361,5 @@ class Cases:
     def snapshot(self):
         with self._lock:
             return {"windows": dict((w, dict(s)) for w, s in self.windows.items()),
-                    "open_cases": sum(1 for c in self.cases.values() if c["status"] == "open")}
+                    "open_cases": sum(1 for c in self.cases.values() if c["status"] == "open"),
+                    "closed": dict(self.closing)}

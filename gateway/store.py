@@ -99,6 +99,39 @@ class StoreError(Exception):
     pass
 
 
+class StateTxn:
+    """The small state table and the callback queue, inside a group commit's transaction: what a
+    `close_hook` may touch, so that closing a rated case costs no transaction (fsync) of its own
+    and a crash cannot separate a stored rating from its case's closing."""
+
+    def __init__(self, store, db):
+        self._store = store
+        self._db = db
+        self.callbacks = 0
+        self.dropped = 0
+
+    def get(self, name):
+        row = self._db.execute("SELECT value FROM meta WHERE name=?", ("state:" + name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, name, value):
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (
+            "state:" + name, json.dumps(value, ensure_ascii=False, separators=(",", ":"))))
+
+    def delete(self, name):
+        self._db.execute("DELETE FROM meta WHERE name=?", ("state:" + name,))
+
+    def add_callback(self, callback):
+        """Queue a queueing-system callback; False (and an alarm after the commit) when full."""
+        if self._store._callbacks + self.callbacks >= self._store.callback_capacity:
+            self.dropped += 1
+            return False
+        self._db.execute("INSERT INTO callbacks (body, created) VALUES (?,?)", (
+            json.dumps(callback, ensure_ascii=False, separators=(",", ":")), self._store.clock()))
+        self.callbacks += 1
+        return True
+
+
 class RawPayload:
     """A rating payload too broken to decode, kept as a dead letter by the group committer (not
     with a commit of its own on the network thread: a flood of junk must not stall valid ratings)."""
@@ -134,6 +167,10 @@ class Store:
         self.alarm_ratio = alarm_ratio
         self.dead_capacity = dead_capacity if dead_capacity is not None else max(1000, capacity // 4)
         self.on_alarm = on_alarm
+        # close_hook(StateTxn, ratings): called inside each group commit with the ratings it
+        # stores (gateway.cases closes their cases there). Its failure is rolled back to a
+        # savepoint and logged; the ratings still commit.
+        self.close_hook = None
         self.clock = clock
         self.alarms = {}          # alarm name -> times raised
         self._alarm_throttle = Throttle(ALARM_LOG_EVERY_S)
@@ -373,7 +410,31 @@ class Store:
             db.executemany("INSERT OR REPLACE INTO devices VALUES (?,?)", list(hwm.items()))
         # Memory follows the file only once the transaction has committed (see commit_ratings).
         added = {KIND_RATING: len(outbox_rows)}
-        return results, (hwm, added[KIND_RATING], dead, replays, full)
+        txn = None
+        if self.close_hook is not None and outbox_rows:
+            stored = [item[0] for item, result in zip(items, results)
+                      if result[0] == vocab.ACK_STORED]
+            txn = self._run_close_hook(db, stored)
+        return results, (hwm, added[KIND_RATING], dead, replays, full, txn)
+
+    def _run_close_hook(self, db, stored):
+        txn = StateTxn(self, db)
+        db.execute("SAVEPOINT close_hook")
+        try:
+            self.close_hook(txn, stored)
+        except sqlite3.DatabaseError as e:
+            if is_corrupt(e):
+                raise           # _guarded sets the file aside and runs the whole group again
+            txn = self._undo_close_hook(db)
+        except Exception:
+            txn = self._undo_close_hook(db)
+        db.execute("RELEASE close_hook")
+        return txn
+
+    def _undo_close_hook(self, db):
+        log.exception("closing cases inside the group commit failed; the ratings commit anyway")
+        db.execute("ROLLBACK TO close_hook")
+        return None
 
     def _stored_digests(self, keys):
         """{key: digest} of those keys already in `ids`."""
@@ -384,7 +445,12 @@ class Store:
                 "SELECT key, digest FROM ids WHERE key IN (%s)" % ",".join("?" * len(part)), part))
         return found
 
-    def _apply_after_commit(self, results, hwm, added, dead, replays, full):
+    def _apply_after_commit(self, results, hwm, added, dead, replays, full, txn=None):
+        if txn is not None:
+            self._callbacks += txn.callbacks
+            if txn.dropped:
+                self._alarm("callbacks_full", "%d callbacks undelivered: dropping %d"
+                            % (self._callbacks, txn.dropped))
         self._hwm.update(hwm)
         self._counts[KIND_RATING] += added
         self._dead += dead
