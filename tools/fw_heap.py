@@ -1,14 +1,21 @@
 """Resident heap of the evaluator firmware under real MicroPython 1.29, for tools/mpy_check.py.
 
-Boots the firmware (compiled .mpy loaded into RAM, as when copied to the device's filesystem,
-with the flash tool's mpy-cross flags; a frozen build holds the bytecode in flash and needs less)
-on the sim board of each profile through firmware.main.build() as on a device: the device file
+Boots the firmware from its compiled .mpy (the flash tool's mpy-cross flags) in the two forms
+the flash tool deploys, and reports both:
+  - ROMFS (heap_resident_bytes, the deployed form on a MicroPython image with a ROMFS
+    partition): the modules in a ROMFS image built like the flash tool's
+    (tools/flashkit/romfs.py), mounted with vfs.VfsRom at /rom, first on sys.path. MicroPython
+    runs .mpy bytecode and constants in place from a ROMFS, so they take no heap. The image
+    buffer itself is flash on a device: it is read into memory before the baseline.
+  - filesystem (heap_resident_bytes_fs, the fallback on an image without a ROMFS partition,
+    e.g. the stock ESP32_GENERIC/ESP32_GENERIC_S3 builds): the .mpy loaded into RAM.
+The boot runs on the sim board of each profile through firmware.main.build() as on a device: the device file
 read and validated by the boot-only firmware.config (dropped again), Device with the UI, and the
 transport the config names (five_button: RS-485, answering one POLL; touch: MQTT over Wi-Fi,
 not connected).
 Then it puts a case on the screen, collects garbage and reports the bytes still allocated
 beyond an interpreter that has only the runtime's own modules imported:
-    {"heap_resident_bytes": {"five_button": n, "touch": n}}
+    {"heap_resident_bytes": {"five_button": n, "touch": n}, "heap_resident_bytes_fs": {...}}
 and, second and clearly apart, the estimate for a build with the modules frozen into flash:
     {"heap_data_bytes": {"five_button": n, "touch": n}}   (objects the boot creates; data_bytes())
 The sim board's frame buffer is the same size as the real one (five_button 1 KiB, touch 37.5 KiB).
@@ -83,6 +90,7 @@ async def _alloc():
     await asyncio.sleep_ms(1)
     gc.collect()
     return gc.mem_alloc()
+%(prelude)s
 _base = await _alloc()
 _parts = []
 _prev = _base
@@ -98,7 +106,7 @@ for _m in %(order)r:
 from firmware.boards.sim import make_board
 from firmware.main import build
 board = make_board({"profile": profile, "fs_root": "/tmp/heap", "net": _Net()})
-dev, board, _err = build("/tmp/heap", "/repo/firmware/fonts/unifont16.bin", board=board)
+dev, board, _err = build("/tmp/heap", %(font)r, board=board)
 assert dev is not None, _err
 dev.step()
 dev.on_context({"case_id": 1, "node": 3, "window": "07", "staff_id": "A0123", "staff_name": "王喆",
@@ -115,7 +123,9 @@ _a = await _alloc()
 _parts.append(("boot", _a - _prev))
 _mods = sorted(k for k in sys.modules if k.startswith("firmware") or k.startswith("protocol"))
 _late = [k for k in _mods if k not in %(order)r]
-print(%(prefix)r + json.dumps({"bytes": _a - _base, "parts": _parts, "modules": _mods, "late": _late}))
+_where = sorted(set(getattr(sys.modules[k], "__file__", "?").split("/")[1] for k in _mods))
+print(%(prefix)r + json.dumps({"bytes": _a - _base, "parts": _parts, "modules": _mods, "late": _late,
+                              "from": _where}))
 """
 
 # Our modules in dependency order, for the breakdown (those a profile does not load are skipped
@@ -140,19 +150,51 @@ IMPORT_ORDER = {
 }
 
 
-def _script(profile, breakdown):
+# The ROMFS form: the image is read into a buffer (flash on a device) and mounted before the
+# baseline, as MicroPython mounts a ROMFS partition at /rom during mp_init(); the buffer stays
+# referenced, so it is never part of the measured difference.
+ROMFS_IMAGE = "/romfs/bundle.romfs"
+ROMFS_FONT = "/fonts/unifont16.bin"
+ROMFS_PRELUDE = """
+import vfs
+with open(%r, "rb") as _f:
+    _image = _f.read()
+del _f
+vfs.mount(vfs.VfsRom(memoryview(_image)), "/rom")
+sys.path[:0] = ["/rom", "/rom/lib"]
+""" % ROMFS_IMAGE
+FS_FONT = "/repo/firmware/fonts/unifont16.bin"
+
+
+def _script(profile, breakdown, romfs=False):
     return SCRIPT % {"profile": profile, "prefix": RESULT_PREFIX, "runtime": RUNTIME_MODULES,
-                     "order": IMPORT_ORDER[profile] if breakdown else (), "poll": poll_frame_hex()}
+                     "order": IMPORT_ORDER[profile] if breakdown else (), "poll": poll_frame_hex(),
+                     "prelude": ROMFS_PRELUDE if romfs else "", "font": ROMFS_FONT if romfs else FS_FONT}
 
 
-def measure_detail(files, run_micropython, breakdown=False) -> dict:
+def romfs_files(files):
+    """The device-file dict of measure_detail turned into its ROMFS form: the modules in one ROMFS
+    image built as the flash tool builds it, the font outside it (it stays on the filesystem)."""
+    from tools.flashkit import romfs
+    from tools.mpy_runner import MP_ROOT
+    prefix = MP_ROOT + "/"
+    mods = dict((p[len(prefix):], d) for p, d in files.items() if p.endswith(".mpy"))
+    return {ROMFS_IMAGE: romfs.image(mods), ROMFS_FONT: files[FS_FONT]}
+
+
+
+def measure_detail(files, run_micropython, breakdown=False, romfs=False) -> dict:
     """{profile: {"bytes": n, "parts": [(module or "boot", bytes)], "modules": [loaded],
-    "late": [loaded by the boot itself, not imported before it]}} or {profile: "failed: ..."}.
+    "late": [loaded by the boot itself, not imported before it], "from": [top folders the
+    modules came from: "repo" or "rom"]}} or {profile: "failed: ..."}.
     With breakdown, every module of IMPORT_ORDER is imported before the boot, so the "boot" part
-    is what the running firmware allocates beyond its modules (see data_bytes)."""
+    is what the running firmware allocates beyond its modules (see data_bytes).
+    With romfs, the modules run from a ROMFS image (romfs_files) instead of .mpy files."""
     out = {}
+    if romfs:
+        files = romfs_files(files)
     for profile in PROFILES:
-        r = run_micropython(_script(profile, breakdown), files=files, trees=())
+        r = run_micropython(_script(profile, breakdown, romfs), files=files, trees=())
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
         if r.returncode != 0 or not lines:
             out[profile] = "failed: " + (r.stderr.strip() or r.stdout.strip())[-300:]
@@ -179,9 +221,9 @@ def data_bytes(detail) -> dict:
     return out
 
 
-def measure(files, run_micropython) -> dict:
+def measure(files, run_micropython, romfs=False) -> dict:
     """{profile: bytes} (or the failure text)."""
-    got = measure_detail(files, run_micropython)
+    got = measure_detail(files, run_micropython, romfs=romfs)
     return {p: v if isinstance(v, str) else v["bytes"] for p, v in got.items()}
 
 
@@ -215,8 +257,20 @@ def heap_report(ctx) -> dict:
     if not any(rel.startswith("firmware/") for rel in ctx.compiled):
         return {}
     files = device_files(ctx)
-    return {"heap_resident_bytes": measure(files, run_micropython),
-            "heap_data_bytes": data_bytes(measure_detail(files, run_micropython, breakdown=True))}
+    return report(files, run_micropython, measure_detail(files, run_micropython, breakdown=True))
+
+
+HEAP_FORM = ("heap_resident_bytes: modules executed in place from a ROMFS partition (what flash.py "
+             "deploys to a MicroPython image with one); heap_resident_bytes_fs: .mpy files on the "
+             "filesystem, loaded into RAM (flash.py's fallback on an image without a ROMFS "
+             "partition, e.g. the stock ESP32_GENERIC and ESP32_GENERIC_S3 builds)")
+
+
+def report(files, run_micropython, breakdown_detail) -> dict:
+    return {"heap_resident_bytes": measure(files, run_micropython, romfs=True),
+            "heap_resident_bytes_fs": measure(files, run_micropython),
+            "heap_resident_form": HEAP_FORM,
+            "heap_data_bytes": data_bytes(breakdown_detail)}
 
 
 def main(argv=None) -> int:
@@ -225,10 +279,9 @@ def main(argv=None) -> int:
     files = compiled_files()
     detail = measure_detail(files, run_micropython, breakdown=True)
     if "--breakdown" in args:
-        got = detail
+        got = {"fs": detail, "romfs": measure_detail(files, run_micropython, breakdown=True, romfs=True)}
     else:
-        got = {"heap_resident_bytes": measure(files, run_micropython),
-               "heap_data_bytes": data_bytes(detail)}
+        got = report(files, run_micropython, detail)
     print(json.dumps(got, ensure_ascii=False))
     return 0
 
