@@ -302,12 +302,12 @@ class VirtualDevice:
         elif b == 0x03:
             self.line = bytearray()
         elif b == 0x04:
-            self.out(b"OK")
             if not self.line:
+                self.out(b"OK")
                 self._soft_reset(b"\r\n")
                 return
             code, self.line = bytes(self.line), bytearray()
-            self._run(code, raw=True)
+            self._run(code, raw=True, lead=b"OK")
             if self.mode == "raw":
                 self.out(b">")
         else:
@@ -325,9 +325,8 @@ class VirtualDevice:
     def _paste_byte(self, b):
         p = self._paste
         if b == 0x04:
-            self.out(b"\x04")
             self.mode = "raw"
-            self._run(bytes(p["code"]), raw=True)
+            self._run(bytes(p["code"]), raw=True, lead=b"\x04")
             if self.mode == "raw":
                 self.out(BANNER_RAW + b">")
             return
@@ -350,7 +349,12 @@ class VirtualDevice:
         else:
             self.out(FRIENDLY)
 
-    def _run(self, code, raw):
+    def _run(self, code, raw, lead=b""):
+        """Run the code and answer `lead` (the OK or raw-paste acknowledgement), its output and
+        errors. The whole answer is sent only once the device's own state (reset count) is
+        final: a host that acts on the OK must find the device's counters already up to date,
+        however the threads are scheduled. (A real board answers the OK before running; this
+        one runs the code at once, so nothing observable changes on the wire.)"""
         buf = io.StringIO()
         reset = []
 
@@ -370,12 +374,13 @@ class VirtualDevice:
         except BaseException as exc:  # the device reports whatever the code raised
             err = _micropython_traceback(exc)
         text = buf.getvalue().replace("\n", "\r\n").encode("utf-8")
-        if raw:
-            self.out(text + b"\x04" + err + b"\x04")
-        else:
-            self.out(text + err)
         if reset:
-            self.resets += 1
+            self.resets += 1  # counted before the reply leaves (the host may look right after)
+        if raw:
+            self.out(lead + text + b"\x04" + err + b"\x04")
+        else:
+            self.out(lead + text + err)
+        if reset:
             self.power_on()
 
 

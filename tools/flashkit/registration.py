@@ -4,9 +4,19 @@ Target is either the gateway's registry file (gateway.registry.Registry keeps it
 gateway is stopped, it reads the file at start) or the URL of the running gateway's HTTP API
 (gateway/queue_api.py: GET/POST /api/v1/devices, PATCH /api/v1/devices/{id}, bearer token).
 Re-registering the same settings changes nothing; a changed key or window is an update.
+
+A box of boards is provisioned by parallel worker threads (and maybe by two flash.py runs at
+once): each registration of a file is a read-modify-write of the whole file, so they are
+serialised, within the process by a lock per file and across processes by an flock on a
+`<registry>.lock` file next to it. Without that, two registrations lost each other's devices or
+collided on the registry's temporary file.
 """
 
+import contextlib
+import fcntl
 import json
+import os
+import threading
 import urllib.error
 import urllib.request
 
@@ -31,7 +41,34 @@ def register(target, spec, token=None):
     return _register_file(target, spec)
 
 
+_LOCKS = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """Exclusive use of the registry file `path` (threads of this process, and other processes)."""
+    real = os.path.realpath(path)
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(real, threading.Lock())
+    with lock:
+        fd = os.open(real + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+
 def _register_file(path, spec):
+    try:
+        with file_lock(path):
+            return _register_file_locked(path, spec)
+    except OSError as exc:
+        raise GatewayError("gateway registry %s: %s" % (path, exc)) from None
+
+
+def _register_file_locked(path, spec):
     from gateway.registry import Registry, RegistryError
     try:
         reg = Registry(path=path)
