@@ -205,6 +205,7 @@ class Evaluator:
         self.pending_tap = None
         self.seen_counter = 0
         self.acked_at = {}             # (device, counter) -> wall time the outbox released it
+        self.citizens = True           # False: nobody stands at this window any more
         self.stats = {"confirmed": 0, "not_rated": 0, "presses": 0, "taps": 0, "power_cuts": 0,
                       "crashes": 0, "cases": 0, "wifi_drops": 0}
         self._stop = threading.Event()
@@ -303,6 +304,8 @@ class Evaluator:
         self._observe(app)
 
     def _citizen(self, app, now):
+        if not self.citizens:
+            return
         cid = app.case_id()
         if app.state == "case" and cid and cid != self.visit_case:
             self.visit_case = cid

@@ -52,6 +52,7 @@ HALL_ID = "hall-sim"
 BAUD = 9600
 RATING_TIMEOUT_S = 30
 THANKS_S = 3
+OLED_PNG = "oled.png"          # the gateway's status OLED frame, in its data_dir
 DRAIN_MAX_S = 90.0            # real seconds the end-of-run drain may take at most
 INTERRUPTED_DRAIN_S = 20.0    # ... after a Ctrl-C
 GATEWAY_START_S = 20.0
@@ -245,6 +246,8 @@ class Hall:
             "mqtt": {"host": self.broker.host, "port": self.broker.port, "keepalive": 10},
             "http": {"host": "127.0.0.1", "port": http_port, "callback_url": callback_url},
             "uplink": {"url": central_url, "profile": "gbt39046", "gateway_id": "gw-" + HALL_ID},
+            # the status OLED as it would run on the Pi (gateway/panel.py), drawn into a PNG here
+            "display": {"png_path": OLED_PNG, "refresh_s": 1.0},
             "device_config": {"version": 1, "rating_timeout_s": self.rating_timeout_s,
                               "thanks_s": THANKS_S, "guard_ms": 600, "status_interval_s": 60,
                               "idle_text": "欢迎光临",
@@ -391,6 +394,11 @@ class Hall:
         ids.update(r for (r,) in db.execute("SELECT rating_id FROM duplicate_ratings"))
         return ids
 
+    @property
+    def oled_png(self):
+        """Where the running gateway draws its status OLED (gateway [display] png_path)."""
+        return os.path.join(self.workdir, "gateway", OLED_PNG)
+
     def outboxes(self):
         depths = [ev.outbox_depth() for ev in self.evaluators.values()]
         return sum(d for d in depths if d)
@@ -438,6 +446,8 @@ class Hall:
                 pass
             await self.progress(started, real_duration)
         if self.interrupted.is_set():
+            for ev in self.evaluators.values():
+                ev.citizens = False      # no press after the interrupt: what was confirmed drains
             chaos_task.cancel()
             await asyncio.gather(chaos_task, return_exceptions=True)
             await self.recover()
@@ -490,20 +500,30 @@ class Hall:
     async def drain(self, queue_task):
         """Stop new citizens, then wait (bounded) until every confirmed rating is at the central
         API, no evaluator and not the gateway holds a rating, and every window's case settled."""
-        limit = INTERRUPTED_DRAIN_S if self.interrupted is not None and self.interrupted.is_set() \
-            else DRAIN_MAX_S
-        end = time.monotonic() + limit
+        interrupted = False
+        end = time.monotonic() + DRAIN_MAX_S
         while time.monotonic() < end and not self.hurry:
-            if queue_task.done() and self.outboxes() == 0 and \
-                    self.confirmed_ids() <= self.central_ids() and \
-                    all(ev.state() in ("idle", "thanks", "not_rated", "no_case")
-                        for ev in self.evaluators.values()) and \
-                    await self.gateway_backlog() == 0:
-                return True
+            if not interrupted and self.interrupted is not None and self.interrupted.is_set():
+                interrupted = True                    # (also a Ctrl-C during this drain)
+                end = min(end, time.monotonic() + INTERRUPTED_DRAIN_S)
+                for ev in self.evaluators.values():
+                    ev.citizens = False
+            # after an interrupt the open cases are not waited for (nobody rates them any more)
+            settled = interrupted or (queue_task.done() and all(
+                ev.state() in ("idle", "thanks", "not_rated", "no_case")
+                for ev in self.evaluators.values()))
+            if settled and self.outboxes() == 0 and self.confirmed_ids() <= self.central_ids() \
+                    and await self.gateway_backlog() == 0:
+                break
             await asyncio.sleep(0.25)
-        queue_task.cancel()
-        await asyncio.gather(queue_task, return_exceptions=True)
-        return False
+        else:
+            queue_task.cancel()
+            await asyncio.gather(queue_task, return_exceptions=True)
+            return False
+        if not queue_task.done():
+            queue_task.cancel()
+            await asyncio.gather(queue_task, return_exceptions=True)
+        return True
 
     def acked_at(self):
         """{rating id: wall time the gateway's ACK released it from the device}."""

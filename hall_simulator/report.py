@@ -195,7 +195,8 @@ def summary(report):
         "latency press->central p50 %s ms  p99 %s ms (%d samples)%s" % (
             lat["p50"], lat["p99"], lat["samples"], _split(lat)),
         "faults: %s" % (", ".join("%s %d" % kv for kv in faults.items()) if faults else "none"),
-        "verdict: %s" % ("OK" if ok(report) else "FAILED"),
+        "verdict: %s%s" % ("OK" if ok(report) else "FAILED",
+                           " (the hall was closed early)" if report.get("interrupted") else ""),
     ]
     return "\n".join(lines)
 

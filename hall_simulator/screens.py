@@ -1,11 +1,14 @@
-"""--screenshots DIR: every evaluator's screen as PNG (the sim board's own renderer), and the
-gateway's status OLED when gateway/status_display.py can draw it from the gateway's /status.
+"""--screenshots DIR: every evaluator's screen as PNG (the sim board's own renderer: five-button
+128x64 and touch 320x240 alike), and the gateway's status OLED: the frame the running gateway
+drew itself (its [display] png_path, gateway/panel.py), or, when it has none, one drawn here by
+gateway/status_display.py from the gateway's /status.
 
 Files: DIR/<device>.png (e.g. w01.png) and DIR/gateway-oled.png. Returns the paths written.
 """
 
 import json
 import os
+import shutil
 import urllib.request
 
 
@@ -31,7 +34,7 @@ def oled_snapshot(status):
     last = status.get("last_rating") or None
     if last:
         last = {"window": last.get("window") or last.get("device", ""), "level": last.get("level"),
-                "time": last.get("time")}
+                "level_name": last.get("level_name"), "time": last.get("time")}
     return status_display.snapshot(status.get("hall", ""), devices.get("online", 0),
                                    devices.get("total", 0), backlog=status.get("outbox"),
                                    uplink=status.get("uplink"), last_rating=last)
@@ -46,12 +49,22 @@ def save_gateway_oled(http_url, directory):
     return display.save_png(os.path.join(directory, "gateway-oled.png"))
 
 
+def copy_gateway_oled(png_path, directory):
+    """The gateway's own last OLED frame, when it draws one."""
+    if not png_path or not os.path.exists(png_path):
+        return None
+    os.makedirs(directory, exist_ok=True)
+    return shutil.copyfile(png_path, os.path.join(directory, "gateway-oled.png"))
+
+
 def save_all(hall, directory):
     written = save_evaluators(hall.evaluators.values(), directory)
-    try:
-        oled = save_gateway_oled(hall.gateway.http_url, directory)
-    except OSError:
-        oled = None
+    oled = copy_gateway_oled(getattr(hall, "oled_png", None), directory)
+    if oled is None:
+        try:
+            oled = save_gateway_oled(hall.gateway.http_url, directory)
+        except OSError:
+            oled = None
     if oled:
         written.append(oled)
     return written
