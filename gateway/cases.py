@@ -198,23 +198,24 @@ class Cases:
                     "staff_id": staff_id, "staff_name": staff_name, "items": ev["items"],
                     "completed_at": completed_at,
                     "deadline": completed_at + self.rating_days * 86400, "status": "open"}
-            ack, _ = self.store.commit_case(self.upload_record(case))
+            if ev["applicant"] and self.sealer is not None:
+                case["applicant"] = self.sealer.seal(ev["applicant"])
+            window = dict(self.windows.get(ev["window"]) or {"staff_id": "", "staff_name": ""})
+
+            def open_state(txn, case_id):   # in the case's own transaction: one fsync in all
+                case["case_id"] = window["case_id"] = case_id
+                txn.put("case:%d" % case_id, case)
+                txn.put("window:" + ev["window"], window)
+            ack, _ = self.store.commit_case(self.upload_record(case), open_state)
             if ack == vocab.ACK_RETRY:
                 raise CaseError(errors.R_STORE_FULL, "the gateway's store is full; try again", 503)
             if ack == vocab.ACK_DUPLICATE:  # opened before and since rated: one rating per node
                 self.stats["repeated"] += 1
                 return 200, {"rating": False, "case_key": key,
                              "reason": "this case was already opened for rating at this node"}
-            case["case_id"] = self.store.next_case_id()
-            if ev["applicant"] and self.sealer is not None:
-                case["applicant"] = self.sealer.seal(ev["applicant"])
-            self.store.state_put("case:%d" % case["case_id"], case)
             self.cases[case["case_id"]] = case
             self._by_key[key] = case["case_id"]
-            window = dict(self.windows.get(ev["window"]) or {"staff_id": "", "staff_name": ""})
-            window["case_id"] = case["case_id"]
             self.windows[ev["window"]] = window
-            self.store.state_put("window:" + ev["window"], window)
             self.stats["opened"] += 1
         devices = self._push_case(case)
         log.info("case %d (%s) opened at %s for %d device(s)", case["case_id"], key, case["window"],

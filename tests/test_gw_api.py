@@ -376,8 +376,13 @@ def test_a_rated_case_closes_in_the_ratings_own_commit(tmp_path):
     store = Store(path)
     cases = open_cases(store)
     cases.sign_in("A01", {"staff_id": "1001", "staff_name": "王喆"})
+    opening = []
+    real_guarded = store._guarded
+    store._guarded = lambda work: opening.append(1) or real_guarded(work)
     first = cases.event(case_body(applicant=None))[1]
+    assert len(opening) == 1                          # opening a case: one transaction, not four
     second = cases.event(case_body(applicant=None, serials=["SN3"]))[1]     # now current at A01
+    del store._guarded
     rating = make_rating("dev-a", 1, case_id=second["case_id"])
     assert store.commit_ratings([(rating, None)]) == [(vocab.ACK_STORED, 0)]
     store.close()                                     # power cut: on_rating never ran
