@@ -63,6 +63,8 @@ ALARM_LOG_EVERY_S = 60.0   # without an on_alarm handler: one log line per alarm
 KIND_RATING = "rating"
 KIND_CASE = "case"
 OUTCOMES = ("accepted", "duplicate", "rejected", "retry")
+_SETTLE_STATS = {"accepted": "uploaded", "duplicate": "uploaded", "rejected": "rejected",
+                 "retry": "retried"}
 ENRICHMENT_KEYS = ("matter_code", "matter_name", "staff_id", "staff_name", "window", "applicant")
 
 
@@ -576,9 +578,7 @@ class Store:
                 self._counts[kind] -= n
             self._dead += moved[0]
             for _, outcome, _ in results:
-                key = {"accepted": "uploaded", "duplicate": "uploaded", "rejected": "rejected",
-                       "retry": "retried"}[outcome]
-                self.stats[key] += 1
+                self.stats[_SETTLE_STATS[outcome]] += 1
             self._check_fill()
 
     def backlog(self):
