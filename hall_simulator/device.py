@@ -10,6 +10,12 @@ os, hashlib, binascii, json, machine.unique_id/reset, sys.implementation) rooted
 directory. Fault switches (mute, go silent after N bytes, no raw-paste) exercise the tool's
 error paths. After a reset a provisioned device (config present) boots the app through
 `app_runner`, which hall_simulator wires to the real firmware.
+
+With --rom-size N (rom_size=N) the device emulates a MicroPython image with a ROMFS partition of
+N bytes (the ESP32_GENERIC ROMFS variant has 128 KiB): vfs.rom_ioctl over a ROM region kept in
+the file `<files dir>.romfs0` (flash semantics: erase to 0xff, writes can only clear bits), and
+vfs.VfsRom/mount/umount. Without it (the default, like the stock ESP32 images) there is no
+ROMFS partition and the flash tool falls back to .mpy files on the filesystem.
 """
 
 import argparse
@@ -31,6 +37,90 @@ FRIENDLY = b"MicroPython v1.29.0 on 2026-01-01; Virtual evaluator with ESP32\r\n
 CONFIG_NAME = "data/device.json"  # firmware.main.DEFAULT_ROOT + firmware.config.DEVICE_FILE
 FONT_NAME = "fonts/unifont16.bin"  # firmware.main.DEFAULT_FONT
 RAW_PASTE_WINDOW = 128  # small, so flow control is exercised on every file
+
+
+ROM_ERASE_BLOCK = 4096
+ROM_MIN_WRITE = 4
+_EINVAL, _EIO = 22, 5
+
+
+def rom_path(files_dir):
+    """The file holding a virtual device's ROMFS partition (beside its files, not inside)."""
+    return os.path.abspath(files_dir).rstrip(os.sep) + ".romfs0"
+
+
+class RomRegion:
+    """A ROMFS partition of `size` bytes in a file, reached as MicroPython's vfs.rom_ioctl."""
+
+    def __init__(self, path, size):
+        self.path = path
+        self.size = size
+        if not os.path.exists(path) or os.path.getsize(path) != size:
+            with open(path, "wb") as f:
+                f.write(b"\xff" * size)
+
+    def data(self):
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def ioctl(self, op, *args):
+        if op == 1:
+            return 1
+        if not args or args[0] != 0:
+            return -_EINVAL
+        if op == 2:
+            return memoryview(self.data())  # a snapshot: the tool reads it right after asking
+        if op == 3:
+            n = args[1] if len(args) > 1 else self.size
+            if not 0 <= n <= self.size:
+                return -_EINVAL
+            n = (n + ROM_ERASE_BLOCK - 1) // ROM_ERASE_BLOCK * ROM_ERASE_BLOCK
+            self._patch(0, b"\xff" * min(n, self.size), erase=True)
+            return ROM_MIN_WRITE
+        if op == 4:
+            offset, buf = args[1], bytes(args[2])
+            if offset < 0 or offset + len(buf) > self.size or offset % ROM_MIN_WRITE or len(buf) % ROM_MIN_WRITE:
+                return -_EINVAL
+            self._patch(offset, buf, erase=False)
+            return 0
+        if op == 5:
+            return 0
+        if op == 6:
+            return ROM_ERASE_BLOCK
+        return -_EINVAL
+
+    def _patch(self, offset, buf, erase):
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            old = f.read(len(buf))
+            new = buf if erase else bytes(a & b for a, b in zip(old, buf))  # NOR flash: 1 -> 0 only
+            f.seek(offset)
+            f.write(new)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class _VfsRom:
+    def __init__(self, buf):
+        from tools.flashkit import romfs
+        try:
+            self.files = romfs.read(bytes(buf))
+        except ValueError:
+            raise OSError(19, "ENODEV") from None
+
+
+def _vfs_module(rom):
+    mounts = {}
+
+    def mount(fs, point):
+        mounts[point] = fs
+
+    def umount(point):
+        if point not in mounts:
+            raise OSError(22, "EINVAL")
+        del mounts[point]
+
+    return _Namespace(rom_ioctl=rom.ioctl, VfsRom=_VfsRom, mount=mount, umount=umount)
 
 
 class _Reset(BaseException):
@@ -106,7 +196,7 @@ class _Sha256:
 
 
 class Sandbox:
-    def __init__(self, files, uid, on_reset):
+    def __init__(self, files, uid, on_reset, rom=None):
         self.files = files
         fs = files
         self.modules = {
@@ -125,7 +215,8 @@ class Sandbox:
             "time": _Namespace(sleep=time.sleep, sleep_ms=lambda ms: time.sleep(ms / 1000.0),
                                ticks_ms=lambda: int(time.monotonic() * 1000) & 0x3FFFFFFF, time=time.time),
         }
-
+        if rom is not None:
+            self.modules["vfs"] = _vfs_module(rom)
         self.globals = None
 
     def run(self, source, out):
@@ -173,9 +264,10 @@ class VirtualDevice:
     """
 
     def __init__(self, files_dir, write, uid=b"\x24\x0a\xc4\x12\x34\x56", mute=False, silent_after=None,
-                 raw_paste=True, app_runner=None):
+                 raw_paste=True, app_runner=None, rom_size=None):
         os.makedirs(files_dir, exist_ok=True)
         self.files = _Files(files_dir)
+        self.rom = RomRegion(rom_path(files_dir), rom_size) if rom_size else None
         self.uid = uid
         self._write = write
         self.mute = mute
@@ -364,7 +456,7 @@ class VirtualDevice:
 
         err = b""
         if self.sandbox is None:
-            self.sandbox = Sandbox(self.files, self.uid, None)
+            self.sandbox = Sandbox(self.files, self.uid, None, self.rom)
         self.sandbox.modules["machine"].reset = on_reset
         self.sandbox.modules["machine"].soft_reset = on_reset
         try:
@@ -389,7 +481,11 @@ class FirmwareApp:
     firmware.main wires them) on the sim board, from what provisioning put in the files directory:
     its data/device.json and its font. The firmware's code is the repo's Python source (CPython
     cannot run the .mpy files the device holds), so boot first checks every file against the
-    device's bundle.json and refuses to start a device whose files were damaged.
+    device's bundle.json and refuses to start a device whose files were damaged. With a ROMFS
+    partition, boot mounts it as MicroPython does (parses the image in `<files>.romfs0`): a file
+    the filesystem lacks is looked up there (filesystem first, as sys.path puts '' before /rom),
+    and code taken from it needs the image's sha256 to be the manifest's; `code_from` says
+    whether the last boot's code came from "romfs" or "fs".
     RS-485 devices reach the simulated bus at `bus_url` (hall_simulator.bus_uart); MQTT devices
     use real TCP to the broker named in their config."""
 
@@ -399,6 +495,7 @@ class FirmwareApp:
         self.board = None
         self.device = None
         self.boots = 0
+        self.code_from = None
         self.booted = threading.Event()
 
     def __call__(self, root, stop, out):
@@ -408,7 +505,7 @@ class FirmwareApp:
         from firmware.device import Device
         from firmware.flashfs import Fs
 
-        damaged = _damaged_files(root)
+        damaged, self.code_from = _damaged_files(root)
         if damaged:
             out(("boot refused: damaged files %s\r\n" % ", ".join(damaged)).encode())
             return
@@ -426,7 +523,7 @@ class FirmwareApp:
         fw_main.attach_transport(device, board, cfg)
         self.board, self.device = board, device
         self.boots += 1
-        out(("evaluator %s booted (%s)\r\n" % (cfg["device"], cfg["transport"])).encode())
+        out(("evaluator %s booted (%s, code from %s)\r\n" % (cfg["device"], cfg["transport"], self.code_from)).encode())
         self.booted.set()
         try:
             while not stop.is_set():
@@ -438,22 +535,40 @@ class FirmwareApp:
                 uart.close()
 
 
+def _mounted_rom(root):
+    """(files of the ROMFS image in the device's ROM partition, the image's sha256), or ({}, None)."""
+    from tools.flashkit import romfs
+    try:
+        with open(rom_path(root), "rb") as f:
+            data = f.read()
+        size = romfs.image_size(data)
+        return romfs.read(data), hashlib.sha256(data[:size]).hexdigest()
+    except (OSError, ValueError, TypeError):
+        return {}, None
+
+
 def _damaged_files(root):
+    """([damaged or missing files], "romfs" or "fs": where the code was found)."""
     try:
         with open(os.path.join(root, "bundle.json"), "rb") as f:
             manifest = json.loads(f.read().decode("utf-8"))
     except (OSError, ValueError):
-        return ["bundle.json"]
+        return ["bundle.json"], None
+    rom, rom_sha = _mounted_rom(root)
     bad = []
+    from_rom = False
     for path, entry in sorted(manifest.get("files", {}).items()):
         try:
             with open(os.path.join(root, path), "rb") as f:
-                ok = hashlib.sha256(f.read()).hexdigest() == entry.get("sha256")
+                data = f.read()
         except OSError:
-            ok = False
-        if not ok:
+            data = rom.get(path)
+            from_rom = from_rom or data is not None
+        if data is None or hashlib.sha256(data).hexdigest() != entry.get("sha256"):
             bad.append(path)
-    return bad
+    if from_rom and rom_sha != (manifest.get("romfs") or {}).get("sha256"):
+        bad.append("ROMFS image")
+    return bad, "romfs" if from_rom else "fs"
 
 
 # -- serving on a pty ------------------------------------------------------------------------
@@ -529,6 +644,9 @@ def main(argv=None):
     parser.add_argument("--no-raw-paste", action="store_true", help="answer raw-paste requests with R\\x00")
     parser.add_argument("--no-app", action="store_true", help="do not boot the firmware after a reset")
     parser.add_argument("--bus", default=None, help="RS-485 bus URL of a simulated hall (socket://host:port)")
+    parser.add_argument("--rom-size", type=int, default=0,
+                        help="bytes of a ROMFS partition (e.g. 131072, as the ESP32_GENERIC ROMFS variant); "
+                             "default none, as the stock ESP32 images")
     args = parser.parse_args(argv)
     files = args.files
     if files is None:
@@ -536,7 +654,7 @@ def main(argv=None):
         files = tempfile.mkdtemp(prefix="virtual-evaluator-")
     runner = None if args.no_app else FirmwareApp(bus_url=args.bus)
     server = PtyServer(files, uid=binascii.unhexlify(args.uid), mute=args.mute, silent_after=args.silent_after,
-                       raw_paste=not args.no_raw_paste, app_runner=runner)
+                       raw_paste=not args.no_raw_paste, app_runner=runner, rom_size=args.rom_size or None)
     print(server.path, flush=True)
     sys.stderr.write("virtual evaluator on %s, files in %s\n" % (server.path, files))
     try:

@@ -6,6 +6,13 @@ the firmware, and records every file's sha256 and size in manifest.json with a v
 is a directory or a .zip of the same layout; load() checks every file against the manifest.
 
 On the device the manifest itself is stored as bundle.json: it names the running version.
+
+The bundle also holds its code (firmware/, protocol/) as one ROMFS image, romfs.img, named in the
+manifest with its sha256, size and file list (tools/flashkit/romfs.py). On a board whose
+MicroPython image has a ROMFS partition, provision writes the image there (the code then runs in
+place from flash and takes no heap) and only the rest goes onto the filesystem: layout "romfs".
+On a board without one (the stock ESP32_GENERIC and ESP32_GENERIC_S3 images) every file goes
+onto the filesystem as before: layout "fs".
 """
 
 import hashlib
@@ -17,10 +24,13 @@ import sys
 import tempfile
 import zipfile
 
+from tools.flashkit import romfs
 from tools.flashkit.errors import BadInput
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+ROMFS_FILE = "romfs.img"  # in the bundle, beside the manifest; never a file on the device
+LAYOUTS = ("fs", "romfs")
 DEVICE_MANIFEST = "bundle.json"
 TREES = ("firmware", "protocol", "fonts")  # device folders the bundle owns (stale files there go)
 SOURCES = ("firmware", "protocol")
@@ -42,11 +52,15 @@ def mpy_cross_path():
 
 
 class Bundle:
-    def __init__(self, version, files, boards, meta=None):
+    def __init__(self, version, files, boards, meta=None, romfs_image=None):
         self.version = version
         self.files = dict(files)  # device path -> bytes
         self.boards = list(boards)
         self.meta = dict(meta or {})
+        self.romfs = romfs_image  # ROMFS image of the files under romfs.TREES, or None
+        if romfs_image is not None:
+            self.meta["romfs"] = {"sha256": sha256(romfs_image), "size": len(romfs_image),
+                                  "files": sorted(p for p in self.files if romfs.in_image(p))}
 
     def sums(self):
         return dict((p, sha256(d)) for p, d in self.files.items())
@@ -60,9 +74,13 @@ class Bundle:
     def manifest_bytes(self):
         return (json.dumps(self.manifest(), sort_keys=True, indent=1) + "\n").encode("utf-8")
 
-    def device_files(self):
-        """Every file the bundle puts on a device, incl. bundle.json (the version marker)."""
-        out = dict(self.files)
+    def device_files(self, layout="fs"):
+        """Every file the bundle puts on a device's filesystem, incl. bundle.json (the version
+        marker). Layout "romfs": without the files the ROMFS image holds."""
+        if layout not in LAYOUTS:
+            raise ValueError("layout %r" % layout)
+        out = dict((p, d) for p, d in self.files.items()
+                   if layout == "fs" or self.romfs is None or not romfs.in_image(p))
         out[DEVICE_MANIFEST] = self.manifest_bytes()
         return out
 
@@ -72,6 +90,8 @@ class Bundle:
             with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
                 for p in sorted(self.files):
                     z.writestr(p, self.files[p])
+                if self.romfs is not None:
+                    z.writestr(ROMFS_FILE, self.romfs)
                 z.writestr(MANIFEST, self.manifest_bytes())
             return path
         if os.path.exists(path):
@@ -81,6 +101,9 @@ class Bundle:
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             with open(dest, "wb") as f:
                 f.write(data)
+        if self.romfs is not None:
+            with open(os.path.join(path, ROMFS_FILE), "wb") as f:
+                f.write(self.romfs)
         with open(os.path.join(path, MANIFEST), "wb") as f:
             f.write(self.manifest_bytes())
         return path
@@ -125,8 +148,21 @@ def _from_manifest(path, read):
         if sha256(data) != entry.get("sha256"):
             raise BadInput("bundle %s is corrupt: %s does not match its sha256" % (path, p))
         files[p] = data
-    meta = dict((k, v) for k, v in m.items() if k not in ("format", "version", "boards", "files"))
-    return Bundle(version, files, m.get("boards", []), meta)
+    meta = dict((k, v) for k, v in m.items() if k not in ("format", "version", "boards", "files", "romfs"))
+    image = None
+    if m.get("romfs"):
+        image = read(ROMFS_FILE)
+        if image is None:
+            raise BadInput("bundle %s is incomplete: %s is missing" % (path, ROMFS_FILE))
+        if sha256(image) != m["romfs"].get("sha256"):
+            raise BadInput("bundle %s is corrupt: %s does not match its sha256" % (path, ROMFS_FILE))
+        try:
+            inside = romfs.read(image)
+        except ValueError:
+            inside = None
+        if inside != dict((p, d) for p, d in files.items() if romfs.in_image(p)):
+            raise BadInput("bundle %s is inconsistent: %s does not hold the bundle's code" % (path, ROMFS_FILE))
+    return Bundle(version, files, m.get("boards", []), meta, image)
 
 
 def source_files(repo, board="all"):
@@ -213,4 +249,4 @@ def build(repo, board="all", version=None, mpy_cross=None):
         for p in sorted(files):
             h.update(p.encode() + b"\0" + files[p])
         version = "%s+%s" % (firmware_version(repo), h.hexdigest()[:12])
-    return Bundle(version, files, boards, {"mpy_cross": mpy_cross_version(mpy_cross)})
+    return Bundle(version, files, boards, {"mpy_cross": mpy_cross_version(mpy_cross)}, romfs.image(files))

@@ -173,6 +173,10 @@ def cmd_build(args, rep):
     size = sum(len(d) for d in b.files.values())
     rep.say("bundle %s: %d files, %d KB, boards %s -> %s" % (b.version, len(b.files), size // 1024,
                                                            ",".join(b.boards), args.out))
+    rom = b.meta["romfs"]
+    rep.say("ROMFS image %s: %d KB, sha256 %s (%d modules); provision writes it to a board whose "
+            "MicroPython image has a ROMFS partition, else the .mpy files go onto the filesystem"
+            % (bundle_mod.ROMFS_FILE, (rom["size"] + 1023) // 1024, rom["sha256"], len(rom["files"])))
     return 0
 
 

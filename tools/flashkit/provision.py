@@ -2,18 +2,23 @@
 
 Order (each step skipped when the device already has it, so re-running resumes):
   1. identity from machine.unique_id() -> device id
-  2. sums of the device's files; copy only the files whose sha256 differs (bundle.json, the
+  2. layout: a MicroPython image with a ROMFS partition big enough gets the bundle's code as the
+     ROMFS image (written with vfs.rom_ioctl unless the partition already holds it, then checked
+     by sha256); one without gets it as .mpy files on the filesystem (session.layout)
+  3. sums of the device's files; copy only the files whose sha256 differs (bundle.json, the
      version marker, is removed first and written last, so a cut copy never claims a version)
-  3. remove stale files in firmware/ and protocol/ (old modules, *.part leftovers)
-  4. device config (the key is kept from the device's config unless a new one is asked for)
-  5. register device + key with the gateway
-  6. reset, so the firmware boots with its config
+  4. remove stale files in firmware/ and protocol/ (old modules, *.part leftovers; with the
+     code in ROMFS, those folders go from the filesystem entirely, so they cannot shadow /rom)
+  5. device config (the key is kept from the device's config unless a new one is asked for);
+     config and outbox always live on the filesystem
+  6. register device + key with the gateway
+  7. reset, so the firmware boots with its config (MicroPython mounts the ROMFS at /rom)
 """
 
 import time
 
 from tools.flashkit import bundle as bundle_mod
-from tools.flashkit import devconfig, registration, session
+from tools.flashkit import devconfig, registration, romfs, session
 from tools.flashkit.errors import DeviceError, NotAnswering, ToolError, TransferError
 from tools.flashkit.report import Result
 
@@ -42,16 +47,27 @@ def _provision(res, port, bundle, settings, reporter, registry, token, new_key, 
         dev_id = settings.get("device") or devconfig.device_id(ident["uid"])
         res.device = dev_id
         cfg_file = devconfig.device_file()
+        rom = fs.rom_info()
+        where, why = session.layout(bundle, rom)
+        rom_sha = (bundle.meta.get("romfs") or {}).get("sha256")
+        rom_todo = where == "romfs" and rom["sha256"] != rom_sha
         sums = session.device_sums(fs, bundle, cfg_file)
-        files = bundle.device_files()
+        files = bundle.device_files(where)
         marker = bundle_mod.DEVICE_MANIFEST
-        missing, different, unexpected = session.compare(bundle, sums)
+        missing, different, unexpected = session.compare(bundle, sums, where)
         todo = [p for p in sorted(files) if p in missing + different and p != marker]
-        reporter.progress(port, "plan", what="%s: %d of %d files to copy, %d stale"
-                          % (dev_id, len(todo), len(files), len(unexpected)))
-        if todo and marker in sums:
+        reporter.progress(port, "plan", what="%s: %s; %s%d of %d files to copy, %d stale"
+                          % (dev_id, why, "ROMFS image to write, " if rom_todo else "", len(todo),
+                             len(files), len(unexpected)))
+        if (todo or rom_todo) and marker in sums:
             fs.remove(marker)
             del sums[marker]
+        if rom_todo:
+            try:
+                fs.rom_write(bundle.romfs, rom_sha, _every_fifth(
+                    lambda done, total: reporter.progress(port, "romfs", done, total, "ROMFS partition")))
+            except (NotAnswering, DeviceError) as exc:
+                raise TransferError("writing the ROMFS image stopped: %s - re-run provision to resume" % exc) from None
         total = sum(len(files[p]) for p in todo)
         done = 0
         for n, path in enumerate(todo):
@@ -66,6 +82,9 @@ def _provision(res, port, bundle, settings, reporter, registry, token, new_key, 
                 reporter.progress(port, "copy", done, total, path)
         for path in unexpected:
             fs.remove(path)
+        if where == "romfs":
+            for tree in romfs.TREES:
+                fs.rmtree(tree)
 
         old = devconfig.decode(fs.read(cfg_file))
         key = None
@@ -92,9 +111,23 @@ def _provision(res, port, bundle, settings, reporter, registry, token, new_key, 
         if reset:
             fs.reset()
             reporter.progress(port, "reset")
-    res.detail = "copied %d, removed %d, config %s, %s" % (
-        len(todo), len(unexpected), "written" if wrote_cfg else "unchanged", how)
+    rom_note = ("ROMFS image %s" % ("written" if rom_todo else "unchanged")) if where == "romfs" else \
+        "no ROMFS: .mpy files on the filesystem"
+    res.detail = "copied %d, removed %d, config %s, %s; %s" % (
+        len(todo), len(unexpected), "written" if wrote_cfg else "unchanged", how, rom_note)
     reporter.progress(port, "done", what=res.detail)
+
+
+def _every_fifth(progress):
+    """A progress callback that passes on one call per 20 % (and the last)."""
+    last = [-1]
+
+    def call(done, total):
+        step = done * 5 // total
+        if step != last[0] or done == total:
+            last[0] = step
+            progress(done, total)
+    return call
 
 
 def _valid_key(key):

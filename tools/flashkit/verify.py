@@ -2,6 +2,8 @@
 
 Fails (exit bit 16) naming each file that is missing, differs (tampered or old) or is
 unexpected in firmware/ or protocol/, and when the device config is missing or invalid.
+On a device with a ROMFS partition (the layout provision chose, session.layout) the partition's
+image must have the bundle's ROMFS sha256, and the code must not also sit on the filesystem.
 With a registry, also checks the gateway holds the device's key (without showing it).
 """
 
@@ -31,14 +33,25 @@ def _verify(res, port, bundle, reporter, registry, baud, timeout):
     with session.device(port, baud, timeout) as (fs, ident):
         res.device = devconfig.device_id(ident["uid"])
         cfg_file = devconfig.device_file()
+        rom = fs.rom_info()
+        where, why = session.layout(bundle, rom)
         sums = session.device_sums(fs, bundle, cfg_file)
-        missing, different, unexpected = session.compare(bundle, sums)
+        missing, different, unexpected = session.compare(bundle, sums, where)
         running = _running_version(fs)
         res.version = running or "-"
         cfg = devconfig.decode(fs.read(cfg_file)) if cfg_file in sums else None
         free, total = fs.free()
     problems = ["differs: %s" % p for p in different] + ["missing: %s" % p for p in missing] + \
                ["unexpected: %s" % p for p in unexpected]
+    rom_note = "no ROMFS (%s)" % why
+    if where == "romfs":
+        want = bundle.meta["romfs"]["sha256"]
+        if rom["sha256"] is None:
+            problems.insert(0, "missing: ROMFS image (the partition holds none)")
+        elif rom["sha256"] != want:
+            problems.insert(0, "differs: ROMFS image (partition sha256 %s..., bundle %s...)"
+                            % (rom["sha256"][:12], want[:12]))
+        rom_note = "ROMFS image %s... matches" % want[:12]
     if cfg is None:
         problems.append("not provisioned: no valid %s" % cfg_file)
     else:
@@ -56,7 +69,7 @@ def _verify(res, port, bundle, reporter, registry, baud, timeout):
         problems.append("running version %s, bundle is %s" % (running, bundle.version))
     if problems:
         raise VerifyFailed("; ".join(problems))
-    res.detail = "%d files match, version %s; %s" % (len(bundle.device_files()), running, health)
+    res.detail = "%d files match, %s, version %s; %s" % (len(bundle.device_files(where)), rom_note, running, health)
     reporter.progress(port, "verified", what=res.detail)
 
 
