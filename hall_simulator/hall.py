@@ -620,6 +620,10 @@ async def run_async(options, out=None, hall_kwargs=None):
         for sig in handled:
             loop.remove_signal_handler(sig)
         await hall.stop()
+    result["options"] = {"windows": options.rs485 + options.mqtt, "rs485": options.rs485,
+                         "mqtt": options.mqtt, "touch": touch, "duration": options.duration,
+                         "speed": options.speed, "seed": options.seed, "chaos": options.chaos,
+                         "baud": hall.baud, "report": report_path, "screenshots": shots}
     with open(report_path, "w", encoding="utf-8") as f:
         json.dump(result, f, ensure_ascii=False, indent=2, sort_keys=True)
     out.write(report.summary(result) + "\n")

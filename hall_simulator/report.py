@@ -195,9 +195,14 @@ def summary(report):
         "latency press->central p50 %s ms  p99 %s ms (%d samples)%s" % (
             lat["p50"], lat["p99"], lat["samples"], _split(lat)),
         "faults: %s" % (", ".join("%s %d" % kv for kv in faults.items()) if faults else "none"),
-        "verdict: %s%s" % ("OK" if ok(report) else "FAILED",
-                           " (the hall was closed early)" if report.get("interrupted") else ""),
     ]
+    applied = report.get("central_faults_applied")
+    if faults and applied:
+        # an incident of the central API that no request met (the uplink was down) hit nothing
+        lines.append("  central API answers hit by them: %s" % ", ".join(
+            "%s %d" % kv for kv in sorted(applied.items())))
+    lines.append("verdict: %s%s" % ("OK" if ok(report) else "FAILED",
+                                    " (the hall was closed early)" if report.get("interrupted") else ""))
     return "\n".join(lines)
 
 

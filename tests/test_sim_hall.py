@@ -21,8 +21,9 @@ def test_a_small_hall_loses_nothing_and_doubles_nothing(tmp_path):
     assert r["received"] >= r["confirmed"]
     assert r["queue"]["settle_timeouts"] == 0 and r["queue"]["unknown_callbacks"] == 0
     for key in ("confirmed", "received", "lost", "duplicates", "retransmissions", "not_rated",
-                "work_orders", "faults", "seed", "speed", "duration_s", "chaos", "devices"):
+                "work_orders", "faults", "seed", "speed", "duration_s", "chaos", "devices", "options"):
         assert key in r, key
+    assert r["options"]["seed"] == 11 and r["options"]["touch"] == 1
     assert r["latency_ms"]["press_to_ack"]["samples"] > 0
     assert r["work_orders"] == r["work_orders_expected"]
     on_disk = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
@@ -54,3 +55,9 @@ def test_chaos_kills_and_cuts_yet_nothing_is_lost(tmp_path):
     assert len(r["faults"]) >= 5, r["faults"]
     assert r["faults"].get("gateway_kill", 0) >= 1 and r["faults"].get("power_cut", 0) >= 1
     assert r["confirmed"] > 0 and r["lost"] == 0 and r["duplicates"] == 0, out
+    # every window's case settled: by its callback, or (callback late after the gateway's
+    # restart) by asking the gateway; none given up, no callback for a case nobody reported
+    q = r["queue"]
+    assert q["settle_timeouts"] == 0 and q["unknown_callbacks"] == 0, q
+    assert q["settled_by_callback"] + q["settled_by_query"] == q["cases"] - r["case_kinds"].get(
+        "failed_receipt", 0), q
