@@ -128,7 +128,7 @@ class DeviceFs:
         dev = "/" + path
         self.repl.exec("_mkdirs(%r)\n_f = open(%r, 'wb')" % (dev, dev + ".part"))
         for i in range(0, len(data), CHUNK):
-            b64 = binascii.b2a_base64(data[i: i + CHUNK], newline=False).decode()
+            b64 = binascii.b2a_base64(data[i: i + CHUNK], newline=False)  # a bytes literal: any port
             self.repl.exec("_f.write(binascii.a2b_base64(%r))" % b64)
             if progress:
                 progress(min(len(data), i + CHUNK), len(data))
@@ -161,7 +161,7 @@ class DeviceFs:
         for i in range(0, len(image), chunk):
             part = image[i: i + chunk]
             part += b"\xff" * (-len(part) % min_write)  # whole write units; erased flash is 0xff
-            b64 = binascii.b2a_base64(part, newline=False).decode()
+            b64 = binascii.b2a_base64(part, newline=False)
             r = _lit(self.repl.exec("print(vfs.rom_ioctl(4, 0, %d, binascii.a2b_base64(%r)))" % (i, b64)))
             if isinstance(r, int) and r < 0:
                 raise DeviceError("writing the ROMFS partition at %d failed (error %d)" % (i, -r))
