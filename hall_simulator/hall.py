@@ -464,7 +464,14 @@ class Hall:
         except asyncio.CancelledError:
             if not chaos_task.cancelled():
                 raise
-        drained = await self.drain(queue_task)
+        if not self.interrupted.is_set():
+            if self.out.isatty():
+                self.out.write("\n")
+            self.out.write("hall-sim: the hall closes: no new tickets; waiting for the citizens still "
+                           "rating and for every rating to reach the central API (at most %.0f s)\n"
+                           % DRAIN_MAX_S)
+            self.out.flush()
+        drained = await self.drain(queue_task, lambda: self.progress(started, real_duration))
         await self.progress(started, real_duration)
         if self.out.isatty():
             self.out.write("\n")
@@ -497,12 +504,17 @@ class Hall:
                            "wait.\n" % (what, INTERRUPTED_DRAIN_S))
         self.out.flush()
 
-    async def drain(self, queue_task):
+    async def drain(self, queue_task, progress=None):
         """Stop new citizens, then wait (bounded) until every confirmed rating is at the central
         API, no evaluator and not the gateway holds a rating, and every window's case settled."""
         interrupted = False
         end = time.monotonic() + DRAIN_MAX_S
+        tick = 1.0 if self.out.isatty() else 5.0
+        next_line = time.monotonic() + tick
         while time.monotonic() < end and not self.hurry:
+            if progress is not None and time.monotonic() >= next_line:
+                next_line += tick
+                await progress()
             if not interrupted and self.interrupted is not None and self.interrupted.is_set():
                 interrupted = True                    # (also a Ctrl-C during this drain)
                 end = min(end, time.monotonic() + INTERRUPTED_DRAIN_S)
