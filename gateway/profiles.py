@@ -12,6 +12,7 @@ come from travels on its own.
 """
 
 import datetime as _dt
+import re as _re
 import time as _time
 
 from protocol import vocab
@@ -65,9 +66,57 @@ def _time_to(value, profile):
     return _dt.datetime.fromtimestamp(value, CHINA_TZ).strftime(profile.time_format)
 
 
+_FIELD_PATTERNS = {"%Y": "([0-9]{4})", "%m": "([0-9]{2})", "%d": "([0-9]{2})",
+                   "%H": "([0-9]{2})", "%M": "([0-9]{2})", "%S": "([0-9]{2})"}
+_CHINA_EPOCH = _dt.datetime(1970, 1, 1, 8)      # the Unix epoch on a China wall clock
+_SECOND = _dt.timedelta(seconds=1)
+
+
+def fixed_width_plan(time_format):
+    """(regular expression, group of each of Y m d H M S) of a format made of %Y %m %d %H %M %S
+    once each and literal characters; None for any other format."""
+    pattern, order, i = [], [], 0
+    while i < len(time_format):
+        if time_format[i] == "%":
+            code = time_format[i:i + 2]
+            if code not in _FIELD_PATTERNS or code in order:
+                return None
+            pattern.append(_FIELD_PATTERNS[code])
+            order.append(code)
+            i += 2
+        else:
+            pattern.append(_re.escape(time_format[i]))
+            i += 1
+    if len(order) != len(_FIELD_PATTERNS):
+        return None
+    return _re.compile("".join(pattern)), tuple(order.index(code) for code in _FIELD_PATTERNS)
+
+
+def _fixed_width_seconds(text, plan):
+    """Unix seconds of `text` read with a fixed-width plan, or None when the general path must
+    decide (another shape, a year below 1000 that %Y would not pad, an impossible date)."""
+    pattern, order = plan
+    match = pattern.fullmatch(text)
+    if match is None:
+        return None
+    parts = match.groups()
+    year, month, day, hour, minute, second = [int(parts[k]) for k in order]
+    if year < 1000:
+        return None
+    try:
+        moment = _dt.datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None
+    return (moment - _CHINA_EPOCH) // _SECOND
+
+
 def _time_from(value, profile):
     text = _as_text(value, profile)
-    try:  # fast path: both published formats are ISO 8601 forms; the round trip proves the format
+    if profile.time_plan is not None:
+        seconds = _fixed_width_seconds(text, profile.time_plan)
+        if seconds is not None:
+            return seconds
+    try:  # both published formats are ISO 8601 forms; the round trip proves the format
         moment = _dt.datetime.fromisoformat(text)
         if moment.tzinfo is not None or moment.strftime(profile.time_format) != text:
             raise ValueError(text)
@@ -194,6 +243,7 @@ class Profile:
                     raise ValueError("%s: unknown converter %r" % (self.name, conv))
         # A format that names no zone reads the same from a UTC struct shifted to China time.
         self.plain_time_format = "%z" not in self.time_format and "%Z" not in self.time_format
+        self.time_plan = fixed_width_plan(self.time_format)    # fast reading of fixed-width times
         if self.applicant not in ("omit", "clear", "masked"):
             raise ValueError("applicant must be omit, clear or masked")
 
