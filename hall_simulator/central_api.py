@@ -10,6 +10,7 @@ outages (the listening socket is closed, so clients see "connection refused", th
 
 import argparse
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -74,7 +75,7 @@ def _error(status, message, **headers):
 
 class CentralServer:
     def __init__(self, store, host="127.0.0.1", port=0, secrets=None, tokens=(), admin_token=None,
-                 auth_clock=time.time, close_interval=None, ssl_context=None):
+                 auth_clock=time.time, close_interval=None, ssl_context=None, store_thread=False):
         self.store = store
         self.host = host
         self.port = port
@@ -85,6 +86,12 @@ class CentralServer:
         self.close_interval = close_interval
         self.ssl_context = ssl_context
         self.faults = Faults()
+        # store_thread: every store call runs on one worker thread, so a batch's commit (fsync)
+        # does not stall the loop, which meanwhile reads, checks and parses the next request.
+        # Only when nothing else touches `store` (the standalone process): an in-process caller
+        # using the store on the loop thread would interleave with the worker's transaction.
+        self._store_thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="central-store") if store_thread else None
         self.requests = {"batches": 0, "auth_failures": 0, "bad_requests": 0}
         self.app = web.Application(client_max_size=MAX_BODY)
         self.app.add_routes([
@@ -146,12 +153,20 @@ class CentralServer:
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
+        if self._store_thread is not None:
+            self._store_thread.shutdown(wait=True)     # the batch under way commits first
+
+    async def _store(self, method, *args):
+        """A store call: on the store thread if there is one, else right here."""
+        if self._store_thread is None:
+            return method(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, method, *args)
 
     async def _close_loop(self):
         while True:
             await asyncio.sleep(self.close_interval)
             try:
-                count = self.store.close_expired()
+                count = await self._store(self.store.close_expired)
                 if count:
                     log.info("7-day window closed for %d cases: system default", count)
             except Exception:
@@ -180,7 +195,8 @@ class CentralServer:
             status = 413 if problem.startswith("more than") else 400
             return _error(status, problem)
         try:
-            answer = self.store.receive_batch(envelope, hashlib.sha256(body).hexdigest())
+            answer = await self._store(self.store.receive_batch, envelope,
+                                       hashlib.sha256(body).hexdigest())
         except Rejected as exc:
             return _error(409, str(exc))
         headers = {"Idempotent-Replayed": "true"} if answer.get("replayed") else None
@@ -229,7 +245,7 @@ class CentralServer:
             "Bearer %s" % self.admin_token
 
     async def get_report(self, request):
-        report = self.store.report()
+        report = await self._store(self.store.report)
         report["faults"] = dict(self.faults.injected)
         report["requests"] = dict(self.requests)
         return web.json_response(report)
@@ -238,10 +254,11 @@ class CentralServer:
         by = request.match_info["by"]
         if by not in ("window", "staff", "matter"):
             return _error(404, "statistics by window, staff or matter")
-        return web.json_response({"by": by, "groups": self.store.statistics(by)})
+        groups = await self._store(self.store.statistics, by)
+        return web.json_response({"by": by, "groups": groups})
 
     async def get_work_orders(self, request):
-        return web.json_response({"work_orders": self.store.work_orders()})
+        return web.json_response({"work_orders": await self._store(self.store.work_orders)})
 
     async def get_ratings(self, request):
         try:
@@ -249,17 +266,18 @@ class CentralServer:
             limit = min(int(request.query.get("limit", 1000)), 10000)
         except ValueError:
             return _error(400, "after and limit are integers")
-        return web.json_response({"ratings": self.store.ratings(after, limit)})
+        rows = await self._store(self.store.ratings, after, limit)
+        return web.json_response({"ratings": rows})
 
     async def get_rating(self, request):
-        row = self.store.rating(request.match_info["rating_id"])
+        row = await self._store(self.store.rating, request.match_info["rating_id"])
         return web.json_response(row) if row else _error(404, "no such rating")
 
     async def post_close_expired(self, request):
         if not self._admin_ok(request):
             return _error(401, "admin token")
         body = await request.json() if request.can_read_body else {}
-        count = self.store.close_expired(body.get("now"))
+        count = await self._store(self.store.close_expired, body.get("now"))
         return web.json_response({"closed": count})
 
     async def get_faults(self, request):
@@ -327,6 +345,7 @@ async def serve(args):
                          calendar=central_rules.WorkCalendar(args.holiday, args.workday),
                          synchronous=args.synchronous)
     server = CentralServer(store, args.host, args.port, secrets=secrets_from(args.hmac_secret),
+                           store_thread=True,
                            tokens=args.token, admin_token=args.admin_token,
                            close_interval=args.close_interval or None)
     await server.start()

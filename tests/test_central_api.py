@@ -148,3 +148,30 @@ def test_runs_as_a_module(tmp_path):
     assert proc.returncode == 0
     import sqlite3
     assert sqlite3.connect(db).execute("SELECT rating_id FROM ratings").fetchall() == [("d:1",)]
+
+
+def test_store_thread_serves_concurrent_batches_and_reads(tmp_path):
+    """With the store on its own thread (the standalone process), batches posted at the same
+    time each commit whole, dedupe holds across them, and reads see committed data only."""
+    async def main():
+        async with central(tmp_path, store_thread=True) as server, aiohttp.ClientSession() as s:
+            assert server._store_thread is not None
+            server.store.receive_batch(envelope([case("SN500")]))     # before any request
+            batches = [envelope([rating("t%d" % k, n, serial="SN%d-%d" % (k, n))
+                                 for n in range(1, 41)], batch_id="bt-%d" % k) for k in range(6)]
+            batches.append(envelope([rating("t0", n, serial="SN0-%d" % n) for n in range(1, 5)],
+                                    batch_id="bt-again"))
+            answers = await asyncio.gather(*(post(s, server, env) for env in batches))
+            assert all(status == 200 for status, _, _ in answers)
+            counted = {}
+            for _, answer, _ in answers:
+                for r in answer["results"]:
+                    counted[r["status"]] = counted.get(r["status"], 0) + 1
+            assert counted == {"accepted": 240, "duplicate": 4}
+            async with s.get(server.url + "/v1/report") as response:
+                report = await response.json()
+            assert report["received"] == 240 and report["retransmissions"] == 4
+            assert report["batches"] == 8 and report["cases"] == 1      # 7 posted, 1 direct
+            async with s.get(server.url + "/v1/ratings/t3:40") as response:
+                assert (await response.json())["staff_name"] == "王喆"
+    asyncio.run(main())

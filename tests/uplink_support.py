@@ -44,9 +44,10 @@ class FixedRng:
 
 
 @contextlib.asynccontextmanager
-async def central(tmp_path, clock=None, secrets=None, **store_options):
+async def central(tmp_path, clock=None, secrets=None, store_thread=False, **store_options):
     store = CentralStore(tmp_path / "central.db", clock=clock or FakeClock(), **store_options)
-    server = CentralServer(store, secrets=secrets if secrets is not None else {"*": SECRET})
+    server = CentralServer(store, secrets=secrets if secrets is not None else {"*": SECRET},
+                           store_thread=store_thread)
     await server.start()
     try:
         yield server
