@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+import tempfile
 import threading
 import time
 
@@ -199,8 +200,10 @@ class Registry:
     def _save(self):
         if not self.path:
             return
-        tmp = self.path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # a temp name of our own (mode 0600), so a concurrent writer of the same registry file
+        # (tools/flash.py registering offline) never renames our half-written file or we its
+        folder = os.path.dirname(os.path.abspath(self.path))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".registry-", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"devices": [d.spec() for d in self._devices.values()]}, f,
                       ensure_ascii=False, indent=1)
