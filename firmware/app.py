@@ -79,7 +79,7 @@ _STORAGE_RETRY_MS = const(2000)
 
 class App:
     def __init__(self, profile, device, key, outbox, health, clock, rating_cfg, store=None,
-                 window=""):
+                 window="", counter_floor=0):
         self.profile = profile          # "five_button" | "touch"
         self.device = device
         self.key = key
@@ -89,6 +89,9 @@ class App:
         self.cfg = rating_cfg           # rating_config.rating_config(): tags, texts, timeouts
         self.store = store
         self.window = window
+        # counters are issued above this floor: a re-provisioned device whose flash was wiped
+        # never reuses a rating id (device:counter) it had before (SPEC 7.2)
+        self.counter_floor = counter_floor
         self.state = "idle"
         self.ctx = None
         self.ask = ()                   # names of the indicators asked ("overall", ...)
@@ -331,7 +334,7 @@ class App:
         return r
 
     def _save(self, source):
-        counter = self.outbox.high + 1
+        counter = max(self.outbox.high, self.counter_floor) + 1
         record = auth.sign(self.key, self.rating(source, counter))
         try:
             self.outbox.append(counter, codec.encode(schema.RATING, record))

@@ -12,6 +12,8 @@ Device file `device.json`:
   wifi        {"ssid", "password"}: here only, never inside `board`; main.make_board hands it
               to the board of an MQTT device
   window      window number shown on idle, outbox_capacity (default 500)
+  counter_floor  rating counters start above it (default 0); provisioning a wiped device sets it
+              to the unix time, so a rating id (device:counter) is never used twice (SPEC 7.2)
 """
 
 import json
@@ -24,6 +26,7 @@ from firmware.rating_config import (RATING_CONFIG_FILE, RATING_DEFAULTS,  # noqa
                                     load_rating_config, rating_config, save_rating_config)
 
 DEVICE_FILE = "device.json"
+COUNTER_FLOOR_MAX = 0xF0000000   # leaves 2^28 counters of headroom below the u32 limit
 
 
 class ConfigError(Exception):
@@ -44,7 +47,7 @@ def validate(cfg):
     if not isinstance(cfg, dict):
         raise ConfigError("not an object")
     out = {"board": {"profile": "five_button"}, "transport": "rs485", "address": 1, "baud": 9600,
-           "hall": "", "mqtt": {}, "wifi": {}, "window": "", "outbox_capacity": 500}
+           "hall": "", "mqtt": {}, "wifi": {}, "window": "", "outbox_capacity": 500, "counter_floor": 0}
     out.update(cfg)
     if not _token(out.get("device")):
         raise ConfigError("device: a token of 1..24 characters [A-Za-z0-9._-]")
@@ -77,6 +80,9 @@ def validate(cfg):
     cap = out["outbox_capacity"]
     if not isinstance(cap, int) or not 1 <= cap <= 5000:
         raise ConfigError("outbox_capacity: 1..5000")
+    floor = out["counter_floor"]
+    if not isinstance(floor, int) or not 0 <= floor <= COUNTER_FLOOR_MAX:
+        raise ConfigError("counter_floor: 0..%d" % COUNTER_FLOOR_MAX)
     return out
 
 

@@ -27,7 +27,7 @@ class Device:
         self.outbox = Outbox(self.fs, root, cfg.get("outbox_capacity", 500)).open()
         self.app = App(board.profile, cfg["device"], cfg["key_bytes"], self.outbox, self.health,
                        self.uptime, load_rating_config(self.fs, root), self.store,
-                       cfg.get("window", ""))
+                       cfg.get("window", ""), cfg.get("counter_floor", 0))
         self.ui = None
         if self.safe_mode:
             self.app.state = "error"        # safe mode: no UI code runs, the transport still does

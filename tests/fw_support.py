@@ -552,14 +552,37 @@ def flow_reboot(rig):
     assert [r["counter"] for r in rig.ratings] == [1, 2]
 
 
+FLOOR = 1795000000   # a unix time, as provisioning writes it
+
+
+def flow_counter_floor(rig):
+    """A device provisioned anew (wiped flash) counts on above its floor, across reboots and
+    when its outbox has been emptied by ACKs: no rating id it had before comes back."""
+    rig.context(31)
+    rig.wait(1000)
+    rig.press_level(1)
+    assert [r["counter"] for r in rig.ratings] == [FLOOR + 1]
+    rig.ack(FLOOR + 1)
+    assert rig.ratings == []
+    rig.wait(4000)
+    rig.reboot()
+    rig.context(32)
+    rig.wait(1000)
+    rig.press_level(3)
+    (r,) = rig.ratings
+    assert r["counter"] == FLOOR + 2
+    check_rating(r)
+
+
 FLOWS = ["flow_normal", "flow_bad_with_tags", "flow_receipt", "flow_batch", "flow_theme",
          "flow_timeout", "flow_no_case", "flow_second_press", "flow_outbox_full",
-         "flow_misuse_guard", "flow_clear", "flow_reboot"]
+         "flow_misuse_guard", "flow_clear", "flow_reboot", "flow_counter_floor"]
 
 
 def run_flow(name, profile, font=None, base="/tmp"):
     capacity = 2 if name == "flow_outbox_full" else 10
-    rig = Rig(profile, capacity=capacity, font=font, base=base)
+    extra = {"counter_floor": FLOOR} if name == "flow_counter_floor" else None
+    rig = Rig(profile, capacity=capacity, font=font, base=base, extra=extra)
     globals()[name](rig)
     return rig
 

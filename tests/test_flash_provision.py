@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import serial
 
@@ -54,6 +55,23 @@ def test_rerun_changes_nothing_and_keeps_the_key(tmp_path):
         code, out = run(*provision_args(srv.path, reg, extra=["--new-key"]))
         assert code == 0 and _device_cfg(srv)["key"] != key
         assert _registry(reg)["ev-240ac4123456"]["key"] == _device_cfg(srv)["key"]
+
+
+def test_a_wiped_device_gets_a_counter_floor_above_its_old_counters(tmp_path):
+    """Rating ids (device:counter) are unique for ever (SPEC 7.2): a config made anew carries the
+    provisioning time as counter floor; a re-run and a new key keep it; a wiped flash gets a new one."""
+    reg = str(tmp_path / "registry.json")
+    with virtual_device(tmp_path) as srv:
+        before = int(time.time())
+        assert run(*provision_args(srv.path, reg))[0] == 0
+        floor = _device_cfg(srv)["counter_floor"]
+        assert before <= floor <= time.time()
+        assert run(*provision_args(srv.path, reg, extra=["--new-key"]))[0] == 0
+        assert _device_cfg(srv)["counter_floor"] == floor
+        os.remove(os.path.join(srv.device.files.root, "data", "device.json"))  # flash wiped
+        time.sleep(1.1)
+        assert run(*provision_args(srv.path, reg))[0] == 0
+        assert _device_cfg(srv)["counter_floor"] > floor
 
 
 def test_tampered_missing_and_unexpected_files_fail_verify_by_name(tmp_path):

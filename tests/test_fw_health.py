@@ -55,9 +55,13 @@ def test_device_config_is_validated_and_saved_atomically(tmp_path):
     config.save_device(fs, str(tmp_path), good)
     loaded = config.load_device(fs, str(tmp_path))
     assert loaded["key_bytes"] == bytes.fromhex(KEY_HEX) and loaded["outbox_capacity"] == 500
+    assert loaded["counter_floor"] == 0
     for bad, word in (({"key": "00"}, "key"), ({"device": "窗口"}, "device"),
                       ({"board": {"profile": "lcd"}}, "board"), ({"hall": ""}, "mqtt"),
-                      ({"transport": "rs485", "address": 300}, "address")):
+                      ({"transport": "rs485", "address": 300}, "address"),
+                      ({"counter_floor": -1}, "counter_floor"),
+                      ({"counter_floor": config.COUNTER_FLOOR_MAX + 1}, "counter_floor"),
+                      ({"counter_floor": "1795000000"}, "counter_floor")):
         cfg = dict(good)
         cfg.update(bad)
         with pytest.raises(config.ConfigError, match=word):

@@ -4,6 +4,7 @@ import argparse
 import concurrent.futures
 import os
 import sys
+import time
 
 from tools.flashkit import bundle as bundle_mod
 from tools.flashkit import errors, ports as ports_mod
@@ -229,7 +230,8 @@ def cmd_image(args, rep):
         cfg = devconfig.build(args.device, key, s["board"], s["transport"], window=s["window"], hall=s["hall"],
                               address=s["address"], baud=s["baud"], wifi_ssid=s["wifi_ssid"],
                               wifi_password=s["wifi_password"], mqtt_host=s["mqtt_host"],
-                              mqtt_port=s["mqtt_port"], mqtt_user=s["mqtt_user"], mqtt_password=s["mqtt_password"])
+                              mqtt_port=s["mqtt_port"], mqtt_user=s["mqtt_user"], mqtt_password=s["mqtt_password"],
+                              counter_floor=devconfig.new_counter_floor(time.time()))
         files[devconfig.device_file()] = devconfig.encode(cfg)
         registry = _registry(args, rep)
         what = "config for %s" % args.device

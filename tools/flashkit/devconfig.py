@@ -28,15 +28,25 @@ def device_id(unique_id_hex):
     return "ev-" + unique_id_hex.lower()[-12:]
 
 
+def new_counter_floor(now):
+    """Counter floor for a device whose config is new (first provisioning, or a wiped flash):
+    the unix time. It lies above every counter the same device id can have used before, since a
+    device issues far fewer than one rating a second, so no rating id (device:counter) is reused
+    and the gateway's replay rule holds (SPEC 7.2)."""
+    return int(now)
+
+
 def new_key():
     return binascii.hexlify(secrets.token_bytes(32)).decode()
 
 
 def build(device, key, board, transport, window="", hall="", address=None, baud=9600,
           wifi_ssid=None, wifi_password=None, mqtt_host=None, mqtt_port=1883, mqtt_user=None,
-          mqtt_password=None):
+          mqtt_password=None, counter_floor=0):
     cfg = {"device": device, "key": key, "board": {"profile": board}, "transport": transport,
            "window": window or "", "hall": hall or ""}
+    if counter_floor:
+        cfg["counter_floor"] = counter_floor
     if transport == "rs485":
         cfg["address"] = address
         cfg["baud"] = baud

@@ -87,12 +87,13 @@ def _provision(res, port, bundle, settings, reporter, registry, token, new_key, 
                 fs.rmtree(tree)
 
         old = devconfig.decode(fs.read(cfg_file))
-        key = None
-        if old and old.get("device") == dev_id and not new_key:
-            key = old.get("key")
+        kept = bool(old) and old.get("device") == dev_id
+        key = old.get("key") if kept and not new_key else None
         if not _valid_key(key):
             key = devconfig.new_key()
-        cfg = _config(dev_id, key, settings)
+        # the counter floor stays with the device's flash; a config made anew gets a fresh one
+        floor = old.get("counter_floor", 0) if kept else devconfig.new_counter_floor(time.time())
+        cfg = _config(dev_id, key, settings, floor)
         reporter.secret(cfg["key"])
         cfg_bytes = devconfig.encode(cfg)
         wrote_cfg = old != cfg
@@ -137,12 +138,12 @@ def _valid_key(key):
         return False
 
 
-def _config(dev_id, key, s):
+def _config(dev_id, key, s, counter_floor=0):
     return devconfig.build(
         dev_id, key, s["board"], s["transport"], window=s.get("window"), hall=s.get("hall"),
         address=s.get("address"), baud=s.get("baud", 9600), wifi_ssid=s.get("wifi_ssid"),
         wifi_password=s.get("wifi_password"), mqtt_host=s.get("mqtt_host"), mqtt_port=s.get("mqtt_port", 1883),
-        mqtt_user=s.get("mqtt_user"), mqtt_password=s.get("mqtt_password"))
+        mqtt_user=s.get("mqtt_user"), mqtt_password=s.get("mqtt_password"), counter_floor=counter_floor)
 
 
 def _write(fs, path, data, n, total):
