@@ -70,11 +70,12 @@ def test_provisioned_virtual_device_boots_and_its_rating_is_accepted_by_the_gate
             rating, (result, _reason) = rated[0]
             assert result == vocab.ACK_STORED  # MAC checked against the key provisioning registered
             assert rating["device"] == device_id and rating["case_id"] == 77
+            first_id = "%s:%d" % (device_id, app.device.cfg["counter_floor"] + 1)  # the first above the floor
             (item,) = store.upload_batch(10)
-            assert item["record"]["rating_id"] == "%s:1" % device_id and item["record"]["hall"] == HALL
+            assert item["record"]["rating_id"] == first_id and item["record"]["hall"] == HALL
             assert _until(lambda: app.device.outbox.depth == 0)  # the device got its ACK
             received = asyncio.run(_uplink_to_central(store, tmp_path))
-            assert [r["rating_id"] for r in received] == ["%s:1" % device_id]
+            assert [r["rating_id"] for r in received] == [first_id]
             assert received[0]["level"] == vocab.VERY_SATISFIED and received[0]["case_key"] == "SZ2026-0077#3"
             assert store.backlog()["ratings"] == 0
         finally:
