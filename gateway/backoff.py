@@ -1,14 +1,16 @@
 """Capped exponential backoff with full jitter: delay = uniform(0, min(cap, base * 2**failures)).
 
 Full jitter spreads the retries of many halls after a central outage instead of having them return
-in lockstep. Randomness is injected (`rng` with .uniform), so tests are exact.
+in lockstep. Randomness is injected (`rng` with .uniform), so tests are exact. The 60 s cap bounds
+the extra delay after the central side comes back (30 s on average, 60 s at worst) while a gateway
+still asks at most about twice a minute during an outage.
 """
 
 import random
 
 
 class Backoff:
-    def __init__(self, base=1.0, cap=300.0, rng=None):
+    def __init__(self, base=1.0, cap=60.0, rng=None):
         self.base = base
         self.cap = cap
         self.rng = rng or random.Random()
