@@ -350,9 +350,12 @@ class MqttClient:
     def _keepalive(self, now):
         if not self.keepalive_ms:
             return
+        # silence is judged by what we receive: our own resends keep last_tx fresh, and a
+        # half-open TCP connection swallows them without a word
+        half = self.keepalive_ms // 2
         if self.ping_out and now - self.last_rx > self.keepalive_ms:
             raise MqttError("broker silent")
-        if not self.ping_out and now - self.last_tx >= self.keepalive_ms // 2:
+        if not self.ping_out and (now - self.last_tx >= half or now - self.last_rx >= half):
             self._queue(bytes((_PINGREQ, 0)))
             self.ping_out = True
             self.stats["pings"] += 1
