@@ -346,9 +346,10 @@ class Evaluator:
 
     def _observe(self, app):
         rec = app.last_rating
+        # last_rating is set only when the outbox holds the rating, and the flow enters the
+        # thank-you (or "not rated") screen at once: no look at the state, which a CONTEXT handled
+        # later in the same loop turn may already have moved on
         if rec is None or rec["counter"] <= self.seen_counter:
-            return
-        if app.state not in ("thanks", "not_rated"):
             return
         self.seen_counter = rec["counter"]
         source = rec["source"]
