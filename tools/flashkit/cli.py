@@ -168,6 +168,13 @@ def _registry(args, rep):
     return args.registry
 
 
+def _gateway_token(args, rep):
+    """The gateway API's bearer token (flag or FLASH_GATEWAY_TOKEN), masked in all output."""
+    token = args.gateway_token or os.environ.get("FLASH_GATEWAY_TOKEN")
+    rep.secret(token)
+    return token
+
+
 def cmd_build(args, rep):
     b = bundle_mod.build(REPO, board=args.board, version=args.bundle_version)
     b.save(args.out)
@@ -200,8 +207,7 @@ def cmd_provision(args, rep):
         rep.secret(s["wifi_password"])
         rep.secret(s["mqtt_password"])
     registry = _registry(args, rep)
-    token = args.gateway_token or os.environ.get("FLASH_GATEWAY_TOKEN")
-    rep.secret(token)
+    token = _gateway_token(args, rep)
     by_port = dict(zip(ports, settings))
     return _run_all(ports, lambda p: provision(p, b, by_port[p], rep, registry=registry, token=token,
                                                new_key=args.new_key, reset=not args.no_reset,
@@ -225,6 +231,8 @@ def cmd_image(args, rep):
         if not args.board or not args.transport:
             raise BadInput("--device needs --board and --transport")
         s = _settings(args, ["image"])[0]
+        rep.secret(s["wifi_password"])
+        rep.secret(s["mqtt_password"])
         key = devconfig.new_key()
         rep.secret(key)
         cfg = devconfig.build(args.device, key, s["board"], s["transport"], window=s["window"], hall=s["hall"],
@@ -236,7 +244,8 @@ def cmd_image(args, rep):
         registry = _registry(args, rep)
         what = "config for %s" % args.device
         if registry:
-            what += ", %s" % registration.register(registry, registration.spec_for(cfg, b.version), args.gateway_token)
+            what += ", %s" % registration.register(registry, registration.spec_for(cfg, b.version),
+                                                       _gateway_token(args, rep))
     image.build(args.firmware, files, args.chip, args.out, args.fs_offset, args.fs_size)
     rep.say("image %s: MicroPython + LittleFS (%d files, bundle %s) at 0x%x; %s"
             % (args.out, len(files), b.version, args.fs_offset, what))
