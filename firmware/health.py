@@ -55,7 +55,7 @@ class Health:
         self.boots = self.store.get("boots", 0) + 1
         self.store.set("boot_attempts", attempts)
         self.store.set("boots", self.boots)
-        self.store.save()
+        self._save()
         self.safe_mode = attempts > SAFE_MODE_AFTER
         return self.safe_mode
 
@@ -64,8 +64,16 @@ class Health:
         if not self._stable and self.uptime.now() >= STABLE_MS:
             self._stable = True
             self.store.set("boot_attempts", 0)
-            self.store.save()
+            self._save()
         return self._stable
+
+    def _save(self):
+        # A full or failing flash must not stop the device: the boot counters are only health
+        # data, and a raise here would reboot-loop it with ratings still waiting in the outbox.
+        try:
+            self.store.save()
+        except OSError:
+            self.count("flash_error")
 
     def status(self, outbox, counter, case_id, rssi_neg=0):
         names = sorted(self.errors)[:_MAX_STATUS_COUNTERS]

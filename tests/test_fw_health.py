@@ -29,6 +29,30 @@ def test_safe_mode_after_repeated_failed_boots_and_back_after_a_stable_run(tmp_p
     assert not rig.dev.safe_mode
 
 
+def test_a_failing_flash_does_not_stop_the_device_from_booting_and_rating(tmp_path):
+    """Boot counters are health data: a full or failing flash is counted, not raised, so the
+    device keeps running and its outbox keeps draining instead of reboot-looping."""
+    class FullFlash(Fs):
+        full = False
+
+        def write_atomic(self, path, data):
+            if self.full and path.endswith("state.json"):
+                raise OSError(28, "no space left on device")
+            return Fs.write_atomic(self, path, data)
+
+    fs = FullFlash()
+    rig = Rig("five_button", base=str(tmp_path), fs=fs)
+    fs.full = True
+    rig.reboot()                                 # Health.boot() saves the counters: it fails
+    assert rig.dev.health.errors.get("flash_error") == 1
+    rig.wait(STABLE_MS)                          # check_stable() saves again: counted too
+    assert rig.dev.health.errors.get("flash_error") == 2
+    rig.context(6)
+    rig.wait(1000)
+    rig.press_level(2)                           # the outbox is a separate file: still works
+    assert [r["case_id"] for r in rig.ratings] == [6]
+
+
 def test_uptime_survives_the_ticks_wrap():
     t = [(1 << 30) - 500]
     up = Uptime(lambda: t[0])
