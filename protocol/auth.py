@@ -1,10 +1,14 @@
-"""Rating authenticity: HMAC-SHA256 under the device's own 32-byte key, truncated to 16 bytes.
+"""Rating and ACK authenticity: HMAC-SHA256 under the device's own 32-byte key, truncated to 16 bytes.
 
 The MAC covers a fixed label, then the canonical binary encoding of the rating without the
 fields listed in schema.MAC_EXCLUDED (the MAC itself and what the gateway adds). The counter is
 inside the encoding, so a replayed or altered rating cannot carry a valid MAC for new content.
 hashlib.sha256 exists on both runtimes; hmac does not exist on MicroPython, so HMAC is built here
 (RFC 2104).
+
+An ACK releases a rating from the device's flash, so it is signed too (SPEC 7.4), by the gateway
+under the same device key, over its own label and the ACK's canonical encoding with `device` set
+to the receiving device's id (an RS-485 ACK may omit it; the verifier knows its own id).
 """
 
 import hashlib
@@ -17,6 +21,7 @@ from protocol.errors import LocalProtocolError
 MAC_LEN = 16
 KEY_LEN = 32
 LABEL = b"hall-rating/1 rating\x00"
+ACK_LABEL = b"hall-rating/1 ack\x00"
 MQTT_LABEL = b"hall-mqtt-password/1"
 _BLOCK = 64
 
@@ -60,11 +65,46 @@ def verify(key, rating):
     mac = rating.get("mac")
     if not mac or len(mac) != MAC_LEN:
         return False
-    good = rating_mac(key, rating)
+    return _same(rating_mac(key, rating), mac)
+
+
+def _same(good, mac):
     diff = 0
     for a, b in zip(good, mac):
         diff |= a ^ b
     return diff == 0
+
+
+def ack_signed_bytes(device_id, ack):
+    """The exact bytes an ACK's MAC covers: every field but `mac`, `device` = device_id."""
+    core = {}
+    for name in ack:
+        if name != "mac":
+            core[name] = ack[name]
+    core["device"] = device_id
+    return ACK_LABEL + bytes(encode_fields(schema.ACK_FIELDS, core))
+
+
+def ack_mac(key, device_id, ack):
+    if len(key) != KEY_LEN:
+        raise LocalProtocolError("device keys are %d bytes" % KEY_LEN)
+    return hmac_sha256(key, ack_signed_bytes(device_id, ack))[:MAC_LEN]
+
+
+def sign_ack(key, device_id, ack):
+    """A copy of `ack` carrying its MAC for device `device_id` (the gateway's side)."""
+    out = dict(ack)
+    out.pop("mac", None)
+    out["mac"] = ack_mac(key, device_id, out)
+    return out
+
+
+def verify_ack(key, device_id, ack):
+    """True when the ACK was signed for device `device_id` under `key`. Constant-time compare."""
+    mac = ack.get("mac")
+    if not mac or len(mac) != MAC_LEN:
+        return False
+    return _same(ack_mac(key, device_id, ack), mac)
 
 
 def mqtt_password(key):

@@ -67,6 +67,7 @@ ACK_FIELDS = (
     (2, "counter", U, U32, 0, None),
     (3, "result", U, 3, 0, None),         # vocab.ACK_*
     (4, "reason", U, U8, 0, None),        # errors.R_* for dead letters
+    (5, "mac", B, 16, 0, None),           # HMAC-SHA256/16 under the device key (auth.ack_mac)
 )
 CONTEXT_FIELDS = (
     (1, "case_id", U, U32, 0, None),      # gateway-assigned, unique in the hall, never 0

@@ -52,6 +52,8 @@ def _check_message(v):
 
 
 def _check_mac(v):
+    if "ack" in v:
+        return _check_ack_mac(v)
     key = unhexlify(v["key"])
     signed = codec.from_json(schema.RATING, v["rating"])
     assert _hex(signed["mac"]) == v["mac"], "mac in record"
@@ -70,6 +72,32 @@ def _check_mac(v):
     outside["gateway_time"] = 1
     outside["hall"] = "elsewhere"
     assert auth.verify(key, outside), "gateway fields are outside the MAC"
+
+
+def _check_ack_mac(v):
+    key = unhexlify(v["key"])
+    dev = v["device"]
+    signed = codec.from_json(schema.ACK, v["ack"])
+    assert _hex(signed["mac"]) == v["mac"], "mac in record"
+    bare = _without(signed, ("mac",))
+    assert _hex(auth.ack_signed_bytes(dev, bare)) == v["signed_bytes"], "signed bytes"
+    assert _hex(auth.ack_mac(key, dev, bare)) == v["mac"], "mac"
+    assert auth.sign_ack(key, dev, bare) == signed, "sign"
+    assert auth.verify_ack(key, dev, signed), "verify"
+    other = dict(signed)                     # the device field is implied by the verifier
+    if "device" in other:
+        del other["device"]
+    else:
+        other["device"] = dev
+    assert auth.verify_ack(key, dev, other), "device omitted or present"
+    assert not auth.verify_ack(key, dev + "x", signed), "verified for another device"
+    assert not auth.verify_ack(key, dev, _without(signed, ("mac",))), "unsigned verified"
+    tampered = dict(signed)
+    tampered["counter"] = signed["counter"] + 1
+    assert not auth.verify_ack(key, dev, tampered), "tampered counter verified"
+    tampered = dict(signed)
+    tampered["result"] = (signed.get("result", 0) + 1) % 4
+    assert not auth.verify_ack(key, dev, tampered), "tampered result verified"
 
 
 def _without(record, names):

@@ -39,6 +39,11 @@ def _rating_unsigned():
     }
 
 
+def _ack(record):
+    """An ACK as the gateway sends it to DEVICE: signed under the test key."""
+    return auth.sign_ack(TEST_KEY, DEVICE, record)
+
+
 def _examples():
     """(name, type, record, addr, seq): the worked examples of SPEC.md and the message vectors."""
     signed = auth.sign(TEST_KEY, _rating_unsigned())
@@ -101,12 +106,13 @@ def _examples():
         ("rating_not_rated", schema.RATING, not_rated, 5, 6),
         ("rating_theme", schema.RATING, theme, 5, 7),
         ("rating_at_gateway", schema.RATING, at_gateway, 5, 8),
-        ("ack", schema.ACK, {"device": DEVICE, "counter": 1042, "result": vocab.ACK_STORED}, 5, 5),
-        ("ack_duplicate", schema.ACK, {"device": DEVICE, "counter": 1042,
-                                       "result": vocab.ACK_DUPLICATE}, 5, 6),
-        ("ack_dead_letter", schema.ACK, {"device": DEVICE, "counter": 1043,
-                                         "result": vocab.ACK_DEAD_LETTER,
-                                         "reason": errors.R_BAD_MAC}, 5, 7),
+        ("ack", schema.ACK, _ack({"device": DEVICE, "counter": 1042, "result": vocab.ACK_STORED}), 5, 5),
+        ("ack_duplicate", schema.ACK, _ack({"device": DEVICE, "counter": 1042,
+                                            "result": vocab.ACK_DUPLICATE}), 5, 6),
+        ("ack_dead_letter", schema.ACK, _ack({"device": DEVICE, "counter": 1043,
+                                              "result": vocab.ACK_DEAD_LETTER,
+                                              "reason": errors.R_BAD_MAC}), 5, 7),
+        ("ack_no_device", schema.ACK, _ack({"counter": 1042, "result": vocab.ACK_STORED}), 5, 8),
         ("context", schema.CONTEXT, context, 5, 9),
         ("context_theme", schema.CONTEXT, theme_context, 12, 10),
         ("clear", schema.CLEAR, {"case_id": 31337}, 5, 11),
@@ -151,6 +157,13 @@ def mac_vectors():
                 "rating": codec.to_json(schema.RATING, auth.sign(other_key, bare)),
                 "signed_bytes": auth.signed_bytes(bare).hex(),
                 "mac": auth.rating_mac(other_key, bare).hex()})
+    for name, msg_type, record, _, _ in _examples():
+        if msg_type != schema.ACK:
+            continue
+        out.append({"name": name, "key": TEST_KEY.hex(), "device": DEVICE,
+                    "ack": codec.to_json(msg_type, record),
+                    "signed_bytes": auth.ack_signed_bytes(DEVICE, record).hex(),
+                    "mac": record["mac"].hex()})
     return out
 
 
@@ -639,6 +652,14 @@ def sec_examples():
                          "canonical encoding of the rating without `mac`, `gateway_time` and `hall`:\n\n"
                          "```\n%s\n```\n\nHMAC-SHA256 over it, first 16 bytes: `%s`." % (
                              m["key"], _wrap(bytes.fromhex(m["signed_bytes"]), indent=0), m["mac"]))
+        if name == "ack":
+            m = macs["ack"]
+            parts.append("ACK MAC computation (7.4): the same key; the input is the label\n"
+                         "`hall-rating/1 ack` + 0x00 followed by the canonical encoding of the ACK\n"
+                         "without `mac` and with `device` = the receiving device's id (`%s`):\n\n"
+                         "```\n%s\n```\n\nHMAC-SHA256 over it, first 16 bytes: `%s`. An ACK that omits\n"
+                         "`device` carries the same MAC." % (
+                             m["device"], _wrap(bytes.fromhex(m["signed_bytes"]), indent=0), m["mac"]))
     return "\n\n".join(parts)
 
 
