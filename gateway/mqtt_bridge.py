@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 
 from gateway.registry import rating_from_json
 from gateway.store import RawPayload
-from protocol import codec, errors, schema, topics, vocab
+from protocol import auth, codec, errors, schema, topics, vocab
 
 log = logging.getLogger("gateway.mqtt")
 
@@ -133,6 +133,9 @@ class MqttBridge:
         ack, reason = result
         # Built directly: every value is ours and already checked (codec.to_json would recheck).
         record = {"device": device_id, "counter": counter, "result": ack, "reason": reason}
+        device = self.registry.get(device_id)
+        if device is not None:  # signed under its key (SPEC 7.5): a device ignores an unsigned ACK
+            record["mac"] = auth.ack_mac(device.key, device_id, record).hex()
         topic = self._ack_topics.get(device_id)
         if topic is None:
             topic = self._ack_topics[device_id] = topics.device_topic(self.hall, device_id, "ack")
