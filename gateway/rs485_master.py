@@ -26,7 +26,7 @@ import time
 
 import serial
 
-from protocol import codec, errors, schema, timing, vocab
+from protocol import auth, codec, errors, schema, timing, vocab
 from protocol.link import MasterBus
 
 log = logging.getLogger("gateway.rs485")
@@ -339,4 +339,6 @@ class Rs485Master:
             if self.on_rating is not None:
                 self.on_rating(rating, result)
         with self._lock:
-            p.ack = {"device": device.id, "counter": counter, "result": result[0], "reason": result[1]}
+            # Signed under the device's key (SPEC 7.5): a device releases a rating only on a signed ACK.
+            p.ack = auth.sign_ack(device.key, device.id, {"device": device.id, "counter": counter,
+                                                          "result": result[0], "reason": result[1]})

@@ -39,6 +39,7 @@ class FakeDevice:
     def __init__(self, broker, device_id):
         self.device_id = device_id
         self.acks = queue.Queue()
+        self.forged = []            # ACKs whose MAC did not verify under this device's key
         self.messages = {}
         self.history = []
         self.got = threading.Event()
@@ -55,6 +56,9 @@ class FakeDevice:
         kind = message.topic.rsplit("/", 1)[1]
         if kind == "ack":
             ack = codec.from_json(schema.ACK, message.payload)
+            if not auth.verify_ack(device_key(self.device_id), self.device_id, ack):
+                self.forged.append(ack)   # a device ignores it (SPEC 7.5): the test waits in vain
+                return
             ack.setdefault("result", vocab.ACK_STORED)   # zero fields are not sent
             ack.setdefault("reason", errors.R_OK)
             self.acks.put(ack)

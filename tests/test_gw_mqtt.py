@@ -12,7 +12,7 @@ from gateway.registry import Registry
 from gateway.rejects import Rejections
 from gateway.store import GroupCommitter, Store
 from gw_support import HALL, FakeDevice, device_key, make_rating
-from protocol import codec, errors, schema, topics, vocab
+from protocol import auth, codec, errors, schema, topics, vocab
 
 WAIT = 10.0
 
@@ -51,6 +51,9 @@ def test_rating_is_acked_after_commit_and_duplicate_after(gateway, device):
     device.rate(rating)
     ack = device.ack()
     assert ack["counter"] == 1 and ack.get("result", 0) == vocab.ACK_STORED
+    # Signed under dev-a's key (device.ack() only returns ACKs that verify) and no other key.
+    assert auth.verify_ack(device_key("dev-a"), "dev-a", ack) and device.forged == []
+    assert not auth.verify_ack(device_key("dev-b"), "dev-a", ack)
     (item,) = gateway.store.upload_batch(10)   # committed before the ACK went out
     assert item["record"]["rating_id"] == "dev-a:1"
     assert item["record"]["hall"] == HALL and item["record"]["matter_name"] == "营业执照变更"

@@ -13,7 +13,7 @@ from gateway.rejects import Rejections
 from gateway.rs485_master import Rs485Master
 from gateway.store import GroupCommitter, Store
 from gw_support import HALL, device_key, make_rating
-from protocol import codec, errors, schema, timing, vocab
+from protocol import auth, codec, errors, schema, timing, vocab
 from protocol.link import SlaveLink
 
 
@@ -36,6 +36,7 @@ class FakeDevices:
         self.context = dict((a, None) for a in addresses)
         self.heard = dict((a, []) for a in addresses)
         self.cut_short = dict((a, 0) for a in addresses)   # replies to cut mid-frame (unplugged)
+        self.forged = dict((a, 0) for a in addresses)      # ACKs whose MAC did not verify (ignored)
         self.on_ack = on_ack
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -73,7 +74,10 @@ class FakeDevices:
         if req.type == schema.ACK:
             if self.on_ack:
                 self.on_ack(address, rec)
-            if vocab.device_releases(rec.get("result", 0)):
+            name = "dev-%d" % address
+            if not auth.verify_ack(device_key(name), name, rec):   # as the firmware: SPEC 7.5
+                self.forged[address] += 1
+            elif vocab.device_releases(rec.get("result", 0)):
                 self.outbox[address] = [r for r in self.outbox[address] if r["counter"] != rec["counter"]]
         elif req.type == schema.CONTEXT:
             self.context[address] = rec
@@ -161,6 +165,10 @@ def test_ratings_are_committed_before_the_ack_and_contexts_pushed(rig):
     def on_ack(address, ack):
         seen_at_ack.append((ack["counter"], ack.get("result", 0),
                             "dev-1:%d" % ack["counter"] in made["r"]["store"].stored_ids()))
+        # Signed under dev-1's key and no other (SPEC 7.5), dead letters included.
+        mac_ok.append(auth.verify_ack(device_key("dev-1"), "dev-1", ack)
+                      and not auth.verify_ack(device_key("dev-2"), "dev-1", ack))
+    mac_ok = []
     r = made["r"] = rig([1], on_ack=on_ack)
     fake, master = r["fake"], r["master"]
     forged = make_rating("dev-1", 3)
@@ -169,7 +177,8 @@ def test_ratings_are_committed_before_the_ack_and_contexts_pushed(rig):
                       make_rating("dev-1", 4, source=vocab.SRC_NOT_RATED)]
     for _ in range(6):
         master.round()
-    assert fake.outbox[1] == []
+    assert fake.outbox[1] == [] and fake.forged[1] == 0   # every ACK signed under dev-1's key
+    assert mac_ok == [True] * 4
     assert seen_at_ack == [(1, vocab.ACK_STORED, True), (2, vocab.ACK_STORED, True),
                            (3, vocab.ACK_DEAD_LETTER, False), (4, vocab.ACK_STORED, True)]
     assert [i["item_id"] for i in r["store"].upload_batch(10)] == ["dev-1:2", "dev-1:1", "dev-1:4"]
