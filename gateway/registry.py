@@ -9,17 +9,15 @@ Keys are secrets: snapshot() never includes them. Thread-safe: paho's thread, th
 the asyncio loop all use it.
 """
 
-import hashlib
-import hmac
 import json
 import os
 import tempfile
 import threading
 import time
 
-from protocol import auth, codec, errors, jsonform, schema
+from gateway.rating_intake import rating_from_json, verify_mac  # noqa: F401 (the ingest path's API)
+from protocol import auth, errors
 from protocol import rating as rating_rules
-from protocol.errors import ProtocolError
 
 TRANSPORTS = ("mqtt", "rs485")
 EDITABLE = ("name", "window", "board", "transport", "bus", "address", "key", "firmware")
@@ -274,41 +272,3 @@ class Registry:
             return errors.R_BAD_MAC, "MAC does not verify"
         return None
 
-
-def verify_mac(key, rating, signed=None):
-    """protocol.auth.verify, computed with CPython's C hmac: the same HMAC-SHA256/16 over the same
-    auth.signed_bytes, a third faster on the ingest path (a test checks they always agree)."""
-    mac = rating.get("mac")
-    if not mac or len(mac) != auth.MAC_LEN:
-        return False
-    if signed is None:
-        signed = auth.signed_bytes(rating)
-    good = hmac.new(key, signed, hashlib.sha256).digest()[:auth.MAC_LEN]
-    return hmac.compare_digest(good, bytes(mac))
-
-
-def rating_from_json(payload):
-    """(record, signed bytes): codec.from_json(schema.RATING, payload) and auth.signed_bytes of it,
-    with the rating encoded once instead of twice (from_json encodes it to check its size, the
-    MAC check again), and the payload's UTF-8 checked by CPython's strict decoder instead of
-    protocol's pure-Python one (needed on MicroPython). Same results and reasons on every input
-    (a property test compares them with protocol's own functions)."""
-    try:
-        text = bytes(payload).decode("utf-8")   # strict: no surrogates, overlongs or > U+10FFFF
-    except UnicodeDecodeError:
-        raise ProtocolError(errors.R_MALFORMED, "payload is not UTF-8") from None
-    try:
-        obj = json.loads(text)
-    except Exception:
-        raise ProtocolError(errors.R_MALFORMED, "not JSON") from None
-    fields = schema.RATING_FIELDS
-    record = jsonform.from_obj(fields, obj)
-    codec.check_required(schema.RATING, record)
-    core = dict((k, v) for k, v in record.items() if k not in schema.MAC_EXCLUDED)
-    body = codec.encode_fields(fields, core)
-    size = len(body)   # the record's encoding is the sum of its fields' encodings
-    if len(core) != len(record):
-        size += len(codec.encode_fields(fields, dict((k, v) for k, v in record.items() if k not in core)))
-    if size > schema.MAX_RECORD_BYTES:
-        raise ProtocolError(errors.R_OVERSIZE, "record of %d bytes" % size)
-    return record, auth.LABEL + bytes(body)

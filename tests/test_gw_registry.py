@@ -1,6 +1,7 @@
 """Registry rules and persistence, the fast MAC check against protocol.auth, and the generated
 Mosquitto password/ACL files enforced by a real broker."""
 
+import json
 import threading
 import time
 
@@ -11,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 from gateway import config as config_mod
 from gateway.cli import main as cli_main
 from gateway.mosquitto_acl import acl_file, hash_password, mqtt_password, write_files
-from gateway.registry import Registry, RegistryError, rating_from_json, verify_mac
+from gateway.rating_intake import rating_from_json, verify_mac
+from gateway.registry import Registry, RegistryError
 from gw_support import HALL, device_key, make_rating
 from protocol import auth, codec, schema, topics, vocab
 from protocol.errors import ProtocolError
@@ -99,6 +101,90 @@ def test_fast_rating_decode_agrees_with_protocol(payload):
         assert fast == (slow, auth.signed_bytes(slow))
     else:
         assert fast == slow        # the same reason code
+
+
+# Objects keyed by RATING's field names holding any JSON value, so that every check of every field
+# (and which one decides first) is met: wrong types, floats, bools, huge and negative numbers, lone
+# surrogates, control characters, non-token text, hex of any case, lists and nested items.
+_ANY_SCALAR = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 2 ** 65), st.floats(allow_nan=True),
+    st.text(max_size=30), st.sampled_from(["\ud800", "ab\x01", "x\x7f", "\x1f", "\x00", "A-b.c_9", "a/b",
+                                           "a b", "é", "~", "@", "[", "`", "{", "王喆评价", "0f" * 16,
+                                           "0F" * 16, "ab" * 17, "zz", "abc", "李堃" * 80]),
+    # one character past each limit and right at it (tokens 16, 20, 24, 40; text 140)
+    st.sampled_from([16, 17, 20, 21, 24, 25, 40, 41, 140, 141]).map(lambda n: "x" * n),
+    st.sampled_from([140, 141]).map(lambda n: "朱镕" * (n // 2) + "评" * (n % 2)))
+_ANY_VALUE = st.one_of(
+    _ANY_SCALAR, st.lists(_ANY_SCALAR, max_size=18),
+    st.lists(st.dictionaries(st.sampled_from(["code", "level", "x"]), _ANY_SCALAR), max_size=9))
+_OBJECTS = st.dictionaries(st.sampled_from([f[1] for f in schema.RATING_FIELDS] + ["extra"]), _ANY_VALUE)
+
+
+@settings(max_examples=600, deadline=None)
+@given(obj=_OBJECTS, ascii_only=st.booleans())
+def test_fast_rating_decode_agrees_with_protocol_on_any_json_object(obj, ascii_only):
+    payload = json.dumps(obj, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    slow = _outcome(lambda p: codec.from_json(schema.RATING, p), payload)
+    fast = _outcome(rating_from_json, payload)
+    if isinstance(slow, dict):
+        assert fast == (slow, auth.signed_bytes(slow))
+    else:
+        assert fast == slow
+
+
+_BASE = {"device": "dev-a", "counter": 7, "case_id": 3, "serials": ["SZ1"], "node": 1, "source": 1,
+         "overall": 4, "tags": [501], "text": "等待时间长", "items": [{"code": "m1", "level": 2}],
+         "staff_id": "1001", "window": "A01", "device_time": 1700000000, "uptime_ms": 5,
+         "mac": "00" * 16, "gateway_time": 1, "hall": "h1"}
+
+
+# Text of the characters at the edges of every class a check draws (token, control, ASCII, BMP).
+_EDGE_TEXT = st.text(alphabet=st.sampled_from("-._/09AZaz@[`{:~ \x00\x1f\x7f\x80é评\ud800"), min_size=1,
+                     max_size=3)
+
+
+@pytest.mark.parametrize("name", sorted(_BASE) + ["extra"])
+@settings(max_examples=150, deadline=None)
+@given(value=st.one_of(_EDGE_TEXT, _EDGE_TEXT.map(lambda t: [t]), _ANY_VALUE), other=_ANY_VALUE,
+       other_name=st.sampled_from(sorted(_BASE)), ascii_only=st.booleans(), two=st.booleans())
+def test_fast_rating_decode_agrees_with_protocol_field_by_field(name, value, other, other_name,
+                                                                ascii_only, two):
+    """A valid rating with one field (sometimes two) set to anything: each check meets every value."""
+    changes = {other_name: other} if two else {}
+    changes[name] = value
+    payload = json.dumps(dict(_BASE, **changes), ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    slow = _outcome(lambda p: codec.from_json(schema.RATING, p), payload)
+    fast = _outcome(rating_from_json, payload)
+    assert fast == ((slow, auth.signed_bytes(slow)) if isinstance(slow, dict) else slow)
+
+
+@pytest.mark.parametrize("payload", [
+    b'\xef\xbb\xbf{"device":"d","counter":1,"source":1,"overall":1}',   # a BOM
+    b'{"device":"d","counter":18446744073709551616,"source":1}',        # past u64: orjson says float
+    b'{"device":"d","counter":1,"source":1,"overall":1,"device_time":1e400}',
+    b'{"device":"d","counter":1,"source":1,"overall":NaN}',
+    b'{"device":"d","counter":1,"counter":2,"source":1,"overall":1}',   # the last copy counts
+    b'{"device":"d","counter":1,"source":1,"overall":1,"text":"\\ud83d"}',
+    b'{"device":"d","counter":1,"source":1,"overall":1,"text":"\xed\xa0\x80"}',
+    b'{"device":"d","counter":1,"source":1,"overall":1,"mac":"00FF00ff00ff00ff00ff00ff00ff00ff"}',
+    b'{"device":"d","counter":1,"source":1,"items":[{"code":"m1","level":1},{}]}',
+    b'{"device":"d","counter":1,"source":1,"items":[[]]}',
+    b'{"device":"d","counter":1,"source":1,"tags":[0,0],"serials":["",""]} ',
+])
+def test_fast_rating_decode_agrees_with_protocol_on_edge_cases(payload):
+    slow = _outcome(lambda p: codec.from_json(schema.RATING, p), payload)
+    fast = _outcome(rating_from_json, payload)
+    assert fast == ((slow, auth.signed_bytes(slow)) if isinstance(slow, dict) else slow)
+
+
+@pytest.mark.parametrize("char", list("-._/09AZaz@[`{:~ \x00\x1f\x20\x7f\x80é评\ud800"))
+@pytest.mark.parametrize("name", ["text", "window", "serials", "mac"])
+def test_fast_rating_decode_agrees_with_protocol_on_each_edge_character(name, char):
+    value = "ab%sc" % char
+    payload = json.dumps(dict(_BASE, **{name: [value] if name == "serials" else value})).encode()
+    slow = _outcome(lambda p: codec.from_json(schema.RATING, p), payload)
+    fast = _outcome(rating_from_json, payload)
+    assert fast == ((slow, auth.signed_bytes(slow)) if isinstance(slow, dict) else slow)
 
 
 def test_fast_rating_decode_refuses_an_oversize_record_like_protocol():
