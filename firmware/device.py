@@ -5,7 +5,7 @@ tests call it directly): read input, run the flow's timers, redraw, feed the wat
 the transport do its share. Nothing here blocks.
 """
 
-from protocol import codec, schema, vocab
+from protocol import auth, codec, schema, vocab
 from firmware.app import App
 from firmware.rating_config import load_rating_config, save_rating_config
 from firmware.flashfs import Fs
@@ -74,9 +74,13 @@ class Device:
         self.app.on_time(unix_s)
 
     def on_ack(self, record):
-        """Settle a rating. True when the outbox let it go."""
+        """Settle a rating. True when the outbox let it go. Only an ACK signed under our key counts
+        (SPEC 7.5): whoever can talk on the bus or the broker could otherwise erase our outbox."""
         if record.get("device") not in (None, "", self.cfg["device"]):
             self.health.count("ack_foreign")
+            return False
+        if not auth.verify_ack(self.cfg["key_bytes"], self.cfg["device"], record):
+            self.health.count("ack_forged")
             return False
         if not vocab.device_releases(record.get("result", 0)):
             self.health.count("ack_retry")

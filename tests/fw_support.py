@@ -341,8 +341,16 @@ class Rig:
         if self.board.profile == "touch":
             self.act("submit")
 
+    def signed_ack(self, counter, result=0, **extra):
+        """An ACK as the gateway sends it: signed under this device's key (SPEC 7.5)."""
+        from protocol import auth
+        rec = {"device": "win07", "counter": counter, "result": result}
+        for k in extra:
+            rec[k] = extra[k]
+        return auth.sign_ack(self.cfg["key_bytes"], "win07", rec)
+
     def ack(self, counter, result=0):
-        return self.dev.on_ack({"device": "win07", "counter": counter, "result": result})
+        return self.dev.on_ack(self.signed_ack(counter, result))
 
 
 def check_rating(rec, indicators=7):
@@ -574,9 +582,40 @@ def flow_counter_floor(rig):
     check_rating(r)
 
 
+def flow_forged_ack(rig):
+    """Only an ACK signed under the device's own key releases a rating (SPEC 7.5): anyone on the
+    bus or the broker could otherwise erase ratings the citizen was thanked for."""
+    from protocol import auth
+    rig.context(41)
+    rig.wait(1000)
+    rig.press_level(2)
+    (r,) = rig.ratings
+    c = r["counter"]
+    genuine = rig.signed_ack(c)
+    other_key = auth.sign_ack(bytes(32), "win07", {"device": "win07", "counter": c})
+    other_dev = auth.sign_ack(rig.cfg["key_bytes"], "win08", {"device": "win07", "counter": c})
+    bent = dict(rig.signed_ack(c + 1))
+    bent["counter"] = c                              # a genuine ACK for another counter, edited
+    forged = [{"device": "win07", "counter": c, "result": 0}, {"counter": c},
+              dict(genuine, mac=bytes(16)), dict(genuine, mac=genuine["mac"][:15]),
+              other_key, other_dev, bent,
+              {"device": "win07", "counter": c, "result": 3}]   # an unsigned RETRY too
+    for ack in forged:
+        assert not rig.dev.on_ack(ack)
+        assert [x["counter"] for x in rig.ratings] == [c]
+    assert rig.dev.health.errors.get("ack_forged") == len(forged)
+    assert not rig.dev.on_ack(rig.signed_ack(c, 3))   # a signed RETRY: kept, not counted forged
+    assert rig.dev.health.errors.get("ack_forged") == len(forged)
+    bare = dict(genuine)
+    del bare["device"]                               # RS-485 may leave the device out
+    assert rig.dev.on_ack(bare) and rig.ratings == []
+    assert not rig.dev.on_ack(genuine)               # replayed later: harmless, nothing to release
+    assert {"name": "ack_forged", "count": len(forged)} in rig.dev.status()["errors"]
+
+
 FLOWS = ["flow_normal", "flow_bad_with_tags", "flow_receipt", "flow_batch", "flow_theme",
          "flow_timeout", "flow_no_case", "flow_second_press", "flow_outbox_full",
-         "flow_misuse_guard", "flow_clear", "flow_reboot", "flow_counter_floor"]
+         "flow_misuse_guard", "flow_clear", "flow_reboot", "flow_counter_floor", "flow_forged_ack"]
 
 
 def run_flow(name, profile, font=None, base="/tmp"):

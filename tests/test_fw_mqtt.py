@@ -146,8 +146,13 @@ def test_rating_survives_a_broker_restart_and_a_drop_mid_publish(mosquitto_broke
     rec = codec.from_json(schema.RATING, gw.got[-1])
     check_rating(rec)
     assert rec["overall"] == 2 and rec["case_id"] == 41
-    # the gateway acknowledges: the outbox lets it go, and nothing more is sent
+    # anyone else on the broker acknowledges: unsigned or wrongly signed, the rating stays (SPEC 7.5)
     gw.send("ack", codec.to_json(schema.ACK, {"device": "win07", "counter": 1, "result": 0}))
+    gw.send("ack", codec.to_json(schema.ACK, dict(rig.signed_ack(1), mac=bytes(16))))
+    assert run_until(lambda: rig.dev.health.errors.get("ack_forged") == 2, [step])
+    assert rig.dev.outbox.depth == 1
+    # the gateway acknowledges: the outbox lets it go, and nothing more is sent
+    gw.send("ack", codec.to_json(schema.ACK, rig.signed_ack(1)))
     assert run_until(lambda: rig.dev.outbox.depth == 0, [step])
     n = len(gw.got)
     run_until(lambda: False, [step], timeout=1.0)

@@ -73,11 +73,17 @@ def test_a_rating_over_the_bus_from_context_to_ack(tmp_path):
     assert got.record["overall"] == 1 and got.record["device_time"] == 1700000002
     again = exchange(rig, wire, bus, ch, schema.POLL, {})
     assert again.record == got.record                    # kept until the ACK
-    retry = exchange(rig, wire, bus, ch, schema.ACK, {"device": "win07", "counter": 1,
-                                                       "result": vocab.ACK_RETRY})
+    retry = exchange(rig, wire, bus, ch, schema.ACK, rig.signed_ack(1, vocab.ACK_RETRY))
     assert retry.type == schema.RATING and rig.dev.outbox.depth == 1
-    done = exchange(rig, wire, bus, ch, schema.ACK, {"device": "win07", "counter": 1,
-                                                      "result": vocab.ACK_STORED})
+    # Anyone on the bus can send an ACK; only one signed under our key releases (SPEC 7.5).
+    for forged in ({"device": "win07", "counter": 1, "result": vocab.ACK_STORED}, {"counter": 1},
+                   dict(rig.signed_ack(1), mac=bytes(16)), dict(rig.signed_ack(2), counter=1)):
+        again = exchange(rig, wire, bus, ch, schema.ACK, forged)
+        assert again.type == schema.RATING and again.record == got.record and rig.dev.outbox.depth == 1
+    assert rig.dev.health.errors.get("ack_forged") == 4
+    bare = rig.signed_ack(1, vocab.ACK_STORED)
+    del bare["device"]                                    # the address says who it is for
+    done = exchange(rig, wire, bus, ch, schema.ACK, bare)
     assert done.type == schema.IDLE and done.record == {} and rig.dev.outbox.depth == 0
     st = exchange(rig, wire, bus, ch, schema.POLL, {"want_status": 1})
     assert st.type == schema.STATUS and st.record["counter"] == 1 and st.record["firmware"]

@@ -142,7 +142,8 @@ class DeviceFarm(threading.Thread):
         if req.type == schema.ACK:
             outbox = d["outbox"]
             if outbox and outbox[0]["counter"] == req.record.get("counter") and \
-                    vocab.device_releases(req.record.get("result", 0)):
+                    vocab.device_releases(req.record.get("result", 0)) and \
+                    auth.verify_ack(d["key"], device_id(d["address"]), req.record):   # as the firmware
                 outbox.pop(0)
         elif req.type == schema.POLL:
             if req.record.get("want_status"):
@@ -211,9 +212,11 @@ class PollingMaster:
             else:
                 self.committed[rid] = time.monotonic()
                 self.stats["ratings"] += 1
-            reply = self.exchange(address, schema.ACK, {
-                "device": reply.record["device"], "counter": reply.record["counter"],
-                "result": vocab.ACK_STORED})
+            # Signed as the gateway does (SPEC 7.5): the firmware releases nothing on an unsigned ACK.
+            ack = {"device": reply.record["device"], "counter": reply.record["counter"],
+                   "result": vocab.ACK_STORED}
+            reply = self.exchange(address, schema.ACK,
+                                  auth.sign_ack(device_key(address), device_id(address), ack))
 
     def cycle(self):
         t0 = time.monotonic()
