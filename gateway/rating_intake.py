@@ -193,3 +193,21 @@ def verify_mac(key, rating, signed=None):
     if signed is None:
         signed = auth.signed_bytes(rating)
     return hmac.compare_digest(hmac.digest(key, signed, hashlib.sha256)[:auth.MAC_LEN], bytes(mac))
+
+
+_ACK_DEVICE_KEY = bytes(_varint((1 << 3) | _WT_LEN))
+
+
+def ack_mac(key, device_id, counter, result, reason):
+    """auth.ack_mac(key, device_id, {"counter", "result", "reason"}) with the C HMAC: the ACK's
+    canonical encoding written directly (a registry id is a token; the rest are small integers)."""
+    body = bytearray(auth.ACK_LABEL)
+    device = device_id.encode("ascii")
+    body += _ACK_DEVICE_KEY
+    body += _varint(len(device))
+    body += device
+    for field_key, value in ((b"\x10", counter), (b"\x18", result), (b"\x20", reason)):
+        if value:
+            body += field_key
+            body += _varint(value)
+    return hmac.digest(key, body, hashlib.sha256)[:auth.MAC_LEN]

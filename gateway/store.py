@@ -745,17 +745,23 @@ class GroupCommitter:
                     stop = True
                     break
                 batch.append(nxt)
-            try:
-                results = self.store.commit_ratings([item for item, _ in batch])
-            except Exception:
-                log.exception("group commit failed; every item is refused for now")
-                results = [(vocab.ACK_RETRY, errors.R_STORE_FULL)] * len(batch)
-            self.batches += 1
-            self.items += len(batch)
-            for (_, done), result in zip(batch, results):
-                try:
-                    done(result)
-                except Exception:
-                    log.exception("commit callback failed")
+            self.commit_batch(batch)
             if stop:
                 return
+
+    def commit_batch(self, batch):
+        """Commit [(item, done)] in one transaction on the calling thread, then call each done(result):
+        for a caller that gathers its own groups (the MQTT bridge on paho's network thread, which
+        then publishes the ACKs without a hop to another thread)."""
+        try:
+            results = self.store.commit_ratings([item for item, _ in batch])
+        except Exception:
+            log.exception("group commit failed; every item is refused for now")
+            results = [(vocab.ACK_RETRY, errors.R_STORE_FULL)] * len(batch)
+        self.batches += 1
+        self.items += len(batch)
+        for (_, done), result in zip(batch, results):
+            try:
+                done(result)
+            except Exception:
+                log.exception("commit callback failed")

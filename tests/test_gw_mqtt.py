@@ -5,9 +5,10 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from gateway.config import MqttConfig
-from gateway.mqtt_bridge import MqttBridge
+from gateway.mqtt_bridge import MqttBridge, ack_json, publish_ahead
 from gateway.registry import Registry
 from gateway.rejects import Rejections
 from gateway.store import GroupCommitter, Store
@@ -112,15 +113,23 @@ def test_bad_inputs_are_rejected_counted_and_valid_ones_still_pass(gateway, devi
     assert sorted(i["item_id"] for i in gateway.store.upload_batch(10)) == ["dev-a:10", "dev-a:14"]
 
 
-def test_junk_is_dead_lettered_by_the_group_committer_not_on_the_network_thread(gateway, device,
-                                                                                monkeypatch):
-    writers = []
-    real = gateway.store._guarded
+def test_junk_rides_in_the_group_commit_with_the_ratings_around_it(gateway, device, monkeypatch):
+    """An undecodable rating costs no transaction (fsync) of its own: it is dead-lettered in the
+    group commit of whatever arrives with it, so a flood of junk cannot stall valid ratings."""
+    groups = []
+    real = gateway.store.commit_ratings
+    guarded = []
+    real_guarded = gateway.store._guarded
 
-    def spy(work):           # every write transaction of the store goes through _guarded
-        writers.append(threading.current_thread().name)
-        return real(work)
-    monkeypatch.setattr(gateway.store, "_guarded", spy)
+    def spy(items):
+        groups.append([type(item[0]).__name__ for item in items])
+        return real(items)
+
+    def spy_guarded(work):   # every write transaction of the store goes through _guarded
+        guarded.append(1)
+        return real_guarded(work)
+    monkeypatch.setattr(gateway.store, "commit_ratings", spy)
+    monkeypatch.setattr(gateway.store, "_guarded", spy_guarded)
     for n in range(1, 4):
         device.publish("rating", json.dumps({"device": "dev-a", "counter": n, "overall": 9}))
     assert [device.ack()["result"] for _ in range(3)] == [vocab.ACK_DEAD_LETTER] * 3
@@ -129,7 +138,75 @@ def test_junk_is_dead_lettered_by_the_group_committer_not_on_the_network_thread(
     dead = gateway.store.dead_letters()
     assert [(d["device"], d["reason"]) for d in dead] == [("dev-a", "out_of_range")] * 3
     assert json.loads(dead[0]["payload"])["counter"] == 3
-    assert writers and set(writers) == {"group-commit"}      # none of its own on paho's thread
+    assert len(guarded) == len(groups)          # no write outside the group commits
+    assert sorted(sum(groups, [])) == ["RawPayload"] * 3 + ["dict"]
+
+
+class _Message:
+    def __init__(self, topic, payload):
+        self.topic, self.payload = topic, payload
+
+
+def test_a_group_is_committed_once_the_socket_is_drained_then_every_rating_is_acked(tmp_path):
+    """The bridge's batching on its own (no broker): ratings and junk join one group while more
+    input waits; the group commits in one transaction when the input runs dry, ACKs follow."""
+    registry = Registry([{"id": "dev-a", "window": "A01", "key": device_key("dev-a").hex()}])
+    store = Store(str(tmp_path / "outbox.db"))
+    committer = GroupCommitter(store)
+    bridge = MqttBridge(MqttConfig(host="127.0.0.1", port=1, client_id="gw-unit"), HALL, registry,
+                        committer, Rejections())
+    published, commits, waiting = [], [], [True]
+    bridge.client.publish = lambda topic, payload, qos=0, retain=False: published.append((topic, payload))
+    bridge._more_waiting = lambda: waiting[0]
+    real = store.commit_ratings
+    store.commit_ratings = lambda items: commits.append(len(items)) or real(items)
+    topic = topics.device_topic(HALL, "dev-a", "rating")
+    try:
+        for n in (1, 2):
+            bridge._on_message(None, None, _Message(topic, codec.to_json(schema.RATING, make_rating("dev-a", n))))
+        bridge._on_message(None, None, _Message(topic, b'{"device":"dev-a","counter":3,"overall":9}'))
+        assert commits == [] and published == [] and store.backlog()["ratings"] == 0
+        waiting[0] = False                      # the socket has nothing more: commit, then ACK
+        bridge._on_message(None, None, _Message(topic, codec.to_json(schema.RATING, make_rating("dev-a", 4))))
+        assert commits == [4] and store.backlog()["ratings"] == 3
+        acks = [codec.from_json(schema.ACK, payload) for _, payload in published]
+        assert [(a["counter"], a.get("result", vocab.ACK_STORED)) for a in acks] == [
+            (1, vocab.ACK_STORED), (2, vocab.ACK_STORED), (3, vocab.ACK_DEAD_LETTER), (4, vocab.ACK_STORED)]
+        assert all(auth.verify_ack(device_key("dev-a"), "dev-a", a) for a in acks)
+        waiting[0] = True                       # a full group does not wait for the input to pause
+        bridge.max_batch = 2
+        for n in (5, 6):
+            bridge._on_message(None, None, _Message(topic, codec.to_json(schema.RATING, make_rating("dev-a", n))))
+        assert commits == [4, 2]
+        bridge._on_message(None, None, _Message(topic, codec.to_json(schema.RATING, make_rating("dev-a", 7))))
+        bridge._on_disconnect(None, None, None, None, None)   # a lost connection commits what it has
+        assert commits == [4, 2, 1] and len(published) == 7
+    finally:
+        committer.close()
+        store.close()
+
+
+def test_publish_ahead_looks_past_other_packets_for_the_start_of_a_publish():
+    puback, pingresp, publish = b"\x40\x02\x00\x01", b"\xd0\x00", b"\x32\x0a" + b"x" * 10
+    assert publish_ahead(publish)
+    assert publish_ahead(puback + pingresp + publish[:1])        # only its first byte is in
+    assert publish_ahead(b"\x90\x80\x01" + b"y" * 128 + publish)   # past a two-byte length
+    assert not publish_ahead(puback * 3 + pingresp)              # no callback would follow these
+    assert not publish_ahead(b"")
+    assert not publish_ahead(puback[:1])                         # a header cut short
+    assert not publish_ahead(b"\x90\x80\x01" + b"y" * 127 + publish)   # the byte is inside it
+    assert not publish_ahead(b"\x90\xff\xff\xff\xff\x01" + publish)  # a runaway length
+
+
+@settings(max_examples=200, deadline=None)
+@given(device=st.from_regex(r"[A-Za-z0-9._-]{1,24}", fullmatch=True), counter=st.integers(0, 2 ** 32 - 1),
+       result=st.sampled_from([vocab.ACK_STORED, vocab.ACK_DUPLICATE, vocab.ACK_DEAD_LETTER, vocab.ACK_RETRY]),
+       reason=st.integers(0, 255), key=st.binary(min_size=32, max_size=32), signed=st.booleans())
+def test_ack_json_is_what_codec_writes_and_its_mac_is_protocols(device, counter, result, reason, key, signed):
+    record = {"device": device, "counter": counter, "result": result, "reason": reason}
+    if signed:
+        record["mac"] = auth.ack_mac(key, device, record).hex()
+    assert ack_json(device, counter, (result, reason), key if signed else None) == codec.dumps(record)
 
 
 def test_rejections_count_exactly_from_many_threads():
