@@ -55,6 +55,7 @@ class MqttBridge:
         self._retained = {}             # topic -> payload, republished on reconnect
         self._ack_topics = {}           # device id -> its ack topic (built once, not per rating)
         self._pending = []              # [(item, done)] of the next group commit (network thread)
+        self._ahead = 0                 # PUBLISH packets seen (peeked) in the socket, not yet read
         self.max_batch = max_batch
         self._lock = threading.Lock()
         self.client = self._make_client()
@@ -65,7 +66,10 @@ class MqttBridge:
         if self.cfg.username:
             c.username_pw_set(self.cfg.username, self.cfg.password or None)
         c.will_set(topics.gateway_topic(self.hall, "state"), topics.OFFLINE, qos=1, retain=True)
-        c.max_inflight_messages_set(200)
+        # No cap on our QoS 1 messages in flight (ACKs, retained context): one ACK per rating
+        # received bounds them anyway, and with a cap paho scans every unacknowledged message on
+        # each PUBACK (Client._update_inflight), a cost growing with the group size.
+        c.max_inflight_messages_set(0)
         c.reconnect_delay_set(0.2, 5)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -108,6 +112,7 @@ class MqttBridge:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()
+        self._ahead = 0     # what was peeked went with the old socket
         if self._pending:   # committed now; their ACKs wait in paho's session for the reconnect
             self._flush()
         self.stats["disconnects"] += 1
@@ -167,7 +172,10 @@ class MqttBridge:
         """True when the socket's unread input holds the start of another PUBLISH: its on_message is
         sure to come (or, if the connection dies first, on_disconnect), so the group may wait for
         it. Called from on_message, when paho has consumed exactly the packets it handled. Anything
-        else waiting (PUBACKs of our ACKs, a PINGRESP) calls no callback: the group goes now."""
+        else waiting (PUBACKs of our ACKs, a PINGRESP) calls no callback: the group goes now.
+        One peek counts every PUBLISH it shows, so the next ones need no peek of their own."""
+        if self._ahead:
+            return True
         sock = self.client.socket()
         if sock is None or hasattr(sock, "pending"):  # TLS cannot be peeked: no waiting
             return False
@@ -175,10 +183,13 @@ class MqttBridge:
             data = sock.recv(_PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (OSError, ValueError):                 # nothing there, or closed under us
             return False
-        return publish_ahead(data)
+        self._ahead = publishes_ahead(data)
+        return self._ahead > 0
 
     # --- in -------------------------------------------------------------------------------
     def _on_message(self, client, userdata, message):
+        if self._ahead:
+            self._ahead -= 1            # this is one of them
         try:
             self._handle(message)
         finally:
@@ -298,18 +309,20 @@ def ack_json(device_id, counter, result, key=None):
     return text + ',"mac":"%s"}' % ack_mac(key, device_id, counter, ack, reason).hex()
 
 
-def publish_ahead(data):
-    """True when `data`, unread MQTT input starting at a packet boundary, holds the first byte of a
-    PUBLISH. Other packets are skipped by their remaining length; a header cut short ends the look."""
+def publishes_ahead(data):
+    """How many PUBLISH packets start in `data`, unread MQTT input that begins at a packet boundary
+    (each will reach on_message, whole or once the rest arrives). Packets are walked by their
+    remaining length; a header cut short ends the count."""
+    count = 0
     pos, end = 0, len(data)
     while pos < end:
         if data[pos] >> 4 == _PUBLISH:
-            return True
+            count += 1
         length = shift = 0
         pos += 1
         while True:
             if pos >= end or shift > 21:
-                return False
+                return count
             byte = data[pos]
             pos += 1
             length |= (byte & 0x7F) << shift
@@ -317,4 +330,4 @@ def publish_ahead(data):
                 break
             shift += 7
         pos += length
-    return False
+    return count

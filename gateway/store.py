@@ -34,6 +34,10 @@ try:  # the upload side decodes every queued record: orjson does it in half the 
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - stdlib fallback, same results
     _loads = json.loads
+try:  # the ingest side writes one record per rating: orjson in a quarter of the time
+    from orjson import dumps as _orjson_dumps
+except ImportError:  # pragma: no cover
+    _orjson_dumps = None
 
 from gateway.rejects import Throttle
 from protocol import codec, errors, schema, vocab
@@ -95,6 +99,18 @@ def rating_upload_record(rating, enrichment=None):
             continue  # the device's own window stays; the case's fills a gap only
         record[name] = value
     return record
+
+
+def record_json(record):
+    """codec.dumps(record) (compact, UTF-8 kept), by orjson when it can: the same text for the
+    str/int/list/dict records stored here; anything orjson refuses (a lone surrogate in an
+    enrichment value, an integer past 64 bits) goes the standard library's way."""
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(record).decode("utf-8")
+        except (TypeError, ValueError):
+            pass
+    return codec.dumps(record)
 
 
 class StoreError(Exception):
@@ -400,7 +416,7 @@ class Store:
                 continue
             record = rating_upload_record(rating, enrichment)
             outbox_rows.append((KIND_RATING, rid, 1 if rating_rules.is_bad(rating) else 0,
-                                codec.dumps(record), now))
+                                record_json(record), now))
             id_rows.append((rid, digest))
             known[rid] = digest
             hwm[device] = counter

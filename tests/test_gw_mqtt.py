@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gateway.config import MqttConfig
-from gateway.mqtt_bridge import MqttBridge, ack_json, publish_ahead
+from gateway.mqtt_bridge import MqttBridge, ack_json, publishes_ahead
 from gateway.registry import Registry
 from gateway.rejects import Rejections
 from gateway.store import GroupCommitter, Store
@@ -186,16 +186,17 @@ def test_a_group_is_committed_once_the_socket_is_drained_then_every_rating_is_ac
         store.close()
 
 
-def test_publish_ahead_looks_past_other_packets_for_the_start_of_a_publish():
+def test_publishes_ahead_counts_the_publish_packets_starting_in_the_unread_input():
     puback, pingresp, publish = b"\x40\x02\x00\x01", b"\xd0\x00", b"\x32\x0a" + b"x" * 10
-    assert publish_ahead(publish)
-    assert publish_ahead(puback + pingresp + publish[:1])        # only its first byte is in
-    assert publish_ahead(b"\x90\x80\x01" + b"y" * 128 + publish)   # past a two-byte length
-    assert not publish_ahead(puback * 3 + pingresp)              # no callback would follow these
-    assert not publish_ahead(b"")
-    assert not publish_ahead(puback[:1])                         # a header cut short
-    assert not publish_ahead(b"\x90\x80\x01" + b"y" * 127 + publish)   # the byte is inside it
-    assert not publish_ahead(b"\x90\xff\xff\xff\xff\x01" + publish)  # a runaway length
+    assert publishes_ahead(publish) == 1
+    assert publishes_ahead(publish + puback + publish + publish[:5]) == 3   # the last one cut short
+    assert publishes_ahead(puback + pingresp + publish[:1]) == 1        # only its first byte is in
+    assert publishes_ahead(b"\x90\x80\x01" + b"y" * 128 + publish) == 1  # past a two-byte length
+    assert publishes_ahead(puback * 3 + pingresp) == 0                 # no callback would follow
+    assert publishes_ahead(b"") == 0
+    assert publishes_ahead(puback[:1]) == 0                            # a header cut short
+    assert publishes_ahead(b"\x90\x80\x01" + b"y" * 127 + publish) == 0  # the byte is inside it
+    assert publishes_ahead(b"\x90\xff\xff\xff\xff\x01" + publish) == 0  # a runaway length
 
 
 @settings(max_examples=200, deadline=None)

@@ -10,9 +10,10 @@ import sys
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from gateway.store import Store, StoreError
-from protocol import errors, vocab
+from gateway.store import Store, StoreError, record_json
+from protocol import codec, errors, vocab
 from protocol import rating as rating_rules
 from gw_support import make_rating
 
@@ -277,3 +278,16 @@ def test_kill_minus_nine_at_random_instants_loses_no_acked_rating(tmp_path):
         assert not missing, sorted(missing)[:5]
         s.close()
     assert kills == 50 and len(acked) > 100
+
+
+_JSON_LEAF = st.one_of(st.integers(-2 ** 70, 2 ** 70), st.booleans(), st.none(),
+                       st.text(alphabet=st.characters(), max_size=12),
+                       st.sampled_from(["\ud800", "\u2028\x7f\x1f\n\"\\", "王喆 李堃 朱镕"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=st.dictionaries(st.text(max_size=8), st.recursive(
+    _JSON_LEAF, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
+                                                                        max_size=4), max_leaves=12)))
+def test_stored_record_text_is_what_codec_dumps_writes(record):
+    assert record_json(record) == codec.dumps(record)
