@@ -35,6 +35,7 @@ log = logging.getLogger("gateway.mqtt")
 
 _PEEK_BYTES = 4096
 _PUBLISH = 3    # MQTT control packet type
+_TOPIC_CACHE = 4096   # parsed topics kept (a flood of strangers' topics only empties it)
 
 
 class MqttBridge:
@@ -56,6 +57,7 @@ class MqttBridge:
         self._ack_topics = {}           # device id -> its ack topic (built once, not per rating)
         self._pending = []              # [(item, done)] of the next group commit (network thread)
         self._ahead = 0                 # PUBLISH packets seen (peeked) in the socket, not yet read
+        self._topics = {}               # topic -> topics.parse(topic): its checks loop over characters
         self.max_batch = max_batch
         self._lock = threading.Lock()
         self.client = self._make_client()
@@ -198,13 +200,20 @@ class MqttBridge:
 
     def _handle(self, message):
         self.stats["messages"] += 1
-        try:
-            hall, device_id, kind = topics.parse(message.topic)
-        except errors.ProtocolError as e:
-            self.rejections.reject("mqtt", e.reason, e.detail)
-            return
+        topic = message.topic
+        parsed = self._topics.get(topic)
+        if parsed is None:
+            try:
+                parsed = topics.parse(topic)
+            except errors.ProtocolError as e:
+                self.rejections.reject("mqtt", e.reason, e.detail)
+                return
+            if len(self._topics) >= _TOPIC_CACHE:
+                self._topics.clear()
+            self._topics[topic] = parsed
+        hall, device_id, kind = parsed
         if hall != self.hall or device_id is None:
-            self.rejections.reject("mqtt", errors.R_MALFORMED, "topic %s" % message.topic)
+            self.rejections.reject("mqtt", errors.R_MALFORMED, "topic %s" % topic)
             return
         try:
             if kind == "rating":
@@ -214,7 +223,7 @@ class MqttBridge:
             elif kind == "availability":
                 self._availability(device_id, message.payload)
         except Exception:
-            log.exception("handling %s failed", message.topic)
+            log.exception("handling %s failed", topic)
 
     def _rating(self, device_id, payload):
         self.stats["ratings"] += 1

@@ -147,6 +147,13 @@ def _record(spec, obj, core, extra, depth=0):
                 raise ProtocolError(errors.R_OVERSIZE, "%s holds more than %d items" % (name, repeat))
             if value:
                 record[name] = [_value(name, kind, limit, sub, v, depth, key, out, True) for v in value]
+        elif kind == U:     # the commonest kind, inline (_value does the same)
+            if type(value) is not int or value < 0 or value > limit:
+                raise _out_of_range("%s=%r (0..%d)" % (name, value, limit))
+            if value:
+                out += key
+                out += _SMALL[value] if value < 0x80 else _varint(value)
+                record[name] = value
         else:
             value = _value(name, kind, limit, sub, value, depth, key, out, kind == M)
             if value or kind == M:
