@@ -1,7 +1,7 @@
 """Ingest benchmark: ratings/s from MQTT QoS 1 into the gateway's committed outbox, against raw
 paho -> Mosquitto QoS 1 (a plain subscriber counting messages) measured in the same run.
 
-    python -m hall_simulator.bench.ingest --json [--count 5000] [--devices 20] [--rounds 5]
+    python -m hall_simulator.bench.ingest --json [--count 5000] [--devices 20] [--rounds 5] [--stages]
 
 Both runs use the same broker, the same payloads (signed RATING JSON) and the same publisher: a
 separate process that prepares everything, then publishes as fast as paho QoS 1 allows. CPU time of the
@@ -11,6 +11,11 @@ store commit with synchronous=FULL, seen through the bridge's after-commit hook)
 Rounds are pairs run back to back (raw then gateway, then the other way round, alternating), so
 a busy neighbour on this shared machine hurts both sides of a pair alike; ratio = the median of
 the pairs' ratios (the spread is in the figures).
+--stages adds one more gateway run, apart from the pairs (its timers cost CPU of their own), that
+splits the gateway's CPU per rating by stage (thread CPU time around each): decode, check, the
+rest of handling a message, commit, ACK (signing and paho's publish), the rest of a group's
+callbacks, the socket peek, and what is left: paho reading PUBLISH packets and PUBACKs and
+writing PUBACKs and ACKs, outside our callbacks.
 """
 
 import argparse
@@ -120,7 +125,43 @@ def run_baseline(broker, count, devices):
     return count / (end - start), cpu / count * 1e6
 
 
-def run_gateway(broker, count, devices, workdir):
+def _timed(fn, totals, name):
+    def timed(*args, **kwargs):
+        start = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[name] += time.thread_time() - start
+    return timed
+
+
+def _add_stage_timers(bridge, registry, store, totals):
+    """Thread-CPU timers around the stages of one gateway (instance attributes: nothing global)."""
+    import gateway.mqtt_bridge as bridge_module
+    bridge_module.rating_from_json = _timed(bridge_module.rating_from_json, totals, "decode")
+    registry.check_rating = _timed(registry.check_rating, totals, "check")
+    bridge._handle = _timed(bridge._handle, totals, "handle")
+    bridge._more_waiting = _timed(bridge._more_waiting, totals, "peek")
+    bridge._flush = _timed(bridge._flush, totals, "flush")
+    store.commit_ratings = _timed(store.commit_ratings, totals, "commit")
+    bridge._ack = _timed(bridge._ack, totals, "ack")
+
+
+def _stage_figures(totals, cpu_s, count):
+    import gateway.mqtt_bridge as bridge_module
+    import gateway.rating_intake as intake
+    bridge_module.rating_from_json = intake.rating_from_json
+    us = dict((name, totals[name] / count * 1e6) for name in totals)
+    ours = us["handle"] + us["peek"] + us["flush"]
+    stages = {"decode": us["decode"], "check": us["check"],
+              "handle_rest": us["handle"] - us["decode"] - us["check"],
+              "commit": us["commit"], "ack_sign_and_publish": us["ack"],
+              "group_callbacks_rest": us["flush"] - us["commit"] - us["ack"], "peek": us["peek"],
+              "paho_outside_callbacks": cpu_s / count * 1e6 - ours}
+    return dict((name, round(value, 1)) for name, value in stages.items())
+
+
+def run_gateway(broker, count, devices, workdir, stages=False):
     import logging
     logging.getLogger("gateway").setLevel(logging.ERROR)
     from gateway.config import MqttConfig
@@ -142,6 +183,11 @@ def run_gateway(broker, count, devices, workdir):
             done.set()
     bridge = MqttBridge(MqttConfig(host=broker.host, port=broker.port, client_id="bench-gw"), HALL,
                         registry, committer, Rejections(), store=store, on_rating=on_rating)
+    totals = None
+    if stages:
+        import collections
+        totals = collections.Counter()
+        _add_stage_timers(bridge, registry, store, totals)
     bridge.start()
     if not bridge.connected.wait(10):
         raise RuntimeError("gateway did not connect")
@@ -155,6 +201,9 @@ def run_gateway(broker, count, devices, workdir):
     figures = {"gateway_cpu_us": cpu / count * 1e6, "gateway_batches": committer.batches,
                "gateway_mean_batch": round(committer.items / max(1, committer.batches), 1),
                "gateway_stored": stored}
+    if stages:
+        figures = {"gateway_stage_cpu_us_per_rating": _stage_figures(totals, cpu, count),
+                   "gateway_staged_cpu_us": round(cpu / count * 1e6, 1)}
     bridge.stop()
     committer.close()
     duplicates = store.stats["duplicates"]
@@ -181,6 +230,8 @@ def main(argv=None):
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5, help="pairs of runs (median ratio)")
+    parser.add_argument("--stages", action="store_true",
+                        help="one more gateway run with CPU timers per stage (reported apart)")
     parser.add_argument("--publisher", type=int, help=argparse.SUPPRESS)  # broker port (child)
     args = parser.parse_args(argv)
     if args.publisher:
@@ -208,6 +259,9 @@ def main(argv=None):
             raws.append(raw)
             gws.append(gw)
             ratios.append(gw / raw)
+        if args.stages:
+            with tempfile.TemporaryDirectory(prefix="bench-ingest-") as workdir:
+                figures.update(run_gateway(broker, args.count, args.devices, workdir, stages=True)[1])
     result = {"name": "ingest",
               "figures": dict({"count": args.count, "devices": args.devices, "rounds": args.rounds,
                                "raw_paho_qos1_per_s": round(statistics.median(raws), 1),
