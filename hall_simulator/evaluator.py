@@ -23,7 +23,6 @@ the device does; each evaluator sleeps in its own thread.
 
 import os
 import random
-import socket
 import threading
 import time
 
@@ -31,6 +30,7 @@ from protocol import rating as rating_rules
 from protocol import vocab
 from firmware import main as fw_main
 from firmware.boards.sim import make_board
+from firmware.boards.sim_io import SimNet
 from firmware.config import load_device, save_device, validate
 from firmware.device import Device
 from firmware.flashfs import Fs
@@ -104,42 +104,22 @@ class CuttableFs(Fs):
         Fs.remove(self, path)
 
 
-class WifiNet:
-    """Wi-Fi for the MQTT evaluators (firmware net interface): real TCP sockets on loopback, and an
+class WifiNet(SimNet):
+    """Wi-Fi for the MQTT evaluators: the sim board's real-TCP network (firmware's SimNet) with an
     access point that can go away for a while (connect() fails until it is back)."""
 
     def __init__(self, timeout=3.0):
-        self.timeout = timeout
-        self.connected = False
+        SimNet.__init__(self, timeout)
         self.down_until = 0.0
-        self.connects = 0
-        self._socks = []
 
     def connect(self):
         if time.monotonic() < self.down_until:
             raise OSError("no access point")
-        self.connected = True
-        self.connects += 1
-
-    def isconnected(self):
-        return self.connected
-
-    def socket_factory(self, host, port):
-        if not self.connected:
-            raise OSError("wifi down")
-        s = socket.create_connection((host, port), self.timeout)
-        self._socks.append(s)
-        return s
+        SimNet.connect(self)
 
     def drop(self, seconds=0.0):
         self.down_until = max(self.down_until, time.monotonic() + seconds)
-        self.connected = False
-        for s in self._socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-        self._socks = []
+        SimNet.drop(self)
 
 
 class Spec:
