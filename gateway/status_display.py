@@ -4,7 +4,9 @@ Four 16-pixel lines in Unifont (it has every CJK glyph the hall names need):
     福田区行政服务大厅          hall
     DEV 14/16 Q 1234          devices online/total, outbox depth (framed at the 80 % alarm)
     UPLINK up / UP retry 12s  uplink state (and seconds to the next try when backing off)
-    A07 满意 14:13             last rating: window, level, China time (words drop if too long)
+    A07 已评价 14:13           last rating: window, rated / 未评价, China time (words drop if
+                               too long). Never the level: the screen may be in sight of the
+                               clerks, and nobody may watch how a window is rated (rules Art. 4).
 Off a Pi the same frames go to luma.core's dummy device and can be saved as PNG (no pygame needed,
 which luma.emulator would pull in).
 """
@@ -21,6 +23,7 @@ WIDTH, HEIGHT = 128, 64
 LINE = 16
 FONT_PATHS = ("/usr/share/fonts/opentype/unifont/unifont.otf",
               "/usr/share/fonts/truetype/unifont/unifont.ttf")
+NOT_RATED_SOURCE = vocab.SOURCE_NAMES[vocab.SRC_NOT_RATED]
 CHINA_TZ = _dt.timezone(_dt.timedelta(hours=8))
 UPLINK_WORDS = {"idle": "idle", "up": "up", "backoff": "retry", "down": "DOWN"}
 
@@ -48,8 +51,8 @@ def make_device(i2c_port=1, address=0x3C):
 def snapshot(hall, devices_online, devices_total, backlog=None, uplink=None, last_rating=None,
              now=None):
     """The screen's data from the gateway's parts: store.backlog(), uplink.status.as_dict(),
-    last_rating {"window", "level" (1-5), "level_name" (optional, shown instead), "time"}.
-    Identity is never part of it."""
+    last_rating {"window", "source" ("press" | "not_rated"), "time"} (other keys are ignored: the
+    level is never shown). Identity is never part of it."""
     backlog = backlog or {}
     uplink = uplink or {}
     now = time.time() if now is None else now
@@ -84,7 +87,7 @@ def render(snap, font=None):
              _uplink_line(snap)]
     last = snap.get("last_rating")
     if last:
-        level = last.get("level_name") or vocab.LEVEL_NAMES.get(last.get("level"), "?")
+        level = "未评价" if last.get("source") == NOT_RATED_SOURCE else "已评价"
         window = last.get("window", "")
         stamp = _dt.datetime.fromtimestamp(last["time"], CHINA_TZ).strftime("%H:%M") \
             if last.get("time") else ""

@@ -52,6 +52,18 @@ def test_frames_differ_with_the_state():
     assert lit(no_rating, 48, 64) > 0
 
 
+def test_the_screen_never_shows_how_a_window_was_rated():
+    """Rules Art. 4: nobody may watch a window's ratings; the screen says rated or not, no level."""
+    base = dict(hall="南山", devices_online=3, devices_total=4, now=NOW)
+    frames = [render(snapshot(last_rating={"window": "A07", "level": level, "source": "press",
+                                           "level_name": name, "time": NOW}, **base))
+              for level, name in ((1, "非常满意"), (5, "非常不满意"))]
+    assert frames[0].tobytes() == frames[1].tobytes()
+    walked_away = render(snapshot(last_rating={"window": "A07", "source": "not_rated", "time": NOW},
+                                  **base))
+    assert walked_away.tobytes() != frames[0].tobytes()
+
+
 def test_long_hall_name_is_cut_to_the_screen():
     image = render(snapshot("深圳市福田区政务服务中心第一分中心综合窗口大厅", 1, 1, now=NOW))
     assert image.getbbox()[2] <= 128
