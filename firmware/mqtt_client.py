@@ -11,6 +11,7 @@ reconnect with exponential backoff (BACKOFF_MIN_MS doubling to BACKOFF_MAX_MS).
 What it does not: QoS 2, persistent sessions, MQTT 5. The application's outbox is the
 persistent queue; this client keeps at most MAX_INFLIGHT unacknowledged publishes in RAM.
 RAM: one receive buffer (<= MAX_PACKET), one send buffer, the in-flight table.
+The packets themselves are protocol.mqtt_wire's (shared with the gateway's ingest connection).
 """
 
 try:
@@ -18,15 +19,8 @@ try:
 except ImportError:  # CPython
     const = lambda x: x  # noqa: E731
 
-_CONNECT = const(0x10)
-_CONNACK = const(0x20)
-_PUBLISH = const(0x30)
-_PUBACK = const(0x40)
-_SUBSCRIBE = const(0x82)
-_SUBACK = const(0x90)
-_PINGREQ = const(0xC0)
-_PINGRESP = const(0xD0)
-_DISCONNECT = const(0xE0)
+from protocol import mqtt_wire as wire
+from protocol.mqtt_wire import MqttError, connect_packet, publish_packet  # noqa: F401 (API)
 
 _MAX_PACKET = const(8192)
 _MAX_INFLIGHT = const(8)
@@ -38,80 +32,6 @@ _BACKOFF_MAX_MS = const(30000)
 DOWN = "down"
 CONNECTING = "connecting"
 UP = "up"
-
-
-class MqttError(Exception):
-    pass
-
-
-def _str(s):
-    b = s.encode() if isinstance(s, str) else bytes(s)
-    return bytes((len(b) >> 8, len(b) & 0xFF)) + b
-
-
-def _packet(first, body):
-    out = bytearray((first,))
-    n = len(body)
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            break
-    out.extend(body)
-    return bytes(out)
-
-
-def connect_packet(client_id, keepalive_s, will=None, user=None, password=None):
-    flags = 0x02  # clean session
-    payload = _str(client_id)
-    if will is not None:
-        topic, message, qos, retain = will
-        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-        payload += _str(topic) + _str(message)
-    if user is not None:
-        flags |= 0x80
-        payload += _str(user)
-        if password is not None:
-            flags |= 0x40
-            payload += _str(password)
-    head = _str("MQTT") + bytes((4, flags, keepalive_s >> 8, keepalive_s & 0xFF))
-    return _packet(_CONNECT, head + payload)
-
-
-def publish_packet(topic, payload, qos=0, retain=False, pid=0, dup=False):
-    first = _PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
-    body = _str(topic)
-    if qos:
-        body += bytes((pid >> 8, pid & 0xFF))
-    if isinstance(payload, str):
-        payload = payload.encode()
-    return _packet(first, body + payload)
-
-
-def parse_packet(buf):
-    """(first byte, body, total length) of the first whole packet in buf, or None if incomplete."""
-    if len(buf) < 2:
-        return None
-    n = 0
-    shift = 0
-    pos = 1
-    while True:
-        if pos >= len(buf):
-            return None
-        b = buf[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        if not b & 0x80:
-            break
-        shift += 7
-        if shift > 21:
-            raise MqttError("bad remaining length")
-    if n > _MAX_PACKET:
-        raise MqttError("packet of %d bytes" % n)
-    if len(buf) < pos + n:
-        return None
-    return buf[0], bytes(buf[pos:pos + n]), pos + n
 
 
 class MqttClient:
@@ -213,7 +133,7 @@ class MqttClient:
     def disconnect(self):
         if self.sock is not None and self.state == UP:
             try:
-                self.sock.send(bytes((_DISCONNECT, 0)))
+                self.sock.send(wire.DISCONNECT_PACKET)
             except OSError:
                 pass
         self.drop()
@@ -287,28 +207,32 @@ class MqttClient:
                 raise MqttError("receive buffer overflow")
 
     def _handle(self, now):
-        while True:
-            got = parse_packet(self.rx)
-            if got is None:
-                return
-            first, body, size = got
-            self.rx = self.rx[size:]
-            self.last_rx = now
-            kind = first & 0xF0
-            if kind == _CONNACK:
-                if len(body) < 2 or body[1] != 0:
-                    self.stats["refused"] += 1  # 4: bad user name or password, 5: not authorised
-                    raise MqttError("connection refused: %r" % (body,))
-                self._up()
-            elif kind == _PUBACK:
-                pid = (body[0] << 8) | body[1]
-                if self.inflight.pop(pid, None) is not None:
-                    self.stats["acked"] += 1
-            elif kind == _PUBLISH:
-                self._incoming(first, body)
-            elif kind == _PINGRESP:
-                self.ping_out = False
-            # SUBACK and anything else: nothing to do
+        rx = self.rx
+        pos = 0
+        try:
+            while True:
+                got = wire.parse_packet(rx, pos, _MAX_PACKET)
+                if got is None:
+                    return
+                first, start, pos = got
+                self.last_rx = now
+                kind = first & 0xF0
+                if kind == wire.CONNACK:
+                    if pos - start < 2 or rx[start + 1] != 0:
+                        self.stats["refused"] += 1  # 4: bad user name or password, 5: not authorised
+                        raise MqttError("connection refused: %r" % (bytes(rx[start:pos]),))
+                    self._up()
+                elif kind == wire.PUBACK:
+                    if self.inflight.pop(wire.packet_id(rx, start, pos), None) is not None:
+                        self.stats["acked"] += 1
+                elif kind == wire.PUBLISH:
+                    self._incoming(first, rx, start, pos)
+                elif kind == wire.PINGRESP:
+                    self.ping_out = False
+                # SUBACK and anything else: nothing to do
+        finally:
+            if pos and self.rx is rx:           # drop() may have replaced it meanwhile
+                self.rx = rx[pos:]
 
     def _up(self):
         self.state = UP
@@ -326,26 +250,15 @@ class MqttClient:
             self.on_connect()
 
     def _send_subscribe(self, subs):
-        body = bytearray()
-        pid = self._pid()
-        body.extend(bytes((pid >> 8, pid & 0xFF)))
-        for topic, qos in subs:
-            body.extend(_str(topic))
-            body.append(qos)
-        self._queue(_packet(_SUBSCRIBE, body))
+        self._queue(wire.subscribe_packet(self._pid(), subs))
 
-    def _incoming(self, first, body):
-        qos = (first >> 1) & 3
-        n = (body[0] << 8) | body[1]
-        topic = bytes(body[2:2 + n]).decode()
-        pos = 2 + n
-        if qos:
-            pid = (body[pos] << 8) | body[pos + 1]
-            pos += 2
-            self._queue(bytes((_PUBACK, 2, pid >> 8, pid & 0xFF)))
+    def _incoming(self, first, rx, start, end):
+        topic, pid, pos = wire.publish_fields(first, rx, start, end)
+        if pid:
+            self._queue(wire.puback_packet(pid))
         self.stats["received"] += 1
         if self.on_message is not None:
-            self.on_message(topic, body[pos:], bool(first & 1))
+            self.on_message(topic, bytes(rx[pos:end]), bool(first & 1))
 
     def _keepalive(self, now):
         if not self.keepalive_ms:
@@ -356,7 +269,7 @@ class MqttClient:
         if self.ping_out and now - self.last_rx > self.keepalive_ms:
             raise MqttError("broker silent")
         if not self.ping_out and (now - self.last_tx >= half or now - self.last_rx >= half):
-            self._queue(bytes((_PINGREQ, 0)))
+            self._queue(wire.PINGREQ_PACKET)
             self.ping_out = True
             self.stats["pings"] += 1
 

@@ -9,32 +9,32 @@ Out: .../context and .../config retained (kept here and republished on every rec
      "offline"; gateway/devices retained registry (no keys); gateway/event alarms (QoS 0).
 Anything invalid is rejected with a reason and counted; a rating that decodes far enough to name
 its counter is kept as a dead letter and ACKed as such, so the device stops resending it.
-Group commit on paho's network thread: each rating (or dead letter) joins a pending group, and the
-group is committed (one transaction, one fsync) as soon as the socket's unread input holds no
-further PUBLISH (peeked, not read), or the group is full, or the connection drops; the ACKs are
-published right after, from the same thread. No hand-over to another thread and back per rating:
-on CPython that hop (queue, wake-up, GIL) cost as much as the whole rating's own work. While a
-group's fsync runs, the broker holds the next ratings (QoS 1 in flight): they form the next group.
-The session is persistent (clean_session False) so QoS 1 ratings sent while the gateway restarts
-wait in the broker; the device's own outbox covers the rest.
+Two connections, one client id apart: ratings come in on the ingest connection
+(gateway.mqtt_ingest, "<client_id>-ingest"), everything else through paho. Each rating (or dead
+letter) joins the ingest connection's group, which is committed in one transaction (one fsync) once
+every whole packet of a read is handled; the ACKs (QoS 0: a device republishes until it has one,
+and a repeated ACK is harmless) and the broker's PUBACKs go out right after, from that same thread.
+No hand-over to another thread and back per rating: on CPython that hop (queue, wake-up, GIL) cost
+as much as the rating's own work. Both sessions are persistent (clean_session False), so QoS 1
+ratings sent while the gateway restarts wait in the broker; the device's own outbox covers the rest.
+`connected` is set while both connections are up.
 """
 
 import json
 import logging
-import socket
 import threading
 import time
 
 import paho.mqtt.client as mqtt
 
+from gateway.mqtt_ingest import IngestConnection
 from gateway.rating_intake import ack_mac, rating_from_json
 from gateway.store import RawPayload
-from protocol import codec, errors, schema, topics, vocab
+from protocol import codec, errors, mqtt_wire, schema, topics, vocab
 
 log = logging.getLogger("gateway.mqtt")
 
-_PEEK_BYTES = 4096
-_PUBLISH = 3    # MQTT control packet type
+_CONTROL_KINDS = ("status", "availability")
 _TOPIC_CACHE = 4096   # parsed topics kept (a flood of strangers' topics only empties it)
 
 
@@ -54,13 +54,18 @@ class MqttBridge:
         self.stats = {"messages": 0, "ratings": 0, "acks": 0, "status": 0, "availability": 0,
                       "connects": 0, "disconnects": 0}
         self._retained = {}             # topic -> payload, republished on reconnect
-        self._ack_topics = {}           # device id -> its ack topic (built once, not per rating)
-        self._pending = []              # [(item, done)] of the next group commit (network thread)
-        self._ahead = 0                 # PUBLISH packets seen (peeked) in the socket, not yet read
+        self._ack_topics = {}           # device id -> its ack topic, encoded (built once)
+        self._pending = []              # [(item, done)] of the next group commit (ingest thread)
         self._topics = {}               # topic -> topics.parse(topic): its checks loop over characters
-        self.max_batch = max_batch
+        self._control_up = False
         self._lock = threading.Lock()
+        self._control = {"status": self._status, "availability": self._availability}
+        self._intake = {"rating": self._rating}
         self.client = self._make_client()
+        self.ingest = IngestConnection(cfg, topics.gateway_subscriptions(hall, ("rating",))[0],
+                                       on_publish=self._on_ingest, on_group=self._on_group,
+                                       on_up=self._links_changed, on_down=self._on_ingest_down,
+                                       on_oversize=self._on_oversize, max_group=max_batch)
 
     def _make_client(self):
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
@@ -82,6 +87,7 @@ class MqttBridge:
     def start(self):
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self.client.loop_start()
+        self.ingest.start()
 
     def stop(self):
         """Clean stop: say offline (retained) before leaving, as the will would."""
@@ -92,9 +98,10 @@ class MqttBridge:
                 info.wait_for_publish(2)
             except (RuntimeError, ValueError):
                 pass
+        self.ingest.stop()
         self.client.disconnect()
         self.client.loop_stop()
-        if self._pending:               # the network thread is gone: nothing else touches it now
+        if self._pending:               # the ingest thread is gone: nothing else touches it now
             self._flush()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -102,23 +109,33 @@ class MqttBridge:
             log.error("broker refused the connection: %s", reason_code)
             return
         self.stats["connects"] += 1
-        client.subscribe([(t, 1) for t in topics.gateway_subscriptions(self.hall)])
+        client.subscribe([(t, 1) for t in topics.gateway_subscriptions(self.hall, _CONTROL_KINDS)])
         client.publish(topics.gateway_topic(self.hall, "state"), topics.ONLINE, qos=1, retain=True)
         with self._lock:
             retained = list(self._retained.items())
         for topic, payload in retained:
             client.publish(topic, payload, qos=1, retain=True)
         self.publish_devices()
-        self.connected.set()
+        self._control_up = True
+        self._links_changed()
         log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self._control_up = False
         self.connected.clear()
-        self._ahead = 0     # what was peeked went with the old socket
-        if self._pending:   # committed now; their ACKs wait in paho's session for the reconnect
-            self._flush()
         self.stats["disconnects"] += 1
         log.warning("disconnected from the broker (%s); paho reconnects", reason_code)
+
+    def _links_changed(self):
+        if self._control_up and self.ingest.connected.is_set():
+            self.connected.set()
+
+    def _on_ingest_down(self):
+        """The ingest connection dropped (its thread): commit what it read; those ACKs and PUBACKs
+        are lost with the socket, so the broker and the devices send the ratings again."""
+        self.connected.clear()
+        if self._pending:
+            self._flush()
 
     # --- out ------------------------------------------------------------------------------
     def _publish_retained(self, topic, payload):
@@ -153,15 +170,17 @@ class MqttBridge:
         self.client.publish(topics.gateway_topic(self.hall, "event"), payload, qos=0)
 
     def _ack(self, device_id, counter, result):
+        """Queue the signed ACK on the ingest connection, to go out after the group's commit."""
         device = self.registry.get(device_id)
         topic = self._ack_topics.get(device_id)
         if topic is None:
-            topic = self._ack_topics[device_id] = topics.device_topic(self.hall, device_id, "ack")
-        self.client.publish(topic, ack_json(device_id, counter, result, device and device.key),
-                            qos=1)
+            topic = topics.device_topic(self.hall, device_id, "ack")
+            topic = self._ack_topics[device_id] = mqtt_wire.text(topic)
+        payload = ack_json(device_id, counter, result, device and device.key).encode()
+        self.ingest.send(mqtt_wire.packet(mqtt_wire.PUBLISH, topic + payload))
         self.stats["acks"] += 1
 
-    # --- group commit on the network thread ------------------------------------------------
+    # --- group commit on the ingest thread -------------------------------------------------
     def _submit(self, rating, enrichment, done, reject=None):
         self._pending.append(((rating, enrichment) if reject is None else (rating, enrichment, reject),
                               done))
@@ -170,37 +189,28 @@ class MqttBridge:
         batch, self._pending = self._pending, []
         self.committer.commit_batch(batch)
 
-    def _more_waiting(self):
-        """True when the socket's unread input holds the start of another PUBLISH: its on_message is
-        sure to come (or, if the connection dies first, on_disconnect), so the group may wait for
-        it. Called from on_message, when paho has consumed exactly the packets it handled. Anything
-        else waiting (PUBACKs of our ACKs, a PINGRESP) calls no callback: the group goes now.
-        One peek counts every PUBLISH it shows, so the next ones need no peek of their own."""
-        if self._ahead:
-            return True
-        sock = self.client.socket()
-        if sock is None or hasattr(sock, "pending"):  # TLS cannot be peeked: no waiting
-            return False
-        try:
-            data = sock.recv(_PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (OSError, ValueError):                 # nothing there, or closed under us
-            return False
-        self._ahead = publishes_ahead(data)
-        return self._ahead > 0
+    def _on_group(self):
+        if self._pending:
+            self._flush()
 
     # --- in -------------------------------------------------------------------------------
     def _on_message(self, client, userdata, message):
-        if self._ahead:
-            self._ahead -= 1            # this is one of them
-        try:
-            self._handle(message)
-        finally:
-            if self._pending and (len(self._pending) >= self.max_batch or not self._more_waiting()):
-                self._flush()
+        """paho: status and availability."""
+        self._handle(message.topic, message.payload, self._control)
 
-    def _handle(self, message):
+    def _on_ingest(self, topic, payload):
+        self._handle(topic, payload, self._intake)
+
+    def _on_oversize(self, topic, length):
+        try:
+            device_id = topics.parse(topic)[1]
+        except errors.ProtocolError:
+            device_id = None
+        self.rejections.reject("mqtt", errors.R_MALFORMED, "message of %d bytes on %s" % (length, topic),
+                               device_id)
+
+    def _handle(self, topic, payload, handlers):
         self.stats["messages"] += 1
-        topic = message.topic
         parsed = self._topics.get(topic)
         if parsed is None:
             try:
@@ -215,13 +225,11 @@ class MqttBridge:
         if hall != self.hall or device_id is None:
             self.rejections.reject("mqtt", errors.R_MALFORMED, "topic %s" % topic)
             return
+        handler = handlers.get(kind)
+        if handler is None:     # not subscribed on this connection: a broker's mistake, ignored
+            return
         try:
-            if kind == "rating":
-                self._rating(device_id, message.payload)
-            elif kind == "status":
-                self._status(device_id, message.payload)
-            elif kind == "availability":
-                self._availability(device_id, message.payload)
+            handler(device_id, payload)
         except Exception:
             log.exception("handling %s failed", topic)
 
@@ -316,27 +324,3 @@ def ack_json(device_id, counter, result, key=None):
     if key is None:
         return text + "}"
     return text + ',"mac":"%s"}' % ack_mac(key, device_id, counter, ack, reason).hex()
-
-
-def publishes_ahead(data):
-    """How many PUBLISH packets start in `data`, unread MQTT input that begins at a packet boundary
-    (each will reach on_message, whole or once the rest arrives). Packets are walked by their
-    remaining length; a header cut short ends the count."""
-    count = 0
-    pos, end = 0, len(data)
-    while pos < end:
-        if data[pos] >> 4 == _PUBLISH:
-            count += 1
-        length = shift = 0
-        pos += 1
-        while True:
-            if pos >= end or shift > 21:
-                return count
-            byte = data[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-        pos += length
-    return count

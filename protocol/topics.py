@@ -54,9 +54,9 @@ def gateway_topic(hall, kind):
     return "%s/%s/gateway/%s" % (ROOT, _token(hall, "hall"), kind)
 
 
-def gateway_subscriptions(hall):
-    """What the gateway subscribes to: everything devices send in its hall."""
-    return ["%s/%s/dev/+/%s" % (ROOT, _token(hall, "hall"), kind) for kind in DEVICE_TO_GATEWAY]
+def gateway_subscriptions(hall, kinds=DEVICE_TO_GATEWAY):
+    """What the gateway subscribes to: everything devices send in its hall (or those kinds)."""
+    return ["%s/%s/dev/+/%s" % (ROOT, _token(hall, "hall"), kind) for kind in kinds]
 
 
 def device_subscriptions(hall, device):

@@ -23,5 +23,5 @@ print("CHECKS", fw_mqtt_fake.scenario())
 
 def test_scripted_broker_micropython(micropython):
     files = {"/repo/tests/fw_mqtt_fake.py": (Path(__file__).parent / "fw_mqtt_fake.py").read_bytes()}
-    r = micropython(MP_SCRIPT, files=files, trees=("firmware",)).check()
+    r = micropython(MP_SCRIPT, files=files, trees=("protocol", "firmware")).check()
     assert "CHECKS %d" % fw_mqtt_fake.CHECKS in r.stdout, r.stdout + r.stderr

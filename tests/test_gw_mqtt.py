@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gateway.config import MqttConfig
-from gateway.mqtt_bridge import MqttBridge, ack_json, publishes_ahead
+from gateway.mqtt_bridge import MqttBridge, ack_json
 from gateway.registry import Registry
 from gateway.rejects import Rejections
 from gateway.store import GroupCommitter, Store

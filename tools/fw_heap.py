@@ -141,7 +141,7 @@ IMPORT_ORDER = {
         "firmware.ui.mono"),
     "touch": (
         "protocol", "protocol.errors", "protocol.schema", "protocol.vocab", "protocol.codec",
-        "protocol.jsonform", "protocol.auth", "protocol.rating", "protocol.topics",
+        "protocol.jsonform", "protocol.auth", "protocol.rating", "protocol.topics", "protocol.mqtt_wire",
         "firmware", "firmware.flashfs", "firmware.store", "firmware.rating_config",
         "firmware.health", "firmware.outbox", "firmware.views", "firmware.app", "firmware.device",
         "firmware.main", "firmware.mqtt_client", "firmware.transport_mqtt", "firmware.boards",

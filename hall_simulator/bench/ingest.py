@@ -13,9 +13,9 @@ a busy neighbour on this shared machine hurts both sides of a pair alike; ratio 
 the pairs' ratios (the spread is in the figures).
 --stages adds one more gateway run, apart from the pairs (its timers cost CPU of their own), that
 splits the gateway's CPU per rating by stage (thread CPU time around each): decode, check, the
-rest of handling a message, commit, ACK (signing and paho's publish), the rest of a group's
-callbacks, the socket peek, and what is left: paho reading PUBLISH packets and PUBACKs and
-writing PUBACKs and ACKs, outside our callbacks.
+rest of handling a message, commit, ACK (signing and framing), the rest of a group's
+callbacks, and what is left: the ingest connection reading and splitting packets and writing
+ACKs and PUBACKs, outside our callbacks (and paho's idle control connection).
 """
 
 import argparse
@@ -141,7 +141,6 @@ def _add_stage_timers(bridge, registry, store, totals):
     bridge_module.rating_from_json = _timed(bridge_module.rating_from_json, totals, "decode")
     registry.check_rating = _timed(registry.check_rating, totals, "check")
     bridge._handle = _timed(bridge._handle, totals, "handle")
-    bridge._more_waiting = _timed(bridge._more_waiting, totals, "peek")
     bridge._flush = _timed(bridge._flush, totals, "flush")
     store.commit_ratings = _timed(store.commit_ratings, totals, "commit")
     bridge._ack = _timed(bridge._ack, totals, "ack")
@@ -152,12 +151,12 @@ def _stage_figures(totals, cpu_s, count):
     import gateway.rating_intake as intake
     bridge_module.rating_from_json = intake.rating_from_json
     us = dict((name, totals[name] / count * 1e6) for name in totals)
-    ours = us["handle"] + us["peek"] + us["flush"]
+    ours = us["handle"] + us["flush"]
     stages = {"decode": us["decode"], "check": us["check"],
               "handle_rest": us["handle"] - us["decode"] - us["check"],
               "commit": us["commit"], "ack_sign_and_publish": us["ack"],
-              "group_callbacks_rest": us["flush"] - us["commit"] - us["ack"], "peek": us["peek"],
-              "paho_outside_callbacks": cpu_s / count * 1e6 - ours}
+              "group_callbacks_rest": us["flush"] - us["commit"] - us["ack"],
+              "mqtt_outside_callbacks": cpu_s / count * 1e6 - ours}
     return dict((name, round(value, 1)) for name, value in stages.items())
 
 
@@ -208,7 +207,8 @@ def run_gateway(broker, count, devices, workdir, stages=False):
     committer.close()
     duplicates = store.stats["duplicates"]
     store.close()
-    _forget_session(broker, "bench-gw")
+    for client_id in ("bench-gw", "bench-gw-ingest"):
+        _forget_session(broker, client_id)
     if stored != count or duplicates:
         raise RuntimeError("stored %d of %d, %d duplicates" % (stored, count, duplicates))
     return count / (end - start), figures
