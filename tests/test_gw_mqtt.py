@@ -13,7 +13,7 @@ from gateway.registry import Registry
 from gateway.rejects import Rejections
 from gateway.store import GroupCommitter, Store
 from gw_support import HALL, FakeDevice, device_key, make_rating
-from protocol import auth, codec, errors, schema, topics, vocab
+from protocol import auth, codec, errors, mqtt_wire, schema, topics, vocab
 
 WAIT = 10.0
 
@@ -142,61 +142,54 @@ def test_junk_rides_in_the_group_commit_with_the_ratings_around_it(gateway, devi
     assert sorted(sum(groups, [])) == ["RawPayload"] * 3 + ["dict"]
 
 
-class _Message:
-    def __init__(self, topic, payload):
-        self.topic, self.payload = topic, payload
+def _sent_publishes(chunks):
+    """(topic, payload, qos) of every PUBLISH in the bytes the bridge queued on the ingest link."""
+    buf, out, pos = b"".join(chunks), [], 0
+    while pos < len(buf):
+        first, start, pos = mqtt_wire.parse_packet(buf, pos)
+        topic, pid, at = mqtt_wire.publish_fields(first, buf, start, pos)
+        out.append((topic, buf[at:pos], (first >> 1) & 3))
+    return out
 
 
-def test_a_group_is_committed_once_the_socket_is_drained_then_every_rating_is_acked(tmp_path):
-    """The bridge's batching on its own (no broker): ratings and junk join one group while more
-    input waits; the group commits in one transaction when the input runs dry, ACKs follow."""
+def test_a_group_is_committed_when_the_ingest_link_ends_it_then_every_rating_is_acked(tmp_path):
+    """The bridge's batching on its own (no broker): ratings and junk join one group until the
+    ingest connection has handled a whole read; then one transaction, then the ACKs (QoS 0)."""
     registry = Registry([{"id": "dev-a", "window": "A01", "key": device_key("dev-a").hex()}])
     store = Store(str(tmp_path / "outbox.db"))
     committer = GroupCommitter(store)
     bridge = MqttBridge(MqttConfig(host="127.0.0.1", port=1, client_id="gw-unit"), HALL, registry,
                         committer, Rejections())
-    published, commits, waiting = [], [], [True]
-    bridge.client.publish = lambda topic, payload, qos=0, retain=False: published.append((topic, payload))
-    bridge._more_waiting = lambda: waiting[0]
+    sent, commits = [], []
+    bridge.ingest.send = sent.append
     real = store.commit_ratings
     store.commit_ratings = lambda items: commits.append(len(items)) or real(items)
     topic = topics.device_topic(HALL, "dev-a", "rating")
     try:
         for n in (1, 2):
-            bridge._on_message(None, None, _Message(topic, codec.to_json(schema.RATING, make_rating("dev-a", n))))
-        bridge._on_message(None, None, _Message(topic, b'{"device":"dev-a","counter":3,"overall":9}'))
-        assert commits == [] and published == [] and store.backlog()["ratings"] == 0
-        waiting[0] = False                      # the socket has nothing more: commit, then ACK
-        bridge._on_message(None, None, _Message(topic, codec.to_json(schema.RATING, make_rating("dev-a", 4))))
+            bridge._on_ingest(topic, codec.to_json(schema.RATING, make_rating("dev-a", n)))
+        bridge._on_ingest(topic, b'{"device":"dev-a","counter":3,"overall":9}')
+        bridge._on_ingest(topic, codec.to_json(schema.RATING, make_rating("dev-a", 4)))
+        assert commits == [] and sent == [] and store.backlog()["ratings"] == 0
+        bridge._on_group()                      # the read is handled: commit, then ACK
         assert commits == [4] and store.backlog()["ratings"] == 3
-        acks = [codec.from_json(schema.ACK, payload) for _, payload in published]
+        published = _sent_publishes(sent)
+        assert {(t, q) for t, _, q in published} == {(topics.device_topic(HALL, "dev-a", "ack"), 0)}
+        acks = [codec.from_json(schema.ACK, payload) for _, payload, _ in published]
         assert [(a["counter"], a.get("result", vocab.ACK_STORED)) for a in acks] == [
             (1, vocab.ACK_STORED), (2, vocab.ACK_STORED), (3, vocab.ACK_DEAD_LETTER), (4, vocab.ACK_STORED)]
         assert all(auth.verify_ack(device_key("dev-a"), "dev-a", a) for a in acks)
-        waiting[0] = True                       # a full group does not wait for the input to pause
-        bridge.max_batch = 2
-        for n in (5, 6):
-            bridge._on_message(None, None, _Message(topic, codec.to_json(schema.RATING, make_rating("dev-a", n))))
-        assert commits == [4, 2]
-        bridge._on_message(None, None, _Message(topic, codec.to_json(schema.RATING, make_rating("dev-a", 7))))
-        bridge._on_disconnect(None, None, None, None, None)   # a lost connection commits what it has
-        assert commits == [4, 2, 1] and len(published) == 7
+        bridge._on_group()                      # nothing pending: no empty transaction
+        assert commits == [4]
+        bridge._on_ingest(topic, codec.to_json(schema.RATING, make_rating("dev-a", 5)))
+        bridge._on_ingest_down()                # a lost connection commits what it has
+        assert commits == [4, 1] and len(_sent_publishes(sent)) == 5
+        status = topics.device_topic(HALL, "dev-a", "status")
+        bridge._on_ingest(status, b"{}")        # not the ingest link's business: ignored
+        assert bridge._pending == [] and bridge.rejections.total() == 1   # only the junk rating
     finally:
         committer.close()
         store.close()
-
-
-def test_publishes_ahead_counts_the_publish_packets_starting_in_the_unread_input():
-    puback, pingresp, publish = b"\x40\x02\x00\x01", b"\xd0\x00", b"\x32\x0a" + b"x" * 10
-    assert publishes_ahead(publish) == 1
-    assert publishes_ahead(publish + puback + publish + publish[:5]) == 3   # the last one cut short
-    assert publishes_ahead(puback + pingresp + publish[:1]) == 1        # only its first byte is in
-    assert publishes_ahead(b"\x90\x80\x01" + b"y" * 128 + publish) == 1  # past a two-byte length
-    assert publishes_ahead(puback * 3 + pingresp) == 0                 # no callback would follow
-    assert publishes_ahead(b"") == 0
-    assert publishes_ahead(puback[:1]) == 0                            # a header cut short
-    assert publishes_ahead(b"\x90\x80\x01" + b"y" * 127 + publish) == 0  # the byte is inside it
-    assert publishes_ahead(b"\x90\xff\xff\xff\xff\x01" + publish) == 0  # a runaway length
 
 
 @settings(max_examples=200, deadline=None)
@@ -302,3 +295,38 @@ def test_last_will_says_offline_when_the_gateway_dies(mosquitto_broker, gateway,
     while states()[-1] != b"online" and time.monotonic() < deadline:
         time.sleep(0.01)
     assert states()[-2:] == [b"offline", b"online"]
+
+
+def test_ratings_sent_while_the_gateway_is_away_wait_in_the_broker(mosquitto_broker, tmp_path):
+    """The ingest connection's session is persistent: QoS 1 ratings published while the gateway is
+    stopped are delivered when it comes back, committed once, and ACKed to the device."""
+    registry = Registry([{"id": "dev-a", "window": "A01", "key": device_key("dev-a").hex()}])
+    store = Store(str(tmp_path / "outbox.db"))
+    committer = GroupCommitter(store)
+    cfg = MqttConfig(host=mosquitto_broker.host, port=mosquitto_broker.port, client_id="gw-away")
+
+    def bridge():
+        b = MqttBridge(cfg, HALL, registry, committer, Rejections(), store=store)
+        b.start()
+        assert b.connected.wait(WAIT)
+        return b
+    device = FakeDevice(mosquitto_broker, "dev-a")
+    first = bridge()
+    try:
+        device.rate(make_rating("dev-a", 1))
+        assert device.ack()["counter"] == 1
+        first.stop()
+        for n in (2, 3, 4):                      # nobody is there to read them but the broker
+            device.rate(make_rating("dev-a", n))
+        assert store.backlog()["ratings"] == 1
+        second = bridge()
+        try:
+            assert sorted(device.ack()["counter"] for _ in range(3)) == [2, 3, 4]
+            assert store.backlog()["ratings"] == 4 and store.stats["duplicates"] == 0
+            assert second.ingest.stats["connects"] == 1 and second.ingest.stats["publishes"] == 3
+        finally:
+            second.stop()
+    finally:
+        device.close()
+        committer.close()
+        store.close()
