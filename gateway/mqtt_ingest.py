@@ -42,6 +42,10 @@ CONNECT_TIMEOUT_S = 10.0
 _SUBSCRIBE_PID = 1
 
 
+class Refused(MqttError):
+    """The broker said no (CONNACK code, SUBACK 0x80): counted as refused, not as a broken packet."""
+
+
 class IngestConnection:
     def __init__(self, cfg, topic_filter, on_publish, on_group, on_up=None, on_down=None,
                  on_oversize=None, max_packet=MAX_PACKET, max_group=512,
@@ -105,6 +109,8 @@ class IngestConnection:
             except (OSError, MqttError) as e:
                 if not self._stopping.is_set():
                     log.warning("ingest: connection lost: %s", e)
+            except Exception:                   # a callback's bug: drop and reconnect, never die
+                log.exception("ingest: connection dropped after an error")
             finally:
                 self._close(sock)
             if not self._stopping.is_set():
@@ -132,7 +138,7 @@ class IngestConnection:
                 raise MqttError("expected CONNACK, got 0x%02x" % first)
             if buf[start + 1]:
                 self.stats["refused"] += 1     # 4: bad user name or password, 5: not authorised
-                raise MqttError("connection refused, code %d" % buf[start + 1])
+                raise Refused("connection refused, code %d" % buf[start + 1])
             sock.sendall(wire.subscribe_packet(_SUBSCRIBE_PID, [(self.topic_filter, 1)]))
         except BaseException:
             self._close(sock, was_up=False)
@@ -219,8 +225,9 @@ class IngestConnection:
                     closed = True               # commit what came before the close, then drop
                     break
                 buf += self._past_oversize(data)
-        except MqttError:
-            self.stats["broken"] += 1
+        except MqttError as e:
+            if not isinstance(e, Refused):
+                self.stats["broken"] += 1
             raise
         if published:
             self._group(sock)
@@ -296,9 +303,7 @@ class IngestConnection:
             raise MqttError("packet of %d bytes" % length)
         have = len(buf)
         if have - start < 2 or have - start < 4 + ((buf[start] << 8) | buf[start + 1]):
-            if have - start > 0x10003:
-                raise MqttError("oversized PUBLISH with a broken topic")
-            return None
+            return None                         # at most 64 KiB of topic: buf stays bounded
         topic, pid, _ = wire.publish_fields(first, buf, start, min(end, have))
         self._skip = max(0, end - have)
         self.stats["oversize"] += 1
@@ -311,7 +316,7 @@ class IngestConnection:
             return
         if end - start < 3 or buf[start + 2] & 0x80:
             self.stats["refused"] += 1
-            raise MqttError("subscription to %s refused" % self.topic_filter)
+            raise Refused("subscription to %s refused" % self.topic_filter)
         if not self.connected.is_set():
             self.connected.set()
             self.backoff.success()
