@@ -1,6 +1,7 @@
 """The hall gateway, wired: store, registry, cases, MQTT bridge, RS-485 buses, HTTP API, uplink.
 
-Threads: paho's network thread (MQTT in), the group committer (SQLite), one thread per RS-485 bus.
+Threads: the MQTT rating intake (gateway.mqtt_ingest: reads, group-commits, ACKs), paho's network
+thread (the rest of MQTT), the group committer (SQLite, for RS-485), one thread per RS-485 bus.
 The asyncio loop runs the HTTP API, the queueing-system callbacks, the uplink and housekeeping.
 Alarms from every part arrive at Gateway.alarm: every one counted; logged and published on
 gateway/event at most once per ALARM_REPEAT_S per name, with the number held back meanwhile (a
@@ -216,7 +217,8 @@ class Gateway:
 
     def status(self):
         out = {"hall": self.cfg.hall, "uptime_s": int(self.clock() - self.started),
-               "mqtt": {"connected": self.bridge.connected.is_set(), **self.bridge.stats},
+               "mqtt": {"connected": self.bridge.connected.is_set(), **self.bridge.stats,
+                        "ingest": dict(self.bridge.ingest.stats)},
                "devices": self.registry.counts(), "device_list": self.registry.snapshot(),
                "outbox": self.store.backlog(), "store": dict(self.store.stats),
                "alarms": dict(self.alarms), "alarms_active": self.alarms_active(),
@@ -251,6 +253,9 @@ class Gateway:
              self.bridge.connected.is_set()),
             ("hall_gateway_mqtt_messages_total", "counter", "MQTT messages received",
              self.bridge.stats["messages"]),
+            ("hall_gateway_mqtt_ingest_events_total", "counter",
+             "Rating intake connection: connects, drops, publishes, groups, refusals, broken packets",
+             dict(((("event", k),), v) for k, v in dict(self.bridge.ingest.stats).items())),
             ("hall_gateway_cases_total", "counter", "Case events by outcome",
              dict(((("outcome", k),), v) for k, v in self.cases.stats.items())),
             ("hall_gateway_uptime_seconds", "gauge", "Seconds since start", self.clock() - self.started),

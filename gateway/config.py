@@ -2,7 +2,8 @@
 
     [gateway]   hall (required), data_dir, store = "outbox.db", registry = "registry.json",
                 capacity, alarm_ratio, rating_days (7), privacy_key (hex, optional)
-    [mqtt]      host, port, username, password, client_id, keepalive
+    [mqtt]      host, port, username, password, client_id, keepalive (ratings arrive on a second
+                connection, client id "<client_id>-ingest": gateway.mqtt_ingest)
     [http]      host, port, token (bearer for the queueing system; empty = open), callback_url,
                 callback_token
     [device_config]  the CONFIG pushed to every device (rating_timeout_s, thanks_s, guard_ms,

@@ -166,11 +166,13 @@ def test_queue_rules_rating_and_callbacks(mosquitto_broker, tmp_path, caplog):
             status, st = await rig.call("GET", "/status")
             assert status == 200 and st["hall"] == HALL and st["outbox"]["ratings"] == 2
             assert st["devices"]["total"] == 1 and st["mqtt"]["connected"]
+            assert st["mqtt"]["ingest"]["publishes"] == 2 and st["mqtt"]["ingest"]["broken"] == 0
             rig.gw.metrics["uplink_extra"] = lambda: 7
             status, text = await rig.call("GET", "/metrics")
             assert 'hall_gateway_outbox_items{kind="rating"} 2' in text
             assert 'hall_gateway_rejections_total{where="http",reason="malformed"} 2' in text
             assert "hall_gateway_uplink_extra 7" in text
+            assert 'hall_gateway_mqtt_ingest_events_total{event="publishes"} 2' in text
     try:
         asyncio.run(scenario())
     finally:
