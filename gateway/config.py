@@ -8,7 +8,8 @@
                 callback_token
     [device_config]  the CONFIG pushed to every device (rating_timeout_s, thanks_s, guard_ms,
                 status_interval_s, idle_text, tags = [{code, label, indicator}], version)
-    [[rs485]]   url, baud, retries, slow_after, slow_interval_s
+    [[rs485]]   url, baud, retries, slow_after, slow_interval_s, kernel_rs485 (a Pi UART such as
+                /dev/ttyAMA0 with the kernel switching the transceiver by RTS), rts_high_for_tx
     [[devices]] id, window, board, transport ("mqtt" | "rs485"), bus (index into [[rs485]]),
                 address, key (64 hex digits), name, firmware
     [display]   status OLED: enabled (true once the table is present), i2c_port (1), i2c_address
@@ -55,6 +56,8 @@ class BusConfig:
     retries: int = 2          # resends of one request before the exchange counts as failed
     slow_after: int = 3       # failed exchanges in a row that move a device to the slow lane
     slow_interval_s: float = 5.0
+    kernel_rs485: bool = False  # a UART whose driver drives the transceiver's DE pin (TIOCSRS485)
+    rts_high_for_tx: bool = True  # DE polarity: RTS high while sending (most transceivers)
 
 
 @dataclass
@@ -130,6 +133,10 @@ def from_dict(data, base_dir="."):
     cfg.mqtt = _section(MqttConfig, data.get("mqtt"), "mqtt")
     cfg.http = _section(HttpConfig, data.get("http"), "http")
     cfg.buses = [_section(BusConfig, b, "rs485") for b in data.get("rs485") or []]
+    for bus in cfg.buses:
+        if bus.kernel_rs485 and "://" in bus.url:
+            raise ConfigError("[[rs485]] %s: kernel_rs485 needs a serial device path, not a URL"
+                              % bus.url)
     cfg.devices = [dict(d) for d in data.get("devices") or []]
     cfg.device_config = dict(data.get("device_config") or {})
     cfg.display = _section(DisplayConfig, _enabled_when_present(data, "display"), "display")

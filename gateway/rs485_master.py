@@ -25,6 +25,7 @@ import threading
 import time
 
 import serial
+import serial.rs485
 
 from gateway.rating_intake import ack_mac
 from protocol import errors, schema, timing, vocab
@@ -124,8 +125,7 @@ class Rs485Master:
         while not self._stop.is_set():
             if self.port is None:
                 try:
-                    self.port = self.open_serial(self.cfg.url, baudrate=self.cfg.baud,
-                                                 timeout=READ_TIMEOUT_S)
+                    self.port = self._open()
                 except (serial.SerialException, OSError, ValueError) as e:
                     if self.alarm:
                         self.alarm("bus_unavailable", "RS-485 bus %s: %s" % (self.cfg.url, e))
@@ -140,6 +140,20 @@ class Rs485Master:
                     self.port.close()
                 finally:
                     self.port = None
+
+    def _open(self):
+        port = self.open_serial(self.cfg.url, baudrate=self.cfg.baud, timeout=READ_TIMEOUT_S)
+        if self.cfg.kernel_rs485:
+            # The kernel raises DE (on RTS) for exactly the bytes sent: no user-space turnaround.
+            # A driver without RS-485 support refuses (ValueError): an alarm, and retried.
+            try:
+                port.rs485_mode = serial.rs485.RS485Settings(
+                    rts_level_for_tx=self.cfg.rts_high_for_tx,
+                    rts_level_for_rx=not self.cfg.rts_high_for_tx)
+            except BaseException:
+                port.close()
+                raise
+        return port
 
     def round(self):
         """One pass over the bus; False when nobody was due (the caller may sleep)."""

@@ -320,3 +320,67 @@ def test_a_reply_cut_short_does_not_swallow_the_next_one(rig):
     assert stats["timeouts"] == 1 and stats["lane"] == "fast"
     assert r["store"].stored_ids() == ["dev-1:1"] and r["fake"].outbox[1] == []
     assert r["master"].bus.decoder.stats["dropped_partial"] >= 1
+
+
+def _kernel_master(tmp_path, url, alarms, open_serial=None):
+    registry = Registry([{"id": "dev-1", "window": "W1", "transport": "rs485", "address": 1,
+                          "key": device_key("dev-1").hex()}])
+    store = Store(str(tmp_path / "outbox.db"))
+    committer = GroupCommitter(store)
+    kw = {"open_serial": open_serial} if open_serial else {}
+    master = Rs485Master(BusConfig(url=url, baud=9600, kernel_rs485=True, rts_high_for_tx=False),
+                         0, HALL, registry, committer, Rejections(),
+                         alarm=lambda name, detail: alarms.append((name, detail)), **kw)
+    return master, committer, store
+
+
+def test_kernel_rs485_mode_is_asked_of_the_driver_with_the_configured_polarity(tmp_path):
+    import serial
+    opened = []
+
+    def open_loop(url, **kw):   # pyserial's loop:// keeps the settings; a UART would get TIOCSRS485
+        opened.append(serial.serial_for_url("loop://", **kw))
+        return opened[-1]
+    alarms = []
+    master, committer, store = _kernel_master(tmp_path, "/dev/ttyAMA0", alarms, open_loop)
+    try:
+        port = master._open()
+        assert port is opened[0] and alarms == []
+        assert port.rs485_mode.rts_level_for_tx is False and port.rs485_mode.rts_level_for_rx is True
+        port.close()
+    finally:
+        committer.close()
+        store.close()
+
+
+def test_kernel_rs485_mode_on_a_driver_without_it_raises_an_alarm_and_keeps_trying(tmp_path):
+    """A pty has no RS-485 support (like a USB adapter that switches DE itself): the bus is not
+    used half-configured; the alarm names the port and the refusal, and the master retries."""
+    import os
+    import pty
+    controller, worker = pty.openpty()
+    alarms = []
+    master, committer, store = _kernel_master(tmp_path, os.ttyname(worker), alarms)
+    try:
+        master.start()
+        deadline = time.monotonic() + 10
+        while len(alarms) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(alarms) >= 2 and master.port is None          # retried, still refused
+        name, detail = alarms[0]
+        assert name == "bus_unavailable" and os.ttyname(worker) in detail and "RS485" in detail
+    finally:
+        master.stop()
+        committer.close()
+        store.close()
+        os.close(controller)
+        os.close(worker)
+
+
+def test_kernel_rs485_mode_needs_a_device_path():
+    from gateway import config
+    with pytest.raises(config.ConfigError, match="kernel_rs485 needs a serial device path"):
+        config.from_dict({"gateway": {"hall": "h"},
+                          "rs485": [{"url": "socket://127.0.0.1:5000", "kernel_rs485": True}]})
+    ok = config.from_dict({"gateway": {"hall": "h"}, "rs485": [{"url": "/dev/ttyAMA0", "kernel_rs485": True}]})
+    assert ok.buses[0].kernel_rs485 and ok.buses[0].rts_high_for_tx
