@@ -230,8 +230,10 @@ class MqttClient:
                 elif kind == wire.PINGRESP:
                     self.ping_out = False
                 # SUBACK and anything else: nothing to do
+                if self.rx is not rx:           # a callback dropped the connection: the rest
+                    return                      # of this buffer belongs to the old one
         finally:
-            if pos and self.rx is rx:           # drop() may have replaced it meanwhile
+            if pos and self.rx is rx:
                 self.rx = rx[pos:]
 
     def _up(self):

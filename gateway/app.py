@@ -252,7 +252,7 @@ class Gateway:
             ("hall_gateway_mqtt_connected", "gauge", "1 when connected to the hall broker",
              self.bridge.connected.is_set()),
             ("hall_gateway_mqtt_messages_total", "counter", "MQTT messages received",
-             self.bridge.stats["messages"]),
+             self.bridge.stats["messages"] + self.bridge.ingest.stats["publishes"]),
             ("hall_gateway_mqtt_ingest_events_total", "counter",
              "Rating intake connection: connects, drops, publishes, groups, refusals, broken packets",
              dict(((("event", k),), v) for k, v in dict(self.bridge.ingest.stats).items())),

@@ -147,6 +147,9 @@ def from_dict(data, base_dir="."):
         raise ConfigError("[gateway] capacity must be positive and alarm_ratio in (0, 1]")
     if not cfg.mqtt.client_id:
         cfg.mqtt.client_id = "gateway-%s" % cfg.hall
+    for name, value, top in (("port", cfg.mqtt.port, 65535), ("keepalive", cfg.mqtt.keepalive, 65535)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+            raise ConfigError("[mqtt] %s must be a whole number from 0 to %d" % (name, top))
     return cfg
 
 

@@ -8,26 +8,29 @@ Out: .../context and .../config retained (kept here and republished on every rec
      broker without persistence forgets them); gateway/state retained "online", with the last will
      "offline"; gateway/devices retained registry (no keys); gateway/event alarms (QoS 0).
 Anything invalid is rejected with a reason and counted; a rating that decodes far enough to name
-its counter is kept as a dead letter and ACKed as such, so the device stops resending it.
+its counter (an oversized one too, from its first 2 KiB) is kept as a dead letter and ACKed as
+such, so the device stops resending it.
 Two connections, one client id apart: ratings come in on the ingest connection
 (gateway.mqtt_ingest, "<client_id>-ingest"), everything else through paho. Each rating (or dead
 letter) joins the ingest connection's group, which is committed in one transaction (one fsync) once
-every whole packet of a read is handled; the ACKs (QoS 0: a device republishes until it has one,
-and a repeated ACK is harmless) and the broker's PUBACKs go out right after, from that same thread.
-No hand-over to another thread and back per rating: on CPython that hop (queue, wake-up, GIL) cost
-as much as the rating's own work. Both sessions are persistent (clean_session False), so QoS 1
+every whole packet of its reads is handled; the ACKs (QoS 0: a device republishes until it has
+one, and a repeated ACK is harmless) go out right after the commit, from that same thread. No
+hand-over to another thread and back per rating: on CPython that hop (queue, wake-up, GIL) cost as
+much as the rating's own work. Both sessions are persistent (clean_session False), so QoS 1
 ratings sent while the gateway restarts wait in the broker; the device's own outbox covers the rest.
-`connected` is set while both connections are up.
+`connected` is set while both connections are up. Threads: the ingest thread alone touches the
+pending group and sends ACKs; paho's thread handles status and availability; the registry locks.
 """
 
 import json
 import logging
+import re
 import threading
 import time
 
 import paho.mqtt.client as mqtt
 
-from gateway.mqtt_ingest import IngestConnection
+from gateway.mqtt_ingest import HEAD_BYTES, IngestConnection
 from gateway.rating_intake import ack_mac, rating_from_json
 from gateway.store import RawPayload
 from protocol import codec, errors, mqtt_wire, schema, topics, vocab
@@ -35,6 +38,7 @@ from protocol import codec, errors, mqtt_wire, schema, topics, vocab
 log = logging.getLogger("gateway.mqtt")
 
 _CONTROL_KINDS = ("status", "availability")
+_COUNTER = re.compile(r'"counter"\s*:\s*([0-9]{1,10})[,}\s]')   # in a payload JSON cannot parse
 _TOPIC_CACHE = 4096   # parsed topics kept (a flood of strangers' topics only empties it)
 
 
@@ -52,13 +56,14 @@ class MqttBridge:
         self.clock = clock
         self.connected = threading.Event()
         self.stats = {"messages": 0, "ratings": 0, "acks": 0, "status": 0, "availability": 0,
-                      "connects": 0, "disconnects": 0}
+                      "ignored": 0, "connects": 0, "disconnects": 0}
         self._retained = {}             # topic -> payload, republished on reconnect
         self._ack_topics = {}           # device id -> its ack topic, encoded (built once)
         self._pending = []              # [(item, done)] of the next group commit (ingest thread)
         self._topics = {}               # topic -> topics.parse(topic): its checks loop over characters
         self._control_up = False
         self._lock = threading.Lock()
+        self._links = threading.Lock()  # connected follows both links, set and cleared in order
         self._control = {"status": self._status, "availability": self._availability}
         self._intake = {"rating": self._rating}
         self.client = self._make_client()
@@ -73,9 +78,8 @@ class MqttBridge:
         if self.cfg.username:
             c.username_pw_set(self.cfg.username, self.cfg.password or None)
         c.will_set(topics.gateway_topic(self.hall, "state"), topics.OFFLINE, qos=1, retain=True)
-        # No cap on our QoS 1 messages in flight (ACKs, retained context): one ACK per rating
-        # received bounds them anyway, and with a cap paho scans every unacknowledged message on
-        # each PUBACK (Client._update_inflight), a cost growing with the group size.
+        # No cap on our QoS 1 messages in flight (retained context and config, the registry): a
+        # hall's worth of them after a reconnect must not wait behind one another.
         c.max_inflight_messages_set(0)
         c.reconnect_delay_set(0.2, 5)
         c.on_connect = self._on_connect
@@ -90,18 +94,21 @@ class MqttBridge:
         self.ingest.start()
 
     def stop(self):
-        """Clean stop: say offline (retained) before leaving, as the will would."""
-        if self.connected.is_set():
+        """Clean stop: say offline (retained) before leaving, as the will would (a clean
+        DISCONNECT suppresses the will: so even while the ingest link is down)."""
+        if self._control_up:
             info = self.client.publish(topics.gateway_topic(self.hall, "state"), topics.OFFLINE,
                                        qos=1, retain=True)
             try:
                 info.wait_for_publish(2)
             except (RuntimeError, ValueError):
                 pass
-        self.ingest.stop()
+        ended = self.ingest.stop()
         self.client.disconnect()
         self.client.loop_stop()
-        if self._pending:               # the ingest thread is gone: nothing else touches it now
+        if not ended:
+            log.error("the MQTT ingest thread did not stop; its pending group is left to it")
+        elif self._pending:             # the ingest thread is gone: nothing else touches it now
             self._flush()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -109,6 +116,9 @@ class MqttBridge:
             log.error("broker refused the connection: %s", reason_code)
             return
         self.stats["connects"] += 1
+        # Ratings are the ingest link's. A session kept from a gateway before it (clean_session
+        # False) may still hold paho's old subscription to them: every rating would come twice.
+        client.unsubscribe(topics.gateway_subscriptions(self.hall, ("rating",)))
         client.subscribe([(t, 1) for t in topics.gateway_subscriptions(self.hall, _CONTROL_KINDS)])
         client.publish(topics.gateway_topic(self.hall, "state"), topics.ONLINE, qos=1, retain=True)
         with self._lock:
@@ -122,18 +132,21 @@ class MqttBridge:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._control_up = False
-        self.connected.clear()
+        self._links_changed()
         self.stats["disconnects"] += 1
         log.warning("disconnected from the broker (%s); paho reconnects", reason_code)
 
     def _links_changed(self):
-        if self._control_up and self.ingest.connected.is_set():
-            self.connected.set()
+        with self._links:
+            if self._control_up and self.ingest.connected.is_set():
+                self.connected.set()
+            else:
+                self.connected.clear()
 
     def _on_ingest_down(self):
-        """The ingest connection dropped (its thread): commit what it read; those ACKs and PUBACKs
-        are lost with the socket, so the broker and the devices send the ratings again."""
-        self.connected.clear()
+        """The ingest connection dropped (its thread): commit what it read; those ACKs are lost
+        with the socket, so the devices send the ratings again (duplicates, ACKed as such)."""
+        self._links_changed()
         if self._pending:
             self._flush()
 
@@ -196,21 +209,26 @@ class MqttBridge:
     # --- in -------------------------------------------------------------------------------
     def _on_message(self, client, userdata, message):
         """paho: status and availability."""
+        self.stats["messages"] += 1
         self._handle(message.topic, message.payload, self._control)
 
     def _on_ingest(self, topic, payload):
         self._handle(topic, payload, self._intake)
 
-    def _on_oversize(self, topic, length):
-        try:
-            device_id = topics.parse(topic)[1]
-        except errors.ProtocolError:
-            device_id = None
-        self.rejections.reject("mqtt", errors.R_MALFORMED, "message of %d bytes on %s" % (length, topic),
-                               device_id)
+    def _on_oversize(self, topic, length, head):
+        """A rating too long to read: a dead letter from its first HEAD_BYTES, ACKed if they show
+        its counter, so the device moves on to its next rating."""
+        error = errors.ProtocolError(errors.R_OVERSIZE, "message of %d bytes" % length)
+        self._handle(topic, head, {"rating": lambda device_id, head: self._oversized(device_id, head, error)})
+
+    def _oversized(self, device_id, head, error):
+        if self.registry.get(device_id) is None:
+            self.rejections.reject("mqtt", errors.R_UNKNOWN_DEVICE, "rating on an unknown topic",
+                                   device_id)
+            return
+        self._malformed(device_id, head, error)
 
     def _handle(self, topic, payload, handlers):
-        self.stats["messages"] += 1
         parsed = self._topics.get(topic)
         if parsed is None:
             try:
@@ -226,7 +244,8 @@ class MqttBridge:
             self.rejections.reject("mqtt", errors.R_MALFORMED, "topic %s" % topic)
             return
         handler = handlers.get(kind)
-        if handler is None:     # not subscribed on this connection: a broker's mistake, ignored
+        if handler is None:     # not subscribed on this connection: a broker's mistake
+            self.stats["ignored"] += 1
             return
         try:
             handler(device_id, payload)
@@ -262,8 +281,7 @@ class MqttBridge:
 
         def done(result):
             self._ack(device_id, counter, result)
-            self.registry.seen(device_id, counter=max(counter, device.counter),
-                               ratings=device.ratings + (result[0] == vocab.ACK_STORED))
+            self.registry.rated(device_id, counter, result[0] == vocab.ACK_STORED)
             if self.on_rating is not None:
                 self.on_rating(rating, result)
         self._submit(rating, self.enrich(rating), done)
@@ -271,12 +289,13 @@ class MqttBridge:
     def _malformed(self, device_id, payload, error):
         self.rejections.reject("mqtt", error.reason, "rating: %s" % error.detail, device_id)
         self.registry.count_error(device_id, errors.REASON_NAMES.get(error.reason, "malformed"))
-        text = bytes(payload[:2048]).decode("utf-8", "replace")
+        text = bytes(payload[:HEAD_BYTES]).decode("utf-8", "replace")
         counter = None
         try:
             counter = json.loads(text).get("counter")
-        except Exception:
-            pass
+        except Exception:       # cut short (an oversized rating's head) or not JSON at all
+            found = _COUNTER.search(text)
+            counter = int(found.group(1)) if found else None
         ackable = isinstance(counter, int) and not isinstance(counter, bool) and 0 < counter <= schema.U32
 
         def done(result):   # (DEAD_LETTER, reason) once kept; (RETRY, STORE_FULL) if it could not be

@@ -5,28 +5,31 @@ gateway.mqtt_bridge).
 Why not paho here: the ingest benchmark found paho 2.2 spending more CPU per rating than all our
 own work on it (decode, MAC, commit, ACK), in about ten system calls per message (one-byte reads of
 each header, a wake-up byte per queued packet, a send per packet): docs/ingest-performance.md.
-This connection makes two per group: one read of up to READ_BYTES, one sendall.
+This connection makes four or five per group, however big: poll, read, send the PUBACKs, read
+again until nothing is waiting, send the ACKs.
 
-One thread, a blocking socket. Each read appends to a buffer; every whole packet in it is split
-out (protocol.mqtt_wire) and each PUBLISH goes to on_publish(topic, payload), then the broker gets
-their PUBACKs at once, so it goes on sending while this thread commits; what else the socket holds
-by then is read without waiting and joins the group. Then on_group() commits the group (one
-transaction, one fsync) and queues its ACKs through send(), all in one sendall.
+One thread, a non-blocking socket waited on with poll. Each read appends to a buffer; every whole
+packet in it is split out (protocol.mqtt_wire) and each PUBLISH goes to on_publish(topic, payload);
+then the broker gets their PUBACKs at once, so it goes on sending while this thread commits; what
+else the socket holds by then is read without waiting and joins the group. Then on_group() commits
+the group (one transaction, one fsync) and queues its ACKs through send(), sent all at once.
 A device learns its rating is stored only from the ACK, after the commit; a rating PUBACKed and
 lost in a crash before its commit is still in the device's outbox, which sends it again. (A PUBACK
 held back until the commit would cap each group at the broker's max_inflight_messages, 20 by
 default, and stop the broker during every fsync; group size is what makes a commit cheap.)
 - Keepalive: a PINGREQ after keepalive/2 s without sending, or without hearing from the broker; no
   answer within keepalive s and the connection is dropped (a half-open TCP link tells nothing).
-- A PUBLISH longer than max_packet is read past, not buffered, and PUBACKed (on_oversize(topic,
-  length) is told): one junk message must not come back on every reconnect and stall the hall.
-- Any other broken packet, a refused CONNECT or SUBSCRIBE: the connection is dropped and opened
-  again after a capped, jittered backoff; on_down() runs on this thread before it is.
+- A PUBLISH longer than max_packet is read past, not buffered, and PUBACKed; on_oversize(topic,
+  length, first HEAD_BYTES of the payload) is told, so the caller can dead-letter it and release
+  the device: one junk message must not come back on every reconnect and stall the hall.
+- An exception from on_publish loses that message to the caller (counted as failed), not the
+  ones behind it. Any broken packet, a refused CONNECT or SUBSCRIBE: the connection is dropped and
+  opened again after a capped, jittered backoff; on_down() runs on this thread before it is.
 """
 
 import logging
+import select
 import socket
-import struct
 import threading
 import time
 
@@ -38,7 +41,9 @@ log = logging.getLogger("gateway.mqtt.ingest")
 
 READ_BYTES = 65536
 MAX_PACKET = 65536        # a rating's JSON is under 4 KiB; anything near this is junk
+HEAD_BYTES = 2048         # of an oversized payload, handed to on_oversize (to find its counter)
 CONNECT_TIMEOUT_S = 10.0
+SEND_TIMEOUT_S = 10.0     # a broker that takes nothing for this long is gone
 _SUBSCRIBE_PID = 1
 
 
@@ -65,7 +70,7 @@ class IngestConnection:
         self.backoff = backoff or Backoff(base=0.2, cap=5.0)
         self.connected = threading.Event()
         self.stats = {"connects": 0, "drops": 0, "publishes": 0, "pubacks": 0, "groups": 0,
-                      "pings": 0, "oversize": 0, "refused": 0, "broken": 0}
+                      "pings": 0, "oversize": 0, "refused": 0, "broken": 0, "failed": 0}
         self._stopping = threading.Event()
         self._thread = None
         self._sock = None
@@ -79,8 +84,9 @@ class IngestConnection:
         self._thread.start()
 
     def stop(self, timeout=5.0):
-        """Leave: what is read and not yet committed is committed by on_down; its PUBACKs never go,
-        so the broker delivers those messages again next time (duplicates, ACKed as such)."""
+        """Leave: what is read and not yet committed is committed by on_down, but its ACKs are not
+        sent; the devices send those ratings again (duplicates, ACKed as such). True once the
+        thread has ended."""
         self._stopping.set()
         sock = self._sock
         if sock is not None:
@@ -90,6 +96,8 @@ class IngestConnection:
                 pass
         if self._thread is not None:
             self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
 
     def send(self, data):
         """Queue bytes to go out after the current group (call from on_group, on this thread)."""
@@ -104,12 +112,16 @@ class IngestConnection:
                 log.warning("ingest: cannot connect to %s:%d: %s", self.cfg.host, self.cfg.port, e)
                 self._stopping.wait(self.backoff.failure())
                 continue
+            except Exception:                   # never let the intake thread die
+                log.exception("ingest: cannot connect to %s:%d", self.cfg.host, self.cfg.port)
+                self._stopping.wait(self.backoff.failure())
+                continue
             try:
                 self._serve(sock, buf)
             except (OSError, MqttError) as e:
                 if not self._stopping.is_set():
                     log.warning("ingest: connection lost: %s", e)
-            except Exception:                   # a callback's bug: drop and reconnect, never die
+            except Exception:                   # on_group's or on_up's bug: drop, reconnect, never die
                 log.exception("ingest: connection dropped after an error")
             finally:
                 self._close(sock)
@@ -171,21 +183,23 @@ class IngestConnection:
     def _serve(self, sock, buf):
         keepalive = self.cfg.keepalive
         half = keepalive / 2.0
-        # Blocking in Python's eyes, so a MSG_DONTWAIT read returns at once; the kernel's own
-        # timeouts wake the read for the keepalive and end a send the broker stopped taking.
-        sock.settimeout(None)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(half or 3600))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(keepalive or CONNECT_TIMEOUT_S))
+        # Non-blocking and waited on with poll: reading what is already there returns at once (a
+        # group's "anything more?"), and the wait wakes for the keepalive.
+        sock.setblocking(False)
+        readable = select.poll()
+        readable.register(sock, select.POLLIN)
         now = self.clock()
         self._last_rx = self._last_tx = now
         self._ping_out = False
         while buf and self._packets(sock, buf):
             pass
         while not self._stopping.is_set():
-            try:
-                data = sock.recv(READ_BYTES)
-            except BlockingIOError:             # SO_RCVTIMEO: quiet for keepalive / 2
-                data = None
+            data = None
+            if readable.poll(half * 1000 if keepalive else None):
+                try:
+                    data = sock.recv(READ_BYTES)
+                except BlockingIOError:
+                    pass
             now = self.clock()
             if data is not None:
                 if not data:
@@ -198,10 +212,23 @@ class IngestConnection:
                 if self._ping_out and now - self._last_rx > keepalive:
                     raise MqttError("broker silent for %.0f s" % (now - self._last_rx))
                 if not self._ping_out and (now - self._last_tx >= half or now - self._last_rx >= half):
-                    sock.sendall(wire.PINGREQ_PACKET)
-                    self._last_tx = now
+                    self._send(sock, wire.PINGREQ_PACKET)
                     self._ping_out = True
                     self.stats["pings"] += 1
+
+    def _send(self, sock, data):
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[sock.send(view):]
+                continue
+            except BlockingIOError:
+                pass
+            writable = select.poll()
+            writable.register(sock, select.POLLOUT)
+            if not writable.poll(SEND_TIMEOUT_S * 1000):
+                raise MqttError("the broker took nothing for %.0f s" % SEND_TIMEOUT_S)
+        self._last_tx = self.clock()
 
     def _packets(self, sock, buf):
         """Handle every whole packet in buf, and in what else the socket holds right now (read
@@ -218,7 +245,7 @@ class IngestConnection:
                 if published >= self.max_group:
                     break
                 try:                            # more already here? then it joins this group
-                    data = sock.recv(READ_BYTES, socket.MSG_DONTWAIT)
+                    data = sock.recv(READ_BYTES)
                 except BlockingIOError:
                     break
                 if not data:
@@ -236,8 +263,9 @@ class IngestConnection:
         return published >= self.max_group
 
     def _take(self, buf, pids, room):
-        """Hand up to `room` PUBLISH packets from buf to on_publish (their packet ids go to pids)
-        and handle the other whole packets before them; what is done leaves buf. How many."""
+        """Hand up to `room` PUBLISH packets from buf to on_publish, or on_oversize (their packet
+        ids go to pids), and handle the other whole packets before them; what is done leaves buf.
+        How many."""
         published = 0
         pos = 0
         try:
@@ -253,6 +281,7 @@ class IngestConnection:
                         break                   # its topic and packet id are not all in yet
                     if pid:
                         pids.append(pid)
+                    published += 1              # handed over (on_oversize): its group commits
                     pos = min(end, len(buf))
                     continue
                 if end > len(buf):
@@ -260,7 +289,11 @@ class IngestConnection:
                 kind = first & 0xF0
                 if kind == wire.PUBLISH:
                     topic, pid, at = wire.publish_fields(first, buf, start, end)
-                    self.on_publish(topic, bytes(buf[at:end]))
+                    try:
+                        self.on_publish(topic, bytes(buf[at:end]))
+                    except Exception:           # the caller's bug: this message is lost to it,
+                        self.stats["failed"] += 1   # not the ones behind it (nor the thread)
+                        log.exception("ingest: handling a message on %s failed", topic)
                     published += 1
                     if pid:
                         pids.append(pid)
@@ -284,8 +317,7 @@ class IngestConnection:
         return data
 
     def _puback(self, sock, pids):
-        sock.sendall(b"".join([wire.puback_packet(pid) for pid in pids]))
-        self._last_tx = self.clock()
+        self._send(sock, b"".join([wire.puback_packet(pid) for pid in pids]))
         self.stats["pubacks"] += len(pids)
 
     def _group(self, sock):
@@ -293,22 +325,28 @@ class IngestConnection:
         self.on_group()
         out, self._out = self._out, bytearray()
         if out:
-            sock.sendall(out)
-            self._last_tx = self.clock()
+            self._send(sock, out)
 
     def _oversize(self, first, buf, start, end, length):
-        """Read past a PUBLISH too long to keep: its packet id (to PUBACK it), or None while the
-        variable header is not in yet."""
+        """Read past a PUBLISH too long to keep: its packet id (to PUBACK it), or None while its
+        variable header and the first HEAD_BYTES of its payload are not in yet."""
         if first & 0xF0 != wire.PUBLISH:
             raise MqttError("packet of %d bytes" % length)
         have = len(buf)
         if have - start < 2 or have - start < 4 + ((buf[start] << 8) | buf[start + 1]):
             return None                         # at most 64 KiB of topic: buf stays bounded
-        topic, pid, _ = wire.publish_fields(first, buf, start, min(end, have))
+        topic, pid, at = wire.publish_fields(first, buf, start, min(end, have))
+        head = min(end, at + HEAD_BYTES)
+        if have < head:
+            return None
         self._skip = max(0, end - have)
         self.stats["oversize"] += 1
         if self.on_oversize is not None:
-            self.on_oversize(topic, length)
+            try:
+                self.on_oversize(topic, length, bytes(buf[at:head]))
+            except Exception:
+                self.stats["failed"] += 1
+                log.exception("ingest: handling an oversized message on %s failed", topic)
         return pid
 
     def _suback(self, buf, start, end):
@@ -324,6 +362,3 @@ class IngestConnection:
             if self.on_up is not None:
                 self.on_up()
 
-
-def _timeval(seconds):
-    return struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))

@@ -228,6 +228,22 @@ class Registry:
             self._changed(device, "online" if device.online else "offline")
         return device
 
+    def rated(self, device_id, counter, stored):
+        """seen(), and the device's highest counter and stored-ratings count moved on under the
+        lock (the MQTT intake and paho's thread both update devices)."""
+        with self._lock:
+            device = self._devices.get(device_id)
+            if device is None:
+                return None
+            was = device.online
+            device.last_seen = self.clock()
+            device.online = True
+            device.counter = max(counter, device.counter)
+            device.ratings += 1 if stored else 0
+        if not was:
+            self._changed(device, "online")
+        return device
+
     def set_offline(self, device_id):
         with self._lock:
             device = self._devices.get(device_id)

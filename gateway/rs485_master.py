@@ -350,7 +350,7 @@ class Rs485Master:
         else:
             result = self.committer.commit_now(rating, self.enrich(rating))
             if result[0] == vocab.ACK_STORED:
-                self.registry.seen(device.id, counter=counter, ratings=device.ratings + 1)
+                self.registry.rated(device.id, counter, True)
             if self.on_rating is not None:
                 self.on_rating(rating, result)
         with self._lock:

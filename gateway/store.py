@@ -767,7 +767,7 @@ class GroupCommitter:
 
     def commit_batch(self, batch):
         """Commit [(item, done)] in one transaction on the calling thread, then call each done(result):
-        for a caller that gathers its own groups (the MQTT bridge on paho's network thread, which
+        for a caller that gathers its own groups (the MQTT bridge on its ingest thread, which
         then publishes the ACKs without a hop to another thread)."""
         try:
             results = self.store.commit_ratings([item for item, _ in batch])

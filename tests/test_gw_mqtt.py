@@ -4,6 +4,7 @@ import json
 import threading
 import time
 
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -328,5 +329,83 @@ def test_ratings_sent_while_the_gateway_is_away_wait_in_the_broker(mosquitto_bro
             second.stop()
     finally:
         device.close()
+        committer.close()
+        store.close()
+
+
+def test_an_oversized_rating_is_dead_lettered_and_released_and_the_next_one_passes(gateway, device):
+    """A rating far past the intake's packet limit is never buffered whole; its first 2 KiB name
+    its counter, so the device gets a dead-letter ACK and moves on to its next rating."""
+    record = json.loads(codec.to_json(schema.RATING, make_rating("dev-a", 21)))
+    record["note"] = "李堃𠀀" * 20000                  # about 200 KB on the wire
+    device.publish("rating", json.dumps(record, ensure_ascii=False))
+    ack = device.ack()
+    assert (ack["counter"], ack["result"], ack["reason"]) == (21, vocab.ACK_DEAD_LETTER, errors.R_OVERSIZE)
+    device.rate(make_rating("dev-a", 22))
+    assert device.ack()["result"] == vocab.ACK_STORED
+    (dead,) = gateway.store.dead_letters()
+    assert dead["reason"] == "oversize" and len(dead["payload"]) <= 2048
+    assert gateway.ingest.stats["oversize"] == 1 and gateway.rejections_.count("mqtt", errors.R_OVERSIZE) == 1
+    assert gateway.store.stored_ids() == ["dev-a:22"]
+
+
+def test_a_session_kept_from_an_older_gateway_does_not_deliver_ratings_twice(mosquitto_broker, tmp_path):
+    """A gateway before the ingest link subscribed paho's persistent session to the ratings; the
+    bridge drops that subscription, so each rating arrives once, on the ingest link."""
+    old = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gw-upgrade", clean_session=False)
+    old.connect(mosquitto_broker.host, mosquitto_broker.port)
+    old.loop_start()
+    old.subscribe([(t, 1) for t in topics.gateway_subscriptions(HALL)])[1]
+    time.sleep(0.2)
+    old.disconnect()
+    old.loop_stop()
+    registry = Registry([{"id": "dev-a", "window": "A01", "key": device_key("dev-a").hex()}])
+    store = Store(str(tmp_path / "outbox.db"))
+    committer = GroupCommitter(store)
+    bridge = MqttBridge(MqttConfig(host=mosquitto_broker.host, port=mosquitto_broker.port,
+                                   client_id="gw-upgrade"), HALL, registry, committer, Rejections(),
+                        store=store)
+    bridge.start()
+    device = FakeDevice(mosquitto_broker, "dev-a")
+    try:
+        assert bridge.connected.wait(WAIT)
+        time.sleep(0.2)                         # the UNSUBSCRIBE went before the first rating
+        for n in (1, 2, 3):
+            device.rate(make_rating("dev-a", n))
+            assert device.ack()["counter"] == n
+        time.sleep(0.3)                         # time for a second copy to arrive, if any came
+        assert bridge.ingest.stats["publishes"] == 3 and bridge.stats["ignored"] == 0
+        assert bridge.stats["messages"] == 0 and store.stats["duplicates"] == 0
+    finally:
+        device.close()
+        bridge.stop()
+        committer.close()
+        store.close()
+
+
+def test_a_clean_stop_says_offline_even_while_the_ingest_link_is_down(mosquitto_broker, tmp_path):
+    store = Store(str(tmp_path / "outbox.db"))
+    committer = GroupCommitter(store)
+    bridge = MqttBridge(MqttConfig(host=mosquitto_broker.host, port=mosquitto_broker.port,
+                                   client_id="gw-half"), HALL, Registry([]), committer, Rejections(),
+                        store=store)
+
+    def refuse(addr, timeout):
+        raise ConnectionRefusedError("ingest refused for the test")
+    bridge.ingest.connect = refuse
+    watcher = FakeDevice(mosquitto_broker, "watcher")
+    try:
+        bridge.start()
+        deadline = time.monotonic() + WAIT
+        while watcher.messages.get("state") != b"online" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert watcher.messages.get("state") == b"online" and not bridge.connected.is_set()
+        bridge.stop()
+        deadline = time.monotonic() + WAIT
+        while watcher.messages.get("state") != b"offline" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert watcher.messages["state"] == b"offline"
+    finally:
+        watcher.close()
         committer.close()
         store.close()

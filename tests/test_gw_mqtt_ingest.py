@@ -200,6 +200,7 @@ class Calls:
         self.conn: Any = None       # the IngestConnection, set once it is made
         self.events = []            # ("publish", topic, payload) | ("group", n) | ("down",) ...
         self.groups = []            # [[(topic, payload), ...], ...]
+        self.heads = []             # the payload heads on_oversize was given
         self._open = []
 
     def _log(self, *event):
@@ -224,7 +225,8 @@ class Calls:
     def on_down(self):
         self._log("down")
 
-    def on_oversize(self, topic, length):
+    def on_oversize(self, topic, length, head):
+        self.heads.append(head)
         self._log("oversize", topic, length)
 
     def published(self):
@@ -422,6 +424,7 @@ def test_oversize_publish_is_skipped_pubacked_and_reported(rig, pieces):
     broker.wait(lambda: len(s.kinds(wire.PUBACK)) == 2 and calls.grouped() == 1, "both PUBACKs")
     assert puback_pids(s) == [7, 8]
     assert [e for e in calls.events if e[0] == "oversize"] == [("oversize", TOPIC, length)]
+    assert calls.heads == [b"\xee" * 2048]          # the start of its payload, for the dead letter
     assert calls.published() == [(TOPIC, TEXT.encode())]
     assert conn.stats["oversize"] == 1 and conn.stats["broken"] == 0
     assert conn.stats["drops"] == 0 and broker.connects() == 1 and calls.count("down") == 0
@@ -443,9 +446,10 @@ def test_oversize_cut_by_a_reconnect_does_not_eat_the_next_connection_bytes(rig)
     broker, conn, calls, _ = rig(conn={"max_packet": 1024})
     s0 = up(broker, conn)
     over, length, normal = _oversize_then_normal()
-    s0.send(over[:2000])
+    s0.send(over[:1500])            # not yet: on_oversize waits for 2 KiB of the payload
+    s0.send(over[1500:3000])
     broker.wait(lambda: calls.count("oversize") == 1, "on_oversize")
-    s0.half_close()                 # ~3000 bytes of it never come
+    s0.half_close()                 # ~2000 bytes of it never come
     s1 = up(broker, conn, 1)
     s1.send(normal)
     broker.wait(lambda: calls.grouped() == 1 and s1.kinds(wire.PUBACK), "the PUBLISH after it")
@@ -514,9 +518,10 @@ def test_refused_suback_is_not_counted_as_a_broken_packet(rig):
     assert conn.stats["broken"] == 0, conn.stats
 
 
-def test_a_callback_that_raises_drops_the_connection_but_not_the_thread(rig):
-    """A bug in the caller's code must not end the intake for good: the connection is dropped
-    (what was read is not PUBACKed, so the broker sends it again) and opened again."""
+def test_a_message_whose_handler_raises_is_counted_and_the_rest_go_on(rig):
+    """A bug in the caller's code on one message must not stall the hall: that message is lost
+    to the caller (counted; the device sends it again), the ones behind it are handled, and the
+    connection stays (a drop would bring the same message back first, for ever)."""
     broker, conn, calls, _ = rig()
     failing = [True]
     real = calls.on_publish
@@ -527,13 +532,11 @@ def test_a_callback_that_raises_drops_the_connection_but_not_the_thread(rig):
             raise RuntimeError("a bug in the handler")
         real(topic, payload)
     conn.on_publish = on_publish
-    s0 = up(broker, conn)
-    s0.send(wire.publish_packet(TOPIC, TEXT, qos=1, pid=41))
-    s1 = up(broker, conn, 1)
-    assert puback_pids(s0) == [] and calls.count("down") == 1
-    s1.send(wire.publish_packet(TOPIC, TEXT, qos=1, pid=41))    # the broker's redelivery
-    broker.wait(lambda: puback_pids(s1) == [41] and calls.grouped() == 1, "the same PUBLISH again")
+    s = up(broker, conn)
+    s.send(wire.publish_packet(TOPIC, "first", qos=1, pid=41) + wire.publish_packet(TOPIC, TEXT, qos=1, pid=42))
+    broker.wait(lambda: puback_pids(s) == [41, 42] and calls.grouped() == 1, "both PUBACKed")
     assert calls.published() == [(TOPIC, TEXT.encode())]
+    assert conn.stats["failed"] == 1 and conn.stats["drops"] == 0 and broker.connects() == 1
 
 
 # --- 7. keepalive -----------------------------------------------------------------------------

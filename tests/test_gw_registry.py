@@ -274,3 +274,11 @@ def test_example_config_parses():
     cfg = config_mod.load(path)
     assert cfg.hall == "futian-1" and cfg.buses[0].baud == 19200 and len(cfg.devices) == 2
     assert cfg.device_config["tags"][0]["label"] == "等待时间长"
+
+
+@pytest.mark.parametrize("key, value", [("keepalive", 70000), ("keepalive", "30"), ("keepalive", 1.5),
+                                        ("port", -1), ("port", True)])
+def test_mqtt_numbers_are_checked_at_start(key, value):
+    from gateway import config
+    with pytest.raises(config.ConfigError, match=r"\[mqtt\] %s must be a whole number" % key):
+        config.from_dict({"gateway": {"hall": "h"}, "mqtt": {key: value}})
