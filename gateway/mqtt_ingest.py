@@ -96,7 +96,7 @@ class IngestConnection:
         sock = self._sock
         if sock is not None:
             try:
-                sock.shutdown(socket.SHUT_RDWR)     # wakes the blocking read
+                sock.shutdown(socket.SHUT_RDWR)     # wakes its poll or read at once
             except OSError:
                 pass
         if self._thread is not None:
