@@ -215,33 +215,32 @@ class Registry:
 
     # --- live state -----------------------------------------------------------------------
     def seen(self, device_id, **state):
-        with self._lock:
-            device = self._devices.get(device_id)
-            if device is None:
-                return None
-            was = device.online
-            device.last_seen = self.clock()
-            device.online = state.pop("online", True)
+        online = state.pop("online", True)
+
+        def apply(device):
             for name, value in state.items():
                 setattr(device, name, value)
-        if was != device.online:
-            self._changed(device, "online" if device.online else "offline")
-        return device
+        return self._touch(device_id, online, apply)
 
     def rated(self, device_id, counter, stored):
         """seen(), and the device's highest counter and stored-ratings count moved on under the
         lock (the MQTT intake and paho's thread both update devices)."""
+        def apply(device):
+            device.counter = max(counter, device.counter)
+            device.ratings += 1 if stored else 0
+        return self._touch(device_id, True, apply)
+
+    def _touch(self, device_id, online, apply):
         with self._lock:
             device = self._devices.get(device_id)
             if device is None:
                 return None
             was = device.online
             device.last_seen = self.clock()
-            device.online = True
-            device.counter = max(counter, device.counter)
-            device.ratings += 1 if stored else 0
-        if not was:
-            self._changed(device, "online")
+            device.online = online
+            apply(device)
+        if was != device.online:
+            self._changed(device, "online" if device.online else "offline")
         return device
 
     def set_offline(self, device_id):
