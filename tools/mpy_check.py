@@ -64,7 +64,7 @@ REPORT_HOOKS: list[ReportHook] = []
 
 
 def _firmware_heap(ctx: CheckContext) -> dict:
-    from tools.fw_heap import heap_report  # engineer F2: resident heap per board profile
+    from tools.fw_heap import heap_report  # resident heap per board profile
 
     return heap_report(ctx)
 
