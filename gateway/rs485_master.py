@@ -29,6 +29,7 @@ import serial.rs485
 
 from gateway.rating_intake import ack_mac
 from protocol import errors, schema, timing, vocab
+from protocol.frame import MAX_FRAME
 from protocol.link import MasterBus
 
 log = logging.getLogger("gateway.rs485")
@@ -39,6 +40,13 @@ MAX_CHAIN = 4           # exchanges in one turn (a RATING, its ACK, the next RAT
 # A read returns after at most this long without bytes. Set once at open: assigning
 # port.timeout reconfigures a real port (tcsetattr, and TIOCSRS485 in the kernel's RS-485 mode).
 READ_TIMEOUT_S = 0.002
+
+
+def _noise(decoder):
+    """Bytes and frames the decoder threw away so far (SPEC 4.3 counters)."""
+    st = decoder.stats
+    return (st["noise_bytes"] + st["bad_header"] + st["oversize"] + st["bad_crc"]
+            + st["dropped_partial"])
 
 
 class _Peer:
@@ -87,6 +95,10 @@ class Rs485Master:
         self._guard_s = timing.guard_us(baud) / 1e6
         self._margin_s = timing.MASTER_MARGIN_US / 1e6
         self._line_free_at = 0.0     # mono time before which we must not drive the line (guard)
+        # Quiet after which a partial frame can never complete: a device's silence reset (SPEC 4.3)
+        # plus the margin, as a USB adapter hands bytes over in bursts (an FTDI every 16 ms).
+        self._quiet_s = (timing.silence_reset_us(baud) + timing.MASTER_MARGIN_US) / 1e6
+        self.line = {"noisy_replies": 0, "quiet_resets": 0}    # replies found behind noise
 
     # --- what others ask of the bus (any thread) ---------------------------------------
     def peer(self, device_id):
@@ -281,25 +293,55 @@ class Rs485Master:
     def _await_reply(self, ch, sent_len):
         """SPEC 5.1: from the end of the request (its bytes still have to cross the line) wait
         reply_start_timeout for a reply header; once a header checks out, wait for the end of
-        that frame plus the margin instead."""
+        that frame plus the margin instead.
+
+        Frames are found in any byte stream (SPEC 4.3), so what comes before the reply in the
+        same answer window does not cost the attempt:
+        - bytes arriving (noise, a broken frame) mean the line is busy: the wait goes on until
+          the margin after the last byte, but never past one largest frame after the start wait
+          (a babbling node cannot hold the master);
+        - a partial frame still held when the line has gone quiet (a false or cut-short header
+          claiming more bytes) can never complete: the receiver is reset on the spot, which
+          delivers a real reply buffered behind it (SPEC 4.3 reset()).
+        The noise is counted in the decoder's counters and, for a reply found behind it, in
+        self.line["noisy_replies"]."""
         start = self.mono()
-        deadline = start + sent_len * self._byte_s + self._reply_start_s
+        base = start + sent_len * self._byte_s + self._reply_start_s
+        cap = base + MAX_FRAME * self._byte_s + self._margin_s
+        deadline = base
         decoder = self.bus.decoder
+        noise_before = _noise(decoder)
+        last_rx = None
         while True:
             now = self.mono()
+            if last_rx is not None and decoder.buffered() and now - last_rx >= self._quiet_s:
+                decoder.reset()
+                self.line["quiet_resets"] += 1
+                reply = self._collect(ch)
+                if reply is not None:
+                    return self._noted(reply, noise_before)
+                deadline = max(base, last_rx + self._margin_s)   # that frame's extension is void
             if now >= deadline:
                 return None
             data = self.port.read(max(1, self.port.in_waiting))
             if not data:
                 continue
+            last_rx = self.mono()
             self.bus.receive_data(data)
             reply = self._collect(ch)
             if reply is not None:
-                return reply
+                return self._noted(reply, noise_before)
             total = decoder.expected_total()
             if total:
-                deadline = max(deadline, self.mono() + (total - decoder.buffered()) * self._byte_s
+                deadline = max(deadline, last_rx + (total - decoder.buffered()) * self._byte_s
                                + self._margin_s)
+            else:
+                deadline = max(deadline, min(cap, last_rx + self._margin_s))
+
+    def _noted(self, reply, noise_before):
+        if _noise(self.bus.decoder) != noise_before:
+            self.line["noisy_replies"] += 1
+        return reply
 
     # --- replies -------------------------------------------------------------------------
     def _handle(self, device, p, reply):

@@ -37,6 +37,7 @@ class FakeDevices:
         self.heard = dict((a, []) for a in addresses)
         self.cut_short = dict((a, 0) for a in addresses)   # replies to cut mid-frame (unplugged)
         self.forged = dict((a, 0) for a in addresses)      # ACKs whose MAC did not verify (ignored)
+        self.before = dict((a, []) for a in addresses)     # bytes put on the line before a reply
         self.on_ack = on_ack
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -64,6 +65,8 @@ class FakeDevices:
                         if self.cut_short[address]:
                             self.cut_short[address] -= 1
                             reply = reply[:12]      # a good header, then silence
+                        if self.before[address]:
+                            reply = self.before[address].pop(0) + reply
                         conn.sendall(reply)
 
     def _answer(self, address, link, req):
@@ -384,3 +387,59 @@ def test_kernel_rs485_mode_needs_a_device_path():
                           "rs485": [{"url": "socket://127.0.0.1:5000", "kernel_rs485": True}]})
     ok = config.from_dict({"gateway": {"hall": "h"}, "rs485": [{"url": "/dev/ttyAMA0", "kernel_rs485": True}]})
     assert ok.buses[0].kernel_rs485 and ok.buses[0].rts_high_for_tx
+
+
+def _false_header(claimed):
+    """Noise that passes the header CRC-8 and claims `claimed` payload bytes it never sends: the
+    head of a reply cut by a collision, or plain bad luck (1 in 256 for a random sync)."""
+    from protocol.frame import encode_frame
+    return encode_frame(1, schema.IDLE, 99, bytes(claimed))[:8] + bytes(range(1, 11))
+
+
+def _bad_crc_frame():
+    from protocol.frame import encode_frame
+    frame = bytearray(encode_frame(1, schema.RATING, 99, bytes(range(60))))
+    frame[-1] ^= 0x55
+    return bytes(frame)
+
+
+@pytest.mark.parametrize("noise", ["noise", "bad_crc", "false_header"])
+def test_a_reply_behind_noise_is_taken_on_the_same_attempt(tmp_path, noise):
+    """SPEC 4.3: frames are found in any byte stream. Noise, a bad-CRC frame or a false header
+    before the reply in one answer window (the paced bus at 9,600 baud, the production serial
+    path through socket://) cost no resend: the reply behind them is accepted on the first try."""
+    import random
+    import serial
+    from hall_simulator.bus import BusThread
+
+    before = {"noise": bytes(range(1, 61)), "bad_crc": _bad_crc_frame(),
+              "false_header": _false_header(400)}[noise]
+    with BusThread(baud=9600, rng=random.Random(5)) as bus_thread:
+        url = bus_thread.bus.url
+        fake = FakeDevices([1], bus_url=url)
+        fake.outbox[1] = [make_rating("dev-1", 1)]
+        fake.before[1] = [before, before]          # the STATUS reply and the RATING reply
+        registry = Registry([{"id": "dev-1", "window": "W1", "transport": "rs485", "address": 1,
+                              "key": device_key("dev-1").hex()}])
+        store = Store(str(tmp_path / "outbox.db"))
+        committer = GroupCommitter(store)
+        master = Rs485Master(BusConfig(url=url, baud=9600, retries=1), 0, HALL, registry, committer,
+                             Rejections())
+        master.port = serial.serial_for_url(url, baudrate=9600, timeout=0.005)
+        try:
+            master.round()                          # POLL -> STATUS (behind noise)
+            master.round()                          # POLL -> RATING (behind noise), ACK -> IDLE
+        finally:
+            master.port.close()
+            committer.close()
+            fake.close()
+        assert fake.before[1] == []
+        stats = master.stats("dev-1")
+        assert stats["timeouts"] == 0 and master.bus.channels[1].stats["resends"] == 0
+        assert store.stored_ids() == ["dev-1:1"] and fake.outbox[1] == []
+        assert registry.get("dev-1").firmware == "0.9"
+        assert master.line["noisy_replies"] == 2
+        dec = master.bus.decoder.stats
+        assert dec["noise_bytes"] + dec["bad_crc"] + dec["dropped_partial"] > 0   # counted
+        assert bus_thread.bus.counters["collisions"] == 0
+        store.close()
