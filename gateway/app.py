@@ -120,7 +120,7 @@ class Gateway:
         return Uplink(self.store, up["url"], up.get("gateway_id", self.cfg.hall), self.cfg.hall,
                       profile=up.get("profile", "gbt39046"), auth=auth,
                       batch_size=up.get("batch_size", 500), cafile=up.get("cafile"),
-                      sealer=self.sealer, division=up.get("division"))
+                      sealer=self.sealer, division=up.get("division"), alarm=self.alarm)
 
     # --- events from the parts ----------------------------------------------------------
     def alarm(self, name, detail):
@@ -263,7 +263,10 @@ class Gateway:
         for name, value in sorted(self.metrics.items()):
             value = value() if callable(value) else value
             fam.append(("hall_gateway_" + name, "gauge", name.replace("_", " "), value))
-        return render_metrics(fam)
+        text = render_metrics(fam)
+        if self.uplink is not None:   # its own families (hall_uplink_*)
+            text += "\n".join(self.uplink.status.metrics()) + "\n"
+        return text
 
     # --- running --------------------------------------------------------------------------
     async def start(self):

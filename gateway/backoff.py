@@ -7,6 +7,7 @@ still asks at most about twice a minute during an outage.
 """
 
 import random
+import re
 
 
 class Backoff:
@@ -31,19 +32,25 @@ class Backoff:
 
 
 def parse_retry_after(value, now=None):
-    """Seconds from a Retry-After header (delta seconds or an HTTP date); None if unusable."""
+    """Seconds from a Retry-After header (delta seconds or an HTTP date); None if unusable.
+
+    Unusable is anything but a non-negative number of seconds or a date not yet past: "-5",
+    "nan", "inf", "soon", a date already gone. The caller falls back to its own backoff then,
+    so a broken or hostile header can never make it ask again at once."""
     if value is None:
         return None
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if _DELTA.match(value):
+        return float(value)
     from email.utils import parsedate_to_datetime
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if moment is None or now is None:
         return None
-    return max(0.0, moment.timestamp() - now)
+    delta = moment.timestamp() - now
+    return delta if delta >= 0 else None
+
+
+_DELTA = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,6})?$")   # RFC 9110 delta-seconds (a fraction tolerated)

@@ -5,7 +5,9 @@ configured code profile -> one POST /v1/batches -> settle every item with the AP
   accepted / duplicate  -> done (the store deletes it; its id stays known for dedupe)
   rejected              -> the store's dead letters, with the API's reason (never silently)
   no verdict, 5xx, timeout, connection error -> retry later with capped exponential backoff
-  429                   -> wait what Retry-After says (or the backoff), nothing is counted as tried
+  429                   -> wait what Retry-After says, clamped to [max(1 s, the backoff), 10 min];
+                           an unusable value (negative, NaN, a past date) -> the backoff
+  2xx settling not all   -> the items without a verdict wait for the backoff (never a tight loop)
   413                   -> halve the batch and go again
 An item the profile cannot express (or whose sealed identity will not open) is rejected here with
 the reason, so one bad record never blocks the queue.
@@ -16,6 +18,9 @@ the loop that maps and sends the next batch.
 The batch id is a digest of the gateway id and the exact body, so re-sending the same items after a
 lost answer reuses it and the API answers from its batch log; any new composition gets a new id and
 the API's permanent dedupe by rating id answers "duplicate" for what it already holds.
+Anything else going wrong in the loop (a full disk failing the settle, any store error, a bug) is
+logged once per kind, alarmed (`uplink_error`), shown as state "error" and retried with the backoff:
+run() ends only when told to stop.
 Time, sleeping and randomness are injected (tests never wait).
 """
 
@@ -44,13 +49,15 @@ log = logging.getLogger("gateway.uplink")
 BATCH_PATH = "/v1/batches"
 OUTCOMES = ("accepted", "duplicate", "rejected")
 DOWN_AFTER = 3    # consecutive failures before the uplink is shown as down
+RETRY_FLOOR_S = 1.0          # least wait after a 429, a reply settling nothing, or an internal error
+RETRY_AFTER_MAX_S = 600.0    # most a Retry-After may hold the outbox back
 
 
 class UplinkState:
     """What the status display, LEDs and metrics read. Plain attributes, cheap to copy."""
 
     def __init__(self):
-        self.state = "idle"            # idle | up | backoff | down
+        self.state = "idle"            # idle | up | backoff | down | error (our side failed)
         self.last_error = None
         self.last_ok_at = None
         self.last_attempt_at = None
@@ -59,6 +66,8 @@ class UplinkState:
         self.requests = 0
         self.batches_ok = 0
         self.throttled = 0
+        self.unsettled = 0             # items a 2xx reply gave no verdict for
+        self.errors = 0                # rounds ended by an error on our side (store, bug)
         self.sent = {"accepted": 0, "duplicate": 0, "rejected": 0, "retry": 0}
 
     def metrics(self, prefix="hall_uplink"):
@@ -71,6 +80,10 @@ class UplinkState:
                  "%s_requests_total %d" % (prefix, self.requests),
                  "# TYPE %s_throttled_total counter" % prefix,
                  "%s_throttled_total %d" % (prefix, self.throttled),
+                 "# TYPE %s_unsettled_total counter" % prefix,
+                 "%s_unsettled_total %d" % (prefix, self.unsettled),
+                 "# TYPE %s_errors_total counter" % prefix,
+                 "%s_errors_total %d" % (prefix, self.errors),
                  "# TYPE %s_items_total counter" % prefix]
         for outcome in sorted(self.sent):
             lines.append('%s_items_total{outcome="%s"} %d' % (prefix, outcome, self.sent[outcome]))
@@ -83,7 +96,8 @@ class UplinkState:
         return {"state": self.state, "last_error": self.last_error, "last_ok_at": self.last_ok_at,
                 "last_attempt_at": self.last_attempt_at, "next_try_at": self.next_try_at,
                 "consecutive_failures": self.consecutive_failures, "requests": self.requests,
-                "batches_ok": self.batches_ok, "throttled": self.throttled, "sent": dict(self.sent)}
+                "batches_ok": self.batches_ok, "throttled": self.throttled,
+                "unsettled": self.unsettled, "errors": self.errors, "sent": dict(self.sent)}
 
 
 def default_ssl_context(cafile=None):
@@ -97,7 +111,8 @@ def default_ssl_context(cafile=None):
 class Uplink:
     def __init__(self, store, url, gateway_id, hall, profile="gbt39046", auth=None, batch_size=500,
                  ssl=None, cafile=None, timeout_s=15.0, backoff=None, sleep=asyncio.sleep,
-                 clock=time.time, sealer=None, division=None, idle_s=1.0, concurrency=2):
+                 clock=time.time, sealer=None, division=None, idle_s=1.0, concurrency=2,
+                 alarm=None):
         self.store = store
         self.url = url.rstrip("/") + BATCH_PATH
         self.gateway_id = gateway_id
@@ -117,7 +132,9 @@ class Uplink:
         self.division = division
         self.idle_s = idle_s
         self.concurrency = max(1, concurrency)
+        self.alarm = alarm             # alarm(name, detail): the gateway's Gateway.alarm
         self.status = UplinkState()
+        self._errors_logged = set()    # kinds of error logged since the last good batch
         self._session = None
         self._store_thread = None
         self._wake = asyncio.Event()
@@ -166,7 +183,10 @@ class Uplink:
         stop = stop or asyncio.Event()
         try:
             while not stop.is_set():
-                wait = await self.pump()
+                try:
+                    wait = await self.pump()
+                except Exception as exc:   # never end the task: the outbox would stop draining
+                    wait = self._error(exc)
                 if wait is None:        # nothing to send: idle until notified
                     self._wake.clear()
                     await _first_of(self._wake.wait(), stop.wait(), timeout=self.idle_s)
@@ -205,28 +225,68 @@ class Uplink:
         inflight = set()
         cursor = None
         failed_wait = None
+        error = None          # the first exception: raised once nothing is in flight any more
         sent_any = False
         while True:
-            while failed_wait is None and len(inflight) < self.concurrency:
-                items = self.store.upload_batch(self.batch_size, cursor)
+            while failed_wait is None and error is None and len(inflight) < self.concurrency:
+                try:
+                    items = self.store.upload_batch(self.batch_size, cursor)
+                except Exception as exc:
+                    error = exc
+                    break
                 if not items:
                     break
                 cursor = upload_cursor(items, cursor)
                 sent_any = True
                 inflight.add(asyncio.ensure_future(self._send(items)))
             if not inflight:
+                if error is not None:
+                    raise error
                 if failed_wait is None and not sent_any:
                     self._idle()
                 return failed_wait if failed_wait is not None else (0 if sent_any else None)
             done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                wait = task.result()
+                try:
+                    wait = task.result()
+                except Exception as exc:
+                    error = error or exc
+                    continue
                 if wait:
                     failed_wait = max(failed_wait or 0, wait)
 
     def _idle(self):
-        if self.status.state != "backoff" and self.status.consecutive_failures == 0:
-            self.status.state = "idle" if self.status.last_ok_at is None else "up"
+        st = self.status
+        if st.state == "error":     # the store answers again and holds nothing to send
+            self.backoff.success()
+            st.consecutive_failures = 0
+            st.next_try_at = None
+            self._errors_logged.clear()
+        if st.state != "backoff" and st.consecutive_failures == 0:
+            st.state = "idle" if st.last_ok_at is None else "up"
+
+    def _error(self, exc):
+        """A round ended by an exception (store error, full disk, bug): log it once per kind
+        until a batch goes through again, alarm every time (Gateway.alarm counts and rate-limits),
+        show state "error" and wait for the backoff. Returns the wait."""
+        reason = ("%s: %s" % (type(exc).__name__, exc))[:200]
+        kind = (type(exc).__name__, str(exc)[:80])
+        if kind not in self._errors_logged:
+            self._errors_logged.add(kind)
+            log.error("uplink: %s; retrying with backoff", reason, exc_info=exc)
+        wait = max(RETRY_FLOOR_S, self.backoff.failure())
+        st = self.status
+        st.errors += 1
+        st.consecutive_failures += 1
+        st.last_error = reason
+        st.next_try_at = self.clock() + wait
+        st.state = "error"
+        if self.alarm is not None:
+            try:
+                self.alarm("uplink_error", reason)
+            except Exception:
+                log.exception("uplink: alarm callback failed")
+        return wait
 
     async def _send(self, items):
         verdicts, wire_items = self._map(items)
@@ -285,7 +345,7 @@ class Uplink:
 
     # --- verdicts ------------------------------------------------------------------------
     async def _answer(self, status, headers, text, items, wire_items, verdicts):
-        if status == 200:
+        if 200 <= status < 300:
             try:
                 results = _loads(text)["results"]
                 by_id = {r["id"]: r for r in results if isinstance(r, dict) and "id" in r}
@@ -302,6 +362,13 @@ class Uplink:
                 else:
                     verdicts.append((wire["id"], "retry", "no verdict"))
             await self._settle(verdicts)
+            unsettled = sum(1 for v in verdicts if v[1] == "retry")
+            if unsettled:    # an answer that settles nothing must not be sent again at once
+                self.status.unsettled += unsettled
+                wait = max(RETRY_FLOOR_S, self.backoff.failure())
+                self._down("HTTP %d without a verdict for %d of %d items"
+                           % (status, unsettled, len(wire_items)), wait)
+                return wait
             self._ok()
             if self.batch_size < self.max_batch:
                 self.batch_size = min(self.max_batch, self.batch_size * 2)
@@ -309,11 +376,9 @@ class Uplink:
         if status == 429:
             await self._settle(verdicts)   # local rejections stand; nothing was tried upstream
             self.status.throttled += 1
-            wait = parse_retry_after(headers.get("Retry-After"), self.clock())
-            if wait is None:
-                wait = self.backoff.failure()
-            else:
-                wait = min(wait, self.backoff.cap)
+            asked = parse_retry_after(headers.get("Retry-After"), self.clock())
+            wait = max(RETRY_FLOOR_S, self.backoff.failure(), asked or 0.0)
+            wait = min(wait, RETRY_AFTER_MAX_S)
             self._down("throttled (429), retry after %.1f s" % wait, wait, count=False)
             return wait
         if status == 413 and self.batch_size > 1:
@@ -352,6 +417,7 @@ class Uplink:
         st.last_ok_at = self.clock()
         st.next_try_at = None
         st.batches_ok += 1
+        self._errors_logged.clear()
 
     async def _settle(self, verdicts):
         if not verdicts:
