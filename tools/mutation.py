@@ -48,10 +48,9 @@ def export_tree(dest, rev="HEAD"):
 def write_setup(dest, module, tests, deselect):
     """pyproject.toml for the scratch tree: mutmut's scope and the pytest options it passes on."""
     tests = [t for t in tests if (dest / t).exists()]
-    pytest_args = ["-p", "no:cacheprovider", "-q"]
+    pytest_args = ["-p", "no:cacheprovider", "-q", "-m", "not slow"]
     if deselect:
-        pytest_args += ["-m", "not slow", "-k", "not micropython"] if deselect == "micropython or slow" \
-            else ["-k", "not (%s)" % deselect]
+        pytest_args += ["-k", "not (%s)" % deselect]
     text = "\n".join([
         "[tool.mutmut]",
         "source_paths = %s" % _toml_list(SOURCES),
@@ -87,7 +86,7 @@ def run_module(module, spec, defaults, workdir, rev="HEAD"):
     seconds = time.monotonic() - t0
     subprocess.run(mutmut + ["export-cicd-stats"], cwd=dest, env=env, capture_output=True, text=True)
     stats_path = dest / "mutants" / "mutmut-cicd-stats.json"
-    if not stats_path.exists():
+    if run.returncode != 0 or not stats_path.exists():
         return {"module": module, "error": (run.stdout + run.stderr)[-2000:], "dir": str(dest)}
     stats = json.loads(stats_path.read_text())
     results = subprocess.run(mutmut + ["results"], cwd=dest, env=env, capture_output=True, text=True)
