@@ -6,7 +6,7 @@ Rules (shared/reference/rules.md):
   a pickup opens one when the certificate is signed for.
 - A receipt rates the receiving window's service only: the indicators come from vocab.NODE_INDICATORS.
 - Serials submitted in one go are a batch: one case, one rating (Art. 20); theme items ride along.
-- Rating stays open for `rating_days` (7) natural days after completion: the deadline travels in
+- Rating stays open for `rating_days` (config, 7) natural days after completion: the deadline travels in
   the CONTEXT and the case upload record; the central side applies the default after it.
 - Opening a case: a hall-wide case id (never reused, even across restarts), the case upload
   record committed to the outbox, the CONTEXT pushed to every device of the window.
@@ -121,14 +121,14 @@ def parse_event(body):
 
 
 class Cases:
-    def __init__(self, hall, store, registry, push, notify=None, rating_days=7, sealer=None,
+    def __init__(self, hall, store, registry, push, notify=None, *, rating_days, sealer=None,
                  qr_token=None, clock=time.time):
         self.hall = hall
         self.store = store
         self.registry = registry
         self.push = push              # push(device, context dict or None)
         self.notify = notify          # notify(event dict) -> the queueing system's callback
-        self.rating_days = rating_days
+        self.rating_days = rating_days  # config [gateway] rating_days (rules Art. 17: 7): no default here
         self.sealer = sealer
         self.qr_token = qr_token      # qr_token(case_key, deadline) -> token text, optional
         self.clock = clock

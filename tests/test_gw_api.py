@@ -372,7 +372,8 @@ def test_a_rated_case_closes_in_the_ratings_own_commit(tmp_path):
     registry = Registry([{"id": "dev-a", "window": "A01", "key": device_key("dev-a").hex()}])
 
     def open_cases(store):
-        cases = Cases(HALL, store, registry, lambda device, ctx: None, notify=lambda cb: None)
+        cases = Cases(HALL, store, registry, lambda device, ctx: None, notify=lambda cb: None,
+                      rating_days=7)
         store.close_hook = cases.close_in_txn
         return cases
     store = Store(path)
