@@ -58,6 +58,8 @@ class Gateway:
         self.store = Store(cfg.store_path, capacity=cfg.capacity, alarm_ratio=cfg.alarm_ratio,
                            on_alarm=self.alarm, clock=clock)
         self.registry = Registry(cfg.devices, cfg.registry_path, clock=clock)
+        # Dead letters of unregistered devices share one small bucket (gateway.deadletters).
+        self.store.set_known_devices(lambda device: self.registry.get(device) is not None)
         self.rejections = Rejections(alarm=self.alarm)
         self.committer = GroupCommitter(self.store)
         self.device_config = self._device_config(cfg.device_config)

@@ -39,6 +39,7 @@ try:  # the ingest side writes one record per rating: orjson in a quarter of the
 except ImportError:  # pragma: no cover
     _orjson_dumps = None
 
+from gateway import deadletters
 from gateway.rejects import Throttle
 from protocol import codec, errors, schema, vocab
 from protocol import rating as rating_rules
@@ -58,12 +59,16 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, hwm INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT,"
     " key TEXT, device TEXT, reason_code INTEGER, reason TEXT, payload TEXT, created REAL)",
+    # Listing and clearing one device's dead letters (an older store gains it on open).
+    "CREATE INDEX IF NOT EXISTS dead_letters_device ON dead_letters (device, id)",
     # Queueing-system callbacks ("rated", "not_rated") until delivered: a restart loses none.
     "CREATE TABLE IF NOT EXISTS callbacks (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL,"
     " attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL)",
 )
 
 ALARM_LOG_EVERY_S = 60.0   # without an on_alarm handler: one log line per alarm name a minute
+EVICT_ALARM_EVERY_S = 60.0  # one "dead_letters_evicted" alarm per bucket a minute, not one per row
+DEAD_COLUMNS = ("id", "kind", "key", "device", "reason_code", "reason", "payload", "created")
 KIND_RATING = "rating"
 KIND_CASE = "case"
 OUTCOMES = ("accepted", "duplicate", "rejected", "retry")
@@ -177,13 +182,22 @@ def is_corrupt(error):
 
 
 class Store:
+    """`dead_capacity` bounds the dead letters in all, `dead_per_device` each device's,
+    `dead_unknown` those of devices the registry does not know (see gateway.deadletters);
+    `known_device(device) -> bool` is the registry's word (set_known_devices)."""
+
     def __init__(self, path, capacity=200_000, alarm_ratio=0.8, on_alarm=None, clock=time.time,
-                 dead_capacity=None, callback_capacity=10_000):
+                 dead_capacity=None, callback_capacity=10_000, dead_per_device=1000, dead_unknown=200,
+                 known_device=None):
         self.path = str(path)
         self.capacity = capacity
         self.callback_capacity = callback_capacity
         self.alarm_ratio = alarm_ratio
         self.dead_capacity = dead_capacity if dead_capacity is not None else max(1000, capacity // 4)
+        self._buckets = deadletters.Buckets(min(dead_per_device, self.dead_capacity),
+                                            min(dead_unknown, self.dead_capacity),
+                                            self.dead_capacity, known_device)
+        self._evict_alarm = {}    # bucket -> [rows evicted since its last alarm, time of that alarm]
         self.on_alarm = on_alarm
         # close_hook(StateTxn, ratings): called inside each group commit with the ratings it
         # stores (gateway.cases closes their cases there). Its failure is rolled back to a
@@ -193,7 +207,7 @@ class Store:
         self.alarms = {}          # alarm name -> times raised
         self._alarm_throttle = Throttle(ALARM_LOG_EVERY_S)
         self.stats = {"stored": 0, "duplicates": 0, "dead_letters": 0, "refused_full": 0,
-                      "commits": 0, "uploaded": 0, "rejected": 0, "retried": 0}
+                      "commits": 0, "uploaded": 0, "rejected": 0, "retried": 0, "dead_evicted": 0}
         self.moved_aside = []     # paths of corrupt files set aside
         self._lock = threading.RLock()
         self._fill_alarmed = False
@@ -284,9 +298,28 @@ class Store:
         self._counts = {KIND_RATING: 0, KIND_CASE: 0}
         for kind, n in db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind"):
             self._counts[kind] = n
-        self._dead = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
         self._hwm = dict(db.execute("SELECT device, hwm FROM devices"))
         self._callbacks = db.execute("SELECT COUNT(*) FROM callbacks").fetchone()[0]
+        row = db.execute("SELECT value FROM meta WHERE name='dead_evicted'").fetchone()
+        self._dead_evicted = int(row[0]) if row else 0
+        self._load_dead()
+
+    def _load_dead(self):
+        """The dead letters' buckets from the file (at open, after a clear, when the registry's
+        word changes), pruned to the caps in force (they may be lower than when rows were kept)."""
+        self._buckets.load(self._db.execute("SELECT id, device FROM dead_letters ORDER BY id"))
+        if self._buckets.count > self._buckets.total or any(
+                len(d) > self._buckets.cap(b) for b, d in self._buckets.rows.items()):
+            with self._txn():
+                plan = self._prune_dead(self._db, [])
+            self._after_prune(plan)
+
+    def set_known_devices(self, known):
+        """known(device) -> bool: the registry's word on which devices have their own bucket of
+        dead letters; the others share one small bucket."""
+        with self._lock:
+            self._buckets.known = known
+            self._load_dead()
 
     def close(self):
         with self._lock:
@@ -384,7 +417,7 @@ class Store:
         now = self.clock()
         results = []
         hwm = {}
-        dead = 0
+        new_dead = []
         replays = []
         full = False
         # One query for the batch's ids and one executemany per table: a group commit costs a few
@@ -395,8 +428,7 @@ class Store:
         for item, rid in zip(items, rids):
             rating, enrichment = item[0], item[1]
             if rid is None:
-                results.append(self._dead_letter(db, KIND_RATING, rating, item[2], now, dead))
-                dead += results[-1][0] == vocab.ACK_DEAD_LETTER
+                results.append(self._dead_letter(db, KIND_RATING, rating, item[2], now, new_dead))
                 continue
             device, counter = rating["device"], rating["counter"]
             digest = rating_digest(rating)
@@ -407,8 +439,7 @@ class Store:
                 continue
             if verdict[0] == vocab.ACK_DEAD_LETTER:
                 replays.append(rid)
-                results.append(self._dead_letter(db, KIND_RATING, rating, verdict[1], now, dead))
-                dead += results[-1][0] == vocab.ACK_DEAD_LETTER
+                results.append(self._dead_letter(db, KIND_RATING, rating, verdict[1], now, new_dead))
                 continue
             if self._pending() + len(outbox_rows) >= self.capacity:
                 full = True
@@ -426,6 +457,7 @@ class Store:
                            outbox_rows)
             db.executemany("INSERT INTO ids VALUES (?,?)", id_rows)
             db.executemany("INSERT OR REPLACE INTO devices VALUES (?,?)", list(hwm.items()))
+        plan = self._prune_dead(db, new_dead) if new_dead else None
         # Memory follows the file only once the transaction has committed (see commit_ratings).
         added = {KIND_RATING: len(outbox_rows)}
         txn = None
@@ -433,7 +465,7 @@ class Store:
             stored = [item[0] for item, result in zip(items, results)
                       if result[0] == vocab.ACK_STORED]
             txn = self._run_close_hook(db, stored)
-        return results, (hwm, added[KIND_RATING], dead, replays, full, txn)
+        return results, (hwm, added[KIND_RATING], plan, replays, full, txn)
 
     def _run_close_hook(self, db, stored):
         txn = StateTxn(self, db)
@@ -463,7 +495,7 @@ class Store:
                 "SELECT key, digest FROM ids WHERE key IN (%s)" % ",".join("?" * len(part)), part))
         return found
 
-    def _apply_after_commit(self, results, hwm, added, dead, replays, full, txn=None):
+    def _apply_after_commit(self, results, hwm, added, plan, replays, full, txn=None):
         if txn is not None:
             self._callbacks += txn.callbacks
             if txn.dropped:
@@ -471,7 +503,8 @@ class Store:
                             % (self._callbacks, txn.dropped))
         self._hwm.update(hwm)
         self._counts[KIND_RATING] += added
-        self._dead += dead
+        if plan is not None:
+            self._after_prune(plan)
         self.stats["commits"] += 1
         for ack, _ in results:
             key = {vocab.ACK_STORED: "stored", vocab.ACK_DUPLICATE: "duplicates",
@@ -483,10 +516,10 @@ class Store:
             self._alarm("store_full", "outbox full (%d items): refusing new ratings" % self.capacity)
         self._check_fill()
 
-    def _dead_letter(self, db, kind, rating, reason, now, pending_dead):
-        if self._dead + pending_dead >= self.dead_capacity:
-            self._alarm("dead_letters_full", "dead-letter table full; refusing %s" % reason)
-            return (vocab.ACK_RETRY, errors.R_STORE_FULL)
+    def _dead_letter(self, db, kind, rating, reason, now, new_dead):
+        """Keep a rejected rating (or RawPayload) for review. Always final: the device is released
+        and moves on; room is made by evicting its bucket's oldest rows (_prune_dead), never by
+        refusing, since a device sends only its oldest rating and would be stuck behind this one."""
         if isinstance(rating, RawPayload):
             payload, key, device = rating.text, None, rating.device
         else:
@@ -496,11 +529,38 @@ class Store:
                 key = rating_rules.rating_id(rating)
             except Exception:
                 payload, key = repr(rating), None
-        db.execute("INSERT INTO dead_letters (kind, key, device, reason_code, reason, payload, created)"
-                   " VALUES (?,?,?,?,?,?,?)",
-                   (kind, key, device, reason, errors.REASON_NAMES.get(reason, str(reason)),
-                    payload, now))
+        cur = db.execute("INSERT INTO dead_letters (kind, key, device, reason_code, reason, payload,"
+                         " created) VALUES (?,?,?,?,?,?,?)",
+                         (kind, key, device, reason, errors.REASON_NAMES.get(reason, str(reason)),
+                          payload, now))
+        new_dead.append((self._buckets.bucket(device), cur.lastrowid))
         return (vocab.ACK_DEAD_LETTER, reason)
+
+    def _prune_dead(self, db, new_dead):
+        """Inside the transaction that added `new_dead` [(bucket, id)]: delete (by primary key)
+        the oldest rows of every bucket past its cap. The plan is applied to memory after COMMIT."""
+        plan = self._buckets.plan(new_dead)
+        gone = plan.ids()
+        if gone:
+            db.executemany("DELETE FROM dead_letters WHERE id=?", [(i,) for i in gone])
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('dead_evicted', ?)",
+                       (str(self._dead_evicted + len(gone)),))
+        return plan
+
+    def _after_prune(self, plan):
+        self._buckets.apply(plan)
+        now = self.clock()
+        for bucket, ids in plan.evicted.items():
+            self._dead_evicted += len(ids)
+            self.stats["dead_evicted"] += len(ids)
+            held = self._evict_alarm.setdefault(bucket, [0, None])
+            held[0] += len(ids)
+            if held[1] is None or now - held[1] >= EVICT_ALARM_EVERY_S:
+                self._alarm("dead_letters_evicted", "%s: %d oldest dead letters evicted (caps: %d a"
+                            " device, %d unknown devices, %d in all)"
+                            % (_bucket_name(bucket), held[0], self._buckets.per_device,
+                               self._buckets.unknown, self._buckets.total))
+                held[:] = [0, now]
 
     def commit_case(self, record, open_state=None):
         """Queue a finished case (case upload record with "case_key") for upload: (ACK_*, R_*).
@@ -571,7 +631,8 @@ class Store:
             moved = [0]
             now = self.clock()
             retry = [(key,) for key, (outcome, _) in verdicts.items() if outcome == "retry"]
-            rejected = [("rejected upstream: %s" % (reason or "no reason given"), now, key)
+            rejected = [(KIND_RATING, key.rpartition(":")[0] or None,
+                         "rejected upstream: %s" % (reason or "no reason given"), now, key)
                         for key, (outcome, reason) in verdicts.items() if outcome == "rejected"]
             gone = [key for key, (outcome, _) in verdicts.items() if outcome != "retry"]
 
@@ -579,11 +640,13 @@ class Store:
                 db = self._db
                 if retry:
                     db.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE key=?", retry)
-                if rejected:
-                    moved[0] = db.executemany(
+                new_dead = []
+                for row in rejected:    # a rating is filed under its device, a case under none
+                    new_dead.extend((self._buckets.bucket(device), i) for i, device in db.execute(
                         "INSERT INTO dead_letters (kind, key, device, reason_code, reason, payload,"
-                        " created) SELECT kind, key, NULL, NULL, ?, record, ? FROM outbox WHERE key=?",
-                        rejected).rowcount
+                        " created) SELECT kind, key, CASE WHEN kind=? THEN ? END, NULL, ?, record, ?"
+                        " FROM outbox WHERE key=? RETURNING id, device", row).fetchall())
+                moved[0] = self._prune_dead(db, new_dead) if new_dead else None
                 for start in range(0, len(gone), 500):
                     chunk = gone[start:start + 500]
                     for (kind,) in db.execute("DELETE FROM outbox WHERE key IN (%s) RETURNING kind"
@@ -592,7 +655,8 @@ class Store:
             self._guarded(work)
             for kind, n in removed.items():
                 self._counts[kind] -= n
-            self._dead += moved[0]
+            if moved[0] is not None:
+                self._after_prune(moved[0])
             for _, outcome, _ in results:
                 self.stats[_SETTLE_STATS[outcome]] += 1
             self._check_fill()
@@ -601,7 +665,8 @@ class Store:
         with self._lock:
             pending = self._pending()
             return {"ratings": self._counts[KIND_RATING], "cases": self._counts[KIND_CASE],
-                    "dead_letters": self._dead, "capacity": self.capacity,
+                    "dead_letters": self._buckets.count, "dead_evicted": self._dead_evicted,
+                    "capacity": self.capacity,
                     "fill": min(1.0, pending / float(self.capacity))}
 
     # --- small durable state (open cases, case id sequence) ----------------------------------
@@ -687,18 +752,50 @@ class Store:
         with self._lock:
             return self._hwm.get(device, 0)
 
-    def dead_letters(self, limit=100):
+    def dead_letters(self, limit=100, device=None, before_id=None):
+        """Dead letters newest first, `limit` of them: of one device only if given, with ids
+        below `before_id` if given (the next page starts below the last id of this one)."""
+        where, args = [], []
+        if device is not None:
+            where.append("device=?")
+            args.append(device)
+        if before_id is not None:
+            where.append("id<?")
+            args.append(before_id)
+        sql = "SELECT %s FROM dead_letters%s ORDER BY id DESC LIMIT ?" % (
+            ", ".join(DEAD_COLUMNS), " WHERE " + " AND ".join(where) if where else "")
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, kind, key, device, reason_code, reason, payload, created FROM dead_letters"
-                " ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        names = ("id", "kind", "key", "device", "reason_code", "reason", "payload", "created")
-        return [dict(zip(names, row)) for row in rows]
+            rows = self._db.execute(sql, args + [limit]).fetchall()
+        return [dict(zip(DEAD_COLUMNS, row)) for row in rows]
+
+    def clear_dead_letters(self, device=None, up_to_id=None):
+        """Delete reviewed dead letters: all, one device's, those up to an id, or both filters.
+        Returns how many rows went."""
+        where, args = [], []
+        if device is not None:
+            where.append("device=?")
+            args.append(device)
+        if up_to_id is not None:
+            where.append("id<=?")
+            args.append(up_to_id)
+        sql = "DELETE FROM dead_letters" + (" WHERE " + " AND ".join(where) if where else "")
+        with self._lock:
+            n = self._guarded(lambda: self._db.execute(sql, args).rowcount)
+            self._load_dead()   # an operator's action, rare: recount from the file
+        return n
 
     def stored_ids(self):
         """Every key ever stored (tests and audits)."""
         with self._lock:
             return [row[0] for row in self._db.execute("SELECT key FROM ids")]
+
+
+def _bucket_name(bucket):
+    if bucket is deadletters.UNKNOWN:
+        return "devices not in the registry"
+    if bucket is deadletters.NO_DEVICE:
+        return "records of no device"
+    return "device %s" % bucket
 
 
 class GroupCommitter:
