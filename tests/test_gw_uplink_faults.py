@@ -222,21 +222,27 @@ def test_full_disk_is_alarmed_and_the_backlog_drains_once_freed_without_restart(
             gw.uplink.backoff = Backoff(base=0.25, cap=1.0)   # errors wait the 1 s floor
             try:
                 st = gw.uplink.status
-                await until(lambda: st.errors >= 2 and st.next_try_at > time.time(),
-                            "two failed settles and a next try ahead")
+                task = gw._uplink_task
+
+                def failed_twice():
+                    if task.done():
+                        raise AssertionError("the uplink task ended: %r" % (task.exception(),))
+                    return (gw.alarms.get("uplink_error", 0) >= 2 and st.next_try_at is not None
+                            and st.next_try_at > time.time())
+                await until(failed_twice, "two failed settles and a next try ahead")
                 status = (await get(gw, "/status"))["uplink"]
                 assert status["state"] == "error"
                 assert "database or disk is full" in status["last_error"]
                 assert status["next_try_at"] > status["last_attempt_at"]
                 assert gw.alarms["uplink_error"] >= 2
                 assert gw.store.backlog()["ratings"] == 30
-                assert not gw._uplink_task.done()
+                assert not task.done()
                 with gw.store._lock:    # the operator frees space
                     db.execute("PRAGMA max_page_count=1073741823")
                 await until(lambda: gw.store.backlog()["ratings"] + gw.store.backlog()["cases"]
                             == 0, "the backlog to drain")
                 await until(lambda: st.state == "up", "the uplink up again")
-                assert not gw._uplink_task.done()
+                assert not task.done()
                 assert gw.store.backlog()["dead_letters"] == BAD_CASES
                 assert server.store.report()["received"] == 30
                 status = (await get(gw, "/status"))["uplink"]
