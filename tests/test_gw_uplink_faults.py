@@ -9,11 +9,13 @@ import time
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import config as config_mod
 from gateway import upstream_auth
 from gateway.app import Gateway
-from gateway.backoff import Backoff
+from gateway.backoff import Backoff, parse_retry_after
 from gateway.uplink import Uplink
 from protocol import vocab
 from tests.gw_support import HALL, device_key
@@ -98,6 +100,27 @@ def test_a_long_run_of_throttles_backs_off_beyond_a_short_retry_after(tmp_path):
                 waits = [await uplink.step() for _ in range(8)]
         return waits
     assert asyncio.run(main()) == [1, 1, 2, 4, 8, 16, 30, 30]   # max(1, 0.5 x ceiling); cap 60
+
+
+HEADERS = st.one_of(
+    st.text(max_size=40),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(min_value=-10 ** 15, max_value=10 ** 15).map(str),
+    st.integers(min_value=0, max_value=2 ** 32).map(
+        lambda t: email.utils.formatdate(t, usegmt=True)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(HEADERS)
+def test_any_retry_after_header_waits_between_the_floor_and_the_ceiling(header):
+    asked = parse_retry_after(header, T0)
+    assert asked is None or (asked >= 0 and asked == asked and asked != float("inf"))
+    uplink = Uplink(None, "http://127.0.0.1:9", "gw", HALL, clock=FakeClock(),
+                    backoff=Backoff(base=1, cap=60))
+    wait = asyncio.run(uplink._answer(429, {"Retry-After": header}, b"", [], [], []))
+    assert 1.0 <= wait <= 600.0
+    if asked is not None:
+        assert wait >= min(asked, 600.0)
 
 
 def forgetful_center(server, mode):
