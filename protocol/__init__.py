@@ -4,4 +4,4 @@ Nothing here reads a clock, a random source, a socket or a file: callers pass ti
 See SPEC.md beside this file for the normative description.
 """
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2

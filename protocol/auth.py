@@ -6,9 +6,12 @@ inside the encoding, so a replayed or altered rating cannot carry a valid MAC fo
 hashlib.sha256 exists on both runtimes; hmac does not exist on MicroPython, so HMAC is built here
 (RFC 2104).
 
-An ACK releases a rating from the device's flash, so it is signed too (SPEC 7.4), by the gateway
-under the same device key, over its own label and the ACK's canonical encoding with `device` set
-to the receiving device's id (an RS-485 ACK may omit it; the verifier knows its own id).
+An ACK releases a rating from the device's flash, so it is signed too (SPEC 7.5), by the gateway
+under the same device key, over its own label, the ACK's canonical encoding with `device` set
+to the receiving device's id (an RS-485 ACK may omit it; the verifier knows its own id), and the
+16-byte MAC of the rating it answers. That MAC is not sent: the device puts in its own outbox
+head's, so an ACK the gateway gave for anything else (junk, a forged or another device's rating
+under our counter) never verifies against the rating we hold.
 """
 
 import hashlib
@@ -21,7 +24,7 @@ from protocol.errors import LocalProtocolError
 MAC_LEN = 16
 KEY_LEN = 32
 LABEL = b"hall-rating/1 rating\x00"
-ACK_LABEL = b"hall-rating/1 ack\x00"
+ACK_LABEL = b"hall-rating/2 ack\x00"   # /2: bound to the rating MAC (never verifies as /1)
 MQTT_LABEL = b"hall-mqtt-password/1"
 _BLOCK = 64
 
@@ -75,36 +78,41 @@ def _same(good, mac):
     return diff == 0
 
 
-def ack_signed_bytes(device_id, ack):
-    """The exact bytes an ACK's MAC covers: every field but `mac`, `device` = device_id."""
+def ack_signed_bytes(device_id, ack, rating_mac):
+    """The exact bytes an ACK's MAC covers: every field but `mac`, `device` = device_id, then the
+    answered rating's 16-byte MAC."""
+    if len(rating_mac) != MAC_LEN:
+        raise LocalProtocolError("a rating MAC is %d bytes" % MAC_LEN)
     core = {}
     for name in ack:
         if name != "mac":
             core[name] = ack[name]
     core["device"] = device_id
-    return ACK_LABEL + bytes(encode_fields(schema.ACK_FIELDS, core))
+    return ACK_LABEL + bytes(encode_fields(schema.ACK_FIELDS, core)) + bytes(rating_mac)
 
 
-def ack_mac(key, device_id, ack):
+def ack_mac(key, device_id, ack, rating_mac):
     if len(key) != KEY_LEN:
         raise LocalProtocolError("device keys are %d bytes" % KEY_LEN)
-    return hmac_sha256(key, ack_signed_bytes(device_id, ack))[:MAC_LEN]
+    return hmac_sha256(key, ack_signed_bytes(device_id, ack, rating_mac))[:MAC_LEN]
 
 
-def sign_ack(key, device_id, ack):
-    """A copy of `ack` carrying its MAC for device `device_id` (the gateway's side)."""
+def sign_ack(key, device_id, ack, rating_mac):
+    """A copy of `ack` carrying its MAC for device `device_id`, answering the rating whose MAC is
+    `rating_mac` (the gateway's side)."""
     out = dict(ack)
     out.pop("mac", None)
-    out["mac"] = ack_mac(key, device_id, out)
+    out["mac"] = ack_mac(key, device_id, out, rating_mac)
     return out
 
 
-def verify_ack(key, device_id, ack):
-    """True when the ACK was signed for device `device_id` under `key`. Constant-time compare."""
+def verify_ack(key, device_id, ack, rating_mac):
+    """True when the ACK was signed for device `device_id` under `key` as the answer to the rating
+    whose MAC is `rating_mac` (the device's own copy). Constant-time compare."""
     mac = ack.get("mac")
-    if not mac or len(mac) != MAC_LEN:
+    if not mac or len(mac) != MAC_LEN or not rating_mac or len(rating_mac) != MAC_LEN:
         return False
-    return _same(ack_mac(key, device_id, ack), mac)
+    return _same(ack_mac(key, device_id, ack, rating_mac), mac)
 
 
 def mqtt_password(key):

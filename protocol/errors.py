@@ -18,6 +18,7 @@ R_REPLAY = 10          # counter already used with different content / below the
 R_UNKNOWN_DEVICE = 11  # sender not in the registry
 R_STORE_FULL = 12      # receiver cannot take it now; the sender keeps it and retries
 R_BAD_STATE = 13       # valid message, wrong moment (e.g. rating for a closed case)
+R_WRONG_DEVICE = 14    # a rating naming another device than its sender (topic or bus address)
 
 _NAMES = ("REASON_NAMES",)
 

@@ -12,7 +12,7 @@ REASON_NAMES = {
     _e.R_BAD_HEADER: "bad_header", _e.R_MALFORMED: "malformed", _e.R_OUT_OF_RANGE: "out_of_range",
     _e.R_UNKNOWN_TYPE: "unknown_type", _e.R_MISSING: "missing", _e.R_BAD_MAC: "bad_mac",
     _e.R_REPLAY: "replay", _e.R_UNKNOWN_DEVICE: "unknown_device", _e.R_STORE_FULL: "store_full",
-    _e.R_BAD_STATE: "bad_state",
+    _e.R_BAD_STATE: "bad_state", _e.R_WRONG_DEVICE: "wrong_device",
 }
 
 TYPE_NAMES = {_s.POLL: "poll", _s.ACK: "ack", _s.CONTEXT: "context", _s.CLEAR: "clear",
@@ -32,7 +32,7 @@ NODE_NAMES = {_v.NODE_RECEIPT: "收件", _v.NODE_ACCEPTANCE: "受理", _v.NODE_C
 SOURCE_NAMES = {_v.SRC_PRESS: "press", _v.SRC_NOT_RATED: "not_rated",
                 _v.SRC_SYSTEM_DEFAULT: "system_default"}
 ACK_NAMES = {_v.ACK_STORED: "stored", _v.ACK_DUPLICATE: "duplicate", _v.ACK_DEAD_LETTER: "dead_letter",
-             _v.ACK_RETRY: "retry"}
+             _v.ACK_RETRY: "retry", _v.ACK_REJECTED: "rejected"}
 
 
 def lookup(module_names, name):

@@ -65,7 +65,7 @@ POLL_FIELDS = (
 ACK_FIELDS = (
     (1, "device", T, 24, 0, None),
     (2, "counter", U, U32, 0, None),
-    (3, "result", U, 3, 0, None),         # vocab.ACK_*
+    (3, "result", U, 4, 0, None),         # vocab.ACK_*
     (4, "reason", U, U8, 0, None),        # errors.R_* for dead letters
     (5, "mac", B, 16, 0, None),           # HMAC-SHA256/16 under the device key (auth.ack_mac)
 )

@@ -44,16 +44,18 @@ SRC_NOT_RATED = 2       # the window timed out: "not rated at the window" (no le
 SRC_SYSTEM_DEFAULT = 3  # set by the central side when the 7-day window closed (rules Art. 18)
 
 # Result of an ACK (gateway -> device). The device deletes the rating from flash on ACK_STORED,
-# ACK_DUPLICATE and ACK_DEAD_LETTER (the gateway holds it for review), and keeps it on ACK_RETRY.
+# ACK_DUPLICATE and ACK_DEAD_LETTER (the gateway holds it for review), and keeps it on ACK_RETRY and
+# ACK_REJECTED. Every ACK is bound to the MAC of the rating it answers (SPEC 7.5).
 ACK_STORED = 0       # durably committed now
 ACK_DUPLICATE = 1    # committed earlier (a retransmission); not counted again
-ACK_DEAD_LETTER = 2  # not valid as a rating (bad MAC, replay ...), kept by the gateway with the reason
+ACK_DEAD_LETTER = 2  # authentic, but not valid as a rating (replay, rule ...): kept for review
 ACK_RETRY = 3        # the gateway cannot commit now (store full); keep it and send again later
+ACK_REJECTED = 4     # the gateway could not authenticate this as your rating; kept as evidence
 
 
 def device_releases(result):
-    """True when an ACK result lets the device forget the rating."""
-    return result != ACK_RETRY
+    """True when an ACK result lets the device forget the rating: the single rule."""
+    return result == ACK_STORED or result == ACK_DUPLICATE or result == ACK_DEAD_LETTER
 
 
 _NAMES = ("LEVEL_NAMES", "INDICATOR_NAMES", "NODE_NAMES", "SOURCE_NAMES", "ACK_NAMES")

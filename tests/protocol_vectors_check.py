@@ -11,7 +11,7 @@ import json
 import sys
 from binascii import hexlify, unhexlify
 
-from protocol import auth, codec, crc, errors, frame, rating, schema, timing, topics
+from protocol import auth, codec, crc, errors, frame, rating, schema, timing, topics, vocab
 
 FILES = ("crc", "messages", "mac", "decoder", "invalid", "rules", "timing")
 
@@ -77,27 +77,30 @@ def _check_mac(v):
 def _check_ack_mac(v):
     key = unhexlify(v["key"])
     dev = v["device"]
+    answered = unhexlify(v["rating_mac"])
     signed = codec.from_json(schema.ACK, v["ack"])
     assert _hex(signed["mac"]) == v["mac"], "mac in record"
     bare = _without(signed, ("mac",))
-    assert _hex(auth.ack_signed_bytes(dev, bare)) == v["signed_bytes"], "signed bytes"
-    assert _hex(auth.ack_mac(key, dev, bare)) == v["mac"], "mac"
-    assert auth.sign_ack(key, dev, bare) == signed, "sign"
-    assert auth.verify_ack(key, dev, signed), "verify"
+    assert _hex(auth.ack_signed_bytes(dev, bare, answered)) == v["signed_bytes"], "signed bytes"
+    assert _hex(auth.ack_mac(key, dev, bare, answered)) == v["mac"], "mac"
+    assert auth.sign_ack(key, dev, bare, answered) == signed, "sign"
+    assert auth.verify_ack(key, dev, signed, answered), "verify"
     other = dict(signed)                     # the device field is implied by the verifier
     if "device" in other:
         del other["device"]
     else:
         other["device"] = dev
-    assert auth.verify_ack(key, dev, other), "device omitted or present"
-    assert not auth.verify_ack(key, dev + "x", signed), "verified for another device"
-    assert not auth.verify_ack(key, dev, _without(signed, ("mac",))), "unsigned verified"
+    assert auth.verify_ack(key, dev, other, answered), "device omitted or present"
+    assert not auth.verify_ack(key, dev + "x", signed, answered), "verified for another device"
+    assert not auth.verify_ack(key, dev, _without(signed, ("mac",)), answered), "unsigned verified"
+    other_mac = bytes([answered[0] ^ 1]) + answered[1:]
+    assert not auth.verify_ack(key, dev, signed, other_mac), "verified for another rating"
     tampered = dict(signed)
     tampered["counter"] = signed["counter"] + 1
-    assert not auth.verify_ack(key, dev, tampered), "tampered counter verified"
+    assert not auth.verify_ack(key, dev, tampered, answered), "tampered counter verified"
     tampered = dict(signed)
-    tampered["result"] = (signed.get("result", 0) + 1) % 4
-    assert not auth.verify_ack(key, dev, tampered), "tampered result verified"
+    tampered["result"] = (signed.get("result", 0) + 1) % 5
+    assert not auth.verify_ack(key, dev, tampered, answered), "tampered result verified"
 
 
 def _without(record, names):
@@ -156,6 +159,14 @@ def _check_rules(rules):
         yield "rating_id/" + v["id"], _rule_id(v)
     for v in rules["topics"]:
         yield "topic/" + v["topic"], _rule_topic(v)
+    for v in rules["releases"]:
+        yield "releases/" + v["name"], _rule_releases(v)
+
+
+def _rule_releases(v):
+    def run():
+        assert vocab.device_releases(v["result"]) == v["releases"], "releases"
+    return run
 
 
 def _rule_check(v):

@@ -39,9 +39,15 @@ def _rating_unsigned():
     }
 
 
-def _ack(record):
-    """An ACK as the gateway sends it to DEVICE: signed under the test key."""
-    return auth.sign_ack(TEST_KEY, DEVICE, record)
+def _ack(record, rating_mac):
+    """An ACK as the gateway sends it to DEVICE: signed under the test key, bound to the MAC of
+    the rating it answers."""
+    return auth.sign_ack(TEST_KEY, DEVICE, record, rating_mac)
+
+
+# The rating each ACK example answers (its MAC is part of the ACK MAC's input, never sent).
+_ACK_ANSWERS = {"ack": "rating", "ack_duplicate": "rating", "ack_dead_letter": "rating_good",
+                "ack_no_device": "rating", "ack_rejected": "rating_good"}
 
 
 def _examples():
@@ -106,13 +112,18 @@ def _examples():
         ("rating_not_rated", schema.RATING, not_rated, 5, 6),
         ("rating_theme", schema.RATING, theme, 5, 7),
         ("rating_at_gateway", schema.RATING, at_gateway, 5, 8),
-        ("ack", schema.ACK, _ack({"device": DEVICE, "counter": 1042, "result": vocab.ACK_STORED}), 5, 5),
+        ("ack", schema.ACK, _ack({"device": DEVICE, "counter": 1042, "result": vocab.ACK_STORED},
+                                 signed["mac"]), 5, 5),
         ("ack_duplicate", schema.ACK, _ack({"device": DEVICE, "counter": 1042,
-                                            "result": vocab.ACK_DUPLICATE}), 5, 6),
+                                            "result": vocab.ACK_DUPLICATE}, signed["mac"]), 5, 6),
         ("ack_dead_letter", schema.ACK, _ack({"device": DEVICE, "counter": 1043,
                                               "result": vocab.ACK_DEAD_LETTER,
-                                              "reason": errors.R_BAD_MAC}), 5, 7),
-        ("ack_no_device", schema.ACK, _ack({"counter": 1042, "result": vocab.ACK_STORED}), 5, 8),
+                                              "reason": errors.R_REPLAY}, good["mac"]), 5, 7),
+        ("ack_no_device", schema.ACK, _ack({"counter": 1042, "result": vocab.ACK_STORED},
+                                           signed["mac"]), 5, 8),
+        ("ack_rejected", schema.ACK, _ack({"device": DEVICE, "counter": 1043,
+                                           "result": vocab.ACK_REJECTED,
+                                           "reason": errors.R_BAD_MAC}, good["mac"]), 5, 14),
         ("context", schema.CONTEXT, context, 5, 9),
         ("context_theme", schema.CONTEXT, theme_context, 12, 10),
         ("clear", schema.CLEAR, {"case_id": 31337}, 5, 11),
@@ -157,12 +168,17 @@ def mac_vectors():
                 "rating": codec.to_json(schema.RATING, auth.sign(other_key, bare)),
                 "signed_bytes": auth.signed_bytes(bare).hex(),
                 "mac": auth.rating_mac(other_key, bare).hex()})
+    ratings = {}
+    for name, msg_type, record, _, _ in _examples():
+        if msg_type == schema.RATING:
+            ratings[name] = record["mac"]
     for name, msg_type, record, _, _ in _examples():
         if msg_type != schema.ACK:
             continue
+        answered = ratings[_ACK_ANSWERS[name]]
         out.append({"name": name, "key": TEST_KEY.hex(), "device": DEVICE,
-                    "ack": codec.to_json(msg_type, record),
-                    "signed_bytes": auth.ack_signed_bytes(DEVICE, record).hex(),
+                    "ack": codec.to_json(msg_type, record), "rating_mac": answered.hex(),
+                    "signed_bytes": auth.ack_signed_bytes(DEVICE, record, answered).hex(),
                     "mac": record["mac"].hex()})
     return out
 
@@ -363,6 +379,8 @@ def rule_vectors():
         "rating_id": [{"device": "ev-a05", "counter": 1042, "id": "ev-a05:1042"},
                       {"device": "a.b_c-9", "counter": 0xFFFFFFFF, "id": "a.b_c-9:4294967295"}],
         "topics": [{"topic": t, "parsed": p} for t, p in topic_cases],
+        "releases": [{"result": code, "name": vocab.ACK_NAMES[code], "releases": vocab.device_releases(code)}
+                     for code in sorted(vocab.ACK_NAMES)],
     }
 
 
@@ -507,9 +525,10 @@ def sec_reasons():
         errors.R_MISSING: "a required field is absent or zero",
         errors.R_BAD_MAC: "the rating MAC does not verify",
         errors.R_REPLAY: "a rating counter already used, or at/below the committed high-water mark",
-        errors.R_UNKNOWN_DEVICE: "the sender is not in the gateway's registry",
+        errors.R_UNKNOWN_DEVICE: "the sender (topic or bus address) is not in the gateway's registry",
         errors.R_STORE_FULL: "the receiver cannot commit now; the sender keeps it and retries",
         errors.R_BAD_STATE: "valid message at the wrong moment or against a rule (tag on a good rating)",
+        errors.R_WRONG_DEVICE: "a rating whose `device` is not its sender (the topic's device, the polled address's device)",
     }
     rows = ["| code | name | meaning |", "|---|---|---|"]
     for code in sorted(errors.REASON_NAMES):
@@ -537,8 +556,9 @@ def sec_acks():
     what = {
         vocab.ACK_STORED: "delete the rating from flash; it is committed",
         vocab.ACK_DUPLICATE: "delete it; it was committed earlier (this was a retransmission)",
-        vocab.ACK_DEAD_LETTER: "delete it; the gateway keeps it for review with `reason` (bad MAC, replay, rule)",
+        vocab.ACK_DEAD_LETTER: "delete it; it is authentic but not valid (replay, rule): the gateway keeps it for review with `reason`",
         vocab.ACK_RETRY: "keep it and send it again later (gateway store full or busy)",
+        vocab.ACK_REJECTED: "keep it, count it (`ack_rejected`): the gateway could not authenticate what it received as this rating (bad MAC, wrong device, malformed, oversize) and kept that as evidence",
     }
     rows = ["| result | name | device releases the rating | what the device does |", "|---|---|---|---|"]
     for code in sorted(vocab.ACK_NAMES):
@@ -654,12 +674,14 @@ def sec_examples():
                              m["key"], _wrap(bytes.fromhex(m["signed_bytes"]), indent=0), m["mac"]))
         if name == "ack":
             m = macs["ack"]
-            parts.append("ACK MAC computation (7.4): the same key; the input is the label\n"
-                         "`hall-rating/1 ack` + 0x00 followed by the canonical encoding of the ACK\n"
-                         "without `mac` and with `device` = the receiving device's id (`%s`):\n\n"
+            parts.append("ACK MAC computation (7.5): the same key; the input is the label\n"
+                         "`hall-rating/2 ack` + 0x00, the canonical encoding of the ACK without `mac`\n"
+                         "and with `device` = the receiving device's id (`%s`), then the 16-byte MAC of\n"
+                         "the rating it answers (`%s`, the rating above; not sent):\n\n"
                          "```\n%s\n```\n\nHMAC-SHA256 over it, first 16 bytes: `%s`. An ACK that omits\n"
                          "`device` carries the same MAC." % (
-                             m["device"], _wrap(bytes.fromhex(m["signed_bytes"]), indent=0), m["mac"]))
+                             m["device"], m["rating_mac"], _wrap(bytes.fromhex(m["signed_bytes"]), indent=0),
+                             m["mac"]))
     return "\n\n".join(parts)
 
 
