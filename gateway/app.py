@@ -23,6 +23,7 @@ import time
 from aiohttp import web
 
 from gateway import cases as cases_mod
+from gateway import mosquitto_acl
 from gateway import panel as panel_mod
 from gateway import status_display
 from gateway.mqtt_bridge import MqttBridge
@@ -80,6 +81,7 @@ class Gateway:
         self.uplink = None
         self.panel = panel_mod.from_config(cfg, self.display_snapshot, self.uplink_state,
                                            self.alarms_active)
+        self.broker_files = mosquitto_acl.from_config(cfg, self.registry, alarm=self.alarm)
         self.registry.listeners.append(self._registry_changed)
         self._stop = None
         self._runner = None
@@ -185,6 +187,8 @@ class Gateway:
     _uplink_task = None
 
     def _registry_changed(self, device, what):
+        if what in ("added", "updated", "removed") and self.broker_files is not None:
+            self.broker_files.sync()       # its login and ACL before its config and context
         if what in ("added", "updated"):
             self._provision(device)
         elif what == "removed" and device.transport == "mqtt":
@@ -275,6 +279,8 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.callbacks.bind(self._loop)
+        if self.broker_files is not None:  # the registry may have changed while we were down
+            self.broker_files.sync(force=True)
         for device in self.registry.all():
             self._provision(device)
         self.bridge.start()

@@ -1,6 +1,9 @@
 """hall-gateway: `hall-gateway run --config gateway.toml` starts the gateway in the foreground
 (systemd runs it like that); `hall-gateway check --config gateway.toml` validates the config;
-`hall-gateway acl --config gateway.toml --out DIR` writes the Mosquitto password and ACL files."""
+`hall-gateway acl --config gateway.toml` writes the Mosquitto password and ACL files into
+[mqtt] broker_files and asks the broker to reload (as the running gateway does after each device
+change); `--out DIR` writes them elsewhere (no reload), `--gateway-password` overrides [mqtt]
+password."""
 
 import argparse
 import asyncio
@@ -23,6 +26,35 @@ def _logging(level):
     logging.basicConfig(level=level, handlers=[handler])
 
 
+def _acl(cfg, args):
+    from gateway import mosquitto_acl
+    from gateway.registry import Registry
+    password = args.gateway_password or cfg.mqtt.password
+    out = args.out or (cfg.path(cfg.mqtt.broker_files) if cfg.mqtt.broker_files else "")
+    if not out or not password:
+        print("hall-gateway: acl needs [mqtt] broker_files (or --out) and [mqtt] password "
+              "(or --gateway-password)", file=sys.stderr)
+        return 2
+    registry = Registry(cfg.devices, cfg.registry_path)
+    user = cfg.mqtt.username or cfg.mqtt.client_id
+    try:
+        if args.out:
+            paths = mosquitto_acl.write_files(out, cfg.hall, registry, user, password)
+            reloaded = False
+        else:
+            files = mosquitto_acl.BrokerFiles(
+                out, cfg.hall, registry, user, password,
+                pid_file=cfg.path(cfg.mqtt.broker_pid_file) if cfg.mqtt.broker_pid_file else "")
+            mosquitto_acl.write_files(out, cfg.hall, registry, user, password)
+            paths = mosquitto_acl.file_paths(out)
+            reloaded = files.request_reload()
+    except OSError as e:
+        print("hall-gateway: %s" % e, file=sys.stderr)
+        return 2
+    print(json.dumps(dict(paths, reload=reloaded)))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="hall-gateway", description="Hall rating gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,8 +64,9 @@ def main(argv=None):
         p.add_argument("--config", required=True)
         p.add_argument("--log-level", default="INFO")
         if name == "acl":
-            p.add_argument("--out", required=True, help="directory for passwords and acl")
-            p.add_argument("--gateway-password", required=True)
+            p.add_argument("--out", help="directory for passwords and acl "
+                                         "(default: [mqtt] broker_files, then reload the broker)")
+            p.add_argument("--gateway-password", help="default: [mqtt] password")
     args = parser.parse_args(argv)
     _logging(getattr(logging, args.log_level.upper(), logging.INFO))
     try:
@@ -47,13 +80,7 @@ def main(argv=None):
         print(json.dumps({"hall": cfg.hall, "devices": len(registry.all()), "buses": len(cfg.buses)}))
         return 0
     if args.command == "acl":
-        from gateway.mosquitto_acl import write_files
-        from gateway.registry import Registry
-        registry = Registry(cfg.devices, cfg.registry_path)
-        paths = write_files(args.out, cfg.hall, registry, cfg.mqtt.username or cfg.mqtt.client_id,
-                            args.gateway_password)
-        print(json.dumps(paths))
-        return 0
+        return _acl(cfg, args)
     from gateway.app import Gateway
     asyncio.run(Gateway(cfg).run_forever())
     return 0

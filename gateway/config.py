@@ -3,7 +3,8 @@
     [gateway]   hall (required), data_dir, store = "outbox.db", registry = "registry.json",
                 capacity, alarm_ratio, rating_days (7), privacy_key (hex, optional)
     [mqtt]      host, port, username, password, client_id, keepalive (ratings arrive on a second
-                connection, client id "<client_id>-ingest": gateway.mqtt_ingest)
+                connection, client id "<client_id>-ingest": gateway.mqtt_ingest), broker_files and
+                broker_pid_file (the broker's password + ACL files, kept in step with the registry)
     [http]      host, port, token (bearer for the queueing system; empty = open), callback_url,
                 callback_token
     [device_config]  the CONFIG pushed to every device (rating_timeout_s, thanks_s, guard_ms,
@@ -38,6 +39,8 @@ class MqttConfig:
     password: str = ""
     client_id: str = ""
     keepalive: int = 30
+    broker_files: str = ""      # directory of the broker's password + ACL files (gateway.mosquitto_acl)
+    broker_pid_file: str = ""   # SIGHUP that pid after writing them (else a flag for a systemd path unit)
 
 
 @dataclass
@@ -147,6 +150,8 @@ def from_dict(data, base_dir="."):
         raise ConfigError("[gateway] capacity must be positive and alarm_ratio in (0, 1]")
     if not cfg.mqtt.client_id:
         cfg.mqtt.client_id = "gateway-%s" % cfg.hall
+    if cfg.mqtt.broker_files and not (cfg.mqtt.username and cfg.mqtt.password):
+        raise ConfigError("[mqtt] broker_files needs the gateway's username and password")
     for name, value, top in (("port", cfg.mqtt.port, 65535), ("keepalive", cfg.mqtt.keepalive, 65535)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
             raise ConfigError("[mqtt] %s must be a whole number from 0 to %d" % (name, top))

@@ -5,6 +5,12 @@
         broker.restart()     # chaos: same port, same config
         broker.kill()        # SIGKILL; start() brings it back
 
+    Broker(password_file=p, acl_file=a)   # files someone else keeps (the gateway: hall-sim)
+    broker.reload()                       # SIGHUP: Mosquitto re-reads both files
+
+Without users or password_file the broker is anonymous (the test fixtures); with them, anonymous
+clients are refused. Mosquitto writes its pid to broker.pid_file, so another process of the same
+user (the gateway: [mqtt] broker_pid_file) can SIGHUP it after rewriting the files.
 Persistence is always off: what survives a broker restart is the clients' business, which is what
 the simulator wants to prove. Passwords are hashed here ($7$: PBKDF2-SHA512, Mosquitto 2's own
 format), so mosquitto_passwd is not needed and no clear password is written to disk.
@@ -70,7 +76,8 @@ def password_line(user, password, salt=None):
 
 class Broker:
     def __init__(self, workdir=None, port=None, host="127.0.0.1", users=None, acl=None,
-                 allow_anonymous=None, extra_config="", binary=None):
+                 allow_anonymous=None, extra_config="", binary=None, password_file=None,
+                 acl_file=None):
         self.host = host
         self.port = port or free_port(host)
         self._own_dir = workdir is None
@@ -78,11 +85,17 @@ class Broker:
         os.makedirs(self.workdir, exist_ok=True)
         self.users = dict(users or {})
         self.acl = acl
-        self.allow_anonymous = (not self.users) if allow_anonymous is None else allow_anonymous
+        if (users and password_file) or (acl is not None and acl_file):
+            raise ValueError("users/acl are written here, password_file/acl_file kept: not both")
+        self.password_file = password_file
+        self.acl_file = acl_file
+        secured = bool(self.users or password_file)
+        self.allow_anonymous = (not secured) if allow_anonymous is None else allow_anonymous
         self.extra_config = extra_config
         self.binary = binary or find_mosquitto()
         self.config_path = os.path.join(self.workdir, "mosquitto.conf")
         self.log_path = os.path.join(self.workdir, "mosquitto.log")
+        self.pid_file = os.path.join(self.workdir, "mosquitto.pid")
         self.starts = 0
         self._proc = None
 
@@ -103,6 +116,7 @@ class Broker:
             "listener %d %s" % (self.port, self.host),
             "allow_anonymous %s" % ("true" if self.allow_anonymous else "false"),
             "persistence false",
+            "pid_file %s" % self.pid_file,
             "log_dest file %s" % self.log_path,
             "log_type error",
             "log_type warning",
@@ -116,11 +130,15 @@ class Broker:
                     f.write(password_line(user, password) + "\n")
             os.chmod(path, 0o600)
             lines.append("password_file %s" % path)
+        elif self.password_file:
+            lines.append("password_file %s" % self.password_file)
         if self.acl is not None:
             path = os.path.join(self.workdir, "acl")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(self.acl.strip() + "\n")
             lines.append("acl_file %s" % path)
+        elif self.acl_file:
+            lines.append("acl_file %s" % self.acl_file)
         if os.geteuid() == 0:
             # as root, mosquitto would switch to user "mosquitto", who cannot read our files
             lines.append("user %s" % getpass.getuser())
@@ -147,6 +165,13 @@ class Broker:
                 time.sleep(0.02)
         self.kill()
         raise BrokerError("mosquitto did not listen on port %d within %.0f s" % (self.port, timeout))
+
+    def reload(self):
+        """SIGHUP: Mosquitto re-reads its password and ACL files and drops clients whose login
+        is gone."""
+        if not self.running:
+            raise BrokerError("broker not running")
+        self._proc.send_signal(signal.SIGHUP)
 
     def stop(self):
         """Graceful stop (SIGTERM)."""

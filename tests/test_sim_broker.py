@@ -108,3 +108,42 @@ def test_a_broken_config_is_reported():
     with pytest.raises(RuntimeError, match="no_such_option|exited"):
         broker.start()
     broker.close()
+
+
+def _login_within(broker, user, password, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rc, client = connect(broker, user, password)
+        if not rc.is_failure:
+            client.loop_stop()
+            client.disconnect()
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_kept_password_and_acl_files_are_reread_on_reload_and_never_rewritten(tmp_path):
+    """hall-sim's broker uses the files the gateway writes: anonymous clients are refused, the
+    pid file names the broker (the gateway SIGHUPs it), reload() and restart() re-read the files
+    as they are now."""
+    pw, acl = tmp_path / "passwords", tmp_path / "acl"
+    pw.write_text(password_line("gw", "g-秘密") + "\n", encoding="utf-8")
+    acl.write_text("user gw\ntopic readwrite hall/#\n", encoding="utf-8")
+    broker = Broker(tmp_path / "b", password_file=str(pw), acl_file=str(acl))
+    with pytest.raises(ValueError):
+        Broker(tmp_path / "c", users={"x": "y"}, password_file=str(pw))
+    try:
+        broker.start()
+        assert "allow_anonymous false" in open(broker.config_path).read()
+        assert int(open(broker.pid_file).read()) == broker.pid
+        assert connect(broker)[0].is_failure
+        assert connect(broker, "dev1", "d1")[0].is_failure
+        pw.write_text(password_line("gw", "g-秘密") + "\n" + password_line("dev1", "d1") + "\n",
+                      encoding="utf-8")
+        broker.reload()
+        assert _login_within(broker, "dev1", "d1")
+        broker.restart()
+        assert "dev1:" in pw.read_text() and _login_within(broker, "dev1", "d1")
+    finally:
+        broker.close()
+    assert pw.exists() and acl.exists()              # they were not the broker's to remove
