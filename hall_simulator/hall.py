@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -37,6 +38,8 @@ import sys
 import tempfile
 import time
 
+from gateway import mosquitto_acl
+from gateway.registry import Registry
 from hall_simulator import chaos as chaos_mod
 from hall_simulator import citizens, queue_sim, report
 from hall_simulator.broker import Broker, child_popen_args
@@ -61,6 +64,11 @@ TAGS = (
     (601, "超时办结", 2), (602, "材料超出清单", 2),
     (701, "等待时间长", 1), (702, "服务态度差", 1), (703, "办事效率低", 1), (709, "其他原因", 7),
 )
+
+
+# the ingest PUBACKs at once and commits in groups: let the broker keep 100 QoS 1 ratings in
+# flight to it (Mosquitto's default, 20, caps the groups); docs/mosquitto/hall-gateway.conf
+BROKER_CONFIG = "max_inflight_messages 100"
 
 
 def free_port():
@@ -231,7 +239,7 @@ class Hall:
         rs, mq = self.device_ids()
         return "touch" if device in mq[len(mq) - self.n_touch:] and self.n_touch else "five_button"
 
-    def _gateway_config(self, http_port, central_url, callback_url):
+    def _devices(self):
         rs, mq = self.device_ids()
         devices = []
         for i, dev in enumerate(rs):
@@ -240,10 +248,30 @@ class Hall:
         for dev in mq:
             devices.append({"id": dev, "window": dev[1:], "board": self.board_of(dev), "transport": "mqtt",
                             "key": device_key(self.seed, dev)})
+        return devices
+
+    def _start_broker(self):
+        """Mosquitto as on a Pi: no anonymous clients, each device only on its own topics (the
+        gateway's password + ACL files, which it keeps in step with its registry and reloads by
+        SIGHUP through the broker's pid file); the gateway's login is new each run."""
+        self.mqtt_login = ("gateway-" + HALL_ID, secrets.token_urlsafe(24))
+        self.broker_files = os.path.join(self.workdir, "broker", "hall")
+        paths = mosquitto_acl.write_files(self.broker_files, HALL_ID, Registry(self._devices()),
+                                          *self.mqtt_login)
+        self.broker = Broker(workdir=os.path.join(self.workdir, "broker"),
+                             password_file=paths["password_file"], acl_file=paths["acl_file"],
+                             extra_config=BROKER_CONFIG)
+        self.broker.start()
+
+    def _gateway_config(self, http_port, central_url, callback_url):
+        rs, mq = self.device_ids()
+        devices = self._devices()
         sections = {
             "gateway": {"hall": HALL_ID, "data_dir": os.path.join(self.workdir, "gateway"),
                         "rating_days": 7},
-            "mqtt": {"host": self.broker.host, "port": self.broker.port, "keepalive": 10},
+            "mqtt": {"host": self.broker.host, "port": self.broker.port, "keepalive": 10,
+                     "username": self.mqtt_login[0], "password": self.mqtt_login[1],
+                     "broker_files": self.broker_files, "broker_pid_file": self.broker.pid_file},
             "http": {"host": "127.0.0.1", "port": http_port, "callback_url": callback_url},
             "uplink": {"url": central_url, "profile": "gbt39046", "gateway_id": "gw-" + HALL_ID},
             # the status OLED as it would run on the Pi (gateway/panel.py), drawn into a PNG here
@@ -258,13 +286,13 @@ class Hall:
         sections["devices"] = devices
         os.makedirs(sections["gateway"]["data_dir"], exist_ok=True)
         path = os.path.join(self.workdir, "gateway.toml")
-        with open(path, "w", encoding="utf-8") as f:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
+                  encoding="utf-8") as f:   # it holds the gateway's broker password
             f.write(gateway_toml(sections))
         return path
 
     async def start(self):
-        self.broker = Broker(workdir=os.path.join(self.workdir, "broker"))
-        await asyncio.to_thread(self.broker.start)
+        await asyncio.to_thread(self._start_broker)
         if self.n_rs485:
             self.bus = BusThread(baud=self.baud, rng=random.Random("bus/%s" % self.seed)).start()
         self.store = CentralStore(os.path.join(self.workdir, "central.db"), clock=self.clock.time)
