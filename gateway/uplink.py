@@ -29,8 +29,11 @@ import concurrent.futures
 import hashlib
 import json
 import logging
+import os
+import sqlite3
 import ssl as ssl_module
 import time
+import traceback
 
 import aiohttp
 
@@ -42,6 +45,7 @@ except ImportError:  # pragma: no cover - stdlib fallback
 from gateway import profiles as profile_tables
 from gateway.backoff import Backoff, parse_retry_after
 from gateway.privacy import SealError, masked_applicant
+from gateway.store import StoreError
 from gateway.upstream_auth import NoAuth
 
 log = logging.getLogger("gateway.uplink")
@@ -269,11 +273,10 @@ class Uplink:
         """A round ended by an exception (store error, full disk, bug): log it once per kind
         until a batch goes through again, alarm every time (Gateway.alarm counts and rate-limits),
         show state "error" and wait for the backoff. Returns the wait."""
-        reason = ("%s: %s" % (type(exc).__name__, exc))[:200]
-        kind = (type(exc).__name__, str(exc)[:80])
-        if kind not in self._errors_logged:
-            self._errors_logged.add(kind)
-            log.error("uplink: %s; retrying with backoff", reason, exc_info=exc)
+        reason = error_reason(exc)
+        if reason not in self._errors_logged:
+            self._errors_logged.add(reason)
+            log.error("uplink: %s; retrying with backoff", reason)
         wait = max(RETRY_FLOOR_S, self.backoff.failure())
         st = self.status
         st.errors += 1
@@ -425,6 +428,19 @@ class Uplink:
         await self._in_store(self.store.settle, verdicts)
         for _, outcome, _ in verdicts:
             self.status.sent[outcome] += 1
+
+
+def error_reason(exc):
+    """What is logged and alarmed of an error in the loop: a store or disk error's own words; of
+    anything else only its type and where it was raised (its message might quote a record, and so
+    a rater's identity)."""
+    if isinstance(exc, (sqlite3.Error, OSError, StoreError)):
+        return ("%s: %s" % (type(exc).__name__, exc))[:200]
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    return "%s at %s:%d" % (type(exc).__name__, os.path.basename(frames[-1].filename),
+                            frames[-1].lineno)
 
 
 def upload_cursor(items, after=None):

@@ -192,6 +192,49 @@ def test_unsettled_items_are_retried_with_the_backoff_then_settle(tmp_path):
     asyncio.run(main())
 
 
+def test_any_exception_is_alarmed_without_its_message_and_the_loop_lives_on(tmp_path, caplog):
+    """A bug's message may quote a record (an applicant): only its type and place are told."""
+    secret = "朱镕 44030119851231002X"
+
+    async def main():
+        store = outbox(tmp_path)
+        fill(store, "win-e", range(1, 4))
+        original = store.upload_batch
+        broken = [True]
+
+        def upload_batch(limit, after=None):
+            if broken[0]:
+                raise ValueError("cannot read %s" % secret)
+            return original(limit, after)
+        store.upload_batch = upload_batch
+        alarms = []
+        async with central(tmp_path) as server:
+            uplink = live_uplink(store, server)
+            uplink.alarm = lambda name, detail: alarms.append((name, detail))
+            stop = asyncio.Event()
+            task = asyncio.ensure_future(uplink.run(stop))
+            await asyncio.sleep(1.5)
+            assert not task.done()
+            st = uplink.status
+            assert st.state == "error" and st.next_try_at > time.time()
+            assert st.last_error.startswith("ValueError at test_gw_uplink_faults.py:")
+            assert 1 <= len(alarms) <= 2 and alarms[0] == ("uplink_error", st.last_error)
+            broken[0] = False
+            deadline = time.monotonic() + 10
+            while (store.backlog()["ratings"] or st.state != "up") and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert store.backlog()["ratings"] == 0 and st.state == "up" and not task.done()
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            return alarms
+
+    with caplog.at_level(logging.DEBUG):
+        alarms = asyncio.run(main())
+    assert secret not in caplog.text and secret not in str(alarms)
+    assert "44030119851231002X" not in caplog.text
+    assert len([r for r in caplog.records if "ValueError" in r.getMessage()]) == 1
+
+
 # --- a full disk, the whole gateway ------------------------------------------------------
 
 BAD_CASES = 24     # the central API rejects them: their dead letters need new database pages
