@@ -74,16 +74,23 @@ class Device:
         self.app.on_time(unix_s)
 
     def on_ack(self, record):
-        """Settle a rating. True when the outbox let it go. Only an ACK signed under our key counts
-        (SPEC 7.5): whoever can talk on the bus or the broker could otherwise erase our outbox."""
+        """Settle a rating. True when the outbox let it go. Only an ACK signed under our key for the
+        very rating at our outbox head counts (SPEC 7.5): its MAC covers that rating's MAC, so
+        whoever talks on the bus or the broker can neither forge one nor get the gateway to sign
+        one for junk sent under our counter."""
         if record.get("device") not in (None, "", self.cfg["device"]):
             self.health.count("ack_foreign")
             return False
-        if not auth.verify_ack(self.cfg["key_bytes"], self.cfg["device"], record):
+        head = self.next_rating()
+        if head is None or head["counter"] != record.get("counter"):
+            self.health.count("ack_unknown")    # settled already, or never ours: nothing to do
+            return False
+        if not auth.verify_ack(self.cfg["key_bytes"], self.cfg["device"], record, head.get("mac")):
             self.health.count("ack_forged")
             return False
-        if not vocab.device_releases(record.get("result", 0)):
-            self.health.count("ack_retry")
+        result = record.get("result", 0)
+        if not vocab.device_releases(result):
+            self.health.count("ack_rejected" if result == vocab.ACK_REJECTED else "ack_retry")
             return False
         try:
             released = self.outbox.release(record["counter"])

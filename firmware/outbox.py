@@ -112,7 +112,7 @@ class Outbox:
         self.high = 0        # highest counter ever written
         self.size = 0        # bytes of valid log
         self.acks = 0        # ACK records since the last compaction
-        self.stats = {"dropped_tail": 0, "compactions": 0, "full": 0, "write_errors": 0}
+        self.stats = {"dropped_tail": 0, "compactions": 0, "full": 0, "write_errors": 0, "not_head": 0}
         self._dirty = False  # the log may end in a half-written record: compact before appending
 
     # --- boot ---------------------------------------------------------------------------------
@@ -206,8 +206,11 @@ class Outbox:
         self.offsets.append(off)
 
     def release(self, counter):
-        """The gateway holds this rating now: forget it. True when it was waiting here."""
-        if counter not in self.counters:
+        """The gateway holds this rating now: forget it. True when it was the head. Only the head
+        is ever released: it is the one rating sent and answered, so any other counter (an ACK
+        for a rating we never sent) is refused and counted."""
+        if not self.counters or self.counters[0] != counter:
+            self.stats["not_head"] += 1
             return False
         if self._dirty:
             self.compact()

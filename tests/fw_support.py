@@ -149,6 +149,9 @@ def play(flash, ops, journal, capacity=4, compact_after=3):
             journal.highest = max(journal.highest, c)
         elif ob.counters:
             c = ob.counters[op[1] % len(ob.counters)]
+            if c != ob.counters[0]:
+                assert not ob.release(c)   # only the head is ever released (nothing written)
+                continue
             journal.releasing.add(c)
             ob.release(c)
             journal.released.add(c)
@@ -341,13 +344,20 @@ class Rig:
         if self.board.profile == "touch":
             self.act("submit")
 
+    def rating_mac(self, counter):
+        """The MAC of rating `counter` as the device holds it (16 zero bytes once it is gone)."""
+        from protocol import codec, schema
+        raw = self.dev.outbox.get(counter)
+        return codec.decode(schema.RATING, raw)["mac"] if raw is not None else bytes(16)
+
     def signed_ack(self, counter, result=0, **extra):
-        """An ACK as the gateway sends it: signed under this device's key (SPEC 7.5)."""
+        """An ACK as the gateway sends it: signed under this device's key, bound to the MAC of the
+        rating it answers (SPEC 7.5)."""
         from protocol import auth
         rec = {"device": "win07", "counter": counter, "result": result}
         for k in extra:
             rec[k] = extra[k]
-        return auth.sign_ack(self.cfg["key_bytes"], "win07", rec)
+        return auth.sign_ack(self.cfg["key_bytes"], "win07", rec, self.rating_mac(counter))
 
     def ack(self, counter, result=0):
         return self.dev.on_ack(self.signed_ack(counter, result))
@@ -592,20 +602,25 @@ def flow_forged_ack(rig):
     (r,) = rig.ratings
     c = r["counter"]
     genuine = rig.signed_ack(c)
-    other_key = auth.sign_ack(bytes(32), "win07", {"device": "win07", "counter": c})
-    other_dev = auth.sign_ack(rig.cfg["key_bytes"], "win08", {"device": "win07", "counter": c})
+    mac = rig.rating_mac(c)
+    other_key = auth.sign_ack(bytes(32), "win07", {"device": "win07", "counter": c}, mac)
+    other_dev = auth.sign_ack(rig.cfg["key_bytes"], "win08", {"device": "win07", "counter": c}, mac)
+    other_rating = auth.sign_ack(rig.cfg["key_bytes"], "win07", {"device": "win07", "counter": c},
+                                 bytes(16))          # what the gateway signs for junk under c
     bent = dict(rig.signed_ack(c + 1))
     bent["counter"] = c                              # a genuine ACK for another counter, edited
     forged = [{"device": "win07", "counter": c, "result": 0}, {"counter": c},
               dict(genuine, mac=bytes(16)), dict(genuine, mac=genuine["mac"][:15]),
-              other_key, other_dev, bent,
+              other_key, other_dev, bent, other_rating,
               {"device": "win07", "counter": c, "result": 3}]   # an unsigned RETRY too
     for ack in forged:
         assert not rig.dev.on_ack(ack)
         assert [x["counter"] for x in rig.ratings] == [c]
     assert rig.dev.health.errors.get("ack_forged") == len(forged)
     assert not rig.dev.on_ack(rig.signed_ack(c, 3))   # a signed RETRY: kept, not counted forged
+    assert not rig.dev.on_ack(rig.signed_ack(c, 4))   # a signed REJECTED: kept, counted as such
     assert rig.dev.health.errors.get("ack_forged") == len(forged)
+    assert rig.dev.health.errors.get("ack_rejected") == 1
     bare = dict(genuine)
     del bare["device"]                               # RS-485 may leave the device out
     assert rig.dev.on_ack(bare) and rig.ratings == []
