@@ -23,6 +23,7 @@ import time
 from aiohttp import web
 
 from gateway import cases as cases_mod
+from gateway import http_auth
 from gateway import mosquitto_acl
 from gateway import panel as panel_mod
 from gateway import status_display
@@ -42,6 +43,20 @@ ALARM_ACTIVE_S = 600.0    # the alarm LED stays on this long after the last alar
 NOT_RATED_WORDS = "未评价"  # the status screen's word for "timed out at the window"
 
 
+# What only the operator sees: how a window was rated, who works there, device keys, identities.
+PRIVATE_KEYS = frozenset(("level", "level_name", "overall", "business", "service", "tags", "text",
+                          "staff_name", "key", "applicant"))
+
+
+def redact(value):
+    """`value` (JSON-like) without any PRIVATE_KEYS entry, at any depth."""
+    if isinstance(value, dict):
+        return dict((k, redact(v)) for k, v in value.items() if k not in PRIVATE_KEYS)
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
 class Gateway:
     def __init__(self, cfg, clock=time.time):
         self.cfg = cfg
@@ -59,6 +74,9 @@ class Gateway:
         self.store = Store(cfg.store_path, capacity=cfg.capacity, alarm_ratio=cfg.alarm_ratio,
                            on_alarm=self.alarm, clock=clock)
         self.registry = Registry(cfg.devices, cfg.registry_path, clock=clock)
+        # the HTTP API never serves an unauthenticated write: a role without a configured token
+        # gets a generated one (<data_dir>/http-credentials.toml, 0600; gateway.http_auth)
+        self.credentials = http_auth.load_or_create(cfg.http, cfg.data_dir)
         # Dead letters of unregistered devices share one small bucket (gateway.deadletters).
         self.store.set_known_devices(lambda device: self.registry.get(device) is not None)
         self.rejections = Rejections(alarm=self.alarm)
@@ -214,14 +232,16 @@ class Gateway:
         return self.uplink.status.state if self.uplink is not None else "idle"
 
     def display_snapshot(self):
-        """The status screen's data (status_display.snapshot); any thread."""
+        """The status screen's data (status_display.snapshot); any thread. Never the level."""
         counts = self.registry.counts()
         uplink = self.uplink.status.as_dict() if self.uplink is not None else None
         return status_display.snapshot(self.cfg.hall, counts["online"], counts["total"],
                                        backlog=self.store.backlog(), uplink=uplink,
-                                       last_rating=self.last_rating, now=self.clock())
+                                       last_rating=redact(self.last_rating), now=self.clock())
 
-    def status(self):
+    def status(self, operator=False):
+        """/status. Only the operator's shows levels and staff names (redact): nobody else may
+        watch how a window is rated (rules Art. 4)."""
         out = {"hall": self.cfg.hall, "uptime_s": int(self.clock() - self.started),
                "mqtt": {"connected": self.bridge.connected.is_set(), **self.bridge.stats,
                         "ingest": dict(self.bridge.ingest.stats)},
@@ -237,7 +257,7 @@ class Gateway:
             out["uplink"] = self.uplink.status.as_dict()
         for hook in self.status_hooks:
             out.update(hook())
-        return out
+        return out if operator else redact(out)
 
     def metrics_text(self):
         backlog = self.store.backlog()

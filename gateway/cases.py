@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 
+from gateway.text_rules import is_text
 from protocol import errors, vocab
 
 log = logging.getLogger("gateway.cases")
@@ -35,6 +36,8 @@ NODE_BY_NAME = {"receipt": vocab.NODE_RECEIPT, "acceptance": vocab.NODE_ACCEPTAN
 NO_RATING_WHEN_FAILED = (vocab.NODE_RECEIPT, vocab.NODE_ACCEPTANCE)
 _TOKEN = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 APPLICANT_KEYS = ("name", "id_number", "phone", "type")
+# completed_at: 2000-01-01 .. 2100-01-01 UTC (unix seconds); the deadline stays a 32-bit number
+COMPLETED_AT_MIN, COMPLETED_AT_MAX = 946684800, 4102444800
 
 
 class CaseError(ValueError):
@@ -64,8 +67,9 @@ def _text(body, name, limit, required=False):
         if required:
             raise CaseError(errors.R_MISSING, "%s is required" % name)
         return ""
-    if not isinstance(value, str) or len(value) > limit or any(ord(c) < 0x20 for c in value):
-        raise CaseError(errors.R_OUT_OF_RANGE, "%s must be text of at most %d characters" % (name, limit))
+    if not is_text(value, limit):
+        raise CaseError(errors.R_OUT_OF_RANGE, "%s must be text of at most %d characters, without"
+                        " control characters or lone surrogates" % (name, limit))
     return value
 
 
@@ -110,12 +114,14 @@ def parse_event(body):
     if applicant is not None:
         if not isinstance(applicant, dict) or set(applicant) - set(APPLICANT_KEYS):
             raise CaseError(errors.R_MALFORMED, "applicant holds only %s" % ", ".join(APPLICANT_KEYS))
-        if not all(isinstance(v, str) and len(v) <= 60 for v in applicant.values()):
+        if not all(is_text(v, 60) for v in applicant.values()):
             raise CaseError(errors.R_OUT_OF_RANGE, "applicant values are short texts")
     event["applicant"] = applicant
     completed_at = body.get("completed_at")
-    if completed_at is not None and (not isinstance(completed_at, int) or completed_at <= 0):
-        raise CaseError(errors.R_OUT_OF_RANGE, "completed_at is unix seconds")
+    if completed_at is not None and (isinstance(completed_at, bool) or not isinstance(completed_at, int)
+                                     or not COMPLETED_AT_MIN <= completed_at <= COMPLETED_AT_MAX):
+        raise CaseError(errors.R_OUT_OF_RANGE, "completed_at is unix seconds (a whole number"
+                        " from %d to %d)" % (COMPLETED_AT_MIN, COMPLETED_AT_MAX))
     event["completed_at"] = completed_at
     return event
 

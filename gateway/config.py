@@ -5,8 +5,10 @@
     [mqtt]      host, port, username, password, client_id, keepalive (ratings arrive on a second
                 connection, client id "<client_id>-ingest": gateway.mqtt_ingest), broker_files and
                 broker_pid_file (the broker's password + ACL files, kept in step with the registry)
-    [http]      host, port, token (bearer for the queueing system; empty = open), callback_url,
-                callback_token
+    [http]      host, port, queue_token, operator_token, viewer_token (one bearer credential per
+                role, gateway.http_auth; a role left empty gets a generated one, kept 0600 in
+                <data_dir>/http-credentials.toml), token (older name of queue_token, still read),
+                callback_url, callback_token
     [device_config]  the CONFIG pushed to every device (rating_timeout_s, thanks_s, guard_ms,
                 status_interval_s, idle_text, tags = [{code, label, indicator}], version)
     [[rs485]]   url, baud, retries, slow_after, slow_interval_s, kernel_rs485 (a Pi UART such as
@@ -24,6 +26,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 
+from gateway import http_auth
 from gateway.leds import DEFAULT_PINS
 
 
@@ -47,7 +50,10 @@ class MqttConfig:
 class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    token: str = ""
+    token: str = ""             # older name of queue_token
+    queue_token: str = ""
+    operator_token: str = ""
+    viewer_token: str = ""
     callback_url: str = ""
     callback_token: str = ""
 
@@ -135,6 +141,7 @@ def from_dict(data, base_dir="."):
     cfg = _section(Config, gw, "gateway")
     cfg.mqtt = _section(MqttConfig, data.get("mqtt"), "mqtt")
     cfg.http = _section(HttpConfig, data.get("http"), "http")
+    _check_http(cfg.http)
     cfg.buses = [_section(BusConfig, b, "rs485") for b in data.get("rs485") or []]
     for bus in cfg.buses:
         if bus.kernel_rs485 and "://" in bus.url:
@@ -156,6 +163,21 @@ def from_dict(data, base_dir="."):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
             raise ConfigError("[mqtt] %s must be a whole number from 0 to %d" % (name, top))
     return cfg
+
+
+def _check_http(http):
+    if http.token and http.queue_token and http.token != http.queue_token:
+        raise ConfigError("[http] token is the older name of queue_token: set one of them")
+    try:
+        tokens = http_auth.configured(http)
+        for role, token in tokens.items():
+            http_auth.check_token(token, "[http] %s_token" % role)
+    except http_auth.CredentialsError as e:
+        raise ConfigError(str(e)) from None
+    if len(set(tokens.values())) != len(tokens):
+        raise ConfigError("[http]: each role needs its own token (queue, operator, viewer)")
+    if isinstance(http.port, bool) or not isinstance(http.port, int) or not 0 <= http.port <= 65535:
+        raise ConfigError("[http] port must be a whole number from 0 to 65535")
 
 
 def _enabled_when_present(data, name):

@@ -1,49 +1,74 @@
 """HTTP API of the gateway (aiohttp), for the hall's queueing system (排队叫号) and the operator.
-Documented in docs/queue-api.yaml (OpenAPI 3).
+Documented in docs/queue-api.yaml (OpenAPI 3). Who may call what (gateway.http_auth):
 
-    POST   /api/v1/windows/{window}/sign-in    staff signs in at a window {staff_id, staff_name}
-    POST   /api/v1/windows/{window}/sign-out
-    GET    /api/v1/windows
-    POST   /api/v1/cases                       case event (node, success, serials, matter ...)
-    GET    /api/v1/cases/{case_id}
-    GET    /api/v1/devices                     registry with live state (never keys)
-    POST   /api/v1/devices                     add a device
-    PATCH  /api/v1/devices/{id}                rename, move to another window, change transport ...
-    DELETE /api/v1/devices/{id}
-    GET    /api/v1/dead-letters
-    GET    /status                             gateway status JSON
-    GET    /metrics                            Prometheus text
-With [http] token set, /api/ wants "Authorization: Bearer <token>". Every refused request is
-answered {"error": <reason>, "detail": ...}, counted by reason, and logged rate-limited; request
-bodies are never logged (they may hold the applicant's identity).
+    POST   /api/v1/windows/{window}/sign-in    queue, operator   staff signs in {staff_id, staff_name}
+    POST   /api/v1/windows/{window}/sign-out   queue, operator
+    GET    /api/v1/windows                     all roles         staff names for the operator only
+    POST   /api/v1/cases                       queue, operator   case event (node, success, serials ...)
+    GET    /api/v1/cases/{case_id}             queue, operator
+    GET    /api/v1/devices[/{id}]              all roles         registry with live state (never keys)
+    POST   /api/v1/devices                     operator          add a device
+    PATCH  /api/v1/devices/{id}                operator          rename, move, re-key ...
+    DELETE /api/v1/devices/{id}                operator
+    GET    /api/v1/dead-letters                operator          paged: ?device=&before_id=&limit=
+    GET    /api/v1/dead-letters/export         operator          all of them, NDJSON
+    DELETE /api/v1/dead-letters                operator          ?device=&up_to_id=
+    GET    /status, /metrics                   anyone            levels and staff names: operator only
+    GET    /healthz                            anyone            liveness, no data
+No credential: 401; a credential of a role that may not: 403. Every answer is 2xx or 4xx, never
+5xx, and a refused request changed nothing: bodies are checked before anything is done (size,
+nesting depth, UTF-8, no lone surrogates or control characters in any text, bool is no number),
+and a save that fails is undone (409 store_unavailable). Every refused request is answered
+{"error": <reason>, "detail": ...}, counted by reason, and logged rate-limited; request bodies
+are never logged (they may hold the applicant's identity).
 The queueing system is called back (POST callback_url, JSON) when a case is rated or the device
 timed out; see Callbacks.
 Handlers that commit (case events, sign-in/out, device changes: each waits for an fsync) or read
-the store (/status, /metrics: its lock is held through a group commit) run in the loop's
-executor, so the loop never stalls behind a disk write.
+the store (/status, /metrics, dead letters: its lock is held through a group commit) run in the
+loop's executor, so the loop never stalls behind a disk write.
 """
 
 import asyncio
-import hmac
 import json
 import logging
+import math
+import sqlite3
 import time
+import traceback
 
 from aiohttp import web, ClientSession, ClientTimeout
 
+from gateway import http_auth
 from gateway.cases import CaseError
-from gateway.registry import RegistryError
+from gateway.registry import RegistryError, RegistryUnavailable
+from gateway.text_rules import bad_char, is_text
 from protocol import errors
 
 log = logging.getLogger("gateway.http")
 
 MAX_BODY = 64 * 1024
-_HTTP_REASON = {400: errors.R_MALFORMED, 401: errors.R_UNKNOWN_DEVICE, 404: errors.R_MISSING,
+MAX_DEPTH = 8             # JSON nesting: a case event needs 3 (body, items, item)
+MAX_ID = 2 ** 63 - 1      # SQLite's integer
+EXPORT_PAGE = 500
+QUEUE, OPERATOR, VIEWER = http_auth.ROLES
+ANYONE = (None,) + http_auth.ROLES
+READERS = http_auth.ROLES
+_HTTP_REASON = {400: errors.R_MALFORMED, 404: errors.R_MISSING, 405: errors.R_MALFORMED,
                 409: errors.R_BAD_STATE, 413: errors.R_OVERSIZE}
+# Refusals without an R_* code of the wire protocol (named in docs/queue-api.yaml, Error.error)
+UNAUTHORIZED, FORBIDDEN = "unauthorized", "forbidden"
+ROLE = web.RequestKey("role", object)     # the caller's role (None: no credential)
+STORE_UNAVAILABLE, UNPROCESSABLE = "store_unavailable", "unprocessable"
 
 
 def _dumps(obj):
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    """UTF-8 JSON; text that cannot be UTF-8 (none should get this far) is sent \\u-escaped."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, separators=(",", ":"))
+    return text
 
 
 def _error(status, reason, detail):
@@ -51,42 +76,165 @@ def _error(status, reason, detail):
                              status=status, dumps=_dumps)
 
 
-def make_app(gw):
+def _refuse(reason, detail):
+    return CaseError(reason, detail)
+
+
+def _depth_ok(text):
+    """No JSON nesting deeper than MAX_DEPTH (brackets inside strings do not count); checked
+    before parsing, so a 10 000-deep body costs one pass, not the parser's recursion."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return True
+    depth, in_string, escaped = 0, False, False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return False
+        elif c in "]}":
+            depth -= 1
+    return True
+
+
+def _check_values(value, depth=0):
+    """Every text (keys too) free of control characters and lone surrogates; numbers finite."""
+    if isinstance(value, str):
+        if bad_char(value) is not None:
+            raise _refuse(errors.R_OUT_OF_RANGE, "text must not hold control characters or lone"
+                                                 " surrogates (U+%04X)" % ord(bad_char(value)))
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _refuse(errors.R_OUT_OF_RANGE, "numbers must be finite")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_values(k, depth + 1)
+            _check_values(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_values(v, depth + 1)
+
+
+def _no_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
+def parse_body(raw):
+    """The request body as checked JSON (CaseError if it is not); an empty body is {}."""
+    if not raw:
+        return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _refuse(errors.R_MALFORMED, "the body is not UTF-8") from None
+    if not _depth_ok(text):
+        raise _refuse(errors.R_OVERSIZE, "JSON nested deeper than %d" % MAX_DEPTH)
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        raise _refuse(errors.R_MALFORMED, "the body is not JSON") from None
+    _check_values(data)
+    return data
+
+
+def _query_int(request, name, default=None, low=1, high=MAX_ID):
+    value = request.query.get(name)
+    if value is None or value == "":
+        return default
+    if not (value.isascii() and value.isdigit() and len(value) <= 19) or not low <= int(value) <= high:
+        raise _refuse(errors.R_OUT_OF_RANGE, "%s must be a whole number from %d to %d" % (name, low, high))
+    return int(value)
+
+
+def _query_device(request):
+    value = request.query.get("device")
+    if value is None or value == "":
+        return None
+    if not is_text(value, 64):
+        raise _refuse(errors.R_OUT_OF_RANGE, "device must be text of at most 64 characters")
+    return value
+
+
+def _without_staff_names(windows):
+    return dict((w, dict((k, v) for k, v in state.items() if k != "staff_name"))
+                for w, state in windows.items())
+
+
+def make_app(gw, credentials=None):
     """The aiohttp application over a gateway object with .cfg .cases .registry .store .rejections
-    .status() and .metrics_text()."""
-    token = gw.cfg.http.token
+    .status() and .metrics_text(). `credentials` {role: token} default to gw.credentials, else to
+    those in gw.cfg.http; a role without one is refused everything but the open routes."""
+    if credentials is None:
+        credentials = getattr(gw, "credentials", None) or http_auth.configured(gw.cfg.http)
+    tokens = dict(credentials)
+    alarm = getattr(gw, "alarm", None)
+
+    def refused(request, status, reason, detail):
+        gw.rejections.reject("http", reason, "%s %s: %s" % (request.method, ascii(request.path)[1:80],
+                                                            detail))
+        return _error(status, reason, detail)
 
     @web.middleware
     async def guard(request, handler):
-        if token and request.path.startswith("/api/"):
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), ("Bearer " + token).encode()):
-                gw.rejections.reject("http", errors.R_UNKNOWN_DEVICE, "bad or missing token on %s"
-                                     % request.path)
-                return _error(401, errors.R_UNKNOWN_DEVICE, "a valid bearer token is required")
+        role, presented = http_auth.role_of(request.headers.get("Authorization"), tokens)
+        if presented and role is None:
+            if alarm is not None:
+                alarm("http_unauthorized", "a wrong credential on %s %s" % (request.method, request.path))
+            return refused(request, 401, UNAUTHORIZED, "the credential is not valid")
+        request[ROLE] = role
         try:
             return await handler(request)
         except CaseError as e:
-            gw.rejections.reject("http", e.reason, "%s %s: %s" % (request.method, request.path, e.detail))
-            return _error(e.status, e.reason, e.detail)
+            status = e.status if e.status < 500 else 409     # store full: try again later, no 5xx
+            return refused(request, status, e.reason, e.detail)
+        except RegistryUnavailable as e:
+            return refused(request, 409, STORE_UNAVAILABLE, str(e))
         except RegistryError as e:
-            gw.rejections.reject("http", errors.R_OUT_OF_RANGE, "%s: %s" % (request.path, e))
-            return _error(400, errors.R_OUT_OF_RANGE, str(e))
+            return refused(request, 400, errors.R_OUT_OF_RANGE, str(e))
         except web.HTTPException as e:
             if e.status >= 400:
-                reason = _HTTP_REASON.get(e.status, errors.R_MALFORMED)
-                gw.rejections.reject("http", reason, "%s %s: %s" % (request.method, request.path, e.reason))
-                return _error(e.status, reason, e.reason)
+                return refused(request, e.status if e.status < 500 else 409,
+                               _HTTP_REASON.get(e.status, errors.R_MALFORMED), e.reason)
             raise
+        except (OSError, sqlite3.Error) as e:
+            log.error("%s %s: the store failed (%s)", request.method, request.path, type(e).__name__)
+            return refused(request, 409, STORE_UNAVAILABLE, "the gateway's store failed (%s); "
+                           "try again later" % type(e).__name__)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:   # never a 5xx; the trace without values (they may hold identity)
+            log.error("%s %s: unexpected %s\n%s", request.method, request.path, type(e).__name__,
+                      "".join(traceback.format_tb(e.__traceback__)))
+            return refused(request, 422, UNPROCESSABLE, "the gateway could not process this request"
+                           " (%s, logged)" % type(e).__name__)
+
+    def allow(roles, handler):
+        async def checked(request):
+            role = request[ROLE]
+            if role not in roles:
+                if role is None:
+                    return refused(request, 401, UNAUTHORIZED, "a bearer credential is required")
+                return refused(request, 403, FORBIDDEN, "the %s credential may not do this" % role)
+            return await handler(request)
+        return checked
 
     async def body(request):
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-        raw = await request.read()
-        try:
-            data = json.loads(raw.decode("utf-8")) if raw else {}
-        except (UnicodeDecodeError, ValueError):
-            raise CaseError(errors.R_MALFORMED, "the body is not UTF-8 JSON") from None
+        return parse_body(await request.read())
+
+    async def body_object(request):
+        data = await body(request)
+        if not isinstance(data, dict):
+            raise _refuse(errors.R_MALFORMED, "the body must be a JSON object")
         return data
 
     def ok(data, status=200):
@@ -105,9 +253,11 @@ def make_app(gw):
 
     async def windows(request):
         snap = gw.cases.snapshot()["windows"]
+        if request[ROLE] != OPERATOR:
+            snap = _without_staff_names(snap)
         for device in gw.registry.all():
             if device.window:
-                snap.setdefault(device.window, {"staff_id": "", "staff_name": "", "case_id": 0})
+                snap.setdefault(device.window, {"staff_id": "", "case_id": 0})
                 snap[device.window].setdefault("devices", []).append(device.id)
         return ok(snap)
 
@@ -116,10 +266,12 @@ def make_app(gw):
         return ok(answer, status)
 
     async def case_get(request):
-        try:
-            case = gw.cases.cases[int(request.match_info["case_id"])]
-        except (KeyError, ValueError):
-            raise web.HTTPNotFound(reason="no such open or recent case") from None
+        text = request.match_info["case_id"]
+        case = None
+        if text.isascii() and text.isdigit() and len(text) <= 19:
+            case = gw.cases.cases.get(int(text))
+        if case is None:
+            raise web.HTTPNotFound(reason="no such open or recent case")
         return ok(dict((k, v) for k, v in case.items() if k != "applicant"))
 
     # --- devices --------------------------------------------------------------------------
@@ -136,16 +288,12 @@ def make_app(gw):
         return ok(device_or_404(request).public())
 
     async def device_add(request):
-        spec = await body(request)
-        if not isinstance(spec, dict):
-            raise CaseError(errors.R_MALFORMED, "the body must be a JSON object")
+        spec = await body_object(request)
         return ok((await off_loop(gw.registry.add, spec)).public(), 201)
 
     async def device_patch(request):
         device = device_or_404(request)
-        changes = await body(request)
-        if not isinstance(changes, dict):
-            raise CaseError(errors.R_MALFORMED, "the body must be a JSON object")
+        changes = await body_object(request)
         return ok((await off_loop(gw.registry.update, device.id, changes)).public())
 
     async def device_delete(request):
@@ -153,36 +301,64 @@ def make_app(gw):
         await off_loop(gw.registry.remove, device.id)
         return ok({"removed": device.id})
 
+    # --- dead letters (operator) ------------------------------------------------------------
     async def dead_letters(request):
-        try:
-            limit = max(1, min(1000, int(request.query.get("limit", "100"))))
-        except ValueError:
-            raise CaseError(errors.R_MALFORMED, "limit must be a number") from None
-        return ok(gw.store.dead_letters(limit))
+        limit = _query_int(request, "limit", 100, 1, 1000)
+        device, before_id = _query_device(request), _query_int(request, "before_id")
+        return ok(await off_loop(lambda: gw.store.dead_letters(limit=limit, device=device,
+                                                               before_id=before_id)))
+
+    async def dead_letters_export(request):
+        """Every dead letter (of one device with ?device=), newest first, one JSON object a line."""
+        device = _query_device(request)
+        page = await off_loop(lambda: gw.store.dead_letters(limit=EXPORT_PAGE, device=device))
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson; charset=utf-8",
+                                           "X-Content-Type-Options": "nosniff"})
+        await resp.prepare(request)
+        while page:
+            await resp.write("".join(_dumps(row) + "\n" for row in page).encode("utf-8"))
+            last = page[-1]["id"]
+            page = await off_loop(lambda: gw.store.dead_letters(limit=EXPORT_PAGE, device=device,
+                                                                before_id=last))
+        await resp.write_eof()
+        return resp
+
+    async def dead_letters_clear(request):
+        device, up_to_id = _query_device(request), _query_int(request, "up_to_id")
+        deleted = await off_loop(lambda: gw.store.clear_dead_letters(device=device, up_to_id=up_to_id))
+        return ok({"deleted": deleted})
 
     # --- status ---------------------------------------------------------------------------
     async def status(request):     # reads the store, whose lock a group commit holds over its fsync
-        return ok(await off_loop(gw.status))
+        return ok(await off_loop(gw.status, request[ROLE] == OPERATOR))
 
     async def metrics(request):
         return web.Response(text=await off_loop(gw.metrics_text), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 
+    async def healthz(request):
+        return ok({"ok": True})
+
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
-    r = app.router
-    r.add_post("/api/v1/windows/{window}/sign-in", sign_in)
-    r.add_post("/api/v1/windows/{window}/sign-out", sign_out)
-    r.add_get("/api/v1/windows", windows)
-    r.add_post("/api/v1/cases", case_event)
-    r.add_get("/api/v1/cases/{case_id}", case_get)
-    r.add_get("/api/v1/devices", devices)
-    r.add_post("/api/v1/devices", device_add)
-    r.add_get("/api/v1/devices/{device_id}", device_get)
-    r.add_patch("/api/v1/devices/{device_id}", device_patch)
-    r.add_delete("/api/v1/devices/{device_id}", device_delete)
-    r.add_get("/api/v1/dead-letters", dead_letters)
-    r.add_get("/status", status)
-    r.add_get("/metrics", metrics)
+    writers = (QUEUE, OPERATOR)
+    for method, path, handler, roles in (
+            ("POST", "/api/v1/windows/{window}/sign-in", sign_in, writers),
+            ("POST", "/api/v1/windows/{window}/sign-out", sign_out, writers),
+            ("GET", "/api/v1/windows", windows, READERS),
+            ("POST", "/api/v1/cases", case_event, writers),
+            ("GET", "/api/v1/cases/{case_id}", case_get, writers),
+            ("GET", "/api/v1/devices", devices, READERS),
+            ("POST", "/api/v1/devices", device_add, (OPERATOR,)),
+            ("GET", "/api/v1/devices/{device_id}", device_get, READERS),
+            ("PATCH", "/api/v1/devices/{device_id}", device_patch, (OPERATOR,)),
+            ("DELETE", "/api/v1/devices/{device_id}", device_delete, (OPERATOR,)),
+            ("GET", "/api/v1/dead-letters", dead_letters, (OPERATOR,)),
+            ("GET", "/api/v1/dead-letters/export", dead_letters_export, (OPERATOR,)),
+            ("DELETE", "/api/v1/dead-letters", dead_letters_clear, (OPERATOR,)),
+            ("GET", "/status", status, ANYONE),
+            ("GET", "/metrics", metrics, ANYONE),
+            ("GET", "/healthz", healthz, ANYONE)):
+        app.router.add_route(method, path, allow(roles, handler))
     return app
 
 

@@ -7,17 +7,24 @@ overrides the config file's [[devices]] at the next start. Listeners hear every 
 bridge republishes the retained registry, the RS-485 master picks up new addresses).
 Keys are secrets: snapshot() never includes them. Thread-safe: paho's thread, the bus thread and
 the asyncio loop all use it.
+A change is all or nothing: checked in full before it is made (text that cannot be written as
+UTF-8 never gets in), and a save that fails undoes it in memory and raises RegistryUnavailable;
+the temp file (it holds the keys: mode 0600) is removed.
 """
 
 import json
+import logging
 import os
 import tempfile
 import threading
 import time
 
 from gateway.rating_intake import rating_from_json, verify_mac  # noqa: F401 (the ingest path's API)
+from gateway.text_rules import is_text
 from protocol import auth, errors, vocab
 from protocol import rating as rating_rules
+
+log = logging.getLogger("gateway.registry")
 
 TRANSPORTS = ("mqtt", "rs485")
 EDITABLE = ("name", "window", "board", "transport", "bus", "address", "key", "firmware")
@@ -28,9 +35,14 @@ class RegistryError(ValueError):
     pass
 
 
+class RegistryUnavailable(RegistryError):
+    """The registry file could not be saved (disk full, read-only ...): nothing was changed."""
+
+
 def _token(value, what, limit):
     if not isinstance(value, str) or not value or len(value) > limit or set(value) - _TOKEN_OK:
-        raise RegistryError("%s must be 1..%d of [A-Za-z0-9._-], got %r" % (what, limit, value))
+        raise RegistryError("%s must be 1..%d of [A-Za-z0-9._-], got %s"
+                            % (what, limit, ascii(value)[:40]))
     return value
 
 
@@ -74,8 +86,8 @@ class Device:
             if name not in spec or spec[name] is None:
                 continue
             value = spec[name]
-            if name == "window":
-                value = _token(value, "window", 16)
+            if name == "window":     # "": at no window (how spec() saves a device without one)
+                value = _token(value, "window", 16) if value != "" else ""
             elif name == "transport" and value not in TRANSPORTS:
                 raise RegistryError("transport must be one of %s" % (TRANSPORTS,))
             elif name in ("bus", "address"):
@@ -83,8 +95,9 @@ class Device:
                     raise RegistryError("%s must be an integer 0..247" % name)
             elif name == "key":
                 value = _key(value)
-            elif not isinstance(value, str) or len(value) > 60:
-                raise RegistryError("%s must be text of at most 60 characters" % name)
+            elif not is_text(value, 60):
+                raise RegistryError("%s must be text of at most 60 characters, without control"
+                                    " characters or lone surrogates" % name)
             setattr(self, name, value)
         if self.transport == "rs485" and not 1 <= self.address <= 247:
             raise RegistryError("an RS-485 device needs an address 1..247")
@@ -154,12 +167,12 @@ class Registry:
     # --- changes (HTTP API, provisioning) -------------------------------------------------
     def add(self, spec):
         with self._lock:
-            if spec.get("id") in self._devices:
+            if _token(spec.get("id"), "device id", 24) in self._devices:
                 raise RegistryError("device %s exists" % spec.get("id"))
             device = Device(spec)
             self._check_address(device)
             self._devices[device.id] = device
-            self._save()
+            self._save(undo=lambda: self._devices.pop(device.id))
         self._changed(device, "added")
         return device
 
@@ -174,15 +187,16 @@ class Registry:
             trial = Device(device.spec())
             trial.apply(changes)
             self._check_address(trial, ignore=device_id)
+            before = dict((name, getattr(device, name)) for name in EDITABLE)
             device.apply(changes)
-            self._save()
+            self._save(undo=lambda: [setattr(device, k, v) for k, v in before.items()])
         self._changed(device, "updated")
         return device
 
     def remove(self, device_id):
         with self._lock:
             device = self._devices.pop(device_id)
-            self._save()
+            self._save(undo=lambda: self._devices.__setitem__(device_id, device))
         self._changed(device, "removed")
         return device
 
@@ -195,23 +209,48 @@ class Registry:
                 raise RegistryError("address %d on bus %d is taken by %s"
                                     % (device.address, device.bus, other.id))
 
-    def _save(self):
+    def _save(self, undo):
+        """Write the registry file (under the lock, the change already made in memory); on any
+        failure undo() puts memory back as the file still has it, and RegistryUnavailable says why."""
         if not self.path:
             return
-        # a temp name of our own (mode 0600), so a concurrent writer of the same registry file
-        # (tools/flash.py registering offline) never renames our half-written file or we its
+        try:
+            self._write()
+        except Exception as e:
+            undo()
+            log.error("registry %s not saved (%s); the change was undone", self.path, type(e).__name__)
+            raise RegistryUnavailable("the device registry could not be saved (%s); nothing changed"
+                                      % type(e).__name__) from None
+
+    def _write(self):
+        # a temp name of our own (mkstemp: mode 0600, the keys are in it), so a concurrent writer of
+        # the same registry file (tools/flash.py registering offline) never renames our
+        # half-written file or we its
         folder = os.path.dirname(os.path.abspath(self.path))
+        text = json.dumps({"devices": [d.spec() for d in self._devices.values()]},
+                          ensure_ascii=False, indent=1).encode("utf-8")
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".registry-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"devices": [d.spec() for d in self._devices.values()]}, f,
-                      ensure_ascii=False, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
 
     def _changed(self, device, what):
+        """Tell the listeners; the change is made and saved, so a listener's failure is logged,
+        never raised to whoever made the change."""
         for listener in list(self.listeners):
-            listener(device, what)
+            try:
+                listener(device, what)
+            except Exception:
+                log.exception("registry listener failed on %s %s", what, device.id)
 
     # --- live state -----------------------------------------------------------------------
     def seen(self, device_id, **state):
@@ -299,4 +338,3 @@ def check_at_node(rating):
     if indicators is None:
         raise errors.ProtocolError(errors.R_OUT_OF_RANGE, "node %r" % (node,))
     rating_rules.check(rating, indicators)
-

@@ -272,7 +272,8 @@ class Hall:
             "mqtt": {"host": self.broker.host, "port": self.broker.port, "keepalive": 10,
                      "username": self.mqtt_login[0], "password": self.mqtt_login[1],
                      "broker_files": self.broker_files, "broker_pid_file": self.broker.pid_file},
-            "http": {"host": "127.0.0.1", "port": http_port, "callback_url": callback_url},
+            "http": {"host": "127.0.0.1", "port": http_port, "callback_url": callback_url,
+                     "queue_token": self.queue_token},
             "uplink": {"url": central_url, "profile": "gbt39046", "gateway_id": "gw-" + HALL_ID},
             # the status OLED as it would run on the Pi (gateway/panel.py), drawn into a PNG here
             "display": {"png_path": OLED_PNG, "refresh_s": 1.0},
@@ -306,7 +307,8 @@ class Hall:
         self.callbacks = await queue_sim.CallbackServer(self.queue).start()
         http_port = free_port()
         http_url = "http://127.0.0.1:%d" % http_port
-        self.api = queue_sim.QueueApiClient(http_url)
+        self.queue_token = os.urandom(24).hex()     # the gateway's [http] queue_token
+        self.api = queue_sim.QueueApiClient(http_url, token=self.queue_token)
         self.queue.api = self.api
         config = self._gateway_config(http_port, self.central.url, self.callbacks.url)
         self.gateway = GatewayProcess(config, http_url, self.workdir,

@@ -17,7 +17,7 @@ TOKEN = "t0ken-for-tests"
 
 class _Cfg:
     class http:
-        token = TOKEN
+        operator_token = TOKEN      # registering devices is the operator's (gateway.http_auth)
 
 
 class _Gateway:
