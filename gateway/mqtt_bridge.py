@@ -7,9 +7,11 @@ In:  hall/<hall>/dev/<id>/rating        RATING JSON -> checked (registry, rules,
 Out: .../context and .../config retained (kept here and republished on every reconnect, since a
      broker without persistence forgets them); gateway/state retained "online", with the last will
      "offline"; gateway/devices retained registry (no keys); gateway/event alarms (QoS 0).
-Anything invalid is rejected with a reason and counted; a rating that decodes far enough to name
-its counter (an oversized one too, from its first 2 KiB) is kept as a dead letter and ACKed as
-such, so the device stops resending it.
+Anything invalid is rejected with a reason, counted and kept as a dead letter (evidence). Every ACK
+is bound to the MAC of the rating it answers (SPEC 7.5); one the gateway could not authenticate as
+the topic's device's own rating (bad or no MAC, another device's rating, malformed, oversized) is
+answered ACK_REJECTED, which no device releases on, and only when a counter and a 16-byte MAC can
+be read from it (SPEC 7.3).
 Two connections, one client id apart: ratings come in on the ingest connection
 (gateway.mqtt_ingest, "<client_id>-ingest"), everything else through paho. Each rating (or dead
 letter) joins the ingest connection's group, which is committed in one transaction (one fsync) once
@@ -31,7 +33,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from gateway.mqtt_ingest import HEAD_BYTES, IngestConnection
-from gateway.rating_intake import ack_mac, rating_from_json
+from gateway.rating_intake import ack_mac, answer, authenticate, rating_from_json, rating_mac_of
 from gateway.store import RawPayload
 from protocol import codec, errors, mqtt_wire, schema, topics, vocab
 
@@ -39,6 +41,7 @@ log = logging.getLogger("gateway.mqtt")
 
 _CONTROL_KINDS = ("status", "availability")
 _COUNTER = re.compile(r'"counter"\s*:\s*([0-9]{1,10})[,}\s]')   # in a payload JSON cannot parse
+_MAC = re.compile(r'"mac"\s*:\s*"([0-9a-fA-F]{32})"')
 _TOPIC_CACHE = 4096   # parsed topics kept (a flood of strangers' topics only empties it)
 
 
@@ -182,14 +185,15 @@ class MqttBridge:
                              ensure_ascii=False)
         self.client.publish(topics.gateway_topic(self.hall, "event"), payload, qos=0)
 
-    def _ack(self, device_id, counter, result):
-        """Queue the signed ACK on the ingest connection, to go out after the group's commit."""
+    def _ack(self, device_id, counter, result, rating_mac):
+        """Queue the signed ACK, bound to `rating_mac`, on the ingest connection, to go out after
+        the group's commit."""
         device = self.registry.get(device_id)
         topic = self._ack_topics.get(device_id)
         if topic is None:
             topic = topics.device_topic(self.hall, device_id, "ack")
             topic = self._ack_topics[device_id] = mqtt_wire.text(topic)
-        payload = ack_json(device_id, counter, result, device and device.key).encode()
+        payload = ack_json(device_id, counter, result, device and device.key, rating_mac).encode()
         self.ingest.send(mqtt_wire.packet(mqtt_wire.PUBLISH, topic + payload))
         self.stats["acks"] += 1
 
@@ -264,44 +268,69 @@ class MqttBridge:
         except errors.ProtocolError as e:
             self._malformed(device_id, payload, e)
             return
+        counter = rating["counter"]
+        mac = rating_mac_of(rating)
+        if rating["device"] != device_id:
+            # Another device's rating (genuine or not) on this topic: kept verbatim, filed under
+            # the topic's device; never an answer this device releases on.
+            self._reject(device_id, counter, mac, errors.R_WRONG_DEVICE,
+                         "names %s" % rating["device"], self._raw(payload, device_id), False)
+            return
         problem = self.registry.check_rating(rating, device_id, signed)
         rating["hall"] = self.hall
         rating["gateway_time"] = int(self.clock())
-        counter = rating["counter"]
         if problem is not None:
-            reason, detail = problem
-            self.rejections.reject("mqtt", reason, "rating %s:%d: %s" % (device_id, counter, detail),
-                                   device_id)
-            self.registry.count_error(device_id, errors.REASON_NAMES.get(reason, str(reason)))
-            if rating.get("device") != device_id:
-                rating["device"] = device_id  # a dead letter is filed under the sender
-            self._submit(rating, None, lambda result: self._ack(device_id, counter, result),
-                         reject=reason)
+            problem, is_authentic = authenticate(device.key, rating, problem, signed)
+            self._reject(device_id, counter, mac, problem[0], problem[1], rating, is_authentic)
             return
 
         def done(result):
-            self._ack(device_id, counter, result)
+            self._ack(device_id, counter, result, mac)
             self.registry.rated(device_id, counter, result[0] == vocab.ACK_STORED)
             if self.on_rating is not None:
                 self.on_rating(rating, result)
         self._submit(rating, self.enrich(rating), done)
 
+    def _reject(self, device_id, counter, mac, reason, detail, item, is_authentic):
+        """Keep a rating that may not be committed as a dead letter, count it, and answer it once
+        kept: releasing only when it verifiably is this device's own (SPEC 7.3)."""
+        self.rejections.reject("mqtt", reason, "rating %s:%d: %s" % (device_id, counter, detail),
+                               device_id)
+        self.registry.count_error(device_id, errors.REASON_NAMES.get(reason, str(reason)))
+
+        def done(result):
+            if mac is not None:
+                self._ack(device_id, counter, answer(result, is_authentic), mac)
+        self._submit(item, None, done, reject=reason)
+
+    @staticmethod
+    def _raw(payload, device_id):
+        return RawPayload(bytes(payload[:HEAD_BYTES]).decode("utf-8", "replace"), device_id)
+
     def _malformed(self, device_id, payload, error):
         self.rejections.reject("mqtt", error.reason, "rating: %s" % error.detail, device_id)
         self.registry.count_error(device_id, errors.REASON_NAMES.get(error.reason, "malformed"))
-        text = bytes(payload[:HEAD_BYTES]).decode("utf-8", "replace")
-        counter = None
+        raw = self._raw(payload, device_id)
+        counter = mac = None
         try:
-            counter = json.loads(text).get("counter")
+            obj = json.loads(raw.text)
+            counter, mac = obj.get("counter"), obj.get("mac")
         except Exception:       # cut short (an oversized rating's head) or not JSON at all
-            found = _COUNTER.search(text)
+            found = _COUNTER.search(raw.text)
             counter = int(found.group(1)) if found else None
-        ackable = isinstance(counter, int) and not isinstance(counter, bool) and 0 < counter <= schema.U32
+            found = _MAC.search(raw.text)
+            mac = found.group(1) if found else None
+        try:
+            mac = bytes.fromhex(mac) if isinstance(mac, str) and len(mac) == 32 else None
+        except ValueError:
+            mac = None
+        ackable = (isinstance(counter, int) and not isinstance(counter, bool)
+                   and 0 < counter <= schema.U32 and mac is not None)
 
-        def done(result):   # (DEAD_LETTER, reason) once kept; (RETRY, STORE_FULL) if it could not be
+        def done(result):   # (REJECTED, reason) once kept; (RETRY, STORE_FULL) if it could not be
             if ackable:
-                self._ack(device_id, counter, result)
-        self._submit(RawPayload(text, device_id), None, done, reject=error.reason)
+                self._ack(device_id, counter, answer(result, False), mac)
+        self._submit(raw, None, done, reject=error.reason)
 
     def _status(self, device_id, payload):
         self.stats["status"] += 1
@@ -334,12 +363,13 @@ class MqttBridge:
             self.rejections.reject("mqtt", errors.R_MALFORMED, "availability %r" % text[:20], device_id)
 
 
-def ack_json(device_id, counter, result, key=None):
-    """The ACK's JSON as codec.dumps writes the record, signed under `key` (SPEC 7.5: a device ignores
-    an unsigned ACK; None when the device has left the registry meanwhile). Formatted directly: a
-    device id is a registry token ([A-Za-z0-9._-], nothing to escape), the rest are integers."""
+def ack_json(device_id, counter, result, key=None, rating_mac=None):
+    """The ACK's JSON as codec.dumps writes the record, signed under `key` and bound to the answered
+    rating's `rating_mac` (SPEC 7.5: a device ignores an unsigned ACK; key None when the device has
+    left the registry meanwhile). Formatted directly: a device id is a registry token
+    ([A-Za-z0-9._-], nothing to escape), the rest are integers."""
     ack, reason = result
     text = '{"device":"%s","counter":%d,"result":%d,"reason":%d' % (device_id, counter, ack, reason)
     if key is None:
         return text + "}"
-    return text + ',"mac":"%s"}' % ack_mac(key, device_id, counter, ack, reason).hex()
+    return text + ',"mac":"%s"}' % ack_mac(key, device_id, counter, ack, reason, rating_mac).hex()

@@ -25,7 +25,7 @@ try:
 except ImportError:  # pragma: no cover - the standard library gives the same results
     _orjson_loads = None
 
-from protocol import auth, errors, schema
+from protocol import auth, errors, schema, vocab
 from protocol.errors import ProtocolError
 from protocol.schema import B, M, S, T, U
 
@@ -203,11 +203,15 @@ def verify_mac(key, rating, signed=None):
 
 
 _ACK_DEVICE_KEY = bytes(_varint((1 << 3) | _WT_LEN))
+_UNAUTHENTIC = (errors.R_BAD_MAC, errors.R_UNKNOWN_DEVICE, errors.R_WRONG_DEVICE)
 
 
-def ack_mac(key, device_id, counter, result, reason):
-    """auth.ack_mac(key, device_id, {"counter", "result", "reason"}) with the C HMAC: the ACK's
-    canonical encoding written directly (a registry id is a token; the rest are small integers)."""
+def ack_mac(key, device_id, counter, result, reason, rating_mac):
+    """auth.ack_mac(key, device_id, {"counter", "result", "reason"}, rating_mac) with the C HMAC:
+    the ACK's canonical encoding written directly (a registry id is a token; the rest are small
+    integers), then the 16-byte MAC of the rating it answers (SPEC 7.5)."""
+    if len(rating_mac) != auth.MAC_LEN:
+        raise ValueError("a rating MAC is %d bytes" % auth.MAC_LEN)
     body = bytearray(auth.ACK_LABEL)
     device = device_id.encode("ascii")
     body += _ACK_DEVICE_KEY
@@ -217,4 +221,32 @@ def ack_mac(key, device_id, counter, result, reason):
         if value:
             body += field_key
             body += _varint(value)
+    body += rating_mac
     return hmac.digest(key, body, hashlib.sha256)[:auth.MAC_LEN]
+
+
+def rating_mac_of(rating):
+    """The 16-byte MAC a rating carries, the one its ACK is bound to; None without one."""
+    mac = rating.get("mac")
+    return bytes(mac) if mac and len(mac) == auth.MAC_LEN else None
+
+
+def authenticate(key, rating, problem, signed=None):
+    """(problem, authentic) in SPEC 7.3's order: the rating is verifiably its sender's own when
+    there is no problem, or only a rule problem and its MAC verifies; a rule problem on a rating
+    whose MAC fails becomes R_BAD_MAC (registry.check_rating may stop at a rule before the MAC)."""
+    if problem is None:
+        return None, True
+    if problem[0] in _UNAUTHENTIC:
+        return problem, False
+    if verify_mac(key, rating, signed):
+        return problem, True
+    return (errors.R_BAD_MAC, "MAC does not verify (and %s)" % problem[1]), False
+
+
+def answer(result, is_authentic):
+    """The ACK result for a commit result (SPEC 7.3): a dead letter the gateway could not
+    authenticate as the sender's own rating is ACK_REJECTED, which no device releases on."""
+    if not is_authentic and result[0] == vocab.ACK_DEAD_LETTER:
+        return (vocab.ACK_REJECTED, result[1])
+    return result

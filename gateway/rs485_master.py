@@ -27,8 +27,9 @@ import time
 import serial
 import serial.rs485
 
-from gateway.rating_intake import ack_mac
-from protocol import errors, schema, timing, vocab
+from gateway.rating_intake import ack_mac, answer, authenticate, rating_mac_of
+from gateway.store import RawPayload
+from protocol import codec, errors, schema, timing, vocab
 from protocol.frame import MAX_FRAME
 from protocol.link import MasterBus
 
@@ -379,25 +380,41 @@ class Rs485Master:
 
     def _rating(self, device, p, rating):
         p.stats["ratings"] += 1
-        problem = self.registry.check_rating(rating, device.id)
-        rating["hall"] = self.hall
-        rating["gateway_time"] = int(self.clock())
         counter = rating["counter"]
-        if problem is not None:
-            reason, detail = problem
-            self.rejections.reject("rs485", reason, "rating %s:%d: %s" % (device.id, counter, detail), device.id)
-            self.registry.count_error(device.id, errors.REASON_NAMES.get(reason, str(reason)))
-            rating["device"] = device.id
-            result = self.committer.commit_now(rating, None, reject=reason)
+        mac = rating_mac_of(rating)
+        if rating["device"] != device.id:
+            # Another device's rating in this address's slot (a rogue node, a miswired address):
+            # kept as received, filed under the polled device, answered ACK_REJECTED (SPEC 7.3).
+            reason, is_authentic = errors.R_WRONG_DEVICE, False
+            self.rejections.reject("rs485", reason, "rating %s:%d: names %s"
+                                   % (device.id, counter, rating["device"]), device.id)
+            self.registry.count_error(device.id, errors.REASON_NAMES[reason])
+            raw = RawPayload(codec.to_json(schema.RATING, rating), device.id)
+            result = self.committer.commit_now(raw, None, reject=reason)
         else:
-            result = self.committer.commit_now(rating, self.enrich(rating))
-            if result[0] == vocab.ACK_STORED:
-                self.registry.rated(device.id, counter, True)
-            if self.on_rating is not None:
-                self.on_rating(rating, result)
+            problem = self.registry.check_rating(rating, device.id)
+            rating["hall"] = self.hall
+            rating["gateway_time"] = int(self.clock())
+            problem, is_authentic = authenticate(device.key, rating, problem)
+            if problem is not None:
+                reason, detail = problem
+                self.rejections.reject("rs485", reason, "rating %s:%d: %s" % (device.id, counter, detail),
+                                       device.id)
+                self.registry.count_error(device.id, errors.REASON_NAMES.get(reason, str(reason)))
+                result = self.committer.commit_now(rating, None, reject=reason)
+            else:
+                result = self.committer.commit_now(rating, self.enrich(rating))
+                if result[0] == vocab.ACK_STORED:
+                    self.registry.rated(device.id, counter, True)
+                if self.on_rating is not None:
+                    self.on_rating(rating, result)
+        if mac is None:
+            return      # nothing to bind an ACK to: unanswered (SPEC 7.3), the dead letter is kept
+        result = answer(result, is_authentic)
         with self._lock:
-            # Signed under the device's key (SPEC 7.5): a device releases a rating only on a signed ACK.
-            # (the C HMAC of rating_intake: the same MAC as auth.sign_ack, a tenth of the time)
+            # Signed under the device's key and bound to the rating's MAC (SPEC 7.5): the device
+            # releases only its own head, and only on a releasing result. (The C HMAC of
+            # rating_intake: the same MAC as auth.sign_ack, a tenth of the time.)
             p.ack = {"device": device.id, "counter": counter, "result": result[0],
                      "reason": result[1],
-                     "mac": ack_mac(device.key, device.id, counter, result[0], result[1])}
+                     "mac": ack_mac(device.key, device.id, counter, result[0], result[1], mac)}

@@ -1,6 +1,7 @@
 """Helpers shared by the gateway tests: keys and signed ratings as a device would make them."""
 
 import hashlib
+import json
 import queue
 import threading
 import time
@@ -40,6 +41,7 @@ class FakeDevice:
         self.device_id = device_id
         self.acks = queue.Queue()
         self.forged = []            # ACKs whose MAC did not verify under this device's key
+        self.macs = {}              # counter -> MACs of the ratings published under it (SPEC 7.5)
         self.messages = {}
         self.history = []
         self.got = threading.Event()
@@ -56,7 +58,9 @@ class FakeDevice:
         kind = message.topic.rsplit("/", 1)[1]
         if kind == "ack":
             ack = codec.from_json(schema.ACK, message.payload)
-            if not auth.verify_ack(device_key(self.device_id), self.device_id, ack):
+            key = device_key(self.device_id)
+            if not any(auth.verify_ack(key, self.device_id, ack, m)
+                       for m in self.macs.get(ack["counter"], ())):
                 self.forged.append(ack)   # a device ignores it (SPEC 7.5): the test waits in vain
                 return
             ack.setdefault("result", vocab.ACK_STORED)   # zero fields are not sent
@@ -68,7 +72,19 @@ class FakeDevice:
             self.got.set()
 
     def publish(self, kind, payload):
+        if kind == "rating":
+            self._remember(payload)
         self.client.publish(topics.device_topic(HALL, self.device_id, kind), payload, qos=1).wait_for_publish(WAIT)
+
+    def _remember(self, payload):
+        """Note the counter and MAC a rating payload carries, as far as they can be read."""
+        try:
+            obj = json.loads(payload)
+            mac = bytes.fromhex(obj["mac"])
+            counter = obj["counter"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return
+        self.macs.setdefault(counter, []).append(mac)
 
     def rate(self, rating):
         self.publish("rating", codec.to_json(schema.RATING, rating))

@@ -54,8 +54,10 @@ def test_rating_is_acked_after_commit_and_duplicate_after(gateway, device):
     ack = device.ack()
     assert ack["counter"] == 1 and ack.get("result", 0) == vocab.ACK_STORED
     # Signed under dev-a's key (device.ack() only returns ACKs that verify) and no other key.
-    assert auth.verify_ack(device_key("dev-a"), "dev-a", ack) and device.forged == []
-    assert not auth.verify_ack(device_key("dev-b"), "dev-a", ack)
+    # Bound to the rating it answers (SPEC 7.5): it verifies with that rating's MAC alone.
+    assert auth.verify_ack(device_key("dev-a"), "dev-a", ack, rating["mac"]) and device.forged == []
+    assert not auth.verify_ack(device_key("dev-b"), "dev-a", ack, rating["mac"])
+    assert not auth.verify_ack(device_key("dev-a"), "dev-a", ack, make_rating("dev-a", 1, level=3)["mac"])
     (item,) = gateway.store.upload_batch(10)   # committed before the ACK went out
     assert item["record"]["rating_id"] == "dev-a:1"
     assert item["record"]["hall"] == HALL and item["record"]["matter_name"] == "营业执照变更"
@@ -69,26 +71,28 @@ def test_bad_inputs_are_rejected_counted_and_valid_ones_still_pass(gateway, devi
     rej = gateway.rejections_
     device.rate(make_rating("dev-a", 10))
     assert device.ack()["counter"] == 10
-    # 1 not JSON at all: counted, no ACK possible.
+    # 1 not JSON at all: counted, kept, no ACK possible.
     device.publish("rating", b"\xff\xfe not json")
-    # 2 decodes far enough to name its counter but breaks a range: dead letter, ACKed as such.
-    device.publish("rating", json.dumps({"device": "dev-a", "counter": 11, "source": 1, "overall": 9}))
+    # 2 decodes far enough to name its counter and a MAC but breaks a range: kept, answered
+    # REJECTED (bound to the MAC it carried), which no device releases on.
+    device.publish("rating", json.dumps({"device": "dev-a", "counter": 11, "source": 1, "overall": 9,
+                                         "mac": "ab" * 16}))
     ack = device.ack()
-    assert (ack["counter"], ack["result"], ack["reason"]) == (11, vocab.ACK_DEAD_LETTER, errors.R_OUT_OF_RANGE)
-    # 3 bad MAC.
+    assert (ack["counter"], ack["result"], ack["reason"]) == (11, vocab.ACK_REJECTED, errors.R_OUT_OF_RANGE)
+    # 3 bad MAC: REJECTED, not a releasing dead letter.
     forged = make_rating("dev-a", 12)
     forged["mac"] = bytes(16)
     device.rate(forged)
     ack = device.ack()
-    assert (ack["counter"], ack["result"], ack["reason"]) == (12, vocab.ACK_DEAD_LETTER, errors.R_BAD_MAC)
+    assert (ack["counter"], ack["result"], ack["reason"]) == (12, vocab.ACK_REJECTED, errors.R_BAD_MAC)
     # 4 replay: a counter below the committed mark with new content.
     device.rate(make_rating("dev-a", 9, level=vocab.VERY_DISSATISFIED))
     ack = device.ack()
     assert (ack["counter"], ack["result"], ack["reason"]) == (9, vocab.ACK_DEAD_LETTER, errors.R_REPLAY)
-    # 5 a rating of another device sent on dev-a's topic.
+    # 5 a rating of another device sent on dev-a's topic: REJECTED, wrong device.
     device.rate(make_rating("dev-b", 1))
     ack = device.ack()
-    assert (ack["counter"], ack["result"], ack["reason"]) == (1, vocab.ACK_DEAD_LETTER, errors.R_UNKNOWN_DEVICE)
+    assert (ack["counter"], ack["result"], ack["reason"]) == (1, vocab.ACK_REJECTED, errors.R_WRONG_DEVICE)
     # 6 an unknown device's topic: counted and alarmed, nothing else.
     stranger = FakeDevice(_broker_of(gateway), "ghost")
     stranger.rate(make_rating("ghost", 1))
@@ -100,17 +104,18 @@ def test_bad_inputs_are_rejected_counted_and_valid_ones_still_pass(gateway, devi
     device.rate(make_rating("dev-a", 14))
     assert device.ack()["result"] == vocab.ACK_STORED
     deadline = time.monotonic() + WAIT
-    while rej.count("mqtt", errors.R_UNKNOWN_DEVICE) < 2 and time.monotonic() < deadline:
+    while rej.count("mqtt", errors.R_UNKNOWN_DEVICE) < 1 and time.monotonic() < deadline:
         time.sleep(0.01)
     stranger.close()
     assert rej.count("mqtt", errors.R_MALFORMED) == 1
     assert rej.count("mqtt", errors.R_OUT_OF_RANGE) == 1
     assert rej.count("mqtt", errors.R_BAD_MAC) == 1
-    assert rej.count("mqtt", errors.R_UNKNOWN_DEVICE) == 2
+    assert rej.count("mqtt", errors.R_UNKNOWN_DEVICE) == 1
+    assert rej.count("mqtt", errors.R_WRONG_DEVICE) == 1
     assert rej.count("mqtt", errors.R_BAD_STATE) == 1
     assert {"bad_mac", "replay", "unknown_device"} <= set(gateway.alarms)
     reasons = sorted(d["reason"] for d in gateway.store.dead_letters())
-    assert reasons == sorted(["malformed", "out_of_range", "bad_mac", "replay", "unknown_device", "bad_state"])
+    assert reasons == sorted(["malformed", "out_of_range", "bad_mac", "replay", "wrong_device", "bad_state"])
     assert sorted(i["item_id"] for i in gateway.store.upload_batch(10)) == ["dev-a:10", "dev-a:14"]
 
 
@@ -132,8 +137,9 @@ def test_junk_rides_in_the_group_commit_with_the_ratings_around_it(gateway, devi
     monkeypatch.setattr(gateway.store, "commit_ratings", spy)
     monkeypatch.setattr(gateway.store, "_guarded", spy_guarded)
     for n in range(1, 4):
-        device.publish("rating", json.dumps({"device": "dev-a", "counter": n, "overall": 9}))
-    assert [device.ack()["result"] for _ in range(3)] == [vocab.ACK_DEAD_LETTER] * 3
+        device.publish("rating", json.dumps({"device": "dev-a", "counter": n, "overall": 9,
+                                             "mac": "%032x" % n}))
+    assert [device.ack()["result"] for _ in range(3)] == [vocab.ACK_REJECTED] * 3
     device.rate(make_rating("dev-a", 4))
     assert device.ack()["result"] == vocab.ACK_STORED
     dead = gateway.store.dead_letters()
@@ -169,7 +175,7 @@ def test_a_group_is_committed_when_the_ingest_link_ends_it_then_every_rating_is_
     try:
         for n in (1, 2):
             bridge._on_ingest(topic, codec.to_json(schema.RATING, make_rating("dev-a", n)))
-        bridge._on_ingest(topic, b'{"device":"dev-a","counter":3,"overall":9}')
+        bridge._on_ingest(topic, b'{"device":"dev-a","counter":3,"overall":9,"mac":"%s"}' % (b"cd" * 16))
         bridge._on_ingest(topic, codec.to_json(schema.RATING, make_rating("dev-a", 4)))
         assert commits == [] and sent == [] and store.backlog()["ratings"] == 0
         bridge._on_group()                      # the read is handled: commit, then ACK
@@ -178,8 +184,10 @@ def test_a_group_is_committed_when_the_ingest_link_ends_it_then_every_rating_is_
         assert {(t, q) for t, _, q in published} == {(topics.device_topic(HALL, "dev-a", "ack"), 0)}
         acks = [codec.from_json(schema.ACK, payload) for _, payload, _ in published]
         assert [(a["counter"], a.get("result", vocab.ACK_STORED)) for a in acks] == [
-            (1, vocab.ACK_STORED), (2, vocab.ACK_STORED), (3, vocab.ACK_DEAD_LETTER), (4, vocab.ACK_STORED)]
-        assert all(auth.verify_ack(device_key("dev-a"), "dev-a", a) for a in acks)
+            (1, vocab.ACK_STORED), (2, vocab.ACK_STORED), (3, vocab.ACK_REJECTED), (4, vocab.ACK_STORED)]
+        macs = [make_rating("dev-a", 1)["mac"], make_rating("dev-a", 2)["mac"], b"\xcd" * 16,
+                make_rating("dev-a", 4)["mac"]]
+        assert all(auth.verify_ack(device_key("dev-a"), "dev-a", a, m) for a, m in zip(acks, macs))
         bridge._on_group()                      # nothing pending: no empty transaction
         assert commits == [4]
         bridge._on_ingest(topic, codec.to_json(schema.RATING, make_rating("dev-a", 5)))
@@ -195,13 +203,15 @@ def test_a_group_is_committed_when_the_ingest_link_ends_it_then_every_rating_is_
 
 @settings(max_examples=200, deadline=None)
 @given(device=st.from_regex(r"[A-Za-z0-9._-]{1,24}", fullmatch=True), counter=st.integers(0, 2 ** 32 - 1),
-       result=st.sampled_from([vocab.ACK_STORED, vocab.ACK_DUPLICATE, vocab.ACK_DEAD_LETTER, vocab.ACK_RETRY]),
-       reason=st.integers(0, 255), key=st.binary(min_size=32, max_size=32), signed=st.booleans())
-def test_ack_json_is_what_codec_writes_and_its_mac_is_protocols(device, counter, result, reason, key, signed):
+       result=st.sampled_from(sorted(vocab.ACK_NAMES)),
+       reason=st.integers(0, 255), key=st.binary(min_size=32, max_size=32), signed=st.booleans(),
+       rating_mac=st.binary(min_size=16, max_size=16))
+def test_ack_json_is_what_codec_writes_and_its_mac_is_protocols(device, counter, result, reason, key, signed,
+                                                                 rating_mac):
     record = {"device": device, "counter": counter, "result": result, "reason": reason}
     if signed:
-        record["mac"] = auth.ack_mac(key, device, record).hex()
-    assert ack_json(device, counter, (result, reason), key if signed else None) == codec.dumps(record)
+        record["mac"] = auth.ack_mac(key, device, record, rating_mac).hex()
+    assert ack_json(device, counter, (result, reason), key if signed else None, rating_mac) == codec.dumps(record)
 
 
 def test_rejections_count_exactly_from_many_threads():
@@ -333,14 +343,15 @@ def test_ratings_sent_while_the_gateway_is_away_wait_in_the_broker(mosquitto_bro
         store.close()
 
 
-def test_an_oversized_rating_is_dead_lettered_and_released_and_the_next_one_passes(gateway, device):
+def test_an_oversized_rating_is_kept_as_evidence_and_answered_rejected_and_the_next_one_passes(gateway, device):
     """A rating far past the intake's packet limit is never buffered whole; its first 2 KiB name
-    its counter, so the device gets a dead-letter ACK and moves on to its next rating."""
+    its counter and MAC, so it is answered: ACK_REJECTED (never authenticated, so never released,
+    SPEC 7.3), kept as a dead letter; the ratings after it still pass."""
     record = json.loads(codec.to_json(schema.RATING, make_rating("dev-a", 21)))
     record["note"] = "李堃𠀀" * 20000                  # about 200 KB on the wire
     device.publish("rating", json.dumps(record, ensure_ascii=False))
     ack = device.ack()
-    assert (ack["counter"], ack["result"], ack["reason"]) == (21, vocab.ACK_DEAD_LETTER, errors.R_OVERSIZE)
+    assert (ack["counter"], ack["result"], ack["reason"]) == (21, vocab.ACK_REJECTED, errors.R_OVERSIZE)
     device.rate(make_rating("dev-a", 22))
     assert device.ack()["result"] == vocab.ACK_STORED
     (dead,) = gateway.store.dead_letters()

@@ -78,10 +78,13 @@ class FakeDevices:
             if self.on_ack:
                 self.on_ack(address, rec)
             name = "dev-%d" % address
-            if not auth.verify_ack(device_key(name), name, rec):   # as the firmware: SPEC 7.5
+            head = self.outbox[address][0] if self.outbox[address] else None
+            if head is None or head["counter"] != rec["counter"]:
+                pass                                  # settled already: nothing to release
+            elif not auth.verify_ack(device_key(name), name, rec, head["mac"]):   # as the firmware: SPEC 7.5
                 self.forged[address] += 1
             elif vocab.device_releases(rec.get("result", 0)):
-                self.outbox[address] = [r for r in self.outbox[address] if r["counter"] != rec["counter"]]
+                self.outbox[address] = self.outbox[address][1:]
         elif req.type == schema.CONTEXT:
             self.context[address] = rec
         elif req.type == schema.CLEAR:
@@ -168,25 +171,32 @@ def test_ratings_are_committed_before_the_ack_and_contexts_pushed(rig):
     def on_ack(address, ack):
         seen_at_ack.append((ack["counter"], ack.get("result", 0),
                             "dev-1:%d" % ack["counter"] in made["r"]["store"].stored_ids()))
-        # Signed under dev-1's key and no other (SPEC 7.5), dead letters included.
-        mac_ok.append(auth.verify_ack(device_key("dev-1"), "dev-1", ack)
-                      and not auth.verify_ack(device_key("dev-2"), "dev-1", ack))
+        # Signed under dev-1's key and no other, bound to the head rating (SPEC 7.5), rejects included.
+        if not made["r"]["fake"].outbox[1]:
+            return                                   # the quiet part of the test
+        head = made["r"]["fake"].outbox[1][0]["mac"]
+        mac_ok.append(auth.verify_ack(device_key("dev-1"), "dev-1", ack, head)
+                      and not auth.verify_ack(device_key("dev-2"), "dev-1", ack, head))
     mac_ok = []
     r = made["r"] = rig([1], on_ack=on_ack)
     fake, master = r["fake"], r["master"]
     forged = make_rating("dev-1", 3)
     forged["mac"] = bytes(16)
-    fake.outbox[1] = [make_rating("dev-1", 1), make_rating("dev-1", 2, level=vocab.DISSATISFIED), forged,
-                      make_rating("dev-1", 4, source=vocab.SRC_NOT_RATED)]
+    fake.outbox[1] = [make_rating("dev-1", 1), make_rating("dev-1", 2, level=vocab.DISSATISFIED),
+                      make_rating("dev-1", 4, source=vocab.SRC_NOT_RATED), forged]
     for _ in range(6):
         master.round()
-    assert fake.outbox[1] == [] and fake.forged[1] == 0   # every ACK signed under dev-1's key
-    assert mac_ok == [True] * 4
-    assert seen_at_ack == [(1, vocab.ACK_STORED, True), (2, vocab.ACK_STORED, True),
-                           (3, vocab.ACK_DEAD_LETTER, False), (4, vocab.ACK_STORED, True)]
+    # The bad-MAC rating is never released (ACK_REJECTED): it stays at the head, sent again.
+    assert fake.outbox[1] == [forged] and fake.forged[1] == 0   # every ACK signed under dev-1's key
+    assert set(mac_ok) == {True}
+    assert seen_at_ack[:4] == [(1, vocab.ACK_STORED, True), (2, vocab.ACK_STORED, True),
+                               (4, vocab.ACK_STORED, True), (3, vocab.ACK_REJECTED, False)]
+    assert set(seen_at_ack[4:]) == {(3, vocab.ACK_REJECTED, False)}
     assert [i["item_id"] for i in r["store"].upload_batch(10)] == ["dev-1:2", "dev-1:1", "dev-1:4"]
-    assert r["rejections"].count("rs485", errors.R_BAD_MAC) == 1
+    assert r["rejections"].count("rs485", errors.R_BAD_MAC) >= len(seen_at_ack) - 3   # each copy
     assert [c for c, _ in r["rated"]] == [1, 2, 4]
+    fake.outbox[1] = []                              # the rest of the test on a quiet device
+    master.peer("dev-1").ack = None                  # (and no REJECTED still owed to it)
     ctx = {"case_id": 77, "window": "W1", "staff_id": "1001", "staff_name": "朱镕",
            "matter_name": "社保卡补办", "serials": ["SN77"], "node": vocab.NODE_RECEIPT,
            "indicators": vocab.IND_SERVICE}

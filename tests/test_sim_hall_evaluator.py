@@ -74,7 +74,7 @@ def run_cases(tmp_path, n_cases, power_cuts=0, seed=5):
                 received.setdefault((r["device"], r["counter"]), r)
                 m.ask(schema.ACK, auth.sign_ack(bytes.fromhex(KEY), r["device"],
                                                 {"device": r["device"], "counter": r["counter"],
-                                                 "result": vocab.ACK_STORED}))
+                                                 "result": vocab.ACK_STORED}, r["mac"]))
             elif reply.type == schema.IDLE and not reply.record.get("case_id") and cid < n_cases \
                     and ev.state() == "idle":
                 cid += 1

@@ -143,7 +143,8 @@ class DeviceFarm(threading.Thread):
             outbox = d["outbox"]
             if outbox and outbox[0]["counter"] == req.record.get("counter") and \
                     vocab.device_releases(req.record.get("result", 0)) and \
-                    auth.verify_ack(d["key"], device_id(d["address"]), req.record):   # as the firmware
+                    auth.verify_ack(d["key"], device_id(d["address"]), req.record,
+                                    outbox[0]["mac"]):   # as the firmware: bound to its head
                 outbox.pop(0)
         elif req.type == schema.POLL:
             if req.record.get("want_status"):
@@ -212,11 +213,13 @@ class PollingMaster:
             else:
                 self.committed[rid] = time.monotonic()
                 self.stats["ratings"] += 1
-            # Signed as the gateway does (SPEC 7.5): the firmware releases nothing on an unsigned ACK.
+            # Signed and bound to the rating as the gateway does (SPEC 7.5): the firmware releases
+            # nothing on an unsigned ACK or one for another rating.
             ack = {"device": reply.record["device"], "counter": reply.record["counter"],
                    "result": vocab.ACK_STORED}
             reply = self.exchange(address, schema.ACK,
-                                  auth.sign_ack(device_key(address), device_id(address), ack))
+                                  auth.sign_ack(device_key(address), device_id(address), ack,
+                                                reply.record["mac"]))
 
     def cycle(self):
         t0 = time.monotonic()
