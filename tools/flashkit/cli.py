@@ -44,7 +44,7 @@ def _settings_args(p, per_port=True):
     p.add_argument("--mqtt-user")
     p.add_argument("--mqtt-password", help="or set FLASH_MQTT_PASSWORD")
     p.add_argument("--registry", help="gateway registry file, or the gateway's URL (http://host:port)")
-    p.add_argument("--gateway-token", help="bearer token for the gateway API (or FLASH_GATEWAY_TOKEN)")
+    p.add_argument("--gateway-token", help="the gateway API's operator token (or FLASH_GATEWAY_TOKEN)")
     p.add_argument("--no-register", action="store_true", help="skip registering with the gateway")
 
 
