@@ -16,6 +16,7 @@ import hmac
 import logging
 import os
 import secrets
+import tempfile
 import tomllib
 
 log = logging.getLogger("gateway.http")
@@ -68,11 +69,12 @@ def _read(path):
 
 def _write(path, tokens):
     """Atomically, created 0600 from the start (the secrets are never in a wider file)."""
-    tmp = "%s.%d.tmp" % (path, os.getpid())
     lines = ["# The hall gateway's HTTP API credentials (generated; docs/queue-api.yaml).",
-             "# Keep this file private (mode 0600). Give each role's token to its users only."]
+             "# Keep this file private (mode 0600). Give each role's token to its users only.",
+             "# A role set in the config's [http] section is not kept here."]
     lines += ['%s_token = "%s"' % (role, tokens[role]) for role in ROLES if role in tokens]
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".http-credentials-",
+                               suffix=".tmp")     # mode 0600
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write("\n".join(lines) + "\n")
@@ -97,15 +99,19 @@ def load_or_create(http, data_dir):
     tokens = dict((role, check_token(t, "[http] %s token" % role)) for role, t in configured(http).items())
     path = os.path.join(data_dir, CREDENTIALS_FILE)
     kept = _read(path) if os.path.exists(path) else {}
+    overridden = [role for role in kept if role in tokens]   # the file's would mislead its reader
+    for role in overridden:
+        del kept[role]
     for role, token in kept.items():
-        tokens.setdefault(role, token)
+        tokens[role] = token
     missing = [role for role in ROLES if role not in tokens]
-    if missing:
-        for role in missing:
-            kept[role] = tokens[role] = secrets.token_urlsafe(32)
+    for role in missing:
+        kept[role] = tokens[role] = secrets.token_urlsafe(32)
+    if missing or overridden:
         _write(path, kept)
-        log.warning("HTTP API: generated %s credential(s) into %s (0600); give each to its users",
-                    ", ".join(missing), path)
+        log.warning("HTTP API: credentials file %s (0600): %s", path, "; ".join(
+            (["generated %s" % ", ".join(missing)] if missing else [])
+            + (["dropped %s (set in the config)" % ", ".join(overridden)] if overridden else [])))
     elif kept:
         log.info("HTTP API: credentials from the config and %s", path)
     if len(set(tokens.values())) != len(tokens):

@@ -257,7 +257,8 @@ def make_app(gw, credentials=None):
             snap = _without_staff_names(snap)
         for device in gw.registry.all():
             if device.window:
-                snap.setdefault(device.window, {"staff_id": "", "case_id": 0})
+                snap.setdefault(device.window, dict({"staff_id": "", "case_id": 0}, **(
+                    {"staff_name": ""} if request[ROLE] == OPERATOR else {})))
                 snap[device.window].setdefault("devices", []).append(device.id)
         return ok(snap)
 

@@ -144,7 +144,7 @@ def test_credentials_are_generated_on_first_start_kept_private_and_read_again(
         sign_in = ("POST", "/api/v1/windows/A01/sign-in", {"staff_id": "1001", "staff_name": STAFF})
         assert live.request(*sign_in)[0] == 401
         assert live.request(*sign_in, role="queue")[0] == 200
-        assert not [n for n in os.listdir(data_dir) if n.startswith("http-credentials.toml.")]
+        assert not [n for n in os.listdir(data_dir) if n.startswith(".http-credentials-")]
     written = path.read_bytes()
     # a restart reads them back (and keeps the file as it was)
     cfg = gateway_config(mosquitto_broker, data_dir)
@@ -154,11 +154,15 @@ def test_credentials_are_generated_on_first_start_kept_private_and_read_again(
     finally:
         gw.committer.close()
         gw.store.close()
-    # the older [http] token is the queue's; the other roles come from the file
+    # the older [http] token is the queue's; the other roles come from the file, which no longer
+    # lists a queue token (it would mislead whoever reads it)
     cfg = gateway_config(mosquitto_broker, data_dir, http={"token": "queue-token-from-config"})
     gw = Gateway(cfg)
     try:
         assert gw.credentials == dict(tokens, queue="queue-token-from-config")
+        with open(path, "rb") as f:
+            assert tomllib.load(f) == {"operator_token": tokens["operator"], "viewer_token": tokens["viewer"]}
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     finally:
         gw.committer.close()
         gw.store.close()
