@@ -5,6 +5,7 @@ Levels:
   none      nothing
   standard  every kind at least once when the run is long enough, a few more at random
   harsh     about three times as often, longer outages, noisier bus
+  hostile   standard, plus a rogue LAN client's attack campaign every HOSTILE_GAP_S or so
 
 Kinds and what the hook must do (hall.py provides them):
   gateway_kill    SIGKILL the gateway process, start it again after `down_s`
@@ -13,15 +14,23 @@ Kinds and what the hook must do (hall.py provides them):
   uplink_5xx      the central API answers the next `count` batches with 500/503
   uplink_429      the central API answers the next `count` batches with 429 + Retry-After
   uplink_slow     the central API delays its next `count` answers by `delay_s`
-                  (these three are incidents of the central side: they last `window_s` at most,
-                  then what is left of the count is dropped, so they do not wait in line behind
-                  an uplink outage or a gateway restart and then hit its first requests)
+                  (these three are incidents of the central side: armed until an answer was
+                  altered or `cap_s` passed; after the first one altered, what is left of the
+                  count is dropped `window_s` later)
   bus_noise       bit errors `ber` and byte drops `drop_rate` on the RS-485 bus for `seconds`
   bus_cut         the whole bus (device None) or one device's drop cable is cut for `seconds`
   power_cut       an evaluator loses power at a random instant, boots again after `down_s`
   wifi_drop       an MQTT evaluator loses Wi-Fi for `seconds`
+  hostile         a rogue client on the hall's LAN and bus (hall_simulator.hostile) attacks once
 Times are real seconds since the run started. Faults stop at `quiet_tail` before the end, so the
 drain at the end measures recovery, not a fault still in progress.
+
+Truth in counting: a hook returns how many operations its fault actually hit (answers the
+central API altered, bytes the bus corrupted or cut, boots after a power cut ...; the hostile
+kind a dict per attack), and `Chaos.hits` adds them up, so a fault that met nothing is not
+reported as tested. Kinds in SPAN never overlap themselves: the schedule drops an event that
+starts before the previous one of its kind is over, and a hook raises Skipped when one still runs
+(a gateway restart that took longer than planned).
 """
 
 import asyncio
@@ -30,15 +39,30 @@ import random
 
 log = logging.getLogger("hall_simulator.chaos")
 
-LEVELS = ("none", "standard", "harsh")
+LEVELS = ("none", "standard", "harsh", "hostile")
 KINDS = ("gateway_kill", "broker_restart", "uplink_outage", "uplink_5xx", "uplink_429",
-         "uplink_slow", "bus_noise", "bus_cut", "power_cut", "wifi_drop")
+         "uplink_slow", "bus_noise", "bus_cut", "power_cut", "wifi_drop", "hostile")
 # Mean real seconds between two faults of a kind at "standard" (harsh: a third of it).
 MEAN_GAP_S = {"gateway_kill": 60, "broker_restart": 70, "uplink_outage": 50, "uplink_5xx": 40,
               "uplink_429": 45, "uplink_slow": 55, "bus_noise": 35, "bus_cut": 40, "power_cut": 15,
-              "wifi_drop": 30}
-WINDOW_S = 3.0     # how long a central-side incident (5xx, 429, slow) lasts at most, standard
-NEEDS = {"bus_noise": "rs485", "bus_cut": "rs485", "power_cut": "all", "wifi_drop": "mqtt"}
+              "wifi_drop": 30, "hostile": 600}
+HOSTILE_GAP_S = 25.0   # mean real seconds between attack campaigns at the "hostile" level
+WINDOW_S = 3.0     # how long a central-side incident lasts after its first hit, standard
+CAP_S = 20.0       # how long a fault waits for something to hit at most (armed incidents ...)
+KILL_START_S = 10.0    # what a gateway start may take: a kill is planned only after the last one's
+NEEDS = {"bus_noise": "rs485", "bus_cut": "rs485", "power_cut": "all", "wifi_drop": "mqtt",
+         "hostile": "all"}
+# Kinds that never overlap themselves: the real seconds one event of the kind may last.
+SPAN = {"gateway_kill": lambda p: p["down_s"] + KILL_START_S,
+        "broker_restart": lambda p: p["down_s"] + 2.0,
+        "uplink_outage": lambda p: p["seconds"],
+        "bus_noise": lambda p: p["seconds"],
+        "bus_cut": lambda p: p["seconds"],
+        "hostile": lambda p: p["limit_s"]}
+
+
+class Skipped(Exception):
+    """Raised by a hook whose fault would overlap one of its kind still in progress."""
 
 
 class Event:
@@ -85,6 +109,8 @@ def _params(kind, rng, harsh, devices):
                 "instant": round(rng.random(), 4)}
     if kind == "wifi_drop":
         return {"device": rng.choice(devices["mqtt"]), "seconds": round(rng.uniform(2.0, 8.0) * f, 2)}
+    if kind == "hostile":
+        return {"flood": 5000 if harsh else 2000, "seed": rng.randrange(1 << 30), "limit_s": 30.0}
     raise ValueError(kind)
 
 
@@ -96,6 +122,7 @@ def schedule(level, duration_s, seed, rs485=(), mqtt=(), warmup_s=3.0, quiet_tai
         return []
     rng = random.Random("chaos/%s/%s" % (seed, level))
     harsh = level == "harsh"
+    hostile = level == "hostile"
     devices = {"rs485": list(rs485), "mqtt": list(mqtt), "all": list(rs485) + list(mqtt)}
     if quiet_tail is None:
         quiet_tail = min(15.0, duration_s * 0.25)
@@ -114,22 +141,47 @@ def schedule(level, duration_s, seed, rs485=(), mqtt=(), warmup_s=3.0, quiet_tai
     # more at random: a Poisson process per kind
     for kind in kinds:
         gap = MEAN_GAP_S[kind] / (3.0 if harsh else 1.0)
+        if hostile and kind == "hostile":
+            gap = HOSTILE_GAP_S
         t = warmup_s + rng.expovariate(1.0 / gap)
         while t < end:
             events.append(Event(t, kind, _params(kind, rng, harsh, devices)))
             t += rng.expovariate(1.0 / gap)
     events.sort(key=lambda e: e.at_s)
-    return events
+    if hostile:
+        for event in events:
+            if event.kind == "hostile":
+                event.params["flood"] = 5000
+    return spaced(events)
+
+
+def spaced(events):
+    """`events` (sorted) without those starting while an earlier one of their kind (SPAN) lasts.
+    The earliest of each kind is always kept, so every kind planned is still played."""
+    busy_until = {}
+    out = []
+    for event in events:
+        span = SPAN.get(event.kind)
+        if span is not None:
+            if event.at_s < busy_until.get(event.kind, float("-inf")):
+                continue
+            busy_until[event.kind] = event.at_s + span(event.params)
+        out.append(event)
+    return out
 
 
 class Chaos:
-    """Plays a schedule against hooks {kind: async fn(**params)}; counts what was injected."""
+    """Plays a schedule against hooks {kind: async fn(**params)}; counts what was injected, what
+    it hit (a hook's return: a number, or {what: number} for the hostile kind), what was skipped."""
 
     def __init__(self, events, hooks, clock=None):
         self.events = list(events)
         self.hooks = hooks
         self.injected = {}
         self.failed = {}
+        self.skipped = {}
+        self.hits = {}
+        self.hit_detail = {}        # kind -> {what: hits} for hooks that return a dict
         self.log = []               # injected events, with when each began and ended (real s)
         self._clock = clock
         self._t0 = 0.0
@@ -153,14 +205,30 @@ class Chaos:
         loop = asyncio.get_running_loop()
         began = loop.time() - self._t0
         try:
-            await hook(**event.params)
+            hit = await hook(**event.params)
         except asyncio.CancelledError:
             raise
+        except Skipped as exc:
+            log.info("chaos %s skipped: %s", event.kind, exc)
+            self.skipped[event.kind] = self.skipped.get(event.kind, 0) + 1
+            return
         except Exception as exc:   # a fault that could not be injected is reported, not fatal
             log.warning("chaos %s failed: %s", event.kind, exc)
             self.failed[event.kind] = self.failed.get(event.kind, 0) + 1
             return
         self.injected[event.kind] = self.injected.get(event.kind, 0) + 1
+        if isinstance(hit, dict):
+            detail = self.hit_detail.setdefault(event.kind, {})
+            for what, n in hit.items():
+                detail[what] = detail.get(what, 0) + n
+            n_hit = sum(hit.values())
+        else:
+            n_hit = int(hit or 0)
+        self.hits[event.kind] = self.hits.get(event.kind, 0) + n_hit
         entry = event.as_dict()
-        entry.update(began_s=round(began, 3), ended_s=round(loop.time() - self._t0, 3))
+        entry.update(began_s=round(began, 3), ended_s=round(loop.time() - self._t0, 3), hits=n_hit)
         self.log.append(entry)
+
+    def unhit(self):
+        """Kinds injected that hit nothing: not tested by this run."""
+        return sorted(k for k in self.injected if not self.hits.get(k))

@@ -14,7 +14,7 @@ import pkgutil
 import random
 import sys
 
-CHAOS_LEVELS = ("none", "standard", "harsh")
+CHAOS_LEVELS = ("none", "standard", "harsh", "hostile")
 DEFAULT_WINDOWS = 12
 MAX_RS485 = 247          # protocol.frame.MAX_ADDRESS: one bus address per evaluator
 BAUDS = (9600, 19200, 38400, 57600, 115200)

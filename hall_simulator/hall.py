@@ -33,6 +33,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -189,7 +190,7 @@ class GatewayProcess:
 class Hall:
     def __init__(self, rs485, mqtt, seed, speed=1.0, workdir=None, mix=None, case_weights=None,
                  completed_ago_s=0, rating_timeout_s=RATING_TIMEOUT_S, baud=BAUD, chaos="none",
-                 duration_s=60.0, out=None, touch=0):
+                 duration_s=60.0, out=None, touch=0, chaos_events=None):
         self.n_rs485 = rs485
         self.n_mqtt = mqtt
         if not 0 <= touch <= mqtt:
@@ -206,6 +207,7 @@ class Hall:
         self.rating_timeout_s = rating_timeout_s
         self.baud = baud
         self.chaos_level = chaos
+        self.chaos_events = chaos_events      # a fault schedule of one's own (tests) instead
         self.duration_s = duration_s
         self.out = out if out is not None else sys.stdout
         self.confirm_log = report.ConfirmationLog(os.path.join(self.workdir, "confirmed.jsonl"))
@@ -219,7 +221,10 @@ class Hall:
         self.interrupted = None               # asyncio.Event, set by SIGINT / SIGTERM
         self.hurry = False                    # a second interrupt: skip the drain
         self._outage_end = None
-        self._incidents = {}
+        self._incident_locks = {}             # central-side incident kind -> asyncio.Lock
+        self._killing = False                 # a gateway kill and restart in progress
+        self._running = set()                 # fault kinds that never overlap, in progress
+        self.hostile = None                   # hall_simulator.hostile.Ledger, once attacked
         self.started_at = None
         self.started_wall = None
         self.screenshots = []
@@ -345,74 +350,187 @@ class Hall:
 
     # --- chaos hooks --------------------------------------------------------------------------
     def chaos_hooks(self):
+        """{kind: async hook(**params)}; each returns how many operations its fault hit (the
+        hostile kind: a dict per attack), or raises chaos.Skipped when one of its kind still runs."""
+        loop_time = asyncio.get_running_loop().time
+        central_faults = self.central.faults
+
         async def gateway_kill(down_s):
-            self.gateway.kill()
-            await asyncio.sleep(down_s)
-            self.gateway.start()
-            await self.gateway.wait_ready()
+            if self._killing:            # a restart still in progress: two gateways never run
+                raise chaos_mod.Skipped("the gateway is still being restarted")
+            self._killing = True
+            try:
+                hit = 1 if self.gateway.running else 0
+                self.gateway.kill()
+                await asyncio.sleep(down_s)
+                self.gateway.start()
+                await self.gateway.wait_ready()
+                return hit
+            finally:
+                self._killing = False
 
         async def broker_restart(down_s):
-            await asyncio.to_thread(self.broker.restart, down_s)
-
-        async def uplink_outage(seconds):
-            # one outage at a time: a second one while the API is away extends the first
-            end = time.monotonic() + seconds
-            if self._outage_end is not None:
-                self._outage_end = max(self._outage_end, end)
-                return
-            self._outage_end = end
-            await self.central.stop_listening()
+            if self._busy("broker"):
+                raise chaos_mod.Skipped("the broker is still being restarted")
             try:
-                while time.monotonic() < self._outage_end:
-                    await asyncio.sleep(min(0.1, self._outage_end - time.monotonic()))
+                hit = 1 if self.broker.running else 0
+                await asyncio.to_thread(self.broker.restart, down_s)
+                return hit
+            finally:
+                self._free("broker")
+
+        async def uplink_outage(seconds, cap_s=chaos_mod.CAP_S):
+            # The central API's port answers nothing: each connection is cut at once (counted,
+            # so an outage nobody tried to reach is not reported as tested). It lasts `seconds`,
+            # longer (up to cap_s) until the first connection was cut.
+            if self._outage_end is not None:
+                raise chaos_mod.Skipped("an outage is in progress")
+            cut = [0]
+
+            def refuse(reader, writer):
+                cut[0] += 1
+                transport = writer.transport
+                try:       # linger 0: a reset, as a host that lost its service
+                    transport.get_extra_info("socket").setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                except (OSError, AttributeError):
+                    pass
+                transport.abort()
+
+            start = time.monotonic()
+            self._outage_end = start + seconds
+            await self.central.stop_listening()
+            refuser = None
+            try:
+                refuser = await asyncio.start_server(refuse, self.central.host, self.central.port)
+                while True:
+                    now = time.monotonic()
+                    if self._outage_end == 0.0 or (now >= self._outage_end and (
+                            cut[0] or now >= start + max(seconds, cap_s))):
+                        break     # (0.0: recover() ends it now)
+                    await asyncio.sleep(0.05)
             finally:
                 self._outage_end = None
+                if refuser is not None:
+                    refuser.close()
+                    await refuser.wait_closed()
                 await self.central.listen()
+            return cut[0]
 
-        async def incident(kind, window_s, arm, disarm):
-            """A central-side incident: armed now, what is left of it dropped after window_s
-            (unless a newer incident of the kind was armed meanwhile)."""
-            generation = self._incidents[kind] = self._incidents.get(kind, 0) + 1
-            self.central.faults.set(**arm)
-            await asyncio.sleep(window_s)
-            if self._incidents[kind] == generation:
-                self.central.faults.set(**disarm)
+        async def incident(kind, arm, disarm, armed, window_s, cap_s):
+            """A central-side incident: armed until it altered an answer (or cap_s passed); what
+            is left of it is dropped window_s after the first. One incident of a kind at a time,
+            so the answers it altered are its own."""
+            lock = self._incident_locks.setdefault(kind, asyncio.Lock())
+            async with lock:
+                before = central_faults.injected[kind]
+                central_faults.set(**arm)
+                end = loop_time() + cap_s
+                first = None
+                try:
+                    while loop_time() < end and armed():
+                        if first is None and central_faults.injected[kind] > before:
+                            first = loop_time()
+                            end = min(end, first + window_s)
+                        await asyncio.sleep(0.05)
+                finally:
+                    central_faults.set(**disarm)
+                return central_faults.injected[kind] - before
 
-        async def uplink_5xx(count, status=500, window_s=chaos_mod.WINDOW_S):
-            await incident("5xx", window_s, {"fail_next": count, "status": status}, {"fail_next": 0})
+        async def uplink_5xx(count, status=500, window_s=chaos_mod.WINDOW_S, cap_s=chaos_mod.CAP_S):
+            return await incident("5xx", {"fail_next": count, "status": status}, {"fail_next": 0},
+                                  lambda: central_faults.fail_next > 0, window_s, cap_s)
 
-        async def uplink_429(count, retry_after=1, window_s=chaos_mod.WINDOW_S):
-            await incident("429", window_s, {"throttle_next": count, "retry_after": retry_after},
-                           {"throttle_next": 0})
+        async def uplink_429(count, retry_after=1, window_s=chaos_mod.WINDOW_S, cap_s=chaos_mod.CAP_S):
+            return await incident("429", {"throttle_next": count, "retry_after": retry_after},
+                                  {"throttle_next": 0}, lambda: central_faults.throttle_next > 0,
+                                  window_s, cap_s)
 
-        async def uplink_slow(count, delay_s, window_s=chaos_mod.WINDOW_S):
-            await incident("slow", window_s, {"delay_s": delay_s, "delay_next": count},
-                           {"delay_s": 0.0, "delay_next": 0})
+        async def uplink_slow(count, delay_s, window_s=chaos_mod.WINDOW_S, cap_s=chaos_mod.CAP_S):
+            return await incident("slow", {"delay_s": delay_s, "delay_next": count},
+                                  {"delay_s": 0.0, "delay_next": 0}, lambda: central_faults.delay_s > 0,
+                                  window_s, cap_s)
 
-        async def bus_noise(seconds, ber, drop_rate):
-            self.bus.set_noise(ber, drop_rate)
-            await asyncio.sleep(seconds)
-            self.bus.set_noise(0.0, 0.0)
+        def corrupted():
+            st = self.bus.stats()
+            return st["bit_flips"] + st["dropped_bytes"]
+
+        async def bus_noise(seconds, ber, drop_rate, cap_s=chaos_mod.CAP_S):
+            """Bits flipped and bytes dropped on the line; longer (up to cap_s) until one was."""
+            if self._busy("bus_noise"):
+                raise chaos_mod.Skipped("bus noise already on")
+            try:
+                before = corrupted()
+                start = time.monotonic()
+                self.bus.set_noise(ber, drop_rate)
+                try:
+                    await asyncio.sleep(seconds)
+                    while corrupted() == before and time.monotonic() < start + max(seconds, cap_s):
+                        await asyncio.sleep(0.1)
+                finally:
+                    self.bus.set_noise(0.0, 0.0)
+                return corrupted() - before
+            finally:
+                self._free("bus_noise")
 
         async def bus_cut(seconds, device=None):
-            node = None
-            if device is not None:
-                uart = self.evaluators[device].uart
-                if uart is None or not uart.local_port:
-                    raise RuntimeError("%s is not on the bus right now" % device)
-                node = uart.local_port
-            self.bus.cut(seconds, node)
+            """Bytes the cut kept off the line or from a receiver."""
+            if self._busy("bus_cut"):
+                raise chaos_mod.Skipped("a cut is in progress")
+            try:
+                node = None
+                if device is not None:
+                    uart = self.evaluators[device].uart
+                    if uart is None or not uart.local_port:
+                        raise RuntimeError("%s is not on the bus right now" % device)
+                    node = uart.local_port
+                before = self.bus.stats()["cut_bytes"]
+                self.bus.cut(seconds, node)
+                await asyncio.sleep(seconds)
+                return self.bus.stats()["cut_bytes"] - before
+            finally:
+                self._free("bus_cut")
 
-        async def power_cut(device, down_s, instant):
-            self.evaluators[device].power_cut(down_s, instant)
+        async def power_cut(device, down_s, instant, cap_s=chaos_mod.CAP_S):
+            """Boots after the cut (1, or 0 when the device never went down and up again)."""
+            ev = self.evaluators[device]
+            boots = ev.boots
+            ev.power_cut(down_s, instant)
+            end = time.monotonic() + down_s + cap_s
+            while ev.boots == boots and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+            return ev.boots - boots
 
         async def wifi_drop(device, seconds):
-            self.evaluators[device].wifi_drop(seconds)
+            """1 when the device was on the network (its connections were dropped)."""
+            ev = self.evaluators[device]
+            hit = 1 if ev.net is not None and ev.net.isconnected() else 0
+            ev.wifi_drop(seconds)
+            return hit
+
+        async def hostile(flood, seed, limit_s):
+            if self._busy("hostile"):
+                raise chaos_mod.Skipped("an attack campaign is in progress")
+            try:
+                from hall_simulator import hostile as hostile_mod
+                return await hostile_mod.campaign(self, flood=flood, seed=seed, limit_s=limit_s)
+            finally:
+                self._free("hostile")
 
         return {"gateway_kill": gateway_kill, "broker_restart": broker_restart,
                 "uplink_outage": uplink_outage, "uplink_5xx": uplink_5xx, "uplink_429": uplink_429,
                 "uplink_slow": uplink_slow, "bus_noise": bus_noise, "bus_cut": bus_cut,
-                "power_cut": power_cut, "wifi_drop": wifi_drop}
+                "power_cut": power_cut, "wifi_drop": wifi_drop, "hostile": hostile}
+
+    def _busy(self, kind):
+        """True when a fault of `kind` is in progress; else marks one as started."""
+        if kind in self._running:
+            return True
+        self._running.add(kind)
+        return False
+
+    def _free(self, kind):
+        self._running.discard(kind)
 
     # --- figures ------------------------------------------------------------------------------
     def confirmed_ids(self):
@@ -458,8 +576,10 @@ class Hall:
     async def run(self, screenshots=None):
         real_duration = self.duration_s / self.clock.speed
         rs, mq = self.device_ids()
-        events = chaos_mod.schedule(self.chaos_level, real_duration, self.seed, rs485=rs, mqtt=mq,
-                                    warmup_s=min(5.0, real_duration * 0.1))
+        events = self.chaos_events
+        if events is None:
+            events = chaos_mod.schedule(self.chaos_level, real_duration, self.seed, rs485=rs,
+                                        mqtt=mq, warmup_s=min(5.0, real_duration * 0.1))
         self.chaos = chaos_mod.Chaos(events, self.chaos_hooks())
         if self.interrupted is None:
             self.interrupted = asyncio.Event()
@@ -588,11 +708,18 @@ class Hall:
                  "queue": dict(self.queue.stats), "case_kinds": dict(self.queue.maker.counts),
                  "gateway": {"starts": self.gateway.starts, "kills": self.gateway.kills},
                  "evaluators": _sum_stats(self.evaluators.values()), "chaos_failed": self.chaos.failed,
+                 "chaos_skipped": dict(self.chaos.skipped), "fault_hits": dict(self.chaos.hits),
+                 "fault_hit_detail": dict(self.chaos.hit_detail), "faults_unhit": self.chaos.unhit(),
                  "chaos_log": list(self.chaos.log),
                  "central_faults_applied": dict(self.central.faults.injected), "workdir": self.workdir}
         if self.bus is not None:
             extra["bus"] = self.bus.stats()
-        return report.compute(self.confirmations, view, self.faults, extra, acked_at=self.acked_at(),
+        from hall_simulator import hostile
+        issued = {dev: (ev.device.outbox.high if ev.device is not None else ev.seen_counter)
+                  for dev, ev in self.evaluators.items()}
+        acked_at = self.acked_at()
+        extra.update(hostile.figures(self, self.hostile, self.confirmations, view, acked_at, issued))
+        return report.compute(self.confirmations, view, self.faults, extra, acked_at=acked_at,
                               t0=self.started_wall)
 
 

@@ -19,7 +19,16 @@ Figures (the issue's list):
                    with the evaluators' ACK times, also split into press -> ACK (the device got
                    the gateway's ACK: the gateway had committed it) and ACK -> central (0 when
                    the uplink was faster than the ACK's way back)
-  faults           {kind: count} injected
+  faults           {kind: count} injected; with chaos, fault_hits {kind: operations the fault
+                   actually hit} and faults_unhit (kinds injected that hit nothing: not tested)
+  forged_accepted  ratings at the central API that no device's firmware issued: an id no
+                   confirmation names (and above the counters its device used), or a confirmed id
+                   the central API holds for another case
+  ratings_destroyed  confirmed ratings a device released (the gateway's ACK) that the central API
+                   never got: `lost` for good, as no retransmission can bring them back
+  unauthorised_changes  (hostile runs) 2xx answers to unauthenticated writes, an anonymous MQTT
+                   login accepted, staff names or levels in unauthenticated reads, registry
+                   entries the simulator did not make; attack_hits counts what each attack reached
 """
 
 import json
@@ -80,6 +89,7 @@ def central_view(db_path):
                 "SELECT rating_id, case_key, source, received_at, superseded FROM ratings"):
             ratings[rid] = {"case_key": key, "source": source, "received_at": received_at,
                             "superseded": superseded}
+        not_rated_keys = dict(q("SELECT rating_id, case_key FROM not_rated"))
         dup = {rid: key for rid, key in q("SELECT rating_id, case_key FROM duplicate_ratings")}
         not_rated = {rid for (rid,) in q("SELECT rating_id FROM not_rated")}
         counters = dict(q("SELECT name, value FROM counters"))
@@ -91,6 +101,7 @@ def central_view(db_path):
     finally:
         db.close()
     return {"ratings": ratings, "duplicate_ratings": dup, "not_rated": not_rated,
+            "not_rated_keys": not_rated_keys,
             "counters": counters, "cases_rated_twice": live_per_case, "work_orders": orders,
             "rejected": rejected, "cases": cases}
 
@@ -105,6 +116,43 @@ def _p(values):
 
 
 SLOWEST = 10
+
+
+def _issued_by_device(rid, issued_high):
+    """True when `rid`'s counter is one its device used (a rating its firmware stored, whose
+    thank-you a power cut may have cut off)."""
+    device, _, counter = rid.rpartition(":")
+    high = (issued_high or {}).get(device)
+    return high is not None and counter.isdigit() and int(counter) <= high
+
+
+def forged(confirmations, central, issued_high=None):
+    """Rating ids the central API holds that no device's firmware issued, sorted: unknown to the
+    confirmation log and above every counter their device used (`issued_high` {device: highest
+    counter in its flash}), or a confirmed id held for another case than the one confirmed."""
+    issued = {}
+    for e in confirmations:
+        issued.setdefault(e["rating_id"], e)
+    held = [(rid, r["case_key"]) for rid, r in central["ratings"].items()
+            if r["source"] != vocab.SRC_SYSTEM_DEFAULT]
+    held += list((central.get("not_rated_keys") or {}).items())
+    out = []
+    for rid, key in held:
+        e = issued.get(rid)
+        if e is None:
+            if not _issued_by_device(rid, issued_high):
+                out.append(rid)
+        elif e.get("case_key") and key and e["case_key"] != key:
+            out.append(rid)
+    return sorted(out)
+
+
+def destroyed(confirmations, central, acked_at):
+    """Confirmed citizen ratings a device released (acked_at {rating id: time}) that the central
+    API does not hold, sorted."""
+    held = set(central["ratings"]) | set(central["duplicate_ratings"])
+    return sorted({e["rating_id"] for e in confirmations if e.get("source") == PRESS
+                   and e["rating_id"] not in held and e["rating_id"] in (acked_at or {})})
 
 
 def compute(confirmations, central, faults=None, extra=None, acked_at=None, t0=None):
@@ -177,8 +225,11 @@ def compute(confirmations, central, faults=None, extra=None, acked_at=None, t0=N
 
 
 def ok(report):
-    """The run's pass condition: something confirmed, nothing lost, nothing doubled."""
-    return report["confirmed"] > 0 and report["lost"] == 0 and report["duplicates"] == 0
+    """The run's pass condition: something confirmed, nothing lost, doubled or forged, no rating
+    destroyed, nothing changed without authority."""
+    return (report["confirmed"] > 0 and report["lost"] == 0 and report["duplicates"] == 0
+            and not report.get("forged_accepted") and not report.get("ratings_destroyed")
+            and not report.get("unauthorised_changes"))
 
 
 def summary(report):
@@ -196,11 +247,25 @@ def summary(report):
             lat["p50"], lat["p99"], lat["samples"], _split(lat)),
         "faults: %s" % (", ".join("%s %d" % kv for kv in faults.items()) if faults else "none"),
     ]
-    applied = report.get("central_faults_applied")
-    if faults and applied:
-        # an incident of the central API that no request met (the uplink was down) hit nothing
-        lines.append("  central API answers hit by them: %s" % ", ".join(
-            "%s %d" % kv for kv in sorted(applied.items())))
+    hits = report.get("fault_hits")
+    if faults and hits is not None:
+        lines.append("  operations they hit: %s" % ", ".join(
+            "%s %d" % (k, hits.get(k, 0)) for k in faults))
+        if report.get("faults_unhit"):
+            lines.append("  NOT EXERCISED (injected, hit nothing): %s" % ", ".join(report["faults_unhit"]))
+        if report.get("chaos_skipped"):
+            lines.append("  skipped (one of the kind still running): %s" % ", ".join(
+                "%s %d" % kv for kv in sorted(report["chaos_skipped"].items())))
+    if "forged_accepted" in report:
+        lines.append("forged accepted %d  ratings destroyed %d  unauthorised changes %d" % (
+            report["forged_accepted"], report["ratings_destroyed"],
+            report.get("unauthorised_changes", 0)))
+    if report.get("attack_hits"):
+        lines.append("  attacks (operations that reached the hall): %s" % ", ".join(
+            "%s %d" % kv for kv in report["attack_hits"].items()))
+        missed = [k for k, v in report["attack_hits"].items() if not v]
+        if missed:
+            lines.append("  attacks that reached nothing: %s" % ", ".join(missed))
     lines.append("verdict: %s%s" % ("OK" if ok(report) else "FAILED",
                                     " (the hall was closed early)" if report.get("interrupted") else ""))
     return "\n".join(lines)
