@@ -57,8 +57,8 @@ _HTTP_REASON = {400: errors.R_MALFORMED, 404: errors.R_MISSING, 405: errors.R_MA
                 409: errors.R_BAD_STATE, 413: errors.R_OVERSIZE}
 # Refusals without an R_* code of the wire protocol (named in docs/queue-api.yaml, Error.error)
 UNAUTHORIZED, FORBIDDEN = "unauthorized", "forbidden"
-ROLE = web.RequestKey("role", object)     # the caller's role (None: no credential)
 STORE_UNAVAILABLE, UNPROCESSABLE = "store_unavailable", "unprocessable"
+ROLE = web.RequestKey("role", object)     # the caller's role (None: no credential)
 
 
 def _dumps(obj):
@@ -105,7 +105,12 @@ def _depth_ok(text):
     return True
 
 
-def _check_values(value, depth=0):
+def _where(request):
+    """Method and path for a log line: ASCII, at most 80 characters of the path."""
+    return "%s %s" % (request.method, ascii(request.path)[1:-1][:80])
+
+
+def _check_values(value):
     """Every text (keys too) free of control characters and lone surrogates; numbers finite."""
     if isinstance(value, str):
         if bad_char(value) is not None:
@@ -116,11 +121,11 @@ def _check_values(value, depth=0):
             raise _refuse(errors.R_OUT_OF_RANGE, "numbers must be finite")
     elif isinstance(value, dict):
         for k, v in value.items():
-            _check_values(k, depth + 1)
-            _check_values(v, depth + 1)
+            _check_values(k)
+            _check_values(v)
     elif isinstance(value, list):
         for v in value:
-            _check_values(v, depth + 1)
+            _check_values(v)
 
 
 def _no_constant(name):
@@ -178,8 +183,7 @@ def make_app(gw, credentials=None):
     alarm = getattr(gw, "alarm", None)
 
     def refused(request, status, reason, detail):
-        gw.rejections.reject("http", reason, "%s %s: %s" % (request.method, ascii(request.path)[1:80],
-                                                            detail))
+        gw.rejections.reject("http", reason, "%s: %s" % (_where(request), detail))
         return _error(status, reason, detail)
 
     @web.middleware
@@ -187,7 +191,7 @@ def make_app(gw, credentials=None):
         role, presented = http_auth.role_of(request.headers.get("Authorization"), tokens)
         if presented and role is None:
             if alarm is not None:
-                alarm("http_unauthorized", "a wrong credential on %s %s" % (request.method, request.path))
+                alarm("http_unauthorized", "a wrong credential on " + _where(request))
             return refused(request, 401, UNAUTHORIZED, "the credential is not valid")
         request[ROLE] = role
         try:
@@ -205,13 +209,13 @@ def make_app(gw, credentials=None):
                                _HTTP_REASON.get(e.status, errors.R_MALFORMED), e.reason)
             raise
         except (OSError, sqlite3.Error) as e:
-            log.error("%s %s: the store failed (%s)", request.method, request.path, type(e).__name__)
+            log.error("%s: the store failed (%s)", _where(request), type(e).__name__)
             return refused(request, 409, STORE_UNAVAILABLE, "the gateway's store failed (%s); "
                            "try again later" % type(e).__name__)
         except asyncio.CancelledError:
             raise
         except Exception as e:   # never a 5xx; the trace without values (they may hold identity)
-            log.error("%s %s: unexpected %s\n%s", request.method, request.path, type(e).__name__,
+            log.error("%s: unexpected %s\n%s", _where(request), type(e).__name__,
                       "".join(traceback.format_tb(e.__traceback__)))
             return refused(request, 422, UNPROCESSABLE, "the gateway could not process this request"
                            " (%s, logged)" % type(e).__name__)

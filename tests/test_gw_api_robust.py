@@ -6,6 +6,7 @@ no temp file holding keys. A real gateway on loopback, called with valid credent
 import json
 import os
 import shutil
+import sqlite3
 from urllib.parse import quote, urlencode
 
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -99,6 +100,33 @@ def test_a_registry_save_that_fails_is_undone(mosquitto_broker, tmp_path):
         assert live.request("GET", "/status", role="operator")[0] == 200
         assert live.request("DELETE", "/api/v1/devices/dev-c", role="operator")[0] == 200
         assert Registry([], real_path).get("dev-c") is None
+
+
+def test_a_failing_store_or_an_unexpected_error_is_a_4xx_and_logs_no_values(mosquitto_broker, tmp_path,
+                                                                           caplog):
+    with LiveGateway(gateway_config(mosquitto_broker, tmp_path / "gw")) as live:
+        gw = live.gw
+        assert live.request("POST", "/api/v1/windows/A01/sign-in", {"staff_id": "1001", "staff_name": STAFF},
+                            role="operator")[0] == 200
+        before = state(gw)
+
+        def disk_error(*args, **kwargs):
+            raise sqlite3.OperationalError("disk I/O error")
+        gw.store.commit_case = disk_error
+        gw.store.state_put = disk_error
+        answer = assert_refused_and_unchanged(live, before, "POST", "/api/v1/cases", valid_case())
+        assert answer["error"] == "store_unavailable"
+        answer = assert_refused_and_unchanged(live, before, "POST", "/api/v1/windows/A02/sign-in",
+                                              {"staff_id": "1002", "staff_name": "李四"})
+        assert answer["error"] == "store_unavailable"
+
+        def bug(body):
+            raise KeyError(body["applicant"]["name"])      # a bug whose message holds a value
+        gw.cases.event = bug
+        answer = assert_refused_and_unchanged(live, before, "POST", "/api/v1/cases",
+                                              valid_case(applicant={"name": "李堃"}))
+        assert answer["error"] == "unprocessable"
+    assert "KeyError" in caplog.text and "李堃" not in caplog.text
 
 
 def test_registry_checks_text_before_it_changes_anything(tmp_path):
