@@ -15,9 +15,12 @@ recorded; the uplink drains it. Rules:
   per rating (measured with 13-character device ids): ~31 MB a year at 2,000 ratings a day.
 - Bounded: past `capacity` pending items new data is refused (ACK_RETRY, the device keeps it) with
   an alarm; old rows are never dropped. An alarm also fires when the fill crosses `alarm_ratio`.
-- Dead letters keep the raw payload and the reason, for review; they never disappear silently.
+- Dead letters keep the raw payload and the reason, for review. They are bounded per device and in
+  all (gateway.deadletters): a new one evicts its device's oldest, counted and alarmed, so a
+  dead-letter verdict is always final and a flood on one topic crowds out no other device.
 - A database that cannot be opened or fails its check is renamed aside with a timestamp, readable
-  rows are salvaged into a fresh file, and an alarm is raised: the hall never stalls.
+  rows are salvaged into a fresh file, row by row where a table is damaged (gateway.salvage), and
+  an alarm says what each table saved and lost: the hall never stalls.
 One connection guarded by a lock: the MQTT committer, the RS-485 master and the uplink may call
 from different threads.
 """
@@ -39,7 +42,7 @@ try:  # the ingest side writes one record per rating: orjson in a quarter of the
 except ImportError:  # pragma: no cover
     _orjson_dumps = None
 
-from gateway import deadletters
+from gateway import deadletters, salvage
 from gateway.rejects import Throttle
 from protocol import codec, errors, schema, vocab
 from protocol import rating as rating_rules
@@ -79,6 +82,32 @@ ENRICHMENT_KEYS = ("matter_code", "matter_name", "staff_id", "staff_name", "wind
 
 def _digest(data):
     return hashlib.sha256(data).digest()[:16]
+
+
+# What a damaged file's tables give to the fresh one (rowid tables keep their rowids: order, ids).
+_SALVAGE = (("outbox", "kind, key, bad, record, attempts, created"), ("ids", "key, digest"),
+            ("devices", "device, hwm"),
+            ("dead_letters", "kind, key, device, reason_code, reason, payload, created"),
+            ("callbacks", "body, attempts, created"))
+_ROWID = {"outbox": "seq", "devices": "rowid", "dead_letters": "id", "callbacks": "id"}
+
+
+def _sane_outbox_row(row):
+    """A row read from a damaged page may be garbage that still parses: keep only what an upload
+    would accept (a JSON object; a rating's record naming its own key)."""
+    _, kind, key, bad, record, _, _ = row
+    if kind not in (KIND_RATING, KIND_CASE) or bad not in (0, 1) or not isinstance(key, str):
+        return False
+    try:
+        obj = _loads(record)
+    except Exception:
+        return False
+    if not isinstance(obj, dict):
+        return False
+    if kind == KIND_RATING:
+        device, _, counter = key.rpartition(":")
+        return obj.get("rating_id") == key and device != "" and counter.isdigit()
+    return obj.get("case_key") == key
 
 
 def rating_digest(rating):
@@ -265,33 +294,60 @@ class Store:
                 os.replace(self.path + suffix, aside + suffix)
         self.moved_aside.append(aside)
         self._db = self._connect()
-        salvaged = self._salvage(aside)
+        salvaged, detail = self._salvage(aside)
         self._alarm("corrupt_store", "database %s unusable (%s); set aside as %s, %d rows salvaged"
-                    % (self.path, error, aside, salvaged))
+                    " (%s)" % (self.path, error, aside, salvaged, detail))
 
     def _salvage(self, aside):
-        count = 0
+        """Copy what can be read from the file set aside: table by table, row by row where a table
+        is damaged (gateway.salvage). Returns (outbox rows saved, what each table saved and lost)."""
         try:
             old = sqlite3.connect("file:%s?mode=ro" % aside, uri=True)
         except sqlite3.Error:
-            return 0
+            return 0, "nothing readable"
+        reports = []
         try:
-            for table, cols in (("outbox", "kind, key, bad, record, attempts, created"),
-                                ("ids", "key, digest"), ("devices", "device, hwm"),
-                                ("dead_letters", "kind, key, device, reason_code, reason, payload, created"),
-                                ("callbacks", "body, attempts, created")):
-                try:
-                    rows = old.execute("SELECT %s FROM %s" % (cols, table)).fetchall()
-                except sqlite3.Error:
-                    continue
-                marks = ",".join("?" * len(cols.split(",")))
+            outbox = []
+            for table, cols in _SALVAGE:
+                if table == "ids":
+                    rows, report = salvage.keyed_rows(old, table, cols, "key")
+                else:
+                    rows, report = salvage.rowid_rows(old, table, cols)
+                if table == "outbox":
+                    rows = [row for row in rows if _sane_outbox_row(row)]
+                    outbox = rows
+                report.saved = len(rows)
+                reports.append(report)
+                marks = ",".join("?" * len(rows[0])) if rows else ""
                 with self._txn():
-                    self._db.executemany("INSERT OR IGNORE INTO %s (%s) VALUES (%s)"
-                                         % (table, cols, marks), rows)
-                count += len(rows) if table == "outbox" else 0
+                    if rows:
+                        self._db.executemany("INSERT OR IGNORE INTO %s (%s%s) VALUES (%s)" % (
+                            table, "" if table == "ids" else _ROWID[table] + ", ", cols, marks), rows)
+            with self._txn():
+                self._rebuild_from_outbox(outbox)
+        except sqlite3.Error as e:     # the old file is beyond reading: keep what was copied
+            reports.append("stopped: %s" % e)
         finally:
             old.close()
-        return count
+        return (reports[0].saved if reports and not isinstance(reports[0], str) else 0,
+                "; ".join(str(r) for r in reports))
+
+    def _rebuild_from_outbox(self, rows):
+        """Pending items imply their `ids` rows and a floor for their devices' high-water marks:
+        restore both in case those tables were the damaged ones."""
+        ids, marks = [], {}
+        for _, kind, key, _, record, _, _ in rows:
+            if kind == KIND_CASE:
+                ids.append((key, _digest(record.encode("utf-8"))))
+                continue
+            mac = _loads(record).get("mac")
+            if mac:
+                ids.append((key, bytes.fromhex(mac)))
+            device, _, counter = key.rpartition(":")
+            marks[device] = max(marks.get(device, 0), int(counter))
+        self._db.executemany("INSERT OR IGNORE INTO ids VALUES (?,?)", ids)
+        self._db.executemany("INSERT INTO devices VALUES (?,?) ON CONFLICT (device) DO UPDATE"
+                             " SET hwm = max(hwm, excluded.hwm)", list(marks.items()))
 
     def _load_counts(self):
         db = self._db
