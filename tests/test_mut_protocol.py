@@ -1,0 +1,95 @@
+"""Edges of the protocol code that mutation testing (tools/mutation.py, docs/mutation.md) found
+untested: each test pins one behaviour whose mutants used to survive.
+
+The UTF-8 guard (codec._check_utf8) is what rejects bad text on a MicroPython build that does not
+validate UTF-8; on CPython bytes.decode backs it up, so the public decode could not show a weak
+guard. It is checked here directly against CPython's strict decoder.
+"""
+
+import itertools
+
+import pytest
+
+from protocol import codec, errors, schema
+from protocol.errors import LocalProtocolError, ProtocolError
+
+
+# --- codec: UTF-8 -----------------------------------------------------------------------------
+_LEAD = (0x00, 0x41, 0x7F, 0x80, 0xBF, 0xC0, 0xC1, 0xC2, 0xC3, 0xDE, 0xDF, 0xE0, 0xE1, 0xEC, 0xED,
+         0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xF7, 0xF8, 0xFF)  # each side of every limit
+_SECOND = (0x00, 0x7F, 0x80, 0x81, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xFF)
+_LATER = (0x41, 0x80, 0xBF, 0xC0)
+
+
+def _strict_ok(raw):
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _guard_ok(raw):
+    try:
+        codec._check_utf8(raw, "f")
+        return True
+    except ProtocolError as e:
+        assert e.reason == errors.R_MALFORMED and e.detail.startswith("f")
+        return False
+
+
+def test_the_utf8_guard_agrees_with_a_strict_decoder_at_every_boundary():
+    """Lead bytes on each side of every limit, with second bytes on each side of every range limit and later bytes
+    inside and outside the continuation range, whole and cut short, alone and after text."""
+    for lead in _LEAD:
+        for second in _SECOND:
+            for rest in itertools.product(_LATER, repeat=2):
+                whole = bytes((lead, second) + rest)
+                for n in range(1, 5):
+                    for raw in (whole[:n], b"a" + whole[:n], whole[:n] + b"z"):
+                        assert _guard_ok(raw) == _strict_ok(raw), raw.hex()
+
+
+def test_utf8_guard_errors_say_what_is_wrong():
+    with pytest.raises(ProtocolError) as e:
+        codec._check_utf8(b"\xc3", "staff_name")
+    assert e.value.detail == "staff_name: truncated UTF-8"
+    with pytest.raises(ProtocolError) as e:
+        codec._check_utf8(b"\xff", "staff_name")
+    assert e.value.detail == "staff_name is not UTF-8"
+    with pytest.raises(ProtocolError) as e:
+        codec._check_utf8(b"\xc3\x28", "matter_name")
+    assert e.value.detail == "matter_name is not UTF-8"
+    with pytest.raises(ProtocolError) as e:
+        codec._check_utf8(b"\xe4\xb8\x28", "text")
+    assert e.value.detail == "text is not UTF-8"
+    payload = bytes((4 << 3 | 2, 1, 0xFF))  # staff_name = FF
+    with pytest.raises(ProtocolError) as e:
+        codec.decode(schema.CONTEXT, bytes((8, 1, 64, 1)) + payload)
+    assert e.value.reason == errors.R_MALFORMED and e.value.detail == "staff_name is not UTF-8"
+
+
+# --- codec: tokens and text ---------------------------------------------------------------------
+def test_token_characters_are_ascii_letters_digits_and_dot_dash_underscore():
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    for cp in range(0x250):
+        c = chr(cp)
+        assert codec._is_token_char(c) == (c in allowed), hex(cp)
+
+
+def test_text_problems_name_the_rule():
+    assert codec._text_problem(schema.S, "x" * 16, 16) is None
+    assert codec._text_problem(schema.S, "x" * 17, 16) == "longer than 16 characters"
+    assert codec._text_problem(schema.T, "a[b", 16) == "not a token character: '['"
+    assert codec._text_problem(schema.S, "a\x7fb", 16) == "control character"
+    assert codec._text_problem(schema.S, "a\x1fb", 16) == "control character"
+    assert codec._text_problem(schema.S, "a\x20\x80\u3000b", 16) is None  # only C0 and DEL
+
+
+def test_range_errors_say_which_field_and_which_limit():
+    with pytest.raises(ProtocolError) as e:
+        codec.decode(schema.CONTEXT, bytes((8, 1, 64, 9)))  # node 9 of 0..4
+    assert e.value.reason == errors.R_OUT_OF_RANGE and e.value.detail == "node=9 (0..4)"
+    with pytest.raises(LocalProtocolError) as e:
+        codec.encode(schema.CONTEXT, {"case_id": 1, "node": 9})
+    assert str(e.value) == "out_of_range: node=9 (0..4)"
