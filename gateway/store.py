@@ -21,6 +21,8 @@ recorded; the uplink drains it. Rules:
 - A database that cannot be opened or fails its check is renamed aside with a timestamp, readable
   rows are salvaged into a fresh file, row by row where a table is damaged (gateway.salvage), and
   an alarm says what each table saved and lost: the hall never stalls.
+- A sidecar `<db>-acked` holds how many records were acknowledged as stored; a file that comes
+  back holding fewer (a -wal file lost after a kill, an old copy restored) raises `store_short`.
 One connection guarded by a lock: the MQTT committer, the RS-485 master and the uplink may call
 from different threads.
 """
@@ -90,6 +92,10 @@ _SALVAGE = (("outbox", "kind, key, bad, record, attempts, created"), ("ids", "ke
             ("dead_letters", "kind, key, device, reason_code, reason, payload, created"),
             ("callbacks", "body, attempts, created"))
 _ROWID = {"outbox": "seq", "devices": "rowid", "dead_letters": "id", "callbacks": "id"}
+
+
+def _acked_text(n):
+    return b"%020d\n" % n     # fixed width: each write covers the last, in one page
 
 
 def _sane_outbox_row(row):
@@ -241,6 +247,7 @@ class Store:
         self._lock = threading.RLock()
         self._fill_alarmed = False
         self._db = None
+        self._acked_fd = None
         self._open()
 
     # --- opening, corruption ---------------------------------------------------------------
@@ -359,6 +366,41 @@ class Store:
         row = db.execute("SELECT value FROM meta WHERE name='dead_evicted'").fetchone()
         self._dead_evicted = int(row[0]) if row else 0
         self._load_dead()
+        self._check_acked()
+
+    # --- what was acknowledged: a sidecar to catch a store that comes back short ---------------
+    def _check_acked(self):
+        """Compare the records the file holds with those acknowledged as stored (the sidecar
+        `<db>-acked`): fewer (a lost -wal file, a restored copy, a salvage) raises `store_short`
+        with the numbers, and the store goes on from what it holds."""
+        self._acked = self._db.execute("SELECT COUNT(*) FROM ids").fetchone()[0]   # quick_check read it all
+        if self._acked_fd is None:
+            try:
+                self._acked_fd = os.open(self.path + "-acked", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as e:
+                log.warning("no acknowledgement sidecar (%s): a short store goes unnoticed", e)
+                return
+        said = os.pread(self._acked_fd, 64, 0)
+        try:
+            said = int(said) if said else None
+        except ValueError:
+            log.warning("acknowledgement sidecar unreadable (%r): starting it afresh", said[:32])
+            said = None
+        if said is not None and said > self._acked:
+            self._alarm("store_short", "%s holds %d stored records but %d were acknowledged: %d"
+                        " missing" % (self.path, self._acked, said, said - self._acked))
+        self._note_acked()
+        os.ftruncate(self._acked_fd, len(_acked_text(0)))
+
+    def _note_acked(self):
+        """After each commit that stored something: one pwrite, no fsync. A killed process's write
+        is in the page cache and survives; a power cut may lose it, which only makes the count
+        lower (never a false alarm): the database itself was fsynced before this line."""
+        if self._acked_fd is not None:
+            try:
+                os.pwrite(self._acked_fd, _acked_text(self._acked), 0)
+            except OSError:
+                pass
 
     def _load_dead(self):
         """The dead letters' buckets from the file (at open, after a clear, when the registry's
@@ -382,6 +424,9 @@ class Store:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            if self._acked_fd is not None:
+                os.close(self._acked_fd)
+                self._acked_fd = None
 
     # --- transactions --------------------------------------------------------------------
     class _Txn:
@@ -559,6 +604,9 @@ class Store:
                             % (self._callbacks, txn.dropped))
         self._hwm.update(hwm)
         self._counts[KIND_RATING] += added
+        if added:
+            self._acked += added
+            self._note_acked()
         if plan is not None:
             self._after_prune(plan)
         self.stats["commits"] += 1
@@ -646,6 +694,8 @@ class Store:
                 return (vocab.ACK_RETRY, errors.R_STORE_FULL)
             if ack == vocab.ACK_STORED:
                 self._counts[KIND_CASE] += 1
+                self._acked += 1
+                self._note_acked()
                 self._check_fill()
                 return (ack, errors.R_OK)
             if ack == vocab.ACK_RETRY:
