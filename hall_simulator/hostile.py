@@ -296,13 +296,6 @@ def _mqtt_attacks(ledger, hall, targets, rng, flood, deadline):
         my_head, my_high = _counters(hall, me)
         forged = _junk_rating(rng, me, my_high + 1, targets.windows[me])
         ledger.hit("mqtt_bad_mac", ins.publish(mine, codec.to_json(schema.RATING, forged)))
-        # replays of genuine ratings: ours on our topic and the victim's; the victim's on both
-        for rating in _genuine(hall, me) + _genuine(hall, victim):
-            text = codec.to_json(schema.RATING, rating)
-            ledger.hit("mqtt_replay", ins.publish(mine, text))
-            ledger.hit("mqtt_replay", ins.publish(theirs, text))
-            crossed = dict(rating, device=victim, counter=head)     # a genuine MAC, wrong id
-            ledger.hit("mqtt_replay", ins.publish(theirs, codec.to_json(schema.RATING, crossed)))
         # forged ACKs: release the victims' outbox heads (stored, duplicate, dead letter)
         for target in targets.victims[:3]:
             t_head, _ = _counters(hall, target)
@@ -320,6 +313,20 @@ def _mqtt_attacks(ledger, hall, targets, rng, flood, deadline):
             else:
                 sent += _fire(ins, mine, i)
         ledger.hit("mqtt_flood", sent)
+        # replays of genuine ratings: ours on our topic and the victim's; the victim's on both
+        # (last, waiting while neither device has rated anything yet)
+        genuine = []
+        while True:
+            genuine = _genuine(hall, me) + _genuine(hall, victim)
+            if genuine or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        for rating in genuine:
+            text = codec.to_json(schema.RATING, rating)
+            ledger.hit("mqtt_replay", ins.publish(mine, text))
+            ledger.hit("mqtt_replay", ins.publish(theirs, text))
+            crossed = dict(rating, device=victim, counter=_counters(hall, victim)[0])
+            ledger.hit("mqtt_replay", ins.publish(theirs, codec.to_json(schema.RATING, crossed)))
     finally:
         ins.close()
 
