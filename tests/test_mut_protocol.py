@@ -93,3 +93,45 @@ def test_range_errors_say_which_field_and_which_limit():
     with pytest.raises(LocalProtocolError) as e:
         codec.encode(schema.CONTEXT, {"case_id": 1, "node": 9})
     assert str(e.value) == "out_of_range: node=9 (0..4)"
+
+
+# --- frame ----------------------------------------------------------------------------------------
+from protocol import frame as fr  # noqa: E402
+
+
+def test_frame_encoder_refusals_say_why():
+    with pytest.raises(LocalProtocolError, match=r"^address 248 outside 0\.\.247$"):
+        fr.encode_frame(248, 1, 1, b"")
+    with pytest.raises(LocalProtocolError, match=r"^type and seq are single bytes$"):
+        fr.encode_frame(1, 256, 1, b"")
+    with pytest.raises(LocalProtocolError, match=r"^payload of 1025 bytes exceeds 1024$"):
+        fr.encode_frame(1, 1, 1, bytes(1025))
+
+
+def test_every_abandoned_partial_frame_is_counted():
+    d = fr.FrameDecoder()
+    for k in range(1, 4):
+        d.receive_data(fr.encode_frame(3, 0x81, k, b"abc")[:6])
+        d.reset()
+        assert d.stats["dropped_partial"] == k and d.buffered() == 0
+    d.reset()  # nothing held: nothing dropped
+    assert d.stats["dropped_partial"] == 3
+
+
+@pytest.mark.parametrize("n", [0, 5, 255, 256, 300, 1024])
+def test_expected_total_once_the_header_checks_out(n):
+    raw = fr.encode_frame(7, 0x82, 9, (bytes(range(256)) * 5)[:n])
+    d = fr.FrameDecoder()
+    d.receive_data(raw[:fr.HEADER_LEN - 1])
+    assert d.expected_total() == 0            # header not complete yet
+    d.receive_data(raw[fr.HEADER_LEN - 1:fr.HEADER_LEN])
+    assert d.expected_total() == fr.OVERHEAD + n == len(raw)
+    bad = fr.FrameDecoder()
+    bad._buf = bytearray(raw[:fr.HEADER_LEN])
+    bad._buf[7] ^= 1                          # header CRC off
+    assert bad.expected_total() == 0
+    for i in (0, 1):                          # either sync byte off, header CRC still right
+        other = bytearray(raw[:fr.HEADER_LEN])
+        other[i] ^= 0x40
+        bad._buf = other
+        assert bad.expected_total() == 0
