@@ -69,6 +69,28 @@ def test_utf8_guard_errors_say_what_is_wrong():
     assert e.value.reason == errors.R_MALFORMED and e.value.detail == "staff_name is not UTF-8"
 
 
+def test_the_decoder_still_refuses_bad_utf8_when_the_guard_lets_it_through(monkeypatch):
+    """The second line of defence: a runtime whose decoder validates catches what a weakened
+    guard would miss, with the same reason and detail."""
+    monkeypatch.setattr(codec, "_check_utf8", lambda raw, name: None)
+    with pytest.raises(ProtocolError) as e:
+        codec._utf8(b"\xed\xa0\x80", "staff_name")  # a surrogate
+    assert e.value.reason == errors.R_MALFORMED and e.value.detail == "staff_name is not UTF-8"
+    assert codec._utf8("张三".encode(), "staff_name") == "张三"
+
+
+def test_the_json_entry_points_hand_over_to_jsonform():
+    from protocol import jsonform
+    rec = {"case_id": 3, "node": 1, "staff_name": "李四"}
+    fields = schema.MESSAGES[schema.CONTEXT]
+    obj = codec.to_obj(fields, rec)
+    assert obj == jsonform.to_obj(fields, rec) and codec.from_obj(fields, obj) == rec
+    assert codec.from_obj(fields, obj, 2) == rec
+    with pytest.raises(ProtocolError):
+        codec.from_obj(fields, {"items": [{"code": "x"}]}, 3)  # nested past the depth limit
+    assert codec.dumps(obj) == jsonform.dumps(obj)
+
+
 # --- codec: tokens and text ---------------------------------------------------------------------
 def test_token_characters_are_ascii_letters_digits_and_dot_dash_underscore():
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
