@@ -420,8 +420,11 @@ class Hall:
         async def incident(kind, arm, disarm, armed, window_s, cap_s):
             """A central-side incident: armed until it altered an answer (or cap_s passed); what
             is left of it is dropped window_s after the first. One incident of a kind at a time,
-            so the answers it altered are its own."""
+            so the answers it altered are its own; another one meanwhile is skipped, not queued
+            (queued, they would keep the central API failing for the whole run)."""
             lock = self._incident_locks.setdefault(kind, asyncio.Lock())
+            if lock.locked():
+                raise chaos_mod.Skipped("a %s incident is armed" % kind)
             async with lock:
                 before = central_faults.injected[kind]
                 central_faults.set(**arm)
