@@ -2,18 +2,21 @@
 
 Provinces name the same facts differently (GB/T 39046 counts satisfaction 1 = 非常满意, Zhejiang
 5 = 非常满意; times are "YYYYMMDDThhmmss" or "yyyy-MM-dd HH:mm:ss"), so a profile is data: a table
-of (canonical field, API field, converter). `map_item` turns a canonical upload record into the
-API's object; `unmap_item` reverses it (the reference central API uses it to read what a gateway
-sent). Converters are named, so a new province is a new table (Profile.from_dict), not new code.
+of (canonical field, API field, converter[, constant]) rows per kind ("rating", "case").
+`Profile.map_record(kind, record)` turns a canonical upload record into the API's object;
+`Profile.unmap_record(kind, obj)` reverses it (the reference central API uses it to read what a
+gateway sent). Converters are named, so a new province is a new table (Profile.from_dict), not
+new code.
 
 Derived fields (e.g. the satisfaction text beside its code, the first serial as the case number)
-are written by `map_item` for the API's sake and ignored by `unmap_item`: the canonical field they
-come from travels on its own.
+are written by `map_record` for the API's sake and ignored by `unmap_record`: the canonical field
+they come from travels on its own.
 """
 
 import datetime as _dt
 import re as _re
 import time as _time
+from collections import namedtuple
 
 from protocol import vocab
 
@@ -221,6 +224,23 @@ CH_SYSTEM = "system_default"          # set by the central side when the 7-day w
 CHANNELS = (CH_HALL_EVALUATOR, CH_QR, CH_SYSTEM)
 
 
+# A row of a profile table as written: ("overall", "satisfactionCode", "level") or, for a
+# constant, ("pro_status", "proStatus", "const", 3).
+FieldRow = namedtuple("FieldRow", "canonical api_name converter const")
+# One field of map_record's plan: `to_api` is None for a constant; `plain` (str for "text", int
+# for "int") and `table` (the code table of a table converter) let it skip the converter call.
+MapStep = namedtuple("MapStep", "canonical api_name to_api const plain table")
+# One field of unmap_record's plan (derived fields never read back); fast paths as in MapStep.
+UnmapStep = namedtuple("UnmapStep", "canonical api_name from_api plain reverse")
+
+
+def field_row(row):
+    """FieldRow of a table row (a 3- or 4-sequence; the constant defaults to None)."""
+    if isinstance(row, FieldRow):
+        return row
+    return FieldRow(row[0], row[1], row[2], row[3] if len(row) > 3 else None)
+
+
 class Profile:
     """One upstream code profile. Built from a plain dict so provinces are configuration."""
 
@@ -236,11 +256,12 @@ class Profile:
             setattr(self, key, spec[key])
         self._reverse = {}
         self._plans = {}
-        for kind in ("rating_fields", "case_fields"):
-            for row in spec[kind]:
-                conv = row[2]
-                if conv not in CONVERTERS and conv not in DERIVED:
-                    raise ValueError("%s: unknown converter %r" % (self.name, conv))
+        self._rows = {kind: tuple(field_row(row) for row in spec[kind + "_fields"])
+                      for kind in ("rating", "case")}
+        for rows in self._rows.values():
+            for row in rows:
+                if row.converter not in CONVERTERS and row.converter not in DERIVED:
+                    raise ValueError("%s: unknown converter %r" % (self.name, row.converter))
         # A format that names no zone reads the same from a UTC struct shifted to China time.
         self.plain_time_format = "%z" not in self.time_format and "%Z" not in self.time_format
         self.time_plan = fixed_width_plan(self.time_format)    # fast reading of fixed-width times
@@ -262,6 +283,7 @@ class Profile:
         """API object of a canonical record (kind "rating" or "case"). Raises ProfileError."""
         out = {}
         get = record.get
+        # Unpacked in MapStep's field order: attribute reads would add ~40% to this hot loop.
         for canonical, api_name, to_api, const, plain, table in self._compiled(kind):
             if to_api is None:
                 out[api_name] = const
@@ -288,22 +310,22 @@ class Profile:
         return out
 
     def _compiled(self, kind):
-        """Plan rows (canonical, api name, converter or None for a constant, constant, plain type,
-        code table), built once. `plain` (str for "text", int for "int") and `table` (the code
-        table of a table converter) let map_record skip the converter call for the common case;
-        anything else takes the converter, which also gives the error."""
+        """The MapStep of each field, built once. The fast paths serve the common case; anything
+        else takes the converter, which also gives the error."""
         compiled = self._plans.get(kind)
         if compiled is None:
             compiled = []
             for row in self._fields(kind):
-                conv = row[2]
+                conv = row.converter
                 if conv == "const":
-                    compiled.append((row[0], row[1], None, row[3], None, None))
+                    step = MapStep(row.canonical, row.api_name, None, row.const, None, None)
                 elif conv in DERIVED:
-                    compiled.append((row[0], row[1], DERIVED[conv], None, None, None))
+                    step = MapStep(row.canonical, row.api_name, DERIVED[conv], None, None, None)
                 else:
-                    compiled.append((row[0], row[1], CONVERTERS[conv][0], None, _PLAIN.get(conv),
-                                     getattr(self, _TABLES[conv]) if conv in _TABLES else None))
+                    step = MapStep(row.canonical, row.api_name, CONVERTERS[conv][0], None,
+                                   _PLAIN.get(conv),
+                                   getattr(self, _TABLES[conv]) if conv in _TABLES else None)
+                compiled.append(step)
             self._plans[kind] = compiled
         return compiled
 
@@ -314,7 +336,7 @@ class Profile:
             raise ProfileError("data", "expected an object")
         record = {}
         get = obj.get
-        for canonical, api_name, from_api, plain, reverse in self._unplan(kind):
+        for canonical, api_name, from_api, plain, reverse in self._unplan(kind):  # UnmapStep order
             value = get(api_name)
             if value is None:
                 continue
@@ -334,33 +356,34 @@ class Profile:
         return record
 
     def _unplan(self, kind):
-        """Rows (canonical, api name, reader, plain type, reverse code table) of the fields that
-        read back (derived ones are skipped), built once; the fast paths as in _compiled."""
+        """The UnmapStep of each field that reads back (derived ones are skipped), built once."""
         key = "un:" + kind
         plan = self._plans.get(key)
         if plan is None:
-            plan = [(row[0], row[1], CONVERTERS[row[2]][1], _PLAIN.get(row[2]),
-                     self.reverse(_TABLES[row[2]]) if row[2] in _TABLES else None)
-                    for row in self._fields(kind) if row[2] not in DERIVED]
+            plan = [UnmapStep(row.canonical, row.api_name, CONVERTERS[row.converter][1],
+                              _PLAIN.get(row.converter),
+                              self.reverse(_TABLES[row.converter])
+                              if row.converter in _TABLES else None)
+                    for row in self._fields(kind) if row.converter not in DERIVED]
             self._plans[key] = plan
         return plan
 
     def mapped_fields(self, kind):
         """Canonical fields that survive a map/unmap round trip."""
-        return tuple(row[0] for row in self._fields(kind) if row[2] not in DERIVED)
+        return tuple(row.canonical for row in self._fields(kind) if row.converter not in DERIVED)
 
     def api_name(self, kind, canonical):
         for row in self._fields(kind):
-            if row[0] == canonical and row[2] not in DERIVED:
-                return row[1]
+            if row.canonical == canonical and row.converter not in DERIVED:
+                return row.api_name
         raise KeyError(canonical)
 
     def _fields(self, kind):
-        if kind == "rating":
-            return self.rating_fields
-        if kind == "case":
-            return self.case_fields
-        raise ProfileError("kind", "unknown kind %r" % kind)
+        """The FieldRows of a kind ("rating" or "case")."""
+        rows = self._rows.get(kind)
+        if rows is None:
+            raise ProfileError("kind", "unknown kind %r" % kind)
+        return rows
 
 
 # --- the tables ----------------------------------------------------------------------------------
