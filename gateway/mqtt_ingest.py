@@ -25,9 +25,12 @@ default, and stop the broker during every fsync; group size is what makes a comm
 - A PUBLISH longer than max_packet is read past, not buffered, and PUBACKed; on_oversize(topic,
   length, first HEAD_BYTES of the payload) is told, so the caller can dead-letter it and release
   the device: one junk message must not come back on every reconnect and stall the hall.
-- An exception from on_publish loses that message to the caller (counted as failed), not the
-  ones behind it. Any broken packet, a refused CONNECT or SUBSCRIBE: the connection is dropped and
-  opened again after a capped, jittered backoff; on_down() runs on this thread before it is.
+- An exception from on_publish or on_oversize loses that message to the caller (counted as
+  failed), not the ones behind it; one from on_group, on_up or on_down is counted as an error
+  and logged with its traceback, and the connection is dropped and opened again: a caller's bug
+  never ends the intake thread. Any broken packet, a refused CONNECT or SUBSCRIBE: the connection
+  is dropped and opened again after a capped, jittered backoff; on_down() runs on this thread
+  before it is.
 """
 
 import logging
@@ -75,7 +78,8 @@ class IngestConnection:
         self.backoff = backoff or Backoff(base=0.2, cap=5.0)
         self.connected = threading.Event()
         self.stats = {"connects": 0, "drops": 0, "publishes": 0, "pubacks": 0, "groups": 0,
-                      "pings": 0, "oversize": 0, "refused": 0, "broken": 0, "failed": 0}
+                      "pings": 0, "oversize": 0, "refused": 0, "broken": 0, "failed": 0,
+                      "errors": 0}
         self._stopping = threading.Event()
         self._thread = None
         self._sock = None
@@ -113,12 +117,9 @@ class IngestConnection:
         while not self._stopping.is_set():
             try:
                 sock, buf = self._open()
-            except (OSError, MqttError) as e:
+            except (OSError, MqttError, ValueError) as e:
+                # ValueError: a configured value CONNECT cannot carry (no UTF-8, keepalive > 65535)
                 log.warning("ingest: cannot connect to %s:%d: %s", self.cfg.host, self.cfg.port, e)
-                self._stopping.wait(self.backoff.failure())
-                continue
-            except Exception:                   # never let the intake thread die
-                log.exception("ingest: cannot connect to %s:%d", self.cfg.host, self.cfg.port)
                 self._stopping.wait(self.backoff.failure())
                 continue
             try:
@@ -126,7 +127,10 @@ class IngestConnection:
             except (OSError, MqttError) as e:
                 if not self._stopping.is_set():
                     log.warning("ingest: connection lost: %s", e)
-            except Exception:                   # on_group's or on_up's bug: drop, reconnect, never die
+            except Exception:
+                # Catch-all by design: on_group and on_up are the caller's code, and whatever they
+                # raise must cost a reconnect, never the intake thread.
+                self.stats["errors"] += 1
                 log.exception("ingest: connection dropped after an error")
             finally:
                 self._close(sock)
@@ -179,7 +183,8 @@ class IngestConnection:
         if self.on_down is not None:
             try:
                 self.on_down()
-            except Exception:
+            except Exception:                   # the caller's code: it must not end the thread
+                self.stats["errors"] += 1
                 log.exception("ingest: on_down failed")
         self._out = bytearray()
         if up:
@@ -351,7 +356,7 @@ class IngestConnection:
         if self.on_oversize is not None:
             try:
                 self.on_oversize(topic, length, bytes(buf[at:head]))
-            except Exception:
+            except Exception:                   # the caller's code, as for on_publish in _take
                 self.stats["failed"] += 1
                 log.exception("ingest: handling an oversized message on %s failed", topic)
         return pid
