@@ -157,3 +157,78 @@ def test_expected_total_once_the_header_checks_out(n):
         other[i] ^= 0x40
         bad._buf = other
         assert bad.expected_total() == 0
+
+
+# --- rating rules ---------------------------------------------------------------------------------
+from protocol import rating, vocab  # noqa: E402
+
+
+def _press(**kw):
+    r = {"device": "ev-a05", "counter": 7, "source": vocab.SRC_PRESS}
+    r.update(kw)
+    return r
+
+
+def _refusal(r, indicators=None):
+    with pytest.raises(ProtocolError) as e:
+        rating.check(r, indicators)
+    return e.value.reason, e.value.detail
+
+
+def test_rating_ids_round_trip_and_refuse_what_is_not_one():
+    assert rating.rating_id({"device": "ev:a05", "counter": 0}) == "ev:a05:0"
+    assert rating.split_rating_id("ev:a05:0") == ("ev:a05", 0)
+    assert rating.split_rating_id("d:4294967295") == ("d", 4294967295)
+    for bad in ("d:", ":3", "d:3x", "d:-3", "d:+3", ""):
+        with pytest.raises(ProtocolError) as e:
+            rating.split_rating_id(bad)
+        assert e.value.reason == errors.R_MALFORMED and e.value.detail == "rating id %r" % bad
+
+
+def test_levels_come_in_indicator_order_and_a_bad_item_makes_a_bad_rating():
+    assert rating.levels(_press(service=5, overall=1, business=3)) == [1, 3, 5]
+    assert rating.levels(_press(service=0, business=2)) == [2]
+    for level in vocab.LEVELS:
+        bad = level in (vocab.DISSATISFIED, vocab.VERY_DISSATISFIED)
+        assert rating.is_bad(_press(business=level)) == bad
+        assert rating.is_bad(_press(overall=1, items=[{"code": "a", "level": 1},
+                                                      {"code": "b", "level": level}])) == bad
+    assert not rating.is_bad(_press(items=[{"code": "a"}]))
+
+
+def test_each_rule_refuses_with_its_own_reason_and_words():
+    assert _refusal(_press()) == (errors.R_MISSING, "a press carries at least one level")
+    rating.check(_press(items=[{"code": "a", "level": 2}]))          # a theme item alone is a press
+    assert _refusal(_press(source=vocab.SRC_NOT_RATED, business=2)) == (
+        errors.R_BAD_STATE, "'not rated' carries no level")
+    for name, value in (("tags", [501]), ("text", "x"), ("items", [{"code": "a", "level": 1}])):
+        assert _refusal(_press(source=vocab.SRC_NOT_RATED, **{name: value})) == (
+            errors.R_BAD_STATE, "'%s' without a press" % name)
+    rating.check(_press(source=vocab.SRC_NOT_RATED))
+    assert _refusal(_press(source=vocab.SRC_SYSTEM_DEFAULT)) == (
+        errors.R_BAD_STATE, "a system default is set by the central side only")
+    assert _refusal(_press(source=0, overall=1)) == (errors.R_OUT_OF_RANGE, "source 0")
+    assert _refusal(_press(overall=2, tags=[501])) == (errors.R_BAD_STATE,
+                                                      "tags refine a bad rating only")
+    rating.check(_press(overall=2, items=[{"code": "a", "level": 5}], tags=[501]))
+
+
+@pytest.mark.parametrize("name,bit", [("overall", vocab.IND_OVERALL), ("business", vocab.IND_BUSINESS),
+                                      ("service", vocab.IND_SERVICE)])
+def test_each_indicator_is_allowed_by_its_own_bit_only(name, bit):
+    r = _press(**{name: 2})
+    rating.check(r, bit)
+    rating.check(r, 7)
+    rating.check(r)                                  # no case limits: any indicator
+    assert _refusal(r, 7 & ~bit) == (errors.R_BAD_STATE, "%s may not be rated at this node" % name)
+    assert _refusal(r, 0)[0] == errors.R_BAD_STATE
+
+
+def test_a_counter_at_the_high_water_mark_is_a_replay_unless_it_is_the_stored_one():
+    mac = bytes(range(16))
+    assert rating.verdict(4, 4, None, mac) == (vocab.ACK_DEAD_LETTER, errors.R_REPLAY)
+    assert rating.verdict(5, 4, None, mac) == (vocab.ACK_STORED, errors.R_OK)
+    assert rating.verdict(1, 0, None, mac) == (vocab.ACK_STORED, errors.R_OK)
+    assert rating.verdict(4, 9, bytearray(mac), mac) == (vocab.ACK_DUPLICATE, errors.R_OK)
+    assert rating.verdict(4, 9, memoryview(mac), bytearray(mac)) == (vocab.ACK_DUPLICATE, errors.R_OK)
+    assert rating.verdict(9, 4, mac[:15] + b"\x00", mac) == (vocab.ACK_DEAD_LETTER, errors.R_REPLAY)
