@@ -11,7 +11,8 @@ network, or an insider holding ONE evaluator (its key read out of its flash), ca
                 bounded flood of junk, forged ACKs on victims' ack topics
   bus_rogue     a node on the RS-485 bus answering in a victim's poll slot with a junk RATING
 Targets are only 127.0.0.1 (the hall's own gateway and broker) and the hall's own virtual bus.
-Everything is bounded: `flood` messages at most, `limit_s` seconds per campaign.
+Everything is bounded: `flood` messages at most, `limit_s` seconds per campaign (an attack
+that finds the gateway away, killed by another fault, tries again until then).
 
 Hits are operations the system under attack actually answered or took (an HTTP answer, a
 broker's PUBACK, a frame sent in a victim's poll slot): attempts that reached it, whatever the
@@ -43,7 +44,6 @@ LOOPBACK = "127.0.0.1"
 HTTP_TIMEOUT_S = 5.0
 MQTT_WAIT_S = 5.0
 ROGUE_ANSWERS = 4          # junk RATINGs the bus node sends per campaign at most
-ROGUE_LISTEN_S = 8.0
 LEVEL_WORDS = tuple(vocab.LEVEL_NAMES.values())     # 非常满意 ... 非常不满意
 
 
@@ -142,7 +142,7 @@ def _junk_rating(rng, device, counter, window):
 
 
 # --- HTTP ------------------------------------------------------------------------------------------
-async def _http(ledger, hall, targets, rng, hall_staff):
+async def _http(ledger, hall, targets, rng, hall_staff, deadline):
     import aiohttp
     base = hall.gateway.http_url.rstrip("/")
     _loopback(base.split("//", 1)[1].rsplit(":", 1)[0])
@@ -162,30 +162,33 @@ async def _http(ledger, hall, targets, rng, hall_staff):
          {"staff_id": "X9999", "staff_name": "冒名顶替"}),
         ("http_delete", "DELETE", "/api/v1/devices/%s" % victims[len(victims) // 2], None),
     ]
+    reads = [("http_read", "GET", path, None) for path in ("/status", "/metrics", "/api/v1/windows")]
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        for attack, method, path, body in writes:
-            try:
-                async with session.request(method, base + path, json=body) as resp:
-                    await resp.read()
-                    ledger.hit(attack)
-                    if 200 <= resp.status < 300:
-                        ledger.breach(attack, "%s %s answered %d without credentials"
-                                      % (method, path, resp.status))
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-                pass      # the gateway is away (a kill): not a hit
-        for path in ("/status", "/metrics", "/api/v1/windows"):
-            try:
-                async with session.get(base + path) as resp:
-                    text = (await resp.read()).decode("utf-8", "replace")
-                    ledger.hit("http_read")
-                    if 200 <= resp.status < 300:
-                        leaked = _leaks(text, hall_staff)
-                        if leaked:
-                            ledger.breach("http_read", "GET %s without credentials shows %s"
-                                          % (path, ", ".join(leaked)))
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-                pass
+        for attack, method, path, body in writes + reads:
+            while True:
+                try:
+                    async with session.request(method, base + path, json=body) as resp:
+                        text = (await resp.read()).decode("utf-8", "replace")
+                        status = resp.status
+                    break
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    status = None     # the gateway is away (a kill): not a hit; try again
+                    if time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.5)
+            if status is None:
+                continue
+            ledger.hit(attack)
+            if not 200 <= status < 300:
+                continue
+            if method != "GET":
+                ledger.breach(attack, "%s %s answered %d without credentials" % (method, path, status))
+            else:
+                leaked = _leaks(text, hall_staff)
+                if leaked:
+                    ledger.breach(attack, "GET %s without credentials shows %s"
+                                  % (path, ", ".join(leaked)))
 
 
 def _leaks(text, staff):
@@ -361,7 +364,7 @@ def _bus_rogue(ledger, hall, targets, rng, deadline):
     address = targets.address[victim]
     decoder = FrameDecoder()
     answered = 0
-    end = min(deadline, time.monotonic() + ROGUE_LISTEN_S)
+    end = deadline          # no polls while the gateway is away: listen until the campaign ends
     with socket.create_connection((_loopback(host), int(port)), timeout=2.0) as sock:
         sock.settimeout(0.05)
         while answered < ROGUE_ANSWERS and time.monotonic() < end:
@@ -401,8 +404,8 @@ async def campaign(hall, flood=2000, seed=0, limit_s=30.0):
     ledger.campaigns += 1
     bus = asyncio.ensure_future(asyncio.to_thread(_bus_rogue, ledger, hall, targets, rng, deadline))
     try:
-        await asyncio.wait_for(_http(ledger, hall, targets, rng, staff),
-                               max(1.0, deadline - time.monotonic()))
+        await asyncio.wait_for(_http(ledger, hall, targets, rng, staff, deadline),
+                               max(1.0, deadline - time.monotonic() + HTTP_TIMEOUT_S))
     except asyncio.TimeoutError:
         pass
     await asyncio.to_thread(_mqtt_attacks, ledger, hall, targets, rng, flood, deadline)

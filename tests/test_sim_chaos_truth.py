@@ -8,7 +8,6 @@ import socket
 import time
 
 import aiohttp
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from hall_simulator import chaos, hall, report
