@@ -10,16 +10,21 @@ Levels:
 Kinds and what the hook must do (hall.py provides them):
   gateway_kill    SIGKILL the gateway process, start it again after `down_s`
   broker_restart  stop Mosquitto, start it again on the same port after `down_s`
-  uplink_outage   the central API stops listening for `seconds`
+  uplink_outage   the central API stops answering for `seconds`: its port resets every
+                  connection (hits: connections cut), longer (up to CAP_S) until one was cut
   uplink_5xx      the central API answers the next `count` batches with 500/503
   uplink_429      the central API answers the next `count` batches with 429 + Retry-After
   uplink_slow     the central API delays its next `count` answers by `delay_s`
                   (these three are incidents of the central side: armed until an answer was
                   altered or `cap_s` passed; after the first one altered, what is left of the
                   count is dropped `window_s` later)
-  bus_noise       bit errors `ber` and byte drops `drop_rate` on the RS-485 bus for `seconds`
+  bus_noise       bit errors `ber` and byte drops `drop_rate` on the RS-485 bus for `seconds`,
+                  longer (up to CAP_S) until a byte was hit (hits: bits flipped + bytes dropped)
   bus_cut         the whole bus (device None) or one device's drop cable is cut for `seconds`
+                  (hits: bytes the cut kept off the line or from the device)
   power_cut       an evaluator loses power at a random instant, boots again after `down_s`
+                  (hits: boots after it); gateway_kill, broker_restart, wifi_drop hit when the
+                  gateway, broker or device's Wi-Fi was up
   wifi_drop       an MQTT evaluator loses Wi-Fi for `seconds`
   hostile         a rogue client on the hall's LAN and bus (hall_simulator.hostile) attacks once
 Times are real seconds since the run started. Faults stop at `quiet_tail` before the end, so the
