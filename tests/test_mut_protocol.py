@@ -130,6 +130,34 @@ def test_frame_encoder_refusals_say_why():
         fr.encode_frame(1, 1, 1, bytes(1025))
 
 
+def test_type_and_seq_take_every_byte_value_and_nothing_else():
+    d = fr.FrameDecoder(max_pending=1000)
+    for v in (0, 1, 254, 255):
+        d.receive_data(fr.encode_frame(0, v, v, b"") + fr.encode_frame(247, 255 - v, v, b"p"))
+    got = []
+    while True:
+        f = d.next_frame()
+        if f is None:
+            break
+        got.append((f.addr, f.type, f.seq, f.payload))
+    assert got == [x for v in (0, 1, 254, 255) for x in ((0, v, v, b""), (247, 255 - v, v, b"p"))]
+    for t, s in ((-1, 0), (256, 0), (0, -1), (0, 256)):
+        with pytest.raises(LocalProtocolError):
+            fr.encode_frame(1, t, s, b"")
+    with pytest.raises(LocalProtocolError):
+        fr.encode_frame(-1, 1, 1, b"")
+    assert len(fr.encode_frame(1, 1, 1, bytes(1024))) == fr.MAX_FRAME
+
+
+def test_eight_finished_frames_wait_and_a_ninth_pushes_out_the_oldest():
+    d = fr.FrameDecoder()
+    d.receive_data(b"".join(fr.encode_frame(5, 0x81, k, b"") for k in range(8)))
+    assert d.stats["overflow"] == 0
+    d.receive_data(fr.encode_frame(5, 0x81, 8, b""))
+    assert d.stats["overflow"] == 1 and d.stats["frames"] == 9
+    assert [d.next_frame().seq for _ in range(8)] == list(range(1, 9)) and d.next_frame() is None
+
+
 def test_every_abandoned_partial_frame_is_counted():
     d = fr.FrameDecoder()
     for k in range(1, 4):
