@@ -94,6 +94,10 @@ _SALVAGE = (("outbox", "kind, key, bad, record, attempts, created"), ("ids", "ke
 _ROWID = {"outbox": "seq", "devices": "rowid", "dead_letters": "id", "callbacks": "id"}
 
 
+def _reason_name(reason, names=errors.REASON_NAMES):   # looked up once, not per dead letter
+    return names.get(reason, str(reason))
+
+
 def _acked_text(n):
     return b"%020d\n" % n     # fixed width: each write covers the last, in one page
 
@@ -518,7 +522,7 @@ class Store:
         now = self.clock()
         results = []
         hwm = {}
-        new_dead = []
+        dead_rows = []
         replays = []
         full = False
         # One query for the batch's ids and one executemany per table: a group commit costs a few
@@ -529,7 +533,7 @@ class Store:
         for item, rid in zip(items, rids):
             rating, enrichment = item[0], item[1]
             if rid is None:
-                results.append(self._dead_letter(db, KIND_RATING, rating, item[2], now, new_dead))
+                results.append(self._dead_letter(KIND_RATING, rating, item[2], now, dead_rows))
                 continue
             device, counter = rating["device"], rating["counter"]
             digest = rating_digest(rating)
@@ -540,7 +544,7 @@ class Store:
                 continue
             if verdict[0] == vocab.ACK_DEAD_LETTER:
                 replays.append(rid)
-                results.append(self._dead_letter(db, KIND_RATING, rating, verdict[1], now, new_dead))
+                results.append(self._dead_letter(KIND_RATING, rating, verdict[1], now, dead_rows))
                 continue
             if self._pending() + len(outbox_rows) >= self.capacity:
                 full = True
@@ -558,7 +562,7 @@ class Store:
                            outbox_rows)
             db.executemany("INSERT INTO ids VALUES (?,?)", id_rows)
             db.executemany("INSERT OR REPLACE INTO devices VALUES (?,?)", list(hwm.items()))
-        plan = self._prune_dead(db, new_dead) if new_dead else None
+        plan = self._prune_dead(db, self._insert_dead(db, dead_rows)) if dead_rows else None
         # Memory follows the file only once the transaction has committed (see commit_ratings).
         added = {KIND_RATING: len(outbox_rows)}
         txn = None
@@ -620,7 +624,7 @@ class Store:
             self._alarm("store_full", "outbox full (%d items): refusing new ratings" % self.capacity)
         self._check_fill()
 
-    def _dead_letter(self, db, kind, rating, reason, now, new_dead):
+    def _dead_letter(self, kind, rating, reason, now, dead_rows):
         """Keep a rejected rating (or RawPayload) for review. Always final: the device is released
         and moves on; room is made by evicting its bucket's oldest rows (_prune_dead), never by
         refusing, since a device sends only its oldest rating and would be stuck behind this one."""
@@ -633,12 +637,17 @@ class Store:
                 key = rating_rules.rating_id(rating)
             except Exception:
                 payload, key = repr(rating), None
-        cur = db.execute("INSERT INTO dead_letters (kind, key, device, reason_code, reason, payload,"
-                         " created) VALUES (?,?,?,?,?,?,?)",
-                         (kind, key, device, reason, errors.REASON_NAMES.get(reason, str(reason)),
-                          payload, now))
-        new_dead.append((self._buckets.bucket(device), cur.lastrowid))
+        dead_rows.append((kind, key, device, reason, _reason_name(reason), payload, now))
         return (vocab.ACK_DEAD_LETTER, reason)
+
+    def _insert_dead(self, db, rows):
+        """Insert a group's dead letters in one statement: [(bucket, id)]. AUTOINCREMENT gives the
+        rows of one statement consecutive ids ending at the table's sequence number."""
+        db.executemany("INSERT INTO dead_letters (kind, key, device, reason_code, reason, payload,"
+                       " created) VALUES (?,?,?,?,?,?,?)", rows)
+        last = db.execute("SELECT seq FROM sqlite_sequence WHERE name='dead_letters'").fetchone()[0]
+        first = last - len(rows) + 1
+        return [(self._buckets.bucket(row[2]), first + i) for i, row in enumerate(rows)]
 
     def _prune_dead(self, db, new_dead):
         """Inside the transaction that added `new_dead` [(bucket, id)]: delete (by primary key)
