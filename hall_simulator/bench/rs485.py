@@ -256,7 +256,7 @@ class GatewayMaster:
         self.stats = {"ratings": 0, "seen_again": 0}
         self.master = Rs485Master(BusConfig(url=url, baud=baud), 0, "bench-hall", self.registry,
                                   self.committer, self.rejections, on_rating=self._rated)
-        self.master.port = serial.serial_for_url(url, baudrate=baud, timeout=0.005)
+        self.master.port = self.master._open()   # the production path (read timeout, RS-485 mode)
 
     def _rated(self, rating, result):
         rid = rating_id(rating)
