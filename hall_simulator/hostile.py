@@ -4,7 +4,9 @@ One campaign (`campaign(hall, ...)`) tries, once each, what a stranger with a la
 network, or an insider holding ONE evaluator (its key read out of its flash), can do:
   http_*        unauthenticated writes to the gateway's API: add a device with our key, re-key
                 and move real devices, delete one, a fake case event, a staff sign-in; reads of
-                /status, /metrics and /api/v1/windows looking for staff names and rating levels
+                /status, /metrics and /api/v1/windows looking for staff names and rating levels;
+                with the queueing system's credential (under-privileged: cases and sign-ins
+                only), device writes and a look for levels in /status
   mqtt_*        an anonymous MQTT login and publish; with the compromised device's login:
                 publishing on another device's topics, junk / bad-MAC / replayed genuine ratings
                 on our own and on a victim's rating topic (the victim's id and counters), a
@@ -38,7 +40,7 @@ from protocol.frame import FrameDecoder, encode_frame
 log = logging.getLogger("hall_simulator.hostile")
 
 ATTACKS = ("http_add_device", "http_rekey", "http_move", "http_delete", "http_case",
-           "http_sign_in", "http_read", "mqtt_anonymous", "mqtt_foreign_topic", "mqtt_junk",
+           "http_sign_in", "http_read", "http_queue_role", "mqtt_anonymous", "mqtt_foreign_topic", "mqtt_junk",
            "mqtt_bad_mac", "mqtt_replay", "mqtt_flood", "mqtt_forged_ack", "bus_rogue")
 LOOPBACK = "127.0.0.1"
 HTTP_TIMEOUT_S = 5.0
@@ -163,12 +165,19 @@ async def _http(ledger, hall, targets, rng, hall_staff, deadline):
         ("http_delete", "DELETE", "/api/v1/devices/%s" % victims[len(victims) // 2], None),
     ]
     reads = [("http_read", "GET", path, None) for path in ("/status", "/metrics", "/api/v1/windows")]
+    queue_token = getattr(hall, "queue_token", None)
+    as_queue = [("http_queue_role", method, path, body) for _, method, path, body in writes
+                if "/devices" in path] + [("http_queue_role", "GET", "/status", None)]
+    if not queue_token:
+        as_queue = []
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        for attack, method, path, body in writes + reads:
+        for attack, method, path, body in writes + reads + as_queue:
+            headers = {"Authorization": "Bearer %s" % queue_token} if attack == "http_queue_role" else {}
             while True:
                 try:
-                    async with session.request(method, base + path, json=body) as resp:
+                    async with session.request(method, base + path, json=body,
+                                               headers=headers) as resp:
                         text = (await resp.read()).decode("utf-8", "replace")
                         status = resp.status
                     break
@@ -182,13 +191,14 @@ async def _http(ledger, hall, targets, rng, hall_staff, deadline):
             ledger.hit(attack)
             if not 200 <= status < 300:
                 continue
+            who = "with the queue role's credential" if headers else "without credentials"
             if method != "GET":
-                ledger.breach(attack, "%s %s answered %d without credentials" % (method, path, status))
+                ledger.breach(attack, "%s %s answered %d %s" % (method, path, status, who))
             else:
-                leaked = _leaks(text, hall_staff)
+                # the queueing system sends the staff names itself: only levels are news to it
+                leaked = _leaks(text, () if headers else hall_staff)
                 if leaked:
-                    ledger.breach(attack, "GET %s without credentials shows %s"
-                                  % (path, ", ".join(leaked)))
+                    ledger.breach(attack, "GET %s %s shows %s" % (path, who, ", ".join(leaked)))
 
 
 def _leaks(text, staff):
