@@ -95,9 +95,9 @@ def _counters(hall, device):
     dev = ev.device if ev is not None else None
     if dev is None:
         return 1, 0
-    head = dev.outbox.oldest()
+    live = list(dev.outbox.counters)        # no file read: the device may be writing
     high = dev.outbox.high
-    return (head[0] if head else high + 1), high
+    return (live[0] if live else high + 1), high
 
 
 def _genuine(hall, device, n=3):
@@ -306,7 +306,7 @@ def _mqtt_attacks(ledger, hall, targets, rng, flood, deadline):
             forged = _junk_rating(rng, victim, counter, targets.windows[victim])
             ledger.hit("mqtt_bad_mac", ins.publish(theirs, codec.to_json(schema.RATING, forged)))
             ledger.hit("mqtt_bad_mac", ins.publish(mine, codec.to_json(schema.RATING, forged)))
-        my_head, my_high = _counters(hall, me)
+        _, my_high = _counters(hall, me)
         forged = _junk_rating(rng, me, my_high + 1, targets.windows[me])
         ledger.hit("mqtt_bad_mac", ins.publish(mine, codec.to_json(schema.RATING, forged)))
         # forged ACKs: release the victims' outbox heads (stored, duplicate, dead letter)
