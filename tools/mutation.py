@@ -59,6 +59,10 @@ def write_setup(dest, module, tests, deselect):
         "pytest_add_cli_args_test_selection = %s" % _toml_list(tests),
         "pytest_add_cli_args = %s" % _toml_list(pytest_args),
         "use_git_change_detection = false",
+        # a mutant stuck in a loop counts as caught; waiting 15x the tests' time for it (the
+        # default) costs more than the rest of a module's mutants
+        "timeout_multiplier = 3.0",
+        "timeout_constant = 2.0",
         "",
         "[tool.pytest.ini_options]",
         'pythonpath = ["."]',
