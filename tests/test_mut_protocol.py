@@ -260,3 +260,76 @@ def test_a_counter_at_the_high_water_mark_is_a_replay_unless_it_is_the_stored_on
     assert rating.verdict(4, 9, bytearray(mac), mac) == (vocab.ACK_DUPLICATE, errors.R_OK)
     assert rating.verdict(4, 9, memoryview(mac), bytearray(mac)) == (vocab.ACK_DUPLICATE, errors.R_OK)
     assert rating.verdict(9, 4, mac[:15] + b"\x00", mac) == (vocab.ACK_DEAD_LETTER, errors.R_REPLAY)
+
+
+# --- link: the master side ------------------------------------------------------------------------
+from protocol import link  # noqa: E402
+
+
+def _answer(ch, msg_type=schema.IDLE, payload=b""):
+    return ch.accept(fr.Frame(ch.address, msg_type, ch.seq, payload))
+
+
+def test_the_master_counts_every_event_and_forgets_an_answered_request():
+    ch = link.MasterChannel(1, seq=256 + 7)
+    assert ch.seq == 7 and ch.state == link.READY and ch.pending_type is None
+    for k in (1, 2):
+        raw = ch.request(schema.POLL, {"want_status": 1})
+        assert raw == fr.encode_frame(1, schema.POLL, 7 + k, codec.encode(schema.POLL, {"want_status": 1}))
+        assert ch.pending_type == schema.POLL and ch.attempts == 1
+        assert ch.resend() == raw and ch.resend() == raw and ch.attempts == 3
+        reply = _answer(ch, schema.IDLE, codec.encode(schema.IDLE, {"outbox": 2}))
+        assert (reply.type, reply.record, reply.error, reply.attempts) == (schema.IDLE, {"outbox": 2}, None, 3)
+        assert ch.pending_type is None and ch._pending is None
+        assert _answer(ch) is None                       # nothing outstanding: stale
+        assert ch.stats == {"requests": k, "resends": 2 * k, "replies": k, "stale": k,
+                            "bad_replies": 0, "gave_up": 0}
+    for k in (1, 2):
+        ch.request(schema.POLL, {})
+        ch.give_up()
+        assert ch.pending_type is None and ch._pending is None and ch.stats["gave_up"] == k
+    for k in (1, 2):
+        ch.request(schema.POLL, {})
+        reply = _answer(ch, schema.RATING, b"\x10\x01")
+        assert reply.record is None and reply.error.reason == errors.R_MISSING
+        assert ch.stats["bad_replies"] == k and ch.state == link.READY
+
+
+def test_a_reply_must_match_address_seq_and_come_from_a_device():
+    ch = link.MasterChannel(247)
+    ch.request(schema.POLL, {})
+    for f in (fr.Frame(246, schema.IDLE, ch.seq, b""), fr.Frame(247, schema.IDLE, ch.seq - 1, b""),
+              fr.Frame(247, schema.POLL, ch.seq, b"")):
+        assert ch.accept(f) is None and ch.state == link.WAITING
+    assert ch.stats["stale"] == 3
+    assert ch.accept(fr.Frame(247, schema.IDLE, ch.seq, b"")).type == schema.IDLE
+
+
+def test_master_misuse_says_what_went_wrong():
+    with pytest.raises(LocalProtocolError, match=r"^device address must be 1\.\.247$"):
+        link.MasterChannel(0)
+    ch = link.MasterChannel(3)
+    with pytest.raises(LocalProtocolError, match="^the gateway sends gateway message types$"):
+        ch.request(schema.RATING, {})
+    assert ch.state == link.READY and ch.stats["requests"] == 0
+    with pytest.raises(LocalProtocolError, match="^resend while ready$"):
+        ch.resend()
+    ch.request(schema.POLL, {})
+    with pytest.raises(LocalProtocolError, match="^send while waiting$"):
+        ch.request(schema.POLL, {})
+
+
+def test_the_bus_keeps_one_channel_per_address_and_counts_every_foreign_frame():
+    bus = link.MasterBus()
+    a = bus.channel(4, seq=9)
+    assert bus.channel(4) is a and a.seq == 9 and bus.channel(5) is not a
+    a.request(schema.POLL, {})
+    for k in (1, 2, 3):
+        bus.receive_data(fr.encode_frame(9, schema.IDLE, a.seq, b""))      # nobody's channel
+        assert bus.next_reply() is None and bus.stats["foreign"] == 2 * k - 1
+        bus.receive_data(fr.encode_frame(4, schema.POLL, a.seq, b""))      # a request: our echo
+        assert bus.next_reply() is None and bus.stats["foreign"] == 2 * k
+    bus.receive_data(fr.encode_frame(4, schema.IDLE, a.seq - 1, b"")       # stale, then the answer
+                     + fr.encode_frame(4, schema.IDLE, a.seq, b""))
+    ch, reply = bus.next_reply()
+    assert ch is a and reply.type == schema.IDLE and bus.next_reply() is None
