@@ -394,7 +394,10 @@ class Store:
             self._alarm("store_short", "%s holds %d stored records but %d were acknowledged: %d"
                         " missing" % (self.path, self._acked, said, said - self._acked))
         self._note_acked()
-        os.ftruncate(self._acked_fd, len(_acked_text(0)))
+        try:
+            os.ftruncate(self._acked_fd, len(_acked_text(0)))   # an old longer text's tail
+        except OSError:
+            pass
 
     def _note_acked(self):
         """After each commit that stored something: one pwrite, no fsync. A killed process's write
