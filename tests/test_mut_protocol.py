@@ -158,6 +158,15 @@ def test_eight_finished_frames_wait_and_a_ninth_pushes_out_the_oldest():
     assert [d.next_frame().seq for _ in range(8)] == list(range(1, 9)) and d.next_frame() is None
 
 
+def test_frames_compare_by_content_and_show_their_header():
+    a = fr.Frame(3, 0x81, 9, b"xy")
+    assert a == fr.Frame(3, 0x81, 9, b"xy")
+    for other in (fr.Frame(4, 0x81, 9, b"xy"), fr.Frame(3, 0x82, 9, b"xy"), fr.Frame(3, 0x81, 8, b"xy"),
+                  fr.Frame(3, 0x81, 9, b"x")):
+        assert a != other
+    assert repr(a) == "Frame(addr=3, type=0x81, seq=9, 2 bytes)"
+
+
 def test_every_abandoned_partial_frame_is_counted():
     d = fr.FrameDecoder()
     for k in range(1, 4):
