@@ -82,7 +82,13 @@ def main(argv=None):
     if args.command == "acl":
         return _acl(cfg, args)
     from gateway.app import Gateway
-    asyncio.run(Gateway(cfg).run_forever())
+    from gateway.http_auth import CredentialsError
+    try:
+        gateway = Gateway(cfg)
+    except CredentialsError as e:      # a broken credentials file: say which, no traceback
+        print("hall-gateway: %s" % e, file=sys.stderr)
+        return 2
+    asyncio.run(gateway.run_forever())
     return 0
 
 

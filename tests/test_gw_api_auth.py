@@ -223,3 +223,16 @@ def test_dead_letters_for_the_operator(mosquitto_broker, tmp_path):
         assert len(left) == 5 - answer["deleted"]
         assert live.request("DELETE", "/api/v1/dead-letters", role="operator")[1]["deleted"] == len(left)
         assert live.request("GET", "/api/v1/dead-letters", role="operator")[1] == []
+
+
+def test_the_cli_names_a_broken_credentials_file_and_exits_2(mosquitto_broker, tmp_path, monkeypatch,
+                                                             capsys):
+    from gateway import cli, config as config_mod
+    data_dir = tmp_path / "gw"
+    data_dir.mkdir()
+    (data_dir / "http-credentials.toml").write_text('operator_token = "x\n')
+    cfg = gateway_config(mosquitto_broker, data_dir)
+    monkeypatch.setattr(config_mod, "load", lambda path: cfg)
+    assert cli.main(["run", "--config", str(tmp_path / "gateway.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "http-credentials.toml" in err and "Traceback" not in err
