@@ -1,12 +1,16 @@
 """Mutation testing of the modules that carry the promises (slow tier, not the quick suite).
 
     .venv/bin/python tools/mutation.py [--module protocol/codec.py ...] [--json] [--keep DIR]
+    .venv/bin/python tools/mutation.py --recheck DIR/protocol_codec [--json]
 
 For each module in tools/mutation.toml: export the committed tree (git archive HEAD, so edits in
 progress in the working tree do not leak in) to a scratch directory, run mutmut 3 there on that
 one file with its own CPython-only test selection, one worker, at nice 10, and report killed /
 survived / timeout / no-tests counts, the score (killed + timeout over mutants tested) and the
 surviving mutants' names (see one with `mutmut show NAME` inside the kept directory).
+--recheck takes a kept module directory and tries each mutant that survived or had no test
+against the working tree's version of that module's tests (mutmut apply, pytest, restore): a
+quick way to see new tests kill old survivors without a full run.
 Needs the `mutation` extra: pip install -e '.[test,mutation]'.
 """
 
@@ -109,13 +113,55 @@ def run_module(module, spec, defaults, workdir, rev="HEAD"):
             "survivors": survivors, "untested": no_tests, "dir": str(dest)}
 
 
+def recheck(dest, env=None):
+    """{mutant: "killed" | "survived"} for the survivors and untested mutants of a kept run,
+    against the working tree's tests (copied in) for that module."""
+    dest = Path(dest)
+    cfg = tomllib.loads((dest / "pyproject.toml").read_text())["tool"]["mutmut"]
+    module = cfg["only_mutate"][0]
+    spec = load_config()["modules"][module]
+    tests = [t for t in spec["tests"] if (REPO / t).exists()]
+    for t in tests:
+        shutil.copy(REPO / t, dest / t)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    mutmut = [sys.executable, "-m", "mutmut"]
+    results = subprocess.run(mutmut + ["results", "--all", "true"], cwd=dest, env=env,
+                             capture_output=True, text=True).stdout
+    names = [ln.split(":")[0].strip() for ln in results.splitlines()
+             if ln.strip().endswith((": survived", ": no tests"))]
+    pristine = (dest / module).read_bytes()
+    out = {}
+    try:
+        for name in names:
+            subprocess.run(mutmut + ["apply", name], cwd=dest, env=env, check=True,
+                           capture_output=True)
+            run = subprocess.run(["nice", "-n", "10", sys.executable, "-m", "pytest", "-x", "-q",
+                                  "-p", "no:cacheprovider", "-m", "not slow", "-k",
+                                  "not (%s)" % spec.get("deselect", load_config()["defaults"]["deselect"])]
+                                 + tests, cwd=dest, env=env, capture_output=True, text=True)
+            out[name] = "killed" if run.returncode in (1, 2) else (
+                "survived" if run.returncode == 0 else "error %d" % run.returncode)
+            (dest / module).write_bytes(pristine)
+    finally:
+        (dest / module).write_bytes(pristine)
+    return module, out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--module", action="append", help="a module path from tools/mutation.toml")
     ap.add_argument("--json", action="store_true", help="print the per-module results as JSON")
     ap.add_argument("--keep", help="scratch directory to keep (default: a temporary one, removed)")
     ap.add_argument("--rev", default="HEAD", help="git revision to test (default HEAD)")
+    ap.add_argument("--recheck", help="a kept module directory: retry its survivors on today's tests")
     args = ap.parse_args(argv)
+    if args.recheck:
+        module, res = recheck(args.recheck)
+        left = sorted(n for n, r in res.items() if r != "killed")
+        print(json.dumps({"module": module, "rechecked": len(res), "still_alive": left}, indent=1)
+              if args.json else "%s: %d rechecked, %d still alive %s" % (module, len(res), len(left), left))
+        return 0
     cfg = load_config()
     modules = args.module or list(cfg["modules"])
     unknown = [m for m in modules if m not in cfg["modules"]]
