@@ -14,7 +14,6 @@ now, so a test can check an ordering promise byte by byte. Runs on CPython and M
 
 from fw_support import FakeFlash, Journal, PowerCut, check_recovered, play
 
-ERASED = 0xFF
 
 
 class Rng:
@@ -62,7 +61,7 @@ def survive(base, pending, kind, rng, page):
         nxt += page
     starts.append(len(pending))
     npages = len(starts) - 1
-    out = bytearray([ERASED]) * len(pending)
+    out = bytearray(b"\xff" * len(pending))  # erased NOR reads 0xFF
     end = 0
     if kind == SUBSET:
         for i in range(npages):
