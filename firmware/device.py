@@ -3,6 +3,20 @@
 Everything is driven by step(), one turn of the main loop (the asyncio loop in main.py calls it,
 tests call it directly): read input, run the flow's timers, redraw, feed the watchdog, and let
 the transport do its share. Nothing here blocks.
+
+The transport (RS-485 or MQTT; firmware.main.attach_transport builds the one the config names)
+is any object with:
+    step()   one turn, non-blocking: move bytes, hand what arrived to the device (on_context,
+             on_clear, on_config, on_time, on_ack) and offer the device's head() until it is
+             acknowledged; send status() when status_due(). It keeps its own `stats`.
+Neither the device nor the app ever asks which transport it has.
+
+The rating a transport offers is head(): (counter, stored bytes, MAC) of the oldest rating in the
+outbox. The stored bytes are the rating's canonical binary encoding (App._save appends exactly
+codec.encode(RATING, signed record)), so RS-485 puts them into its RATING frame as they are and
+MQTT builds its JSON from them once per head. The flash is read only when the head changes (at
+boot, after an append to an empty outbox, after a release); the MAC, which an ACK must be bound
+to (SPEC 7.5), is read from those bytes at the same time.
 """
 
 from protocol import auth, codec, schema, vocab
@@ -12,6 +26,8 @@ from firmware.flashfs import Fs
 from firmware.health import Health, Uptime
 from firmware.outbox import Outbox
 from firmware.store import Store
+
+_MAC_FIELD = tuple(f for f in schema.RATING_FIELDS if f[1] == "mac")   # the MAC alone
 
 
 class Device:
@@ -37,7 +53,7 @@ class Device:
             self.ui = Ui(board, Font(font_path))
         self.transport = None
         self._status_at = 0
-        self._oldest = None                 # (counter, decoded record) cache
+        self._head = None                   # (counter, stored bytes, MAC) of the outbox head
 
     # --- the main loop ------------------------------------------------------------------------
     def step(self):
@@ -81,11 +97,11 @@ class Device:
         if record.get("device") not in (None, "", self.cfg["device"]):
             self.health.count("ack_foreign")
             return False
-        head = self.next_rating()
-        if head is None or head["counter"] != record.get("counter"):
+        head = self.head()
+        if head is None or head[0] != record.get("counter"):
             self.health.count("ack_unknown")    # settled already, or never ours: nothing to do
             return False
-        if not auth.verify_ack(self.cfg["key_bytes"], self.cfg["device"], record, head.get("mac")):
+        if not auth.verify_ack(self.cfg["key_bytes"], self.cfg["device"], record, head[2]):
             self.health.count("ack_forged")
             return False
         result = record.get("result", 0)
@@ -93,24 +109,37 @@ class Device:
             self.health.count("ack_rejected" if result == vocab.ACK_REJECTED else "ack_retry")
             return False
         try:
-            released = self.outbox.release(record["counter"])
+            released = self.outbox.release(head[0])
         except OSError:
             self.health.count("flash_error")
             return False
         if not released:
             self.health.count("ack_unknown")
-        self._oldest = None
+        self._head = None
         return released
 
-    def next_rating(self):
-        """The oldest unacknowledged rating record, or None."""
-        head = self.outbox.oldest() if self.outbox.depth else None
-        if head is None:
-            self._oldest = None
+    def head(self):
+        """(counter, stored bytes, MAC) of the oldest unacknowledged rating, or None. The outbox
+        knows its head's counter in RAM; the flash is read only when that counter changes."""
+        ob = self.outbox
+        if not ob.depth:
+            self._head = None
             return None
-        if self._oldest is None or self._oldest[0] != head[0]:
-            self._oldest = (head[0], codec.decode(schema.RATING, head[1]))
-        return self._oldest[1]
+        head = self._head
+        if head is None or head[0] != ob.counters[0]:
+            self._head = None
+            try:
+                counter, raw = ob.oldest()
+            except OSError:
+                self.health.count("flash_error")   # tried again on the next turn
+                return None
+            head = self._head = (counter, raw, codec.decode_fields(_MAC_FIELD, raw).get("mac"))
+        return head
+
+    def next_rating(self):
+        """The head rating as a record (decoded from the stored bytes), or None."""
+        head = self.head()
+        return codec.decode(schema.RATING, head[1]) if head is not None else None
 
     def idle_record(self):
         return {"outbox": self.outbox.depth, "case_id": self.app.case_id()}

@@ -6,7 +6,6 @@ a blocking Wi-Fi or broker connect must stay shorter than the board's watchdog t
 """
 
 import sys
-import time
 
 import asyncio
 
@@ -21,13 +20,6 @@ except ImportError:  # CPython
 _LOOP_MS = const(10)
 DEFAULT_ROOT = "/data"
 DEFAULT_FONT = "/fonts/unifont16.bin"
-
-
-def _us_clock():
-    if hasattr(time, "ticks_us"):
-        return time.ticks_us, time.sleep_us
-    perf_counter = getattr(time, "perf_counter")   # CPython (the hall simulator): no ticks_us
-    return (lambda: int(perf_counter() * 1000000)), (lambda us: time.sleep(us / 1000000))
 
 
 def board_config(cfg, root):
@@ -59,17 +51,12 @@ def make_board(device_cfg, root):
 
 
 def attach_transport(device, board, cfg):
-    """The transport named in the config, wired to the board's UART or network."""
+    """The transport the config names, made by its module's make(device, board, cfg)."""
     if cfg["transport"] == "mqtt":
-        from firmware.transport_mqtt import MqttTransport
-        device.transport = MqttTransport(device, board.net, cfg["hall"], cfg["mqtt"],
-                                         device.uptime.now)
+        from firmware import transport_mqtt as mod
     else:
-        from firmware.transport_rs485 import Rs485Transport
-        ticks_us, sleep_us = _us_clock()
-        set_de = getattr(board.uart, "set_de", None) or board.set_de
-        device.transport = Rs485Transport(device, board.uart, cfg["address"], cfg["baud"], set_de,
-                                          ticks_us, sleep_us)
+        from firmware import transport_rs485 as mod
+    device.transport = mod.make(device, board, cfg)
     return device.transport
 
 

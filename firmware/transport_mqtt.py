@@ -10,6 +10,9 @@
 - login (SPEC 6.2): user = the device id, password = protocol.auth.mqtt_password(device key), the
   pair the gateway's Mosquitto password file holds (gateway/mosquitto_acl.py); mqtt.user and
   mqtt.password in the device config override them.
+A transport as firmware/device.py describes it. The rating it publishes is the device's head();
+its JSON is built from the stored bytes once per head and kept until the head changes, so a
+resend (or a turn that sends nothing) costs neither a flash read nor a re-encoding.
 """
 
 from protocol import jsonform, schema, topics
@@ -46,6 +49,7 @@ class MqttTransport:
             self.client.subscribe(self.t[kind], topics.QOS[kind])
         self.sent_counter = 0
         self.sent_at = 0
+        self._json = None                        # (counter, JSON text) of the head
         self.wifi_at = None
         self.stats = {"ratings_sent": 0, "bad_messages": 0, "wifi_reconnects": 0}
 
@@ -70,13 +74,18 @@ class MqttTransport:
                                                                    self.device.status()), 0)
 
     def _send_rating(self, now):
-        r = self.device.next_rating()
-        if r is None:
+        head = self.device.head()
+        if head is None:
+            self._json = None
             return
-        if r["counter"] == self.sent_counter and now - self.sent_at < _RESEND_MS:
+        counter = head[0]
+        if counter == self.sent_counter and now - self.sent_at < _RESEND_MS:
             return
-        if self.client.publish(self.t["rating"], jsonform.to_json(schema.RATING, r), 1) is not None:
-            self.sent_counter = r["counter"]
+        if self._json is None or self._json[0] != counter:
+            self._json = None                    # the old head's text is garbage before the new
+            self._json = (counter, jsonform.to_json(schema.RATING, self.device.next_rating()))
+        if self.client.publish(self.t["rating"], self._json[1], 1) is not None:
+            self.sent_counter = counter
             self.sent_at = now
             self.stats["ratings_sent"] += 1
 
@@ -110,3 +119,8 @@ def rating_id_of(json_text):
     """The dedupe id of a published rating (tests and tools)."""
     from protocol import rating
     return rating.rating_id(jsonform.from_json(schema.RATING, json_text))
+
+
+def make(device, board, cfg):
+    """The transport of a device whose config says mqtt: the board's Wi-Fi."""
+    return MqttTransport(device, board.net, cfg["hall"], cfg["mqtt"], device.uptime.now)

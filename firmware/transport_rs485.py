@@ -5,9 +5,16 @@ Timing (protocol.timing): before driving the line we let guard_us pass since the
 heard (the master has released it by then); DE goes on, the frame is written, and DE goes off
 only once the last stop bit is out: frame bytes x byte_us(baud) after the write began (the
 UART's FIFO returns from write() at once on the ESP32, so this wait is the real airtime).
+
+A transport as firmware/device.py describes it: step() answers what the master asked. A POLL or
+an ACK is answered with the device's head(), its stored bytes put into the RATING frame as they
+are (they already are the canonical binary RATING), else IDLE.
 """
 
+import time
+
 from protocol import errors, schema, timing
+from protocol.frame import encode_frame
 from protocol.slave import SlaveLink, refusal_reason
 
 try:
@@ -79,9 +86,9 @@ class Rs485Transport:
     def _next(self, req):
         if req.broadcast:
             return None
-        rating = self.device.next_rating()
-        if rating is not None:
-            return self.link.reply(req, schema.RATING, rating)
+        head = self.device.head()
+        if head is not None:
+            return encode_frame(self.link.address, schema.RATING, req.seq, head[1])
         return self._idle(req)
 
     def _idle(self, req):
@@ -103,3 +110,18 @@ class Rs485Transport:
             self.sleep_us(left)
         self.set_de(False)
         self.stats["replies"] += 1
+
+
+def _us_clock():
+    if hasattr(time, "ticks_us"):
+        return time.ticks_us, time.sleep_us
+    perf_counter = getattr(time, "perf_counter")   # CPython (the hall simulator): no ticks_us
+    return (lambda: int(perf_counter() * 1000000)), (lambda us: time.sleep(us / 1000000))
+
+
+def make(device, board, cfg):
+    """The transport of a device whose config says rs485: the board's UART and DE line."""
+    ticks_us, sleep_us = _us_clock()
+    set_de = getattr(board.uart, "set_de", None) or board.set_de
+    return Rs485Transport(device, board.uart, cfg["address"], cfg["baud"], set_de, ticks_us,
+                          sleep_us)

@@ -42,6 +42,7 @@ class _File:
 
     def read(self, n=-1):
         self.flash.check()
+        self.flash.reads += 1
         data = self.flash.files[self.path]
         end = len(data) if n < 0 else min(len(data), self.pos + n)
         out = bytes(data[self.pos:end])
@@ -59,13 +60,15 @@ class FakeFlash(Fs):
     """A filesystem whose power can be cut at the k-th mutating step (open for writing, write,
     flush, close, rename, remove). At the cut, bytes written but not flushed survive only as a
     prefix of `torn` of their length (0 none, 1 all: the worst cases both), then every later
-    call raises PowerCut. `reboot()` gives a fresh powered view of the same surviving files."""
+    call raises PowerCut. `reboot()` gives a fresh powered view of the same surviving files.
+    `reads` counts read() calls on open files (how often the firmware reads the flash)."""
 
     def __init__(self, files=None, cut_at=0, torn=0.5):
         self.files = files if files is not None else {}
         self.cut_at = cut_at
         self.torn = torn
         self.steps = 0
+        self.reads = 0
         self.dead = False
         self.handles = []
 
