@@ -125,12 +125,15 @@ class Device:
         if not ob.depth:
             self._head = None
             return None
+        counter = ob.counters[0]
         head = self._head
-        if head is None or head[0] != ob.counters[0]:
+        if head is None or head[0] != counter:
             self._head = None
             try:
-                counter, raw = ob.oldest()
+                raw = ob.get(counter)
             except OSError:
+                raw = None
+            if raw is None:
                 self.health.count("flash_error")   # tried again on the next turn
                 return None
             head = self._head = (counter, raw, codec.decode_fields(_MAC_FIELD, raw).get("mac"))
