@@ -155,7 +155,22 @@ def test_eight_finished_frames_wait_and_a_ninth_pushes_out_the_oldest():
     assert d.stats["overflow"] == 0
     d.receive_data(fr.encode_frame(5, 0x81, 8, b""))
     assert d.stats["overflow"] == 1 and d.stats["frames"] == 9
-    assert [d.next_frame().seq for _ in range(8)] == list(range(1, 9)) and d.next_frame() is None
+    d.receive_data(fr.encode_frame(5, 0x81, 9, b""))
+    assert d.stats["overflow"] == 2
+    assert [d.next_frame().seq for _ in range(8)] == list(range(2, 10)) and d.next_frame() is None
+
+
+def test_each_rejected_header_and_body_is_counted_once_and_scanning_moves_on():
+    d = fr.FrameDecoder(max_payload=4)
+    big = fr.encode_frame(6, 0x81, 1, b"0123456789")          # a good header, payload over 4
+    bad = bytearray(fr.encode_frame(6, 0x81, 2, b"ab"))
+    bad[-1] ^= 0xFF                                           # CRC-16 off
+    good = fr.encode_frame(6, 0x81, 3, b"ok")
+    d.receive_data(b"xyz" + big + b"q" + bytes(bad) + big + bytes(bad) + good)
+    assert d.stats["oversize"] == 2 and d.stats["bad_crc"] == 2 and d.stats["frames"] == 1
+    assert d.next_frame() == fr.Frame(6, 0x81, 3, b"ok") and d.buffered() == 0
+    junk = 3 + 1 + 2 * len(big) + 2 * len(bad)                # each rejected sync: one count
+    assert d.stats["noise_bytes"] + d.stats["oversize"] + d.stats["bad_crc"] == junk
 
 
 def test_frames_compare_by_content_and_show_their_header():
