@@ -250,3 +250,67 @@ def test_head_is_the_stored_head_and_is_read_only_when_it_changes(ops):
         assert head == (c, ob.get(c), macs[c])
         assert (read > 0) == (c != seen), (op, c, seen, read)
         seen = c
+
+
+# --- the same path under MicroPython ------------------------------------------------------------
+MP_SCRIPT = """
+import sys
+sys.path.insert(0, "/repo/tests")
+from fw_support import FakeFlash, Rig
+from protocol import codec, schema
+from protocol.frame import FrameDecoder
+from protocol.link import MasterBus
+from firmware.transport_rs485 import Rs485Transport
+flash = FakeFlash()
+rig = Rig("five_button", root="/mp", fs=flash)
+clock = [0]
+def ticks():
+    return clock[0]
+def sleep(n):
+    clock[0] += n
+rig.dev.transport = Rs485Transport(rig.dev, rig.board.uart, 5, 9600, lambda on: None, ticks, sleep)
+bus = MasterBus()
+ch = bus.channel(5)
+def poll():
+    clock[0] += 5000
+    rig.board.uart.feed(ch.request(schema.POLL, {}))
+    rig.dev.step()
+    tx = rig.board.uart.take_tx()
+    bus.receive_data(tx)
+    assert bus.next_reply() is not None
+    dec = FrameDecoder()
+    dec.receive_data(tx)
+    return dec.next_frame()
+poll()
+for case_id in (51, 52):
+    rig.context(case_id)
+    rig.wait(1000)
+    rig.press_level(2)
+    rig.wait(5000)
+stored = rig.dev.outbox.get(1)
+stored2 = rig.dev.outbox.get(2)
+mac = codec.decode(schema.RATING, stored)["mac"]
+ack = rig.signed_ack(1)
+start = flash.reads
+rig.dev.outbox.oldest()
+cost = flash.reads - start
+start = flash.reads
+frames = [poll() for _ in range(50)]
+assert all(f.type == schema.RATING and f.payload == stored for f in frames)
+first = flash.reads - start
+assert rig.dev.head() == (1, stored, mac)
+start = flash.reads
+assert rig.dev.on_ack(ack)
+frames = [poll() for _ in range(50)]
+assert all(f.type == schema.RATING and f.payload == stored2 for f in frames)
+print("READS", cost, first, flash.reads - start)
+"""
+
+
+def test_the_rs485_path_under_micropython(micropython):
+    """On MicroPython too: 50 polls read the flash for one head only, and the RATING frame carries
+    the stored bytes."""
+    r = micropython(MP_SCRIPT, trees=("protocol", "firmware", "tests"), timeout=180).check()
+    words = r.stdout.split()
+    cost, first, second = [int(w) for w in words[words.index("READS") + 1:][:3]]
+    assert cost > 0 and first == second == cost, r.stdout   # one read per head, not per poll
