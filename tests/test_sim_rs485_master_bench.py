@@ -3,15 +3,18 @@ gateway master, the wire-limit baseline and the goals computed, not assumed."""
 
 import json
 
+import pytest
+
 from hall_simulator import cli
 from hall_simulator.bench import rs485_master
 from protocol import timing
 
 
-def test_found_by_name_and_commits_every_press_once(capsys):
+@pytest.mark.parametrize("devices_in", ["process", "thread"])
+def test_found_by_name_and_commits_every_press_once(capsys, devices_in):
     assert "rs485_master" in cli.bench_names()
     assert cli.main(["bench", "rs485_master", "--json", "--devices", "3", "--duration", "1.5",
-                     "--press-every", "0.5", "--baud", "115200"]) == 0
+                     "--press-every", "0.5", "--baud", "115200", "--devices-in", devices_in]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["name"] == "rs485_master"
     f = result["figures"]["115200"]
@@ -31,7 +34,7 @@ def test_found_by_name_and_commits_every_press_once(capsys):
     assert goals["p99_ms"]["met"] == (goals["p99_ms"]["measured"] <= 150)
     assert goals["efficiency"]["met"] == (f["efficiency"] >= 0.8)
     assert result["goals_met"] == (goals["p99_ms"]["met"] and goals["efficiency"]["met"])
-    assert "SlaveLink" in result["note"]
+    assert "SlaveLink" in result["note"] and "in a %s;" % devices_in in result["note"]
 
 
 def test_goals_are_judged_against_the_measurement():

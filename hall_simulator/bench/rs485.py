@@ -362,13 +362,13 @@ class FirmwareFarm:
 
 
 def run_baud(baud, devices=32, duration=20.0, idle_cycles=5, press_every_s=8.0, seed=1,
-             bus_in="process", master_kind="gateway", devices_kind="firmware"):
+             bus_in="process", master_kind="gateway", devices_kind="firmware", farm_factory=None):
     if devices_kind == "firmware" and master_kind != "gateway":
         raise ValueError("firmware devices need the gateway master (it pushes their cases)")
     kind = BusProcess if bus_in == "process" else BusThread
     with kind(baud=baud, rng=random.Random(seed)) as bus:
         master = (GatewayMaster if master_kind == "gateway" else PollingMaster)(bus.url, baud, devices)
-        farm = (FirmwareFarm if devices_kind == "firmware" else DeviceFarm)(
+        farm = (farm_factory or (FirmwareFarm if devices_kind == "firmware" else DeviceFarm))(
             bus.url, baud, devices, press_every_s, seed)
         if devices_kind == "firmware":
             farm.attach(master)

@@ -7,7 +7,9 @@ What runs (hall_simulator.bench.rs485 does the work; this picks its parts and ju
   its port opened by its own _open() (pyserial socket://, the production read timeout), on the
   baud-accurate virtual bus in a child process. committed = the store committed the rating.
 - devices: 32 protocol.link SlaveLink loops in one thread (rs485.DeviceFarm), not 32 firmware
-  interpreters: they answer POLL with IDLE, STATUS or their outbox head after the guard time
+  interpreters, in a child process of their own by default (`--devices-in process`): in the
+  master's process they would take the GIL from it, which a real bus's devices never do. They
+  answer POLL with IDLE, STATUS or their outbox head after the guard time
   (SPEC 5.1), and release a rating only on a releasing ACK that verifies under their key and is
   bound to that rating's MAC (SPEC 7.5). Poisson presses, `--press-every` s apart per device:
   by default 8 s at 115,200 and 48 s at 9,600 (a RATING and its ACK take ~27 ms of line at
@@ -39,6 +41,80 @@ from protocol import codec, schema, timing
 GOALS = {115200: {"p99_ms": 150.0, "efficiency": 0.8}, 9600: {"p99_ms": 1000.0}}
 PRESS_EVERY_S = {115200: 8.0, 9600: 48.0}     # other baud rates: scaled from 115,200's
 DEVICE_TURNAROUND_US = 2000     # protocol.timing.poll_cycle_us's default reaction time
+
+
+def _farm_child(conn, url, baud, devices, press_every_s, seed):
+    """The light devices' side of a FarmProcess: a DeviceFarm run on commands from the pipe."""
+    sys.setswitchinterval(0.0005)
+    farm = rs485.DeviceFarm(url, baud, devices, press_every_s, seed)
+    farm.start()
+    conn.send("ready")
+    while True:
+        command = conn.recv()
+        if command == "press":
+            farm.start_pressing()
+            conn.send(None)
+        elif command == "hold":
+            farm.stop_pressing()
+            conn.send(None)
+        elif command == "outboxes":
+            conn.send(farm.outboxes())
+        elif command == "close":
+            farm.close()                    # joins the farm thread: `pressed` holds still
+            # press times are time.monotonic(): one clock for every process on the machine
+            conn.send((dict(farm.pressed), farm.outboxes()))
+            return
+
+
+class FarmProcess:
+    """rs485.DeviceFarm in a child process (spawn), with the methods run_baud calls on a farm."""
+
+    def __init__(self, url, baud, devices, press_every_s, seed):
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_farm_child, name="rs485-devices", daemon=True,
+                                 args=(child, url, baud, devices, press_every_s, seed))
+        self._proc.start()
+        if not self._conn.poll(60) or self._conn.recv() != "ready":
+            self._proc.kill()
+            raise RuntimeError("device process did not start")
+        self._final = None                  # (pressed, outboxes) once the child has ended
+
+    def _call(self, command):
+        self._conn.send(command)
+        if not self._conn.poll(30):
+            raise RuntimeError("device process not answering")
+        return self._conn.recv()
+
+    def start(self):
+        pass                                # running since __init__
+
+    def start_pressing(self):
+        self._call("press")
+
+    def stop_pressing(self):
+        self._call("hold")
+
+    def outboxes(self):
+        return self._call("outboxes") if self._final is None else self._final[1]
+
+    @property
+    def pressed(self):
+        """Rating id -> press time; run_baud reads it once the presses are over (which ends the
+        child: the farm thread must stop for the table to hold still)."""
+        self._end()
+        return self._final[0]
+
+    def _end(self):
+        if self._final is None:
+            self._final = self._call("close")
+            self._proc.join(10)
+
+    def close(self):
+        self._end()
+        if self._proc.is_alive():
+            self._proc.kill()
 
 
 def _payload_sizes():
@@ -77,14 +153,16 @@ def press_every(baud, given=None):
     return PRESS_EVERY_S.get(baud) or PRESS_EVERY_S[115200] * 115200.0 / baud
 
 
-def run(bauds, devices, duration=None, press_every_s=None, seed=1, bus_in="process", samples=150):
+def run(bauds, devices, duration=None, press_every_s=None, seed=1, bus_in="process", samples=150,
+        devices_in="process"):
     """Figures per baud rate. duration None: long enough for about `samples` presses."""
     figures = {}
     for baud in bauds:
         every = press_every(baud, press_every_s)
         seconds = duration or samples * every / devices
         f = rs485.run_baud(baud, devices, seconds, press_every_s=every, seed=seed,
-                           bus_in=bus_in, master_kind="gateway", devices_kind="link")
+                           bus_in=bus_in, master_kind="gateway", devices_kind="link",
+                           farm_factory=FarmProcess if devices_in == "process" else None)
         f["press_every_s"] = every
         f["duration_s"] = round(seconds, 1)
         f["p99_floor_ms"] = round(p99_floor_us(devices, baud) / 1000, 1)
@@ -102,9 +180,9 @@ def run(bauds, devices, duration=None, press_every_s=None, seed=1, bus_in="proce
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
         "note": "master: gateway Rs485Master + SQLite store, port by its _open(); devices: %d "
-                "protocol.link SlaveLink loops (ACKs verified, bound to the rating MAC); bus in "
-                "a %s; Poisson presses (press_every_s per baud); committed = store commit"
-                % (devices, bus_in),
+                "protocol.link SlaveLink loops (ACKs verified, bound to the rating MAC) in a %s; bus "
+                "in a %s; Poisson presses (press_every_s per baud); committed = store commit"
+                % (devices, devices_in, bus_in),
     }
 
 
@@ -122,9 +200,11 @@ def main(argv=None):
     p.add_argument("--baud", type=int, action="append", help="baud rate(s) (default 115200 and 9600)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--bus-in", choices=("process", "thread"), default="process")
+    p.add_argument("--devices-in", choices=("process", "thread"), default="process",
+                   help="the light devices in a child process (default) or a thread of the master's")
     o = p.parse_args(argv)
     emit(run(o.baud or rs485.BAUDS, o.devices, o.duration, o.press_every, o.seed, o.bus_in,
-             o.samples), o.json)
+             o.samples, o.devices_in), o.json)
     return 0
 
 
