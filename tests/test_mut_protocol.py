@@ -182,6 +182,15 @@ def test_frames_compare_by_content_and_show_their_header():
     assert repr(a) == "Frame(addr=3, type=0x81, seq=9, 2 bytes)"
 
 
+def test_the_sync_search_without_find_agrees_with_find():
+    """The loop a MicroPython build without bytearray.find(sub, start) uses (a list has no find)."""
+    bufs = [b"", b"\xa5", b"\x5a", b"\xa5\x5a", b"x\xa5\x5a", b"\x5a\xa5", b"\xa5\xa5\x5a",
+            b"ab\xa5", b"\x5a\x5a\xa5\x5a\x00", b"\xa5\x00\x5a\xa5\x5a\xa5\x5a"]
+    for buf in bufs:
+        for start in range(len(buf) + 1):
+            assert fr._find_sync(list(buf), start) == bytearray(buf).find(b"\xa5\x5a", start), (buf, start)
+
+
 def test_every_abandoned_partial_frame_is_counted():
     d = fr.FrameDecoder()
     for k in range(1, 4):
