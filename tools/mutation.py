@@ -9,7 +9,8 @@ one file with its own CPython-only test selection, one worker, at nice 10, and r
 survived / timeout / no-tests counts, the score (killed + timeout over mutants tested) and the
 surviving mutants' names (see one with `mutmut show NAME` inside the kept directory).
 --recheck takes a kept module directory and tries each mutant that survived or had no test
-against the working tree's version of that module's tests (mutmut apply, pytest, restore): a
+against the working tree's version of that module's tests (mutmut apply, pytest with a 30 s
+per-test timeout so a looping mutant counts as caught, restore): a
 quick way to see new tests kill old survivors without a full run.
 Needs the `mutation` extra: pip install -e '.[test,mutation]'.
 """
@@ -137,7 +138,7 @@ def recheck(dest, env=None):
             subprocess.run(mutmut + ["apply", name], cwd=dest, env=env, check=True,
                            capture_output=True)
             run = subprocess.run(["nice", "-n", "10", sys.executable, "-m", "pytest", "-x", "-q",
-                                  "-p", "no:cacheprovider", "-m", "not slow", "-k",
+                                  "-p", "no:cacheprovider", "-o", "timeout=30", "-m", "not slow", "-k",
                                   "not (%s)" % spec.get("deselect", load_config()["defaults"]["deselect"])]
                                  + tests, cwd=dest, env=env, capture_output=True, text=True)
             out[name] = "killed" if run.returncode in (1, 2) else (
