@@ -410,6 +410,7 @@ def run_baud(baud, devices=32, duration=20.0, idle_cycles=5, press_every_s=8.0, 
         "press_to_committed_ms": {
             "p50": round(percentile(latencies, 50), 1) if latencies else None,
             "p99": round(percentile(latencies, 99), 1) if latencies else None,
+            "max": round(max(latencies), 1) if latencies else None,
             "count": len(latencies)},
         "pressed": len(farm.pressed), "committed": master.stats["ratings"], "left_in_outboxes": left,
         "presses_per_s": round(len(farm.pressed) / duration, 2),
