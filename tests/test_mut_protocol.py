@@ -366,3 +366,9 @@ def test_the_bus_keeps_one_channel_per_address_and_counts_every_foreign_frame():
                      + fr.encode_frame(4, schema.IDLE, a.seq, b""))
     ch, reply = bus.next_reply()
     assert ch is a and reply.type == schema.IDLE and bus.next_reply() is None
+
+
+def test_a_new_channel_has_made_no_attempt_and_its_first_request_is_seq_1():
+    for ch in (link.MasterChannel(5), link.MasterBus().channel(5)):
+        assert ch.attempts == 0 and ch.seq == 0
+        assert ch.request(schema.POLL, {})[4] == 1 and ch.attempts == 1
