@@ -5,6 +5,7 @@ random event sequences keep the flow's promises (one rating per case, a thank-yo
 rating is in the outbox). CPython only."""
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -23,8 +24,19 @@ CASE = 11
 
 
 # --- rigs in a given state ---------------------------------------------------------------------
+_BASE = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _flash_base():
+    """One directory for every rig's flash in this module (each rig has its own under it)."""
+    _BASE.append(tempfile.mkdtemp(prefix="fw-transitions-"))
+    yield
+    shutil.rmtree(_BASE.pop(), ignore_errors=True)
+
+
 def new_rig(profile="five_button", capacity=10):
-    return Rig(profile, base=tempfile.mkdtemp(prefix="fw-transitions-"), capacity=capacity)
+    return Rig(profile, base=_BASE[-1], capacity=capacity)
 
 
 def open_case(rig, case_id=CASE, **extra):
