@@ -26,15 +26,16 @@ import logging
 import threading
 import time
 
+from gateway.fastcodec import is_token
 from gateway.text_rules import is_text
 from protocol import errors, vocab
+from protocol.rating import rating_id
 
 log = logging.getLogger("gateway.cases")
 
 NODE_BY_NAME = {"receipt": vocab.NODE_RECEIPT, "acceptance": vocab.NODE_ACCEPTANCE,
                 "completion": vocab.NODE_COMPLETION, "pickup": vocab.NODE_PICKUP}
 NO_RATING_WHEN_FAILED = (vocab.NODE_RECEIPT, vocab.NODE_ACCEPTANCE)
-_TOKEN = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 APPLICANT_KEYS = ("name", "id_number", "phone", "type")
 # completed_at: 2000-01-01 .. 2100-01-01 UTC (unix seconds); the deadline stays a 32-bit number
 COMPLETED_AT_MIN, COMPLETED_AT_MAX = 946684800, 4102444800
@@ -56,7 +57,7 @@ def _token(body, name, limit, required=True):
         if required:
             raise CaseError(errors.R_MISSING, "%s is required" % name)
         return ""
-    if not isinstance(value, str) or len(value) > limit or set(value) - _TOKEN:
+    if not is_token(value, limit):      # protocol's token rule
         raise CaseError(errors.R_OUT_OF_RANGE, "%s must be 1..%d of [A-Za-z0-9._-]" % (name, limit))
     return value
 
@@ -285,7 +286,7 @@ class Cases:
         """Store close_hook, inside the group commit that stores `ratings` (store lock held, so
         this must not take self._lock: event() takes ours, then the store's). Works from the
         state table alone, which holds what memory holds for every open case."""
-        pairs = [(r.get("case_id"), self._rating_key(r)) for r in ratings]
+        pairs = [(r.get("case_id"), rating_id(r)) for r in ratings]
         self._closed_in_txn.difference_update(pairs)   # a stale mark from a commit that failed
         closed = []
         for rating, pair in zip(ratings, pairs):
@@ -302,10 +303,6 @@ class Cases:
         self._closed_in_txn.update(closed)
 
     @staticmethod
-    def _rating_key(rating):
-        return "%s:%d" % (rating["device"], rating["counter"])
-
-    @staticmethod
     def _closed_status(rating):
         return "not_rated" if rating.get("source") == vocab.SRC_NOT_RATED else "rated"
 
@@ -313,13 +310,13 @@ class Cases:
         # The level stays out: the clerk must not learn how the citizen rated.
         return {"event": status, "case_id": case["case_id"], "case_key": case["case_key"],
                 "serials": case["serials"], "window": case["window"], "node": case["node"],
-                "rating_id": self._rating_key(rating), "time": int(self.clock())}
+                "rating_id": rating_id(rating), "time": int(self.clock())}
 
     def on_rating(self, rating, result):
         """A rating was committed (any ACK result): close its case, tell the queueing system."""
         if result[0] != vocab.ACK_STORED:
             return
-        pair = (rating.get("case_id"), self._rating_key(rating))
+        pair = (rating.get("case_id"), rating_id(rating))
         with self._lock:
             case = self.cases.get(rating.get("case_id"))
             in_txn = pair in self._closed_in_txn

@@ -1,17 +1,15 @@
 """MQTT side of the gateway (paho-mqtt 2.x, CallbackAPIVersion.VERSION2) to the hall's Mosquitto.
 
-In:  hall/<hall>/dev/<id>/rating        RATING JSON -> checked (registry, rules, MAC) -> group
-                                         commit -> ACK JSON on .../ack, only after the commit
+In:  hall/<hall>/dev/<id>/rating        RATING JSON -> gateway.intake (registry, rules, MAC) ->
+                                         group commit -> ACK JSON on .../ack, only after the commit
      hall/<hall>/dev/<id>/status        STATUS JSON -> registry live state
      hall/<hall>/dev/<id>/availability  "online" | "offline" -> registry
 Out: .../context and .../config retained (kept here and republished on every reconnect, since a
      broker without persistence forgets them); gateway/state retained "online", with the last will
      "offline"; gateway/devices retained registry (no keys); gateway/event alarms (QoS 0).
-Anything invalid is rejected with a reason, counted and kept as a dead letter (evidence). Every ACK
-is bound to the MAC of the rating it answers (SPEC 7.5); one the gateway could not authenticate as
-the topic's device's own rating (bad or no MAC, another device's rating, malformed, oversized) is
-answered ACK_REJECTED, which no device releases on, and only when a counter and a 16-byte MAC can
-be read from it (SPEC 7.3).
+What a rating gets (dead letter, ACK_REJECTED, the ACK's MAC) is gateway.intake's, the one path
+for every transport; this module moves the bytes: a rating's payload (or an oversized one's head)
+in, under the topic's device, and the intake's signed ACK out as JSON on that device's ack topic.
 Two connections, one client id apart: ratings come in on the ingest connection
 (gateway.mqtt_ingest, "<client_id>-ingest"), everything else through paho. Each rating (or dead
 letter) joins the ingest connection's group, which is committed in one transaction (one fsync) once
@@ -26,36 +24,33 @@ pending group and sends ACKs; paho's thread handles status and availability; the
 
 import json
 import logging
-import re
 import threading
 import time
 
 import paho.mqtt.client as mqtt
 
-from gateway.mqtt_ingest import HEAD_BYTES, IngestConnection
-from gateway.rating_intake import ack_mac, answer, authenticate, rating_from_json, rating_mac_of
-from gateway.store import RawPayload
-from protocol import codec, errors, mqtt_wire, schema, topics, vocab
+from gateway import fastcodec
+from gateway.intake import Intake, ack_record
+from gateway.mqtt_ingest import IngestConnection
+from protocol import codec, errors, mqtt_wire, schema, topics
 
 log = logging.getLogger("gateway.mqtt")
 
 _CONTROL_KINDS = ("status", "availability")
-_COUNTER = re.compile(r'"counter"\s*:\s*([0-9]{1,10})[,}\s]')   # in a payload JSON cannot parse
-_MAC = re.compile(r'"mac"\s*:\s*"([0-9a-fA-F]{32})"')
 _TOPIC_CACHE = 4096   # parsed topics kept (a flood of strangers' topics only empties it)
 
 
 class MqttBridge:
     def __init__(self, cfg, hall, registry, committer, rejections, store=None, enrich=None,
-                 on_rating=None, clock=time.time, max_batch=512):
+                 on_rating=None, clock=time.time, max_batch=512, intake=None):
         self.cfg = cfg
         self.hall = hall
         self.registry = registry
         self.committer = committer
         self.rejections = rejections
         self.store = store
-        self.enrich = enrich or (lambda rating: None)
-        self.on_rating = on_rating      # called (rating, (ack, reason)) after the commit
+        # on_rating: called (rating, (ack, reason)) after the commit
+        self.intake = intake or Intake(hall, registry, rejections, enrich, on_rating, clock)
         self.clock = clock
         self.connected = threading.Event()
         self.stats = {"messages": 0, "ratings": 0, "acks": 0, "status": 0, "availability": 0,
@@ -185,22 +180,22 @@ class MqttBridge:
                              ensure_ascii=False)
         self.client.publish(topics.gateway_topic(self.hall, "event"), payload, qos=0)
 
-    def _ack(self, device_id, counter, result, rating_mac):
-        """Queue the signed ACK, bound to `rating_mac`, on the ingest connection, to go out after
-        the group's commit."""
-        device = self.registry.get(device_id)
+    def _ack(self, ack):
+        """Where the intake's answer goes: the signed ACK record, as JSON on its device's ack
+        topic, queued on the ingest connection (called after the group's commit)."""
+        device_id = ack["device"]
         topic = self._ack_topics.get(device_id)
         if topic is None:
             topic = topics.device_topic(self.hall, device_id, "ack")
             topic = self._ack_topics[device_id] = mqtt_wire.text(topic)
-        payload = ack_json(device_id, counter, result, device and device.key, rating_mac).encode()
+        payload = fastcodec.ack_json(ack).encode()
         self.ingest.send(mqtt_wire.packet(mqtt_wire.PUBLISH, topic + payload))
         self.stats["acks"] += 1
 
     # --- group commit on the ingest thread -------------------------------------------------
-    def _submit(self, rating, enrichment, done, reject=None):
-        self._pending.append(((rating, enrichment) if reject is None else (rating, enrichment, reject),
-                              done))
+    def _queue(self, pending):
+        if pending is not None:
+            self._pending.append(pending)
 
     def _flush(self):
         batch, self._pending = self._pending, []
@@ -222,15 +217,9 @@ class MqttBridge:
     def _on_oversize(self, topic, length, head):
         """A rating too long to read: a dead letter from its first HEAD_BYTES, ACKed if they show
         its counter, so the device moves on to its next rating."""
-        error = errors.ProtocolError(errors.R_OVERSIZE, "message of %d bytes" % length)
-        self._handle(topic, head, {"rating": lambda device_id, head: self._oversized(device_id, head, error)})
-
-    def _oversized(self, device_id, head, error):
-        if self.registry.get(device_id) is None:
-            self.rejections.reject("mqtt", errors.R_UNKNOWN_DEVICE, "rating on an unknown topic",
-                                   device_id)
-            return
-        self._malformed(device_id, head, error)
+        def oversized(device_id, head):
+            self._queue(self.intake.from_head("mqtt", device_id, head, length, self._ack))
+        self._handle(topic, head, {"rating": oversized})
 
     def _handle(self, topic, payload, handlers):
         parsed = self._topics.get(topic)
@@ -258,79 +247,7 @@ class MqttBridge:
 
     def _rating(self, device_id, payload):
         self.stats["ratings"] += 1
-        device = self.registry.get(device_id)
-        if device is None:
-            self.rejections.reject("mqtt", errors.R_UNKNOWN_DEVICE, "rating on an unknown topic",
-                                   device_id)
-            return
-        try:
-            rating, signed = rating_from_json(payload)
-        except errors.ProtocolError as e:
-            self._malformed(device_id, payload, e)
-            return
-        counter = rating["counter"]
-        mac = rating_mac_of(rating)
-        if rating["device"] != device_id:
-            # Another device's rating (genuine or not) on this topic: kept verbatim, filed under
-            # the topic's device; never an answer this device releases on.
-            self._reject(device_id, counter, mac, errors.R_WRONG_DEVICE,
-                         "names %s" % rating["device"], self._raw(payload, device_id), False)
-            return
-        problem = self.registry.check_rating(rating, device_id, signed)
-        rating["hall"] = self.hall
-        rating["gateway_time"] = int(self.clock())
-        if problem is not None:
-            problem, is_authentic = authenticate(device.key, rating, problem, signed)
-            self._reject(device_id, counter, mac, problem[0], problem[1], rating, is_authentic)
-            return
-
-        def done(result):
-            self._ack(device_id, counter, result, mac)
-            self.registry.rated(device_id, counter, result[0] == vocab.ACK_STORED)
-            if self.on_rating is not None:
-                self.on_rating(rating, result)
-        self._submit(rating, self.enrich(rating), done)
-
-    def _reject(self, device_id, counter, mac, reason, detail, item, is_authentic):
-        """Keep a rating that may not be committed as a dead letter, count it, and answer it once
-        kept: releasing only when it verifiably is this device's own (SPEC 7.3)."""
-        self.rejections.reject("mqtt", reason, "rating %s:%d: %s" % (device_id, counter, detail),
-                               device_id)
-        self.registry.count_error(device_id, errors.REASON_NAMES.get(reason, str(reason)))
-
-        def done(result):
-            if mac is not None:
-                self._ack(device_id, counter, answer(result, is_authentic), mac)
-        self._submit(item, None, done, reject=reason)
-
-    @staticmethod
-    def _raw(payload, device_id):
-        return RawPayload(bytes(payload[:HEAD_BYTES]).decode("utf-8", "replace"), device_id)
-
-    def _malformed(self, device_id, payload, error):
-        self.rejections.reject("mqtt", error.reason, "rating: %s" % error.detail, device_id)
-        self.registry.count_error(device_id, errors.REASON_NAMES.get(error.reason, "malformed"))
-        raw = self._raw(payload, device_id)
-        counter = mac = None
-        try:
-            obj = json.loads(raw.text)
-            counter, mac = obj.get("counter"), obj.get("mac")
-        except Exception:       # cut short (an oversized rating's head) or not JSON at all
-            found = _COUNTER.search(raw.text)
-            counter = int(found.group(1)) if found else None
-            found = _MAC.search(raw.text)
-            mac = found.group(1) if found else None
-        try:
-            mac = bytes.fromhex(mac) if isinstance(mac, str) and len(mac) == 32 else None
-        except ValueError:
-            mac = None
-        ackable = (isinstance(counter, int) and not isinstance(counter, bool)
-                   and 0 < counter <= schema.U32 and mac is not None)
-
-        def done(result):   # (REJECTED, reason) once kept; (RETRY, STORE_FULL) if it could not be
-            if ackable:
-                self._ack(device_id, counter, answer(result, False), mac)
-        self._submit(raw, None, done, reject=error.reason)
+        self._queue(self.intake.from_json("mqtt", device_id, payload, self._ack))
 
     def _status(self, device_id, payload):
         self.stats["status"] += 1
@@ -364,12 +281,6 @@ class MqttBridge:
 
 
 def ack_json(device_id, counter, result, key=None, rating_mac=None):
-    """The ACK's JSON as codec.dumps writes the record, signed under `key` and bound to the answered
-    rating's `rating_mac` (SPEC 7.5: a device ignores an unsigned ACK; key None when the device has
-    left the registry meanwhile). Formatted directly: a device id is a registry token
-    ([A-Za-z0-9._-], nothing to escape), the rest are integers."""
-    ack, reason = result
-    text = '{"device":"%s","counter":%d,"result":%d,"reason":%d' % (device_id, counter, ack, reason)
-    if key is None:
-        return text + "}"
-    return text + ',"mac":"%s"}' % ack_mac(key, device_id, counter, ack, reason, rating_mac).hex()
+    """The ACK's JSON for `device_id`'s rating `counter` (gateway.intake.ack_record: every field,
+    signed under `key` and bound to the answered rating's `rating_mac`; unsigned when key is None)."""
+    return fastcodec.ack_json(ack_record(device_id, counter, result, key, rating_mac))

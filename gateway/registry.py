@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 
-from gateway.rating_intake import rating_from_json, verify_mac  # noqa: F401 (the ingest path's API)
+from gateway.fastcodec import is_token, verify_mac
 from gateway.text_rules import is_text
 from protocol import auth, errors, vocab
 from protocol import rating as rating_rules
@@ -28,7 +28,6 @@ log = logging.getLogger("gateway.registry")
 
 TRANSPORTS = ("mqtt", "rs485")
 EDITABLE = ("name", "window", "board", "transport", "bus", "address", "key", "firmware")
-_TOKEN_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 class RegistryError(ValueError):
@@ -40,7 +39,7 @@ class RegistryUnavailable(RegistryError):
 
 
 def _token(value, what, limit):
-    if not isinstance(value, str) or not value or len(value) > limit or set(value) - _TOKEN_OK:
+    if not value or not is_token(value, limit):      # protocol's token rule, and not empty
         raise RegistryError("%s must be 1..%d of [A-Za-z0-9._-], got %s"
                             % (what, limit, ascii(value)[:40]))
     return value
@@ -312,7 +311,7 @@ class Registry:
     # --- ratings --------------------------------------------------------------------------
     def check_rating(self, rating, via_device, signed=None):
         """None if the rating may be committed, else (R_*, detail). `via_device`: who sent it;
-        `signed`: the bytes the MAC covers, when the caller has them (rating_from_json)."""
+        `signed`: the bytes the MAC covers, when the caller has them (fastcodec.rating_from_json)."""
         device = self.get(rating.get("device"))
         if device is None:
             return errors.R_UNKNOWN_DEVICE, "device %r not in the registry" % rating.get("device")

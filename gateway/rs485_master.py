@@ -14,8 +14,8 @@ Schedule (why: one dead slave with a long timeout stalls a whole Modbus bus):
 - Retries: a request is resent (same seq, idempotent) `retries` times. After `slow_after` failed
   exchanges in a row the device moves to the slow lane: polled once every `slow_interval_s` with a
   single attempt, and marked offline. Its first answer brings it back.
-- A RATING is checked (registry: known device, rules, MAC), group-committed, and only then ACKed
-  to the device, in the same turn.
+- A RATING goes through gateway.intake (the one path for every transport: registry, rules, MAC,
+  dead letters, the signed ACK): committed, and only then ACKed to the device, in the same turn.
 - The CONTEXT a device should show is kept per device; an IDLE reporting another case gets it
   sent again (the device restarted), at most every RESEND_CONTEXT_S.
 """
@@ -27,9 +27,8 @@ import time
 import serial
 import serial.rs485
 
-from gateway.rating_intake import ack_mac, answer, authenticate, rating_mac_of
-from gateway.store import RawPayload
-from protocol import codec, errors, schema, timing, vocab
+from gateway import intake as intake_mod
+from protocol import errors, schema, timing
 from protocol.frame import MAX_FRAME
 from protocol.link import MasterBus
 
@@ -70,15 +69,14 @@ class _Peer:
 class Rs485Master:
     def __init__(self, bus_cfg, bus_index, hall, registry, committer, rejections, enrich=None,
                  on_rating=None, alarm=None, clock=time.time, mono=time.monotonic,
-                 open_serial=serial.serial_for_url):
+                 open_serial=serial.serial_for_url, intake=None):
         self.cfg = bus_cfg
         self.index = bus_index
         self.hall = hall
         self.registry = registry
         self.committer = committer
         self.rejections = rejections
-        self.enrich = enrich or (lambda rating: None)
-        self.on_rating = on_rating
+        self.intake = intake or intake_mod.Intake(hall, registry, rejections, enrich, on_rating, clock)
         self.alarm = alarm
         self.clock = clock
         self.mono = mono
@@ -379,42 +377,11 @@ class Rs485Master:
         return False
 
     def _rating(self, device, p, rating):
+        """The intake's path for the rating, committed before this turn goes on; its ACK is the
+        next request to the device (signed and bound to the rating's MAC, SPEC 7.5)."""
         p.stats["ratings"] += 1
-        counter = rating["counter"]
-        mac = rating_mac_of(rating)
-        if rating["device"] != device.id:
-            # Another device's rating in this address's slot (a rogue node, a miswired address):
-            # kept as received, filed under the polled device, answered ACK_REJECTED (SPEC 7.3).
-            reason, is_authentic = errors.R_WRONG_DEVICE, False
-            self.rejections.reject("rs485", reason, "rating %s:%d: names %s"
-                                   % (device.id, counter, rating["device"]), device.id)
-            self.registry.count_error(device.id, errors.REASON_NAMES[reason])
-            raw = RawPayload(codec.to_json(schema.RATING, rating), device.id)
-            result = self.committer.commit_now(raw, None, reject=reason)
-        else:
-            problem = self.registry.check_rating(rating, device.id)
-            rating["hall"] = self.hall
-            rating["gateway_time"] = int(self.clock())
-            problem, is_authentic = authenticate(device.key, rating, problem)
-            if problem is not None:
-                reason, detail = problem
-                self.rejections.reject("rs485", reason, "rating %s:%d: %s" % (device.id, counter, detail),
-                                       device.id)
-                self.registry.count_error(device.id, errors.REASON_NAMES.get(reason, str(reason)))
-                result = self.committer.commit_now(rating, None, reject=reason)
-            else:
-                result = self.committer.commit_now(rating, self.enrich(rating))
-                if result[0] == vocab.ACK_STORED:
-                    self.registry.rated(device.id, counter, True)
-                if self.on_rating is not None:
-                    self.on_rating(rating, result)
-        if mac is None:
-            return      # nothing to bind an ACK to: unanswered (SPEC 7.3), the dead letter is kept
-        result = answer(result, is_authentic)
-        with self._lock:
-            # Signed under the device's key and bound to the rating's MAC (SPEC 7.5): the device
-            # releases only its own head, and only on a releasing result. (The C HMAC of
-            # rating_intake: the same MAC as auth.sign_ack, a tenth of the time.)
-            p.ack = {"device": device.id, "counter": counter, "result": result[0],
-                     "reason": result[1],
-                     "mac": ack_mac(device.key, device.id, counter, result[0], result[1], mac)}
+
+        def reply(ack):
+            with self._lock:
+                p.ack = ack
+        intake_mod.commit(self.intake.from_record("rs485", device.id, rating, reply), self.committer)

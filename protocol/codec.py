@@ -66,6 +66,9 @@ def _text_problem(kind, value, limit):
     return None
 
 
+text_problem = _text_problem   # the one token and text rule; the gateway checks its inputs by it
+
+
 def _check(err, name, kind, limit, value):
     """Type and range check of one scalar value; `err` is the exception class to raise."""
     if kind == U:

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from gateway import config as config_mod
 from gateway.cli import main as cli_main
 from gateway.mosquitto_acl import acl_file, hash_password, mqtt_password, write_files
-from gateway.rating_intake import rating_from_json, verify_mac
+from gateway.fastcodec import rating_from_json, verify_mac
 from gateway.registry import Registry, RegistryError
 from gw_support import HALL, device_key, make_rating
 from protocol import auth, codec, schema, topics, vocab

@@ -137,8 +137,9 @@ def _timed(fn, totals, name):
 
 def _add_stage_timers(bridge, registry, store, totals):
     """Thread-CPU timers around the stages of one gateway (instance attributes: nothing global)."""
-    import gateway.mqtt_bridge as bridge_module
-    bridge_module.rating_from_json = _timed(bridge_module.rating_from_json, totals, "decode")
+    import gateway.intake as intake_module
+    intake_module.rating_from_json = _timed(intake_module.rating_from_json, totals, "decode")
+    intake_module.sign_ack = _timed(intake_module.sign_ack, totals, "ack")   # the intake signs
     registry.check_rating = _timed(registry.check_rating, totals, "check")
     bridge._handle = _timed(bridge._handle, totals, "handle")
     bridge._flush = _timed(bridge._flush, totals, "flush")
@@ -147,9 +148,10 @@ def _add_stage_timers(bridge, registry, store, totals):
 
 
 def _stage_figures(totals, cpu_s, count):
-    import gateway.mqtt_bridge as bridge_module
-    import gateway.rating_intake as intake
-    bridge_module.rating_from_json = intake.rating_from_json
+    import gateway.fastcodec as fastcodec
+    import gateway.intake as intake_module
+    intake_module.rating_from_json = fastcodec.rating_from_json
+    intake_module.sign_ack = fastcodec.sign_ack
     us = dict((name, totals[name] / count * 1e6) for name in totals)
     ours = us["handle"] + us["flush"]
     stages = {"decode": us["decode"], "check": us["check"],
