@@ -27,6 +27,7 @@ from gateway import http_auth
 from gateway import mosquitto_acl
 from gateway import panel as panel_mod
 from gateway import status_display
+from gateway.intake import Intake
 from gateway.mqtt_bridge import MqttBridge
 from gateway.queue_api import Callbacks, make_app, render_metrics
 from gateway.registry import Registry
@@ -89,12 +90,13 @@ class Gateway:
                                      rating_days=cfg.rating_days,
                                      sealer=self.sealer, qr_token=self._qr_token(), clock=clock)
         self.store.close_hook = self.cases.close_in_txn   # a rated case closes in the rating's commit
+        # One rating path for every transport; the bridge and the buses only move its bytes.
+        self.intake = Intake(cfg.hall, self.registry, self.rejections, enrich=self.cases.enrich,
+                             on_rating=self.on_rating, clock=clock)
         self.bridge = MqttBridge(cfg.mqtt, cfg.hall, self.registry, self.committer, self.rejections,
-                                 store=self.store, enrich=self.cases.enrich, on_rating=self.on_rating,
-                                 clock=clock)
+                                 store=self.store, clock=clock, intake=self.intake)
         self.buses = [Rs485Master(bus, i, cfg.hall, self.registry, self.committer, self.rejections,
-                                  enrich=self.cases.enrich, on_rating=self.on_rating, alarm=self.alarm,
-                                  clock=clock)
+                                  alarm=self.alarm, clock=clock, intake=self.intake)
                       for i, bus in enumerate(cfg.buses)]
         self.uplink = None
         self.panel = panel_mod.from_config(cfg, self.display_snapshot, self.uplink_state,
