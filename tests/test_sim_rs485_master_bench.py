@@ -34,6 +34,12 @@ def test_found_by_name_and_commits_every_press_once(capsys, devices_in):
     assert goals["p99_ms"]["met"] == (goals["p99_ms"]["measured"] <= 150)
     assert goals["efficiency"]["met"] == (f["efficiency"] >= 0.8)
     assert result["goals_met"] == (goals["p99_ms"]["met"] and goals["efficiency"]["met"])
+    # the idle exchange in halves: the line is paced at the baud rate and the master keeps the
+    # guard, so neither half can beat the wire
+    ph = f["idle_phases"]
+    assert ph["exchanges"] + ph["silent"] >= 3 * 5 and ph["exchanges"] > 0
+    assert ph["request_to_reply_ms"]["p50"] >= 0.95 * ph["wire_request_to_reply_ms"]
+    assert ph["reply_to_next_request_ms"]["p50"] >= 0.95 * ph["wire_reply_to_next_request_ms"]
     assert "SlaveLink" in result["note"] and "in a %s;" % devices_in in result["note"]
 
 

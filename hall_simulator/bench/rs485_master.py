@@ -25,6 +25,10 @@ Goals (reported, never adjusted): at 115,200 press -> committed p99 <= 150 ms an
 >= 0.8; at 9,600 p99 <= 1 s. `p99_floor_ms` is what round-robin polling allows at best: a press
 waits up to one whole wire-limit cycle for its device's turn (p99: 0.99 of it), then its POLL and
 RATING cross the line. A goal below that floor cannot be met by any master that polls in turn.
+`idle_phases` splits an idle exchange in two, to tell the master's own cost from the simulated
+line's and devices': request written -> reply decoded (the wire needs request + guard + reply;
+the rest is the bus, the devices and the OS waking each of them) and reply decoded -> next
+request written (the wire needs the guard; the rest is the master: handling, scheduling).
 The machine's load average is reported with the figures: the master, the bus and the devices are
 three busy processes/threads, so a loaded machine shows as timeouts and a slower cycle.
 """
@@ -32,10 +36,12 @@ three busy processes/threads, so a loaded machine shows as timeouts and a slower
 import argparse
 import os
 import random
+import statistics
 import sys
 import time
 
 from hall_simulator.bench import emit, rs485
+from hall_simulator.bus import BusProcess, BusThread
 from protocol import codec, schema, timing
 
 GOALS = {115200: {"p99_ms": 150.0, "efficiency": 0.8}, 9600: {"p99_ms": 1000.0}}
@@ -133,6 +139,57 @@ def p99_floor_us(devices, baud):
             + DEVICE_TURNAROUND_US + timing.frame_us(rating, baud))
 
 
+def idle_phases(baud, devices, seed=1, cycles=5, bus_in="process", devices_in="process"):
+    """Times of the two halves of each idle exchange (see the module's doc), in ms."""
+    kind = BusProcess if bus_in == "process" else BusThread
+    with kind(baud=baud, rng=random.Random(seed)) as bus:
+        master = rs485.GatewayMaster(bus.url, baud, devices)
+        farm = (FarmProcess if devices_in == "process" else rs485.DeviceFarm)(
+            bus.url, baud, devices, 1e9, seed)
+        try:
+            deadline = time.monotonic() + 10
+            while bus.node_count() < devices + 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            farm.start()
+            marks = []
+            port, m = master.master.port, master.master
+            write, await_reply = port.write, m._await_reply
+
+            def timed_write(data):
+                marks.append(("request", time.monotonic()))
+                return write(data)
+
+            def timed_await(ch, sent_len):
+                reply = await_reply(ch, sent_len)
+                marks.append(("reply" if reply is not None else "silence", time.monotonic()))
+                return reply
+            port.write, m._await_reply = timed_write, timed_await
+            master.cycle()                              # warm-up (and the STATUS polls)
+            del marks[:]
+            for _ in range(cycles):
+                master.cycle()
+        finally:
+            farm.close()
+            master.close()
+    to_reply, to_next = [], []
+    for (k0, t0), (k1, t1), nxt in zip(marks, marks[1:], marks[2:] + [None]):
+        if k0 == "request" and k1 == "reply":
+            to_reply.append((t1 - t0) * 1000)
+            if nxt is not None and nxt[0] == "request":
+                to_next.append((nxt[1] - t1) * 1000)
+    poll, idle, _ = _payload_sizes()
+    guard = timing.guard_us(baud) / 1000
+
+    def summary(values):
+        return {"p50": round(statistics.median(values), 2),
+                "mean": round(statistics.mean(values), 2)} if values else None
+    return {"exchanges": len(to_reply), "silent": sum(1 for k, _ in marks if k == "silence"),
+            "request_to_reply_ms": summary(to_reply),
+            "wire_request_to_reply_ms": round((timing.frame_us(poll, baud) + timing.frame_us(idle, baud))
+                                              / 1000 + guard, 2),
+            "reply_to_next_request_ms": summary(to_next), "wire_reply_to_next_request_ms": guard}
+
+
 def judge(baud, figures):
     """{goal: {"goal", "measured", "met"}} for the goals of this baud rate (none: {})."""
     out = {}
@@ -167,6 +224,7 @@ def run(bauds, devices, duration=None, press_every_s=None, seed=1, bus_in="proce
         f["duration_s"] = round(seconds, 1)
         f["p99_floor_ms"] = round(p99_floor_us(devices, baud) / 1000, 1)
         f["goals"] = judge(baud, f)
+        f["idle_phases"] = idle_phases(baud, devices, seed, bus_in=bus_in, devices_in=devices_in)
         figures[str(baud)] = f
     poll, idle, rating = _payload_sizes()
     return {
