@@ -122,6 +122,7 @@ def recheck(dest, env=None):
     module = cfg["only_mutate"][0]
     spec = load_config()["modules"][module]
     tests = [t for t in spec["tests"] if (REPO / t).exists()]
+    tests.sort(key=lambda t: "test_mut_" not in t)   # the pinpoint tests first: -x stops sooner
     for t in tests:
         shutil.copy(REPO / t, dest / t)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
