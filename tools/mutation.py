@@ -161,7 +161,8 @@ def main(argv=None):
     if args.recheck:
         module, res = recheck(args.recheck)
         left = sorted(n for n, r in res.items() if r != "killed")
-        print(json.dumps({"module": module, "rechecked": len(res), "still_alive": left}, indent=1)
+        print(json.dumps({"module": module, "rechecked": len(res), "still_alive": left}, indent=1,
+                         ensure_ascii=False)
               if args.json else "%s: %d rechecked, %d still alive %s" % (module, len(res), len(left), left))
         return 0
     cfg = load_config()
