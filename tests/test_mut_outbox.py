@@ -113,13 +113,17 @@ def test_the_first_append_after_a_failed_write_repairs_the_log_first():
     with pytest.raises(OSError):
         ob.append(2, payload_for(2))
     assert ob.stats["write_errors"] == 1 and ob.counters == [1] and ob.high == 2
-    with pytest.raises(ValueError, match="counter 2 not above 2"):
+    with pytest.raises(ValueError, match="^counter 2 not above 2$"):
         ob.append(2, payload_for(2))            # the counter is burnt
     ob.append(3, payload_for(3))
     assert ob.stats["compactions"] == 1          # the torn tail went before record 3 was added
     again = Outbox(FakeFlash(flash.files), "/ob").open()
-    assert again.counters == [1, 3] and again.get(3) == payload_for(3)
+    assert again.counters == [1, 3] and again.get(3) == payload_for(3) and again.high == 3
     assert again.stats["dropped_tail"] == 0
+    flash.fail = True
+    with pytest.raises(OSError):
+        ob.append(4, payload_for(4))
+    assert ob.stats["write_errors"] == 2
 
 
 def test_a_failed_ack_write_is_repaired_before_the_next_release():
@@ -173,3 +177,46 @@ def test_a_duplicate_rating_record_counts_once_and_acks_are_counted_at_boot():
         ob.append(11, b"")
     assert ob_mod._get_varint(b"\xff\x7f", 0) == (0x3FFF, 2)
     assert ob_mod._varint(0x3FFF) == b"\xff\x7f" and ob_mod._varint(0x80) == b"\x80\x01"
+
+
+def test_the_default_capacity_is_500_ratings():
+    ob = Outbox(FakeFlash(), "/ob").open()
+    for c in range(1, 501):
+        ob.append(c, b"")
+    with pytest.raises(OutboxFull):
+        ob.append(501, b"")
+
+
+def test_queries_on_a_real_directory(tmp_path):
+    ob = Outbox(Fs(), str(tmp_path)).open()
+    for c in (1, 2, 3):
+        ob.append(c, payload_for(c))
+    assert ob.newest(2) == [payload_for(2), payload_for(3)]
+    assert ob.oldest() == (1, payload_for(1)) and ob.get(2) == payload_for(2)
+
+
+def test_compaction_carries_records_longer_than_255_bytes(tmp_path):
+    ob = Outbox(Fs(), str(tmp_path), compact_after=1).open()
+    big = bytes(range(256)) * 3
+    ob.append(1, b"a")
+    ob.append(2, big)
+    ob.append(3, big[:300])
+    assert ob.release(1) and ob.stats["compactions"] == 1
+    assert ob.get(2) == big and ob.newest(1) == [big[:300]]
+    again = Outbox(Fs(), str(tmp_path)).open()
+    assert again.counters == [2, 3] and again.get(2) == big and again.get(3) == big[:300]
+
+
+def test_acks_and_torn_tails_are_counted_across_boots_of_one_outbox():
+    flash = FakeFlash()
+    ob = Outbox(flash, "/ob", compact_after=3).open()
+    for c in (1, 2, 3):
+        ob.append(c, b"r")
+    assert ob.release(1) and ob.release(2)
+    ob.open()                                     # a warm restart of the same object
+    assert ob.acks == 2 and ob.stats["compactions"] == 0
+    assert ob.release(3) and ob.stats["compactions"] == 1   # the third ACK, two of them from flash
+    for n in (1, 2):
+        flash.files[LOG].extend(b"\xa7junk")
+        ob.open()
+        assert ob.stats["dropped_tail"] == n
