@@ -1,4 +1,4 @@
-"""firmware.app.TRANSITIONS, row by row, on the real App in a sim-board Device (tests/fw_support.Rig):
+"""firmware.app.TRANSITIONS, row by row, on the real App in a sim-board Device (fw_support.Rig):
 every (state, event) row dispatches to its named handler with the event's arguments and has the
 effect the flow promises; every pair NOT in the table is ignored (state and flash unchanged);
 random event sequences keep the flow's promises (one rating per case, a thank-you only after the

@@ -179,14 +179,14 @@ def idle_phases(baud, devices, seed=1, cycles=5, bus_in="process", devices_in="p
                 to_next.append((nxt[1] - t1) * 1000)
     poll, idle, _ = _payload_sizes()
     guard = timing.guard_us(baud) / 1000
+    wire = (timing.frame_us(poll, baud) + timing.frame_us(idle, baud)) / 1000 + guard
 
     def summary(values):
         return {"p50": round(statistics.median(values), 2),
                 "mean": round(statistics.mean(values), 2)} if values else None
     return {"exchanges": len(to_reply), "silent": sum(1 for k, _ in marks if k == "silence"),
             "request_to_reply_ms": summary(to_reply),
-            "wire_request_to_reply_ms": round((timing.frame_us(poll, baud) + timing.frame_us(idle, baud))
-                                              / 1000 + guard, 2),
+            "wire_request_to_reply_ms": round(wire, 2),
             "reply_to_next_request_ms": summary(to_next), "wire_reply_to_next_request_ms": guard}
 
 
@@ -238,8 +238,9 @@ def run(bauds, devices, duration=None, press_every_s=None, seed=1, bus_in="proce
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
         "note": "master: gateway Rs485Master + SQLite store, port by its _open(); devices: %d "
-                "protocol.link SlaveLink loops (ACKs verified, bound to the rating MAC) in a %s; bus "
-                "in a %s; Poisson presses (press_every_s per baud); committed = store commit"
+                "protocol.link SlaveLink loops (ACKs verified, bound to the rating MAC) in a "
+                "%s; bus in a %s; Poisson presses (press_every_s per baud); committed = store "
+                "commit"
                 % (devices, devices_in, bus_in),
     }
 
@@ -253,13 +254,14 @@ def main(argv=None):
     p.add_argument("--duration", type=float, help="seconds of presses per baud rate "
                    "(default: long enough for --samples presses)")
     p.add_argument("--samples", type=int, default=150, help="presses to aim for per baud rate")
-    p.add_argument("--press-every", type=float,
-                   help="mean seconds between presses per device (default 8 at 115200, 48 at 9600)")
-    p.add_argument("--baud", type=int, action="append", help="baud rate(s) (default 115200 and 9600)")
+    p.add_argument("--press-every", type=float, help="mean seconds between presses per device "
+                   "(default 8 at 115200, 48 at 9600)")
+    p.add_argument("--baud", type=int, action="append",
+                   help="baud rate(s) (default 115200 and 9600)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--bus-in", choices=("process", "thread"), default="process")
     p.add_argument("--devices-in", choices=("process", "thread"), default="process",
-                   help="the light devices in a child process (default) or a thread of the master's")
+                   help="the light devices in a child process (default) or a master's thread")
     o = p.parse_args(argv)
     emit(run(o.baud or rs485.BAUDS, o.devices, o.duration, o.press_every, o.seed, o.bus_in,
              o.samples, o.devices_in), o.json)
