@@ -91,6 +91,42 @@ def test_the_json_entry_points_hand_over_to_jsonform():
     assert codec.dumps(obj) == jsonform.dumps(obj)
 
 
+def test_varints_are_minimal_at_every_7_bit_boundary():
+    for n, raw in ((0, b"\x00"), (1, b"\x01"), (0x7F, b"\x7f"), (0x80, b"\x80\x01"),
+                   (0x3FFF, b"\xff\x7f"), (0x4000, b"\x80\x80\x01")):
+        out = bytearray()
+        codec.put_varint(out, n)
+        assert bytes(out) == raw and codec.get_varint(raw, 0, len(raw)) == (n, len(raw))
+    assert codec.encode(schema.IDLE, {"outbox": 127}) == b"\x08\x7f"
+
+
+def _nest(levels):
+    """A table nesting sub-records `levels` deep, and a record filling it."""
+    fields, record = ((1, "v", schema.U, 9, 0, None),), {"v": 3}
+    for _ in range(levels):
+        fields, record = ((1, "m", schema.M, 0, 0, fields),), {"m": record}
+    return fields, record
+
+
+def test_both_forms_take_two_levels_of_sub_records_and_refuse_a_third():
+    for levels, ok in ((2, True), (3, False)):
+        fields, record = _nest(levels)
+        raw = bytes(codec.encode_fields(fields, record))
+        obj = codec.to_obj(fields, record)
+        if ok:
+            assert codec.decode_fields(fields, raw) == record and codec.from_obj(fields, obj) == record
+        else:
+            with pytest.raises(ProtocolError):
+                codec.decode_fields(fields, raw)
+            with pytest.raises(ProtocolError):
+                codec.from_obj(fields, obj)
+
+
+def test_sub_records_must_be_dicts():
+    with pytest.raises(LocalProtocolError, match="^items items must be dicts$"):
+        codec.encode(schema.CONTEXT, {"case_id": 1, "node": 1, "items": [("code", "x")]})
+
+
 # --- codec: tokens and text ---------------------------------------------------------------------
 def test_token_characters_are_ascii_letters_digits_and_dot_dash_underscore():
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
