@@ -27,13 +27,14 @@ from gateway import http_auth
 from gateway import mosquitto_acl
 from gateway import panel as panel_mod
 from gateway import status_display
+from gateway.committer import GroupCommitter
 from gateway.intake import Intake
 from gateway.mqtt_bridge import MqttBridge
 from gateway.queue_api import Callbacks, make_app, render_metrics
 from gateway.registry import Registry
 from gateway.rejects import Rejections, Throttle
 from gateway.rs485_master import Rs485Master
-from gateway.store import GroupCommitter, Store
+from gateway.store import Store
 from protocol import codec, schema, vocab
 
 log = logging.getLogger("gateway")
@@ -89,7 +90,7 @@ class Gateway:
                                      notify=self.callbacks.notify if self.callbacks.enabled else None,
                                      rating_days=cfg.rating_days,
                                      sealer=self.sealer, qr_token=self._qr_token(), clock=clock)
-        self.store.close_hook = self.cases.close_in_txn   # a rated case closes in the rating's commit
+        self.store.case_closer = self.cases   # a rated case closes in the rating's commit
         # One rating path for every transport; the bridge and the buses only move its bytes.
         self.intake = Intake(cfg.hall, self.registry, self.rejections, enrich=self.cases.enrich,
                              on_rating=self.on_rating, clock=clock)

@@ -16,10 +16,11 @@ Rules (shared/reference/rules.md):
   level: the clerk must not see how the citizen rated (Art. 4).
 The same case event sent twice (same first serial and node) returns the open case, unchanged.
 Open cases live in the store's small state table, so a restart keeps enriching their ratings.
-Closing a rated case: close_in_txn (the store's close_hook) deletes its state, frees its window
-and queues the callback inside the rating's own group commit (no fsync of its own, and no crash
-can fall between the rating and its case's closing); on_rating then follows in memory, pushes
-and notifies. Without the hook (or if it failed) on_rating closes with a transaction of its own.
+Closing a rated case is data: closing() says what storing a rating closes (the case id and the
+queueing system's callback). The store asks closings() before a group commit and applies them
+inside it where the case is still open (gateway.case_state: no fsync of its own, and no crash can
+fall between the rating and its case's closing); on_rating then follows in memory, pushes and
+notifies, and has the store apply the same closing alone if the commit did not.
 """
 
 import logging
@@ -143,7 +144,6 @@ class Cases:
                       "unknown_case": 0}
         self.closing = {"in_commit": 0, "alone": 0}   # rated cases closed in the rating's commit or not
         self._lock = threading.RLock()
-        self._closed_in_txn = set()   # (case_id, rating id) closed by close_in_txn, not yet in memory
         self.windows = {}             # window -> {"staff_id", "staff_name", "case_id"}
         self.cases = {}               # case_id -> case dict
         self._by_key = {}
@@ -282,25 +282,22 @@ class Cases:
             out["applicant"] = case["applicant"]
         return out
 
-    def close_in_txn(self, txn, ratings):
-        """Store close_hook, inside the group commit that stores `ratings` (store lock held, so
-        this must not take self._lock: event() takes ours, then the store's). Works from the
-        state table alone, which holds what memory holds for every open case."""
-        pairs = [(r.get("case_id"), rating_id(r)) for r in ratings]
-        self._closed_in_txn.difference_update(pairs)   # a stale mark from a commit that failed
-        closed = []
-        for rating, pair in zip(ratings, pairs):
-            case = txn.get("case:%d" % pair[0]) if pair[0] else None
-            if case is None or case.get("status", "open") != "open":
-                continue
-            txn.delete("case:%d" % pair[0])
-            window = txn.get("window:" + case["window"])
-            if window is not None and window.get("case_id") == pair[0]:
-                txn.put("window:" + case["window"], dict(window, case_id=0))
-            if self.notify is not None:
-                txn.add_callback(self._callback(self._closed_status(rating), case, rating))
-            closed.append(pair)
-        self._closed_in_txn.update(closed)
+    def closings(self, ratings):
+        """The store's case_closer: for each rating, what storing it closes, or None. Asked before
+        the group commit's transaction (the store holds no lock then); the store applies each
+        closing only where the case is still open in its state table."""
+        with self._lock:
+            out = []
+            for rating in ratings:
+                case = self.cases.get(rating.get("case_id"))
+                out.append(self._closing(case, rating) if case and case["status"] == "open" else None)
+            return out
+
+    def _closing(self, case, rating):
+        """(case id, the queueing system's callback or None): gateway.case_state applies it."""
+        if self.notify is None:
+            return (case["case_id"], None)
+        return (case["case_id"], self._callback(self._closed_status(rating), case, rating))
 
     @staticmethod
     def _closed_status(rating):
@@ -316,35 +313,26 @@ class Cases:
         """A rating was committed (any ACK result): close its case, tell the queueing system."""
         if result[0] != vocab.ACK_STORED:
             return
-        pair = (rating.get("case_id"), rating_id(rating))
         with self._lock:
             case = self.cases.get(rating.get("case_id"))
-            in_txn = pair in self._closed_in_txn
-            self._closed_in_txn.discard(pair)
             if case is None or case["status"] != "open":
                 if case is None:
                     self.stats["unknown_case"] += 1
                 return
+            case_id, callback = self._closing(case, rating)
+            in_commit = self.store.closed_in_commit(case_id)
+            if not in_commit:   # its group commit did not close it: the same closing, alone
+                self.store.close_cases([(case_id, callback)])
             status = self._closed_status(rating)
             case = dict(case, status=status)
             window = self.windows.get(case["window"]) or {}
-            current = window.get("case_id") == case["case_id"]
+            current = window.get("case_id") == case_id
             if current:
-                window = dict(window, case_id=0)
-            callback = None
-            if self.notify is not None:
-                callback = self._callback(status, case, rating)
-            if not in_txn:
-                # One transaction: the case closes, its window frees and its callback is queued.
-                self.store.close_case("case:%d" % case["case_id"],
-                                      "window:" + case["window"] if current else None, window,
-                                      callback)
-            self.cases[case["case_id"]] = case
+                self.windows[case["window"]] = dict(window, case_id=0)
+            self.cases[case_id] = case
             self._by_key.pop(case["case_key"], None)
-            if current:
-                self.windows[case["window"]] = window
             self.stats[status] += 1
-            self.closing["in_commit" if in_txn else "alone"] += 1
+            self.closing["in_commit" if in_commit else "alone"] += 1
         if current:
             for device in self.registry.by_window(case["window"]):
                 self.push(device, None)

@@ -227,7 +227,7 @@ def test_an_unopenable_path_is_an_error_not_corruption(tmp_path):
 def test_a_constraint_error_refuses_the_batch_but_keeps_the_file(store, monkeypatch):
     assert store.commit_ratings([(make_rating("d", 1), None)]) == [STORED]
 
-    def broken(items):
+    def broken(*group):
         raise sqlite3.IntegrityError("UNIQUE constraint failed")
     monkeypatch.setattr(store, "_commit_ratings", broken)
     assert store.commit_ratings([(make_rating("d", 2), None)]) == [(vocab.ACK_RETRY, errors.R_STORE_FULL)]

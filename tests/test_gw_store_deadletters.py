@@ -204,7 +204,7 @@ def test_memory_follows_the_file_and_every_bucket_keeps_its_newest(ops):
                 assert len(held) <= (5 if bucket != "?" else 3)
                 if held and evicted:     # a bucket gives up its oldest rows, never a newer one
                     assert max(evicted) < min(held)
-            assert sum(len(d) for d in s._buckets.rows.values()) == len(rows)
+            assert sum(len(d) for d in s.ledger.buckets.rows.values()) == len(rows)
         s.close()
 
 
@@ -214,16 +214,16 @@ def test_a_dead_letter_and_its_pruning_commit_together(tmp_path, monkeypatch):
     s.commit_ratings(junk("dev-a", 2))
     before = s._db.execute("SELECT id FROM dead_letters ORDER BY id").fetchall()
 
-    real = s._prune_dead
+    real = s.ledger.prune_dead
 
     def failing(db, new):
         real(db, new)
         raise sqlite3.OperationalError("disk I/O error")
-    monkeypatch.setattr(s, "_prune_dead", failing)
+    monkeypatch.setattr(s.ledger, "prune_dead", failing)
     assert s.commit_ratings(junk("dev-a", 1)) == [(vocab.ACK_RETRY, errors.R_STORE_FULL)]
     monkeypatch.undo()
     assert s._db.execute("SELECT id FROM dead_letters ORDER BY id").fetchall() == before
     assert s.backlog()["dead_letters"] == 2 and s.backlog()["dead_evicted"] == 0
     assert s.commit_ratings(junk("dev-a", 1)) == [(DEAD, errors.R_MALFORMED)]
-    assert s.backlog()["dead_evicted"] == 1 and len(s._buckets.rows["dev-a"]) == 2
+    assert s.backlog()["dead_evicted"] == 1 and len(s.ledger.buckets.rows["dev-a"]) == 2
     s.close()
