@@ -28,8 +28,9 @@ import hashlib
 import hmac
 import json
 import re
+from operator import itemgetter
 from binascii import Error as _HexError
-from binascii import hexlify, unhexlify
+from binascii import unhexlify
 
 try:
     from orjson import loads as _orjson_loads
@@ -255,6 +256,12 @@ _ACK_SIGNED = tuple((f[0], f[1], f[5]) for f in _ACK if f[6])
 _ACK_JSON = tuple((f[0], f[1], '"%s":' % f[0]) for f in _ACK)
 if [f[1] for f in _ACK if f[1] == M or f[3]]:   # pragma: no cover - a schema change must come here
     raise ImportError("fastcodec writes scalar ACK fields only")
+# An ACK with every field (what the gateway sends): one format string, from the same table.
+_ACK_NAMES = tuple(f[0] for f in _ACK_JSON)
+_ACK_VALUES = itemgetter(*_ACK_NAMES)
+_ACK_FULL = "{%s}" % ",".join(head + ("%d" if kind == U else '"%s"') for _, kind, head in _ACK_JSON)
+_ACK_HEX = tuple(i for i, f in enumerate(_ACK_JSON) if f[1] == B)
+_ACK_TEXT = tuple(i for i, f in enumerate(_ACK_JSON) if f[1] in (S, T))
 
 
 def ack_signed_bytes(device_id, ack, rating_mac):
@@ -269,7 +276,10 @@ def ack_signed_bytes(device_id, ack, rating_mac):
             continue            # absent, zero or empty: not written (canonical form)
         out += key
         if kind == U:
-            codec.put_varint(out, value)
+            if value < 0x80:
+                out += _SMALL[value]
+            else:
+                codec.put_varint(out, value)
         else:
             _put_len(out, value.encode("utf-8") if kind != B else bytes(value))
     out += rating_mac
@@ -295,6 +305,20 @@ def sign_ack(key, device_id, ack, rating_mac):
 def ack_json(ack):
     """The ACK's JSON object as the gateway publishes it: every field present in `ack` (zeros too)
     in field order, bytes as lowercase hex, = codec.dumps(codec.to_obj(schema.ACK_FIELDS, ack))."""
+    if len(ack) == len(_ACK_NAMES):
+        try:
+            values = list(_ACK_VALUES(ack))
+        except KeyError:
+            values = None
+        else:
+            for i in _ACK_TEXT:         # text holds only tokens here: nothing to escape
+                if not _TOKEN.fullmatch(values[i]):
+                    values = None
+                    break
+        if values is not None:
+            for i in _ACK_HEX:
+                values[i] = values[i].hex()
+            return _ACK_FULL % tuple(values)
     parts = []
     for name, kind, head in _ACK_JSON:
         value = ack.get(name)
@@ -303,8 +327,8 @@ def ack_json(ack):
         if kind == U:
             parts.append("%s%d" % (head, value))
         elif kind == B:
-            parts.append('%s"%s"' % (head, hexlify(value).decode()))
-        elif kind == T and _TOKEN.fullmatch(value):     # a token: nothing to escape
+            parts.append('%s"%s"' % (head, value.hex()))
+        elif _TOKEN.fullmatch(value):     # a token: nothing to escape
             parts.append('%s"%s"' % (head, value))
         else:
             parts.append(head + json.dumps(value, ensure_ascii=False))

@@ -22,7 +22,7 @@ import json
 import re
 import time
 
-from gateway.fastcodec import rating_from_json, rating_mac_of, sign_ack, verify_mac
+from gateway.fastcodec import ack_mac, rating_from_json, rating_mac_of, verify_mac
 from gateway.store import RawPayload
 from protocol import codec, errors, schema, vocab
 
@@ -58,9 +58,9 @@ def ack_record(device_id, counter, result, key=None, rating_mac=None):
     `key` and bound to the answered rating's MAC (SPEC 7.5); unsigned when key is None (the device
     has left the registry meanwhile: it ignores an unsigned ACK)."""
     ack = {"device": device_id, "counter": counter, "result": result[0], "reason": result[1]}
-    if key is None:
-        return ack
-    return sign_ack(key, device_id, ack, rating_mac)
+    if key is not None:
+        ack["mac"] = ack_mac(key, device_id, ack, rating_mac)
+    return ack
 
 
 def commit(pending, committer):

@@ -139,7 +139,7 @@ def _add_stage_timers(bridge, registry, store, totals):
     """Thread-CPU timers around the stages of one gateway (instance attributes: nothing global)."""
     import gateway.intake as intake_module
     intake_module.rating_from_json = _timed(intake_module.rating_from_json, totals, "decode")
-    intake_module.sign_ack = _timed(intake_module.sign_ack, totals, "ack")   # the intake signs
+    intake_module.ack_mac = _timed(intake_module.ack_mac, totals, "ack")   # the intake signs
     registry.check_rating = _timed(registry.check_rating, totals, "check")
     bridge._handle = _timed(bridge._handle, totals, "handle")
     bridge._flush = _timed(bridge._flush, totals, "flush")
@@ -151,7 +151,7 @@ def _stage_figures(totals, cpu_s, count):
     import gateway.fastcodec as fastcodec
     import gateway.intake as intake_module
     intake_module.rating_from_json = fastcodec.rating_from_json
-    intake_module.sign_ack = fastcodec.sign_ack
+    intake_module.ack_mac = fastcodec.ack_mac
     us = dict((name, totals[name] / count * 1e6) for name in totals)
     ours = us["handle"] + us["flush"]
     stages = {"decode": us["decode"], "check": us["check"],
