@@ -17,6 +17,7 @@ RAM: two lists of small ints (counter, file offset) per live rating, ~8 bytes ea
 """
 
 from firmware.flashfs import join
+from protocol.codec import get_varint, put_varint   # the one varint (loaded on every device anyway)
 
 from binascii import crc32   # in every supported runtime (ESP32 and wasm MicroPython, CPython)
 
@@ -43,22 +44,12 @@ class OutboxFull(Exception):
 
 def _varint(n):
     out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
+    put_varint(out, n)
     return out
 
 
 def _get_varint(buf, pos):
-    n = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return n, pos
-        shift += 7
+    return get_varint(buf, pos, len(buf))
 
 
 def encode_record(kind, payload):
