@@ -116,10 +116,23 @@ def test_both_forms_take_two_levels_of_sub_records_and_refuse_a_third():
         if ok:
             assert codec.decode_fields(fields, raw) == record and codec.from_obj(fields, obj) == record
         else:
-            with pytest.raises(ProtocolError):
+            with pytest.raises(ProtocolError) as e:
                 codec.decode_fields(fields, raw)
+            assert e.value.reason == errors.R_MALFORMED and e.value.detail == "nesting too deep"
             with pytest.raises(ProtocolError):
                 codec.from_obj(fields, obj)
+
+
+def test_field_tables_index_the_same_from_a_cold_cache(monkeypatch):
+    """The per-table indexes are built on first use; a cold cache (a fresh boot) builds them right."""
+    monkeypatch.setattr(codec, "_INDEX_CACHE", {})
+    monkeypatch.setattr(codec, "_NAMES_CACHE", {})
+    rec = {"case_id": 9, "node": 2, "staff_name": "王五", "items": [{"code": "a", "name": "甲"}]}
+    for _ in range(2):                                       # built, then taken from the cache
+        raw = codec.encode(schema.CONTEXT, rec)
+        assert codec.decode(schema.CONTEXT, raw) == rec
+    with pytest.raises(LocalProtocolError, match="^unknown field: nope$"):
+        codec.encode(schema.CONTEXT, dict(rec, nope=1))
 
 
 def test_sub_records_must_be_dicts():
