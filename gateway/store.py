@@ -31,12 +31,12 @@ letters), gateway.upload_queue (the outbox), gateway.case_state (state, callback
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
 
 from gateway import deadletters, set_aside, store_file
+from gateway.acked import AckedSidecar
 from gateway.case_state import CaseState
 from gateway.committer import GroupCommitter  # noqa: F401  (built next to the Store by callers)
 from gateway.ledger import Ledger, RawPayload, dead_row, digest, rating_digest  # noqa: F401
@@ -53,10 +53,6 @@ ALARM_LOG_EVERY_S = 60.0   # without an on_alarm handler: one log line per alarm
 _STAT_OF_ACK = {vocab.ACK_STORED: "stored", vocab.ACK_DUPLICATE: "duplicates",
                 vocab.ACK_DEAD_LETTER: "dead_letters", vocab.ACK_RETRY: "refused_full"}
 _REFUSED = (vocab.ACK_RETRY, errors.R_STORE_FULL)
-
-
-def _acked_text(n):
-    return b"%020d\n" % n     # fixed width: each write covers the last, in one page
 
 
 class Store:
@@ -90,7 +86,7 @@ class Store:
         self.case_state = CaseState(callback_capacity, self._alarm, now)
         self._lock = threading.RLock()
         self._db = None
-        self._acked_fd = None
+        self._acked = AckedSidecar(self.path + "-acked", self._alarm)
         self._open()
 
     def _now(self):
@@ -125,45 +121,8 @@ class Store:
         self.queue.load(self._db)
         self.case_state.load(self._db)
         self.ledger.load(self._db)
-        self._check_acked()
-
-    # --- what was acknowledged: a sidecar to catch a store that comes back short ---------------
-    def _check_acked(self):
-        """Compare the records the file holds with those acknowledged as stored (the sidecar
-        `<db>-acked`): fewer (a lost -wal file, a restored copy, a salvage) raises `store_short`
-        with the numbers, and the store goes on from what it holds."""
-        self._acked = self._db.execute("SELECT COUNT(*) FROM ids").fetchone()[0]   # quick_check read it all
-        if self._acked_fd is None:
-            try:
-                self._acked_fd = os.open(self.path + "-acked", os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as e:
-                log.warning("no acknowledgement sidecar (%s): a short store goes unnoticed", e)
-                return
-        said = os.pread(self._acked_fd, 64, 0)
-        try:
-            said = int(said) if said else None
-        except ValueError:
-            log.warning("acknowledgement sidecar unreadable (%r): starting it afresh", said[:32])
-            said = None
-        if said is not None and said > self._acked:
-            self._alarm("store_short", "%s holds %d stored records but %d were acknowledged: %d"
-                        " missing" % (self.path, self._acked, said, said - self._acked))
-        self._note_acked(0)
-        try:
-            os.ftruncate(self._acked_fd, len(_acked_text(0)))   # an old longer text's tail
-        except OSError:
-            pass
-
-    def _note_acked(self, added):
-        """After each commit that stored something: one pwrite, no fsync. A killed process's write
-        is in the page cache and survives; a power cut may lose it, which only makes the count
-        lower (never a false alarm): the database itself was fsynced before this line."""
-        self._acked += added
-        if self._acked_fd is not None:
-            try:
-                os.pwrite(self._acked_fd, _acked_text(self._acked), 0)
-            except OSError:
-                pass
+        # quick_check read the whole file: counting `ids` is cheap now
+        self._acked.check(self._db.execute("SELECT COUNT(*) FROM ids").fetchone()[0], self.path)
 
     def set_known_devices(self, known):
         """known(device) -> bool: the registry's word on which devices have their own bucket of
@@ -177,9 +136,7 @@ class Store:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-            if self._acked_fd is not None:
-                os.close(self._acked_fd)
-                self._acked_fd = None
+            self._acked.close()
 
     # --- transactions --------------------------------------------------------------------
     def _guarded(self, work):
@@ -321,7 +278,7 @@ class Store:
         self.ledger.note_marks(hwm)
         self.queue.added(KIND_RATING, added)
         if added:
-            self._note_acked(added)
+            self._acked.add(added)
         if plan is not None:
             self.ledger.after_prune(plan)
         stats = self.stats
@@ -360,7 +317,7 @@ class Store:
                 return _REFUSED
             if ack == vocab.ACK_STORED:
                 self.queue.added(KIND_CASE, 1)
-                self._note_acked(1)
+                self._acked.add(1)
                 self.queue.check_fill()
             elif ack == vocab.ACK_RETRY:
                 self.queue.refuse("case %s" % key)
