@@ -116,8 +116,8 @@ class Intake:
         """The sender's registry entry; None (counted) for a device not in the registry."""
         device = self.registry.get(device_id)
         if device is None:
-            self.rejections.reject(where, errors.R_UNKNOWN_DEVICE, "rating on an unknown topic",
-                                   device_id)
+            self.rejections.reject(where, errors.R_UNKNOWN_DEVICE,
+                                   "rating from a device not in the registry", device_id)
         return device
 
     def _decoded(self, where, device, rating, signed, reply, as_received):
