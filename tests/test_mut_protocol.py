@@ -421,3 +421,47 @@ def test_a_new_channel_has_made_no_attempt_and_its_first_request_is_seq_1():
     for ch in (link.MasterChannel(5), link.MasterBus().channel(5)):
         assert ch.attempts == 0 and ch.seq == 0
         assert ch.request(schema.POLL, {})[4] == 1 and ch.attempts == 1
+
+
+# --- codec: every refusal of the decoder, by reason and words ----------------------------------
+def _key(num, wire):
+    out = bytearray()
+    codec.put_varint(out, num << 3 | wire)
+    return bytes(out)
+
+
+def _padded(total):
+    """A valid CONTEXT of exactly `total` bytes: an unknown field 99 carries the padding."""
+    head = codec.encode(schema.CONTEXT, {"case_id": 1, "node": 1})
+    pad = total - len(head) - len(_key(99, 2)) - 2
+    return head + _key(99, 2) + bytes((pad & 0x7F | 0x80, pad >> 7)) + bytes(pad)
+
+
+CTX = codec.encode(schema.CONTEXT, {"case_id": 1, "node": 1})
+REFUSALS = [
+    (schema.CONTEXT, CTX + _key(4, 2) + b"\x05ab", errors.R_TRUNCATED, "field 4 wants 5 bytes"),
+    (schema.CONTEXT, CTX + _key(4, 3), errors.R_MALFORMED, "wire type 3"),
+    (schema.CONTEXT, CTX + _key(8, 2) + b"\x00", errors.R_MALFORMED, "node has the wrong wire type"),
+    (schema.CONTEXT, CTX + _key(1, 0) + b"\x00", errors.R_MALFORMED, "case_id appears twice"),
+    (schema.CONTEXT, CTX + (_key(7, 2) + b"\x01a") * 17, errors.R_OVERSIZE,
+     "serials holds more than 16 items"),
+    (schema.CONTEXT, CTX + _key(4, 2) + b"\x11" + b"x" * 17, errors.R_OUT_OF_RANGE,
+     "staff_name longer than 16 characters"),
+    (0x06, b"", errors.R_UNKNOWN_TYPE, "type 0x06"),
+    (schema.CONTEXT, _padded(1025), errors.R_OVERSIZE, "record of 1025 bytes"),
+    (schema.CONTEXT, b"", errors.R_MISSING, "case_id"),
+]
+
+
+@pytest.mark.parametrize("msg_type,raw,reason,detail", REFUSALS)
+def test_each_refusal_of_the_decoder_has_its_reason_and_words(msg_type, raw, reason, detail):
+    with pytest.raises(ProtocolError) as e:
+        codec.decode(msg_type, raw)
+    assert (e.value.reason, e.value.detail) == (reason, detail)
+
+
+def test_a_record_of_exactly_1024_bytes_and_unknown_fields_anywhere_are_taken():
+    raw = _padded(1024)
+    assert len(raw) == 1024 and codec.decode(schema.CONTEXT, raw) == {"case_id": 1, "node": 1}
+    first = _key(99, 0) + b"\x05" + _key(98, 2) + b"\x02zz" + CTX      # unknown fields lead
+    assert codec.decode(schema.CONTEXT, first) == {"case_id": 1, "node": 1}
