@@ -24,7 +24,7 @@ try:  # a batch body is ~0.5 MB of JSON: orjson parses it twice as fast and writ
 except ImportError:  # pragma: no cover - stdlib fallback
     _orjson = None
 
-from gateway import profiles, upstream_auth
+from gateway import builtin_profiles, upstream_auth
 from hall_simulator import central_rules
 from hall_simulator.central_store import CentralStore, Rejected
 from hall_simulator.clock import SimClock
@@ -217,7 +217,7 @@ class CentralServer:
             return "items must be a non-empty list"
         if len(items) > MAX_ITEMS:
             return "more than %d items" % MAX_ITEMS
-        if envelope["profile"] not in profiles.BUILTIN:
+        if envelope["profile"] not in builtin_profiles.BUILTIN:
             return "unknown profile %s" % envelope["profile"]
         return None
 

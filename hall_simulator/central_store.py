@@ -24,6 +24,7 @@ import json
 import sqlite3
 import time
 
+from gateway import builtin_profiles
 from gateway import profiles as profile_tables
 from hall_simulator import central_rules as rules
 from protocol import errors, vocab
@@ -332,7 +333,7 @@ class CentralStore:
                     " pressed_at, received_at, sim_received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (rating_id, key, hall, None, window, staff_id, staff_name, matter_code,
                      matter_name, self.default_level, self.default_level, vocab.SRC_SYSTEM_DEFAULT,
-                     profile_tables.CH_SYSTEM, deadline, wall, now))
+                     builtin_profiles.CH_SYSTEM, deadline, wall, now))
                 db.execute("INSERT OR REPLACE INTO case_ratings VALUES (?,?)", (key, rating_id))
             self._bump(system_defaults=len(rows))
             db.execute("COMMIT")

@@ -4,7 +4,7 @@ import os
 
 import yaml  # PyYAML, installed with esptool
 
-from gateway import profiles
+from gateway import builtin_profiles
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
                    "upstream-api.yaml")
@@ -19,8 +19,8 @@ def test_every_profile_field_is_documented():
     assert "/v1/batches" in doc["paths"]
     for (name, kind), schema in SCHEMAS.items():
         documented = set(doc["components"]["schemas"][schema]["properties"])
-        fields = profiles.BUILTIN[name]["rating_fields" if kind == "rating" else "case_fields"]
+        fields = builtin_profiles.BUILTIN[name]["rating_fields" if kind == "rating" else "case_fields"]
         mapped = {row[1] for row in fields}
         assert mapped == documented, (schema, mapped ^ documented)
     assert doc["components"]["schemas"]["Batch"]["properties"]["profile"]["enum"] == \
-        sorted(profiles.BUILTIN)
+        sorted(builtin_profiles.BUILTIN)

@@ -6,23 +6,15 @@ import datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import profiles
+from gateway import builtin_profiles, profiles
 
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
 PROFILES = [profiles.get("gbt39046"), profiles.get("zhejiang"),
-            profiles.Profile(dict(profiles.GBT39046, name="slashes", time_format="%d/%m/%Y %H.%M.%S")),
-            profiles.Profile(dict(profiles.GBT39046, name="zoned", time_format="%Y%m%d%H%M%S%z"))]
+            profiles.Profile(dict(builtin_profiles.GBT39046, name="slashes", time_format="%d/%m/%Y %H.%M.%S")),
+            profiles.Profile(dict(builtin_profiles.GBT39046, name="zoned", time_format="%Y%m%d%H%M%S%z"))]
 
 
-def general_read(text, profile):
-    """The general path alone: ISO reading proved by a round trip, else strptime."""
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-        if moment.tzinfo is not None or moment.strftime(profile.time_format) != text:
-            raise ValueError(text)
-    except ValueError:
-        moment = datetime.datetime.strptime(text, profile.time_format)
-    return int(moment.replace(tzinfo=CHINA).timestamp())
+general_read = profiles.general_time_from   # the general path alone (ISO, else strptime)
 
 
 def outcome(function, *args):

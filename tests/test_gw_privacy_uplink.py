@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gateway import profiles, upstream_auth
+from gateway import builtin_profiles, upstream_auth
 from gateway.privacy import Sealer
 from gateway.uplink import Uplink
 from protocol import vocab
@@ -30,7 +30,7 @@ def test_profile_decides_what_leaves(tmp_path, mode):
     store = stored_with_applicant(tmp_path, sealer)
     items = store.upload_batch(10)
     assert ID not in str(items) and items[0]["record"]["applicant"].startswith("v1.")
-    spec = dict(profiles.GBT39046, applicant=mode)
+    spec = dict(builtin_profiles.GBT39046, applicant=mode)
     uplink = Uplink(store, "http://127.0.0.1:9", "gw", "futian-1", profile=spec, sealer=sealer)
     _, wire = uplink._map(items)
     rater = wire[0]["data"].get("rater")
@@ -45,7 +45,7 @@ def test_profile_decides_what_leaves(tmp_path, mode):
 def test_sending_profile_without_a_sealer_is_refused(tmp_path):
     with pytest.raises(ValueError):
         Uplink(outbox(tmp_path), "http://x", "gw", "h",
-               profile=dict(profiles.GBT39046, applicant="clear"))
+               profile=dict(builtin_profiles.GBT39046, applicant="clear"))
 
 
 def test_wrong_key_is_a_dead_letter_and_logs_stay_clean(tmp_path, caplog):
@@ -55,7 +55,7 @@ def test_wrong_key_is_a_dead_letter_and_logs_stay_clean(tmp_path, caplog):
             server.faults.set(fail_next=1)
             clock = FakeClock()
             uplink = Uplink(store, server.url, "gw", "futian-1", clock=clock, sleep=Sleeps(clock),
-                            profile=dict(profiles.GBT39046, applicant="masked"),
+                            profile=dict(builtin_profiles.GBT39046, applicant="masked"),
                             sealer=Sealer("cd" * 32, context="futian-1"),
                             auth=upstream_auth.HmacAuth("gw", SECRET))
             await uplink.drain()

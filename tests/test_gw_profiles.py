@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gateway import profiles
+from gateway import builtin_profiles, profiles
 from gateway.profiles import ProfileError
 from protocol import vocab
 
@@ -42,7 +42,7 @@ def test_zhejiang_counts_the_other_way_and_uses_pf():
     assert data["assessTime"] == "2024-06-10 14:13:20"
     assert data["projectNo"] == "SZ2024060001" and data["taskCode"] == "440300-001"
     assert data["assessNumber"] == 1 and data["proStatus"] == 3
-    system = profiles.get("zhejiang").map_record("rating", {"channel": profiles.CH_SYSTEM})
+    system = profiles.get("zhejiang").map_record("rating", {"channel": builtin_profiles.CH_SYSTEM})
     assert system["pf"] == 7
 
 
@@ -58,7 +58,7 @@ def test_unknown_code_is_a_clear_error():
 
 
 def test_profile_from_config_dict_is_validated():
-    spec = dict(profiles.GBT39046, name="guangxi")
+    spec = dict(builtin_profiles.GBT39046, name="guangxi")
     assert profiles.get(spec).name == "guangxi"
     with pytest.raises(ValueError):
         profiles.Profile(dict(spec, rating_fields=(("overall", "x", "nonsense"),)))
@@ -75,7 +75,7 @@ ratings = st.fixed_dictionaries(
     {"rating_id": token, "serials": st.lists(token, min_size=1, max_size=16),
      "node": st.sampled_from(list(vocab.NODE_NAMES)),
      "source": st.sampled_from(list(vocab.SOURCE_NAMES)),
-     "channel": st.sampled_from(profiles.CHANNELS),
+     "channel": st.sampled_from(builtin_profiles.CHANNELS),
      "gateway_time": st.integers(min_value=946684800, max_value=4102444800),
      "evaluation_count": st.integers(min_value=1, max_value=2)},
     optional={"overall": level, "business": level, "service": level,
@@ -101,7 +101,7 @@ def expected(profile, kind, record):
     return {k: v for k, v in record.items() if k in profile.mapped_fields(kind) and v not in ([], "")}
 
 
-@pytest.mark.parametrize("name", sorted(profiles.BUILTIN))
+@pytest.mark.parametrize("name", sorted(builtin_profiles.BUILTIN))
 @settings(max_examples=150, deadline=None)
 @given(record=ratings)
 def test_rating_round_trip(name, record):
@@ -110,7 +110,7 @@ def test_rating_round_trip(name, record):
         expected(profile, "rating", record)
 
 
-@pytest.mark.parametrize("name", sorted(profiles.BUILTIN))
+@pytest.mark.parametrize("name", sorted(builtin_profiles.BUILTIN))
 @settings(max_examples=100, deadline=None)
 @given(record=cases)
 def test_case_round_trip(name, record):

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from gateway import profiles, upstream_auth
+from gateway import builtin_profiles, upstream_auth
 from gateway.backoff import Backoff, parse_retry_after
 from gateway.uplink import Uplink
 from protocol import vocab
@@ -203,7 +203,7 @@ def test_unmappable_item_is_rejected_locally(tmp_path):
         store = outbox(tmp_path)
         fill(store, "win-09", [1])
         async with central(tmp_path) as server:
-            spec = dict(profiles.GBT39046)
+            spec = dict(builtin_profiles.GBT39046)
             spec["levels"] = {1: 1, 2: 2, 3: 3, 4: 4}         # a table without a code for level 5
             store.commit_ratings([(rating("win-09", 2, vocab.VERY_DISSATISFIED), enrichment())])
             async with make_uplink(store, server, profile=spec) as uplink:
