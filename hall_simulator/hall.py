@@ -44,7 +44,7 @@ from gateway.registry import Registry
 from hall_simulator import chaos as chaos_mod
 from hall_simulator import citizens, queue_sim, report
 from hall_simulator.broker import Broker, child_popen_args
-from hall_simulator.bus import BusThread
+from hall_simulator.bus_runners import BusThread
 from hall_simulator.central_api import CentralServer
 from hall_simulator.central_store import CentralStore
 from hall_simulator.clock import SimClock

@@ -202,7 +202,7 @@ class RogueNode(threading.Thread):
 
 
 def test_a_rogue_rs485_node_answering_in_the_victims_slot_cannot_release_its_rating(tmp_path):
-    from hall_simulator.bus import BusThread
+    from hall_simulator.bus_runners import BusThread
     from hall_simulator.bus_uart import BusUart
 
     baud = 19200

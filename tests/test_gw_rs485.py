@@ -252,7 +252,7 @@ def test_on_the_simulated_bus_at_line_speed(tmp_path):
     """The same schedule over hall_simulator's paced RS-485 bus (socket://), 19,200 baud."""
     import random
     import serial
-    from hall_simulator.bus import BusThread
+    from hall_simulator.bus_runners import BusThread
 
     with BusThread(baud=19200, rng=random.Random(5)) as bus_thread:
         url = bus_thread.bus.url
@@ -420,7 +420,7 @@ def test_a_reply_behind_noise_is_taken_on_the_same_attempt(tmp_path, noise):
     path through socket://) cost no resend: the reply behind them is accepted on the first try."""
     import random
     import serial
-    from hall_simulator.bus import BusThread
+    from hall_simulator.bus_runners import BusThread
 
     before = {"noise": bytes(range(1, 61)), "bad_crc": _bad_crc_frame(),
               "false_header": _false_header(400)}[noise]

@@ -7,7 +7,7 @@ import time
 import pytest
 import serial
 
-from hall_simulator.bus import BusProcess, BusThread
+from hall_simulator.bus_runners import BusProcess, BusThread
 from hall_simulator.bus_uart import BusUart
 from protocol.frame import FrameDecoder, encode_frame
 

@@ -11,7 +11,7 @@ import aiohttp
 from hypothesis import given, settings, strategies as st
 
 from hall_simulator import chaos, hall, report
-from hall_simulator.bus import BusThread
+from hall_simulator.bus_runners import BusThread
 from hall_simulator.central_api import CentralServer
 from hall_simulator.central_store import CentralStore
 

@@ -8,7 +8,7 @@ import time
 import serial
 
 from hall_simulator import citizens
-from hall_simulator.bus import BusThread
+from hall_simulator.bus_runners import BusThread
 from hall_simulator.clock import SimClock
 from hall_simulator.evaluator import Evaluator, Spec
 from protocol import auth, schema, vocab

@@ -33,7 +33,7 @@ import time
 import serial
 
 from hall_simulator.bench import emit, percentile
-from hall_simulator.bus import BusProcess, BusThread
+from hall_simulator.bus_runners import BusProcess, BusThread
 from hall_simulator.bus_uart import BusUart
 from protocol import auth, codec, errors, schema, timing, vocab
 from protocol.link import MasterBus, SlaveLink

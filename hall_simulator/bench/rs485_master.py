@@ -41,7 +41,7 @@ import sys
 import time
 
 from hall_simulator.bench import emit, rs485
-from hall_simulator.bus import BusProcess, BusThread
+from hall_simulator.bus_runners import BusProcess, BusThread
 from protocol import codec, schema, timing
 
 GOALS = {115200: {"p99_ms": 150.0, "efficiency": 0.8}, 9600: {"p99_ms": 1000.0}}
