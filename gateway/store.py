@@ -38,14 +38,18 @@ import time
 from gateway import deadletters, set_aside, store_file
 from gateway.acked import AckedSidecar
 from gateway.case_state import CaseState
-from gateway.committer import GroupCommitter  # noqa: F401  (built next to the Store by callers)
-from gateway.ledger import Ledger, RawPayload, dead_row, digest, rating_digest  # noqa: F401
+from gateway.ledger import Ledger, dead_row, digest, rating_digest
 from gateway.rejects import Throttle
-from gateway.store_file import StoreError, is_corrupt  # noqa: F401
-from gateway.upload_queue import (KIND_CASE, KIND_RATING, Settlement, UploadQueue,  # noqa: F401
+from gateway.store_file import is_corrupt
+from gateway.upload_queue import (KIND_CASE, KIND_RATING, Settlement, UploadQueue,
                                   rating_upload_record, record_json)
 from protocol import errors, vocab
 from protocol import rating as rating_rules
+
+# What callers take from here besides Store (the committer is built next to it).
+from gateway.committer import GroupCommitter  # noqa: E402,F401
+from gateway.ledger import RawPayload  # noqa: E402,F401
+from gateway.store_file import StoreError  # noqa: E402,F401
 
 log = logging.getLogger("gateway.store")
 
