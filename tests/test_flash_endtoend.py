@@ -16,7 +16,7 @@ from gateway.upstream_auth import HmacAuth
 from gateway.uplink import Uplink
 from hall_simulator.central_api import CentralServer
 from hall_simulator.central_store import CentralStore
-from hall_simulator.device import FirmwareApp
+from hall_simulator.virtual_board import FirmwareApp
 from protocol import vocab
 from tests.flash_support import bundle_dir, run, virtual_device
 

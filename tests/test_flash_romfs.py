@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 
-from hall_simulator.device import FirmwareApp, rom_path
+from hall_simulator.virtual_board import FirmwareApp, rom_path
 from tests.flash_support import bundle_dir, provision_args, run, virtual_device
 from tools.flashkit import bundle as bundle_mod
 from tools.flashkit import romfs
