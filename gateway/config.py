@@ -3,7 +3,8 @@
     [gateway]   hall (required), data_dir, store = "outbox.db", registry = "registry.json",
                 capacity, alarm_ratio, rating_days (7), privacy_key (hex, optional)
     [mqtt]      host, port, username, password, client_id, keepalive (ratings arrive on a second
-                connection, client id "<client_id>-ingest": gateway.mqtt_ingest), broker_files and
+                connection, user "<username>-ingest", client id "<client_id>-ingest", same
+                password: gateway.mqtt_ingest), broker_files and
                 broker_pid_file (the broker's password + ACL files, kept in step with the registry)
     [http]      host, port, queue_token, operator_token, viewer_token (one bearer credential per
                 role, gateway.http_auth; a role left empty gets a generated one, kept 0600 in

@@ -5,7 +5,11 @@ topics and read only what is addressed to it (protocol.topics), kept in step at 
   (mqtt_password): the provisioning tool writes the same value into the device's config, so no
   second secret has to be handed around, and the broker file holds only a salted PBKDF2 hash.
 - Hashes use Mosquitto 2's "$7$" format: PBKDF2-HMAC-SHA512, 12-byte salt, 64-byte hash, base64.
-- The gateway user may read and write everything of its hall; nobody else gets a wildcard.
+- The gateway logs in twice (the broker runs with use_username_as_clientid, so a device that
+  presents another's client id takes over only its own session): its control plane as the
+  [mqtt] user, which may read and write everything of its hall, and its rating intake as
+  "<user>-ingest" (gateway.mqtt_ingest), same password, which may only read the ratings and
+  write the ACKs. Nobody else gets a wildcard.
 - Files are written atomically (own temp name, fsync, rename) with mode 0640 and the directory's
   group: the broker runs as its own user (Debian: `mosquitto`), so on a Pi the directory is
   hall-gateway:mosquitto with the setgid bit (README) and Mosquitto reads the files through its
@@ -27,6 +31,7 @@ import signal
 import tempfile
 import threading
 
+from gateway.mqtt_ingest import ingest_username
 from protocol import topics
 from protocol.auth import mqtt_password  # the device computes the same (SPEC 6.2)
 
@@ -50,7 +55,8 @@ def _mqtt_devices(registry):
 
 
 def password_file(hall, registry, gateway_user, gateway_password):
-    lines = ["%s:%s" % (gateway_user, hash_password(gateway_password))]
+    lines = ["%s:%s" % (user, hash_password(gateway_password))
+             for user in (gateway_user, ingest_username(gateway_user))]
     for device in _mqtt_devices(registry):
         lines.append("%s:%s" % (device.id, hash_password(mqtt_password(device.key))))
     return "\n".join(lines) + "\n"
@@ -58,7 +64,10 @@ def password_file(hall, registry, gateway_user, gateway_password):
 
 def acl_file(hall, registry, gateway_user):
     out = ["# generated from the gateway registry: do not edit",
-           "user %s" % gateway_user, "topic readwrite %s/%s/#" % (topics.ROOT, hall), ""]
+           "user %s" % gateway_user, "topic readwrite %s/%s/#" % (topics.ROOT, hall), "",
+           "user %s" % ingest_username(gateway_user),
+           "topic read %s" % topics.gateway_subscriptions(hall, ("rating",))[0],
+           "topic write %s/%s/dev/+/ack" % (topics.ROOT, hall), ""]
     for device in _mqtt_devices(registry):
         out.append("user %s" % device.id)
         for kind in topics.DEVICE_TO_GATEWAY:

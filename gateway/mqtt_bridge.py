@@ -10,8 +10,10 @@ Out: .../context and .../config retained (kept here and republished on every rec
 What a rating gets (dead letter, ACK_REJECTED, the ACK's MAC) is gateway.intake's, the one path
 for every transport; this module moves the bytes: a rating's payload (or an oversized one's head)
 in, under the topic's device, and the intake's signed ACK out as JSON on that device's ack topic.
-Two connections, one client id apart: ratings come in on the ingest connection
-(gateway.mqtt_ingest, "<client_id>-ingest"), everything else through paho. Each rating (or dead
+Two connections, one login apart: ratings come in on the ingest connection
+(gateway.mqtt_ingest: user "<username>-ingest", client id "<client_id>-ingest"), everything else
+through paho ("<username>", "<client_id>"); the broker keys clients on user names
+(use_username_as_clientid), so one login must never hold two connections. Each rating (or dead
 letter) joins the ingest connection's group, which is committed in one transaction (one fsync) once
 every whole packet of its reads is handled; the ACKs (QoS 0: a device republishes until it has
 one, and a repeated ACK is harmless) go out right after the commit, from that same thread. No

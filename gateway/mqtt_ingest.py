@@ -55,6 +55,16 @@ LINGER_MS = 2            # ... this long for more input before it commits     # 
 _SUBSCRIBE_PID = 1
 
 
+INGEST_SUFFIX = "-ingest"
+
+
+def ingest_username(username):
+    """The ingest connection's own login: the broker runs with use_username_as_clientid (a device
+    presenting the gateway's client id must not evict it), so two connections under one user name
+    would evict each other. Same password; its own, narrower ACL (gateway.mosquitto_acl)."""
+    return username + INGEST_SUFFIX if username else username
+
+
 class Refused(MqttError):
     """The broker said no (CONNACK code, SUBACK 0x80): counted as refused, not as a broken packet."""
 
@@ -143,7 +153,7 @@ class IngestConnection:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(wire.connect_packet(self.client_id, self.cfg.keepalive,
-                                             user=self.cfg.username or None,
+                                             user=ingest_username(self.cfg.username) or None,
                                              password=self.cfg.password or None, clean=False))
             buf = bytearray()
             while True:                         # CONNACK is the broker's first packet

@@ -9,7 +9,9 @@
     broker.reload()                       # SIGHUP: Mosquitto re-reads both files
 
 Without users or password_file the broker is anonymous (the test fixtures); with them, anonymous
-clients are refused. Mosquitto writes its pid to broker.pid_file, so another process of the same
+clients are refused and the broker takes each client's user name as its client id
+(use_username_as_clientid, as docs/mosquitto/hall-gateway.conf): a device presenting another's
+client id, or the gateway's, cannot disconnect it. Mosquitto writes its pid to broker.pid_file, so another process of the same
 user (the gateway: [mqtt] broker_pid_file) can SIGHUP it after rewriting the files.
 Persistence is always off: what survives a broker restart is the clients' business, which is what
 the simulator wants to prove. Passwords are hashed here ($7$: PBKDF2-SHA512, Mosquitto 2's own
@@ -91,6 +93,7 @@ class Broker:
         self.acl_file = acl_file
         secured = bool(self.users or password_file)
         self.allow_anonymous = (not secured) if allow_anonymous is None else allow_anonymous
+        self.username_as_clientid = secured
         self.extra_config = extra_config
         self.binary = binary or find_mosquitto()
         self.config_path = os.path.join(self.workdir, "mosquitto.conf")
@@ -115,6 +118,7 @@ class Broker:
         lines = [
             "listener %d %s" % (self.port, self.host),
             "allow_anonymous %s" % ("true" if self.allow_anonymous else "false"),
+            "use_username_as_clientid %s" % ("true" if self.username_as_clientid else "false"),
             "persistence false",
             "pid_file %s" % self.pid_file,
             "log_dest file %s" % self.log_path,

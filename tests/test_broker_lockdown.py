@@ -30,6 +30,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from gw_support import device_key, make_rating  # noqa: E402
 from hall_support import central, run_hall  # noqa: E402
 
 from gateway import config as config_mod  # noqa: E402
@@ -39,7 +40,7 @@ from gateway.cli import main as cli_main  # noqa: E402
 from gateway.registry import Registry  # noqa: E402
 from hall_simulator import hall as hall_mod  # noqa: E402
 from hall_simulator.broker import Broker, find_mosquitto, free_port  # noqa: E402
-from protocol import topics  # noqa: E402
+from protocol import auth, codec, schema, topics, vocab  # noqa: E402
 from protocol.auth import mqtt_password  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,15 +52,17 @@ WAIT_S = 5.0
 class Client:
     """A paho client in its own thread: CONNACK code, received messages, SUBACK codes."""
 
-    def __init__(self, broker, user=None, password=None, name="probe"):
+    def __init__(self, broker, user=None, password=None, name="probe", client_id=None):
         self.inbox = queue.Queue()
         self.connacks = queue.Queue()
         self.subacks = queue.Queue()
+        self.drops = []                        # reason codes of every disconnect seen
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                             client_id="%s-%s" % (name, os.urandom(3).hex()))
+                             client_id=client_id or "%s-%s" % (name, os.urandom(3).hex()))
         if user is not None:
             self.c.username_pw_set(user, password)
         self.c.on_connect = lambda c, u, flags, rc, props: self.connacks.put(rc)
+        self.c.on_disconnect = lambda c, u, flags, rc, props: self.drops.append(rc)
         self.c.on_message = lambda c, u, m: self.inbox.put((m.topic, m.payload))
         self.c.on_subscribe = lambda c, u, mid, codes, props: self.subacks.put(codes)
         try:
@@ -158,9 +161,9 @@ def test_devices_added_rekeyed_and_removed_at_run_time_reach_the_broker(tmp_path
             await gw.stop()
 
     def run_time_changes(gw):
-        observer = Client(broker, *login_pair, name="observer")
-        assert observer.ok, "the gateway's own login"
-        observer.subscribe("%s/%s/dev/+/rating" % (topics.ROOT, HALL))
+        # the broker takes the login as client id: a probe on the gateway's login would take its
+        # place, so the gateway's own intake is the observer
+        ingest = gw.bridge.ingest.stats
         key_new = bytes.fromhex("b2" * 32)
         assert login(broker, "dev-new", mqtt_password(key_new)).is_failure      # not yet known
         t0 = time.monotonic()
@@ -170,9 +173,12 @@ def test_devices_added_rekeyed_and_removed_at_run_time_reach_the_broker(tmp_path
         figures["add_to_login_s"] = time.monotonic() - t0
         dev = Client(broker, "dev-new", mqtt_password(key_new), name="dev-new")
         assert dev.ok
+        seen = ingest["publishes"] + ingest["oversize"]
         dev.publish(topics.device_topic(HALL, "dev-new", "rating"), "非常满意".encode())
-        got = observer.drain(until="非常满意".encode())
-        assert (topics.device_topic(HALL, "dev-new", "rating"), "非常满意".encode()) in got
+        deadline = time.monotonic() + WAIT_S
+        while ingest["publishes"] + ingest["oversize"] == seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ingest["publishes"] == seen + 1, "dev-new's rating did not reach the gateway"
         # a rename changes no login and no topic: the files are not rewritten, the broker not reloaded
         writes = gw.broker_files.writes
         gw.registry.update("dev-new", {"name": "二号窗口"})
@@ -200,13 +206,150 @@ def test_devices_added_rekeyed_and_removed_at_run_time_reach_the_broker(tmp_path
         # dev-a (from the config) was never disturbed, and the gateway still reaches the broker
         assert not login(broker, "dev-a", mqtt_password(bytes.fromhex("a1" * 32))).is_failure
         assert "dev-new" not in Path(paths["acl_file"]).read_text()
-        observer.close()
+        assert ingest["drops"] == 0 and ingest["connects"] == 1
 
     try:
         asyncio.run(scenario())
     finally:
         broker.close()
     print("figures:", figures)
+
+
+def _acks(client, device, n, timeout=WAIT_S):
+    """The first n ACKs (decoded) the client receives on the device's ack topic, fewer if none
+    come within timeout."""
+    ack_topic, acks = topics.device_topic(HALL, device, "ack"), []
+    deadline = time.monotonic() + timeout
+    while len(acks) < n and time.monotonic() < deadline:
+        try:
+            topic, payload = client.inbox.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        if topic == ack_topic:
+            acks.append(codec.from_json(schema.ACK, payload))
+    return acks
+
+
+def test_ratings_sent_while_the_gateway_is_away_wait_for_its_intake_on_a_locked_down_broker(tmp_path):
+    """With the login as client id, the intake's persistent session is keyed on its own user
+    ("<username>-ingest"): QoS 1 ratings published while the gateway is stopped wait in the
+    broker and are delivered, committed and ACKed when it is back."""
+    files_dir = tmp_path / "broker-files"
+    login_pair = ("gateway-lockdown", os.urandom(12).hex())
+    devices = [{"id": "dev-b", "window": "A02", "transport": "mqtt", "key": device_key("dev-b").hex()}]
+    paths = mosquitto_acl.write_files(str(files_dir), HALL, Registry(devices), *login_pair)
+    broker = Broker(tmp_path / "broker", password_file=paths["password_file"],
+                    acl_file=paths["acl_file"]).start()
+    cfg = _gateway_config(tmp_path, broker, files_dir, login_pair, devices)
+    dev = Client(broker, "dev-b", mqtt_password(device_key("dev-b")), client_id="hall-dev-b")
+    ratings = {n: make_rating("dev-b", n, window="A02") for n in (1, 2, 3, 4)}
+
+    def rate(n):
+        dev.publish(topics.device_topic(HALL, "dev-b", "rating"),
+                    codec.to_json(schema.RATING, ratings[n]))
+
+    async def run_gateway(during):
+        gw = Gateway(cfg)
+        await gw.start()
+        try:
+            assert await asyncio.to_thread(gw.bridge.connected.wait, 10)
+            return await asyncio.to_thread(during, gw)
+        finally:
+            await gw.stop()
+
+    def first(gw):
+        rate(1)
+        return [a["counter"] for a in _acks(dev, "dev-b", 1)]
+
+    def second(gw):
+        acks = _acks(dev, "dev-b", 3)
+        return sorted(a["counter"] for a in acks), dict(gw.bridge.ingest.stats)
+
+    try:
+        assert dev.ok
+        dev.subscribe(topics.device_topic(HALL, "dev-b", "ack"))
+        assert asyncio.run(run_gateway(first)) == [1]
+        for n in (2, 3, 4):                   # nobody is there to read them but the broker
+            rate(n)
+        counters, stats = asyncio.run(run_gateway(second))
+        assert counters == [2, 3, 4], counters
+        assert stats["connects"] == 1 and stats["publishes"] == 3, stats
+        assert "gateway-lockdown-ingest" in broker.log_text()     # the intake's own login
+    finally:
+        dev.close()
+        broker.close()
+
+
+def test_a_device_presenting_another_client_id_disconnects_neither_it_nor_the_gateway(tmp_path):
+    """An evaluator with a valid login (dev-a) CONNECTs under the client id of another device
+    (its firmware's "hall-dev-b") and of each of the gateway's connections. The broker takes the
+    login as the client id (use_username_as_clientid), so it takes over nobody's session: the
+    victim stays connected and its next rating is stored and ACKed, the gateway's intake and
+    control plane stay up."""
+    files_dir = tmp_path / "broker-files"
+    login_pair = ("gateway-lockdown", os.urandom(12).hex())
+    devices = [{"id": d, "window": w, "transport": "mqtt", "key": device_key(d).hex()}
+               for d, w in (("dev-a", "A01"), ("dev-b", "A02"))]
+    paths = mosquitto_acl.write_files(str(files_dir), HALL, Registry(devices), *login_pair)
+    broker = Broker(tmp_path / "broker", password_file=paths["password_file"],
+                    acl_file=paths["acl_file"]).start()
+    cfg = _gateway_config(tmp_path, broker, files_dir, login_pair, devices)
+    stolen = ["hall-dev-b", cfg.mqtt.client_id + "-ingest", cfg.mqtt.client_id]
+
+    async def scenario():
+        gw = Gateway(cfg)
+        await gw.start()
+        try:
+            assert await asyncio.to_thread(gw.bridge.connected.wait, 10)
+            await asyncio.to_thread(takeovers, gw)
+        finally:
+            await gw.stop()
+
+    def takeovers(gw):
+        ingest = gw.bridge.ingest.stats
+        victim = Client(broker, "dev-b", mqtt_password(device_key("dev-b")), client_id="hall-dev-b")
+        assert victim.ok
+        victim.subscribe(topics.device_topic(HALL, "dev-b", "ack"))
+        gateway_down = []                     # moments the gateway saw a link of its own down
+        watching = threading.Event()
+        watching.set()
+
+        def watch():
+            while watching.is_set():
+                if not gw.bridge.connected.is_set():
+                    gateway_down.append(time.monotonic())
+                time.sleep(0.005)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            for client_id in stolen:
+                attacker = Client(broker, "dev-a", mqtt_password(device_key("dev-a")),
+                                  client_id=client_id)
+                assert attacker.ok, "dev-a's own login was refused"
+                time.sleep(0.5)               # an eviction, and paho's reconnect, happen in this
+                attacker.close()
+        finally:
+            watching.clear()
+            watcher.join(5)
+        assert victim.drops == [] and victim.c.is_connected(), \
+            "the victim was disconnected: %r" % victim.drops
+        assert gateway_down == [], "the gateway lost a link %d times" % len(gateway_down)
+        assert (ingest["connects"], ingest["drops"]) == (1, 0), ingest
+        rating = make_rating("dev-b", 1, window="A02")
+        victim.publish(topics.device_topic(HALL, "dev-b", "rating"),
+                       codec.to_json(schema.RATING, rating))
+        acks = _acks(victim, "dev-b", 1)
+        assert acks, "the victim's rating was not ACKed"
+        ack = acks[0]
+        assert ack["counter"] == 1 and ack.get("result", vocab.ACK_STORED) == vocab.ACK_STORED
+        assert auth.verify_ack(device_key("dev-b"), "dev-b", ack, rating["mac"])
+        assert victim.drops == []
+        victim.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        broker.close()
 
 
 def test_broker_files_modes_atomic_writes_and_the_reload_flag(tmp_path):
@@ -381,6 +524,23 @@ class LiveHall:
         """The gateway's MQTT login (on an anonymous broker: none, and anyone may observe)."""
         return getattr(self.hall, "mqtt_login", None) or (None, None)
 
+    def observer_login(self):
+        """A login of the tests' own that may read and write the whole hall. Not the gateway's:
+        the broker takes the login as client id, so a probe on it would disconnect the gateway.
+        Added to the files the gateway keeps (rewritten only when a device changes, which these
+        tests do not do), then the broker reloaded."""
+        if getattr(self, "_observer", None) is None:
+            login = ("observer-" + os.urandom(3).hex(), os.urandom(12).hex())
+            folder = Path(self.hall.broker_files)
+            with open(folder / mosquitto_acl.PASSWORDS, "a", encoding="utf-8") as f:
+                f.write("%s:%s\n" % (login[0], mosquitto_acl.hash_password(login[1])))
+            with open(folder / mosquitto_acl.ACL, "a", encoding="utf-8") as f:
+                f.write("\nuser %s\ntopic readwrite %s/%s/#\n" % (login[0], topics.ROOT, HALL))
+            self.hall.broker.reload()
+            assert login_within(self.hall.broker, *login, want_ok=True) is not None
+            self._observer = login
+        return self._observer
+
     def close(self):
         try:
             self.call(self.hall.stop())
@@ -409,7 +569,7 @@ def test_the_halls_broker_refuses_anonymous_and_unknown_clients(live_hall):
 
 def test_a_device_cannot_publish_on_another_devices_or_the_gateways_topics(live_hall):
     broker = live_hall.hall.broker
-    observer = Client(broker, *live_hall.gateway_login(), name="observer")
+    observer = Client(broker, *live_hall.observer_login(), name="observer")
     assert observer.ok
     observer.subscribe("%s/%s/#" % (topics.ROOT, HALL))
     w01 = Client(broker, "w01", mqtt_password(key_of(LiveHall.SEED, "w01")), name="w01-attacker")
@@ -436,7 +596,7 @@ def test_a_device_cannot_publish_on_another_devices_or_the_gateways_topics(live_
 
 def test_a_device_cannot_read_another_devices_ack_context_or_config(live_hall):
     broker = live_hall.hall.broker
-    gateway = Client(broker, *live_hall.gateway_login(), name="gw-probe")
+    gateway = Client(broker, *live_hall.observer_login(), name="gw-probe")
     assert gateway.ok
     w01 = Client(broker, "w01", mqtt_password(key_of(LiveHall.SEED, "w01")), name="w01-reader")
     assert w01.ok

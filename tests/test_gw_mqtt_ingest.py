@@ -329,7 +329,8 @@ def test_connect_and_subscribe_then_connected_only_after_suback(rig, user, passw
     assert parse_connect(connect) == {
         "protocol": "MQTT", "level": 4, "flags": flags, "keepalive": 45,
         "client_id": (client_id or "gateway") + "-ingest",
-        "username": user or None, "password": password or None}
+        "username": user + "-ingest" if user else None,     # a login of its own, same password
+        "password": password or None}
     assert not parse_connect(connect)["flags"] & 0x02, "clean_session must be 0 (persistent session)"
     assert parse_subscribe(subscribe) == (1, [(FILTER, 1)])
 
