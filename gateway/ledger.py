@@ -10,6 +10,7 @@ import hashlib
 
 from gateway import deadletters
 from gateway.store_file import Txn
+from gateway.upload_queue import KIND_RATING
 from protocol import codec, errors, schema
 from protocol import rating as rating_rules
 
@@ -144,7 +145,7 @@ class Ledger:
         first = last - len(rows) + 1
         return [(self.buckets.bucket(row[2]), first + i) for i, row in enumerate(rows)]
 
-    def file_rejected(self, db, kind_rating, rows):
+    def file_rejected(self, db, rows):
         """Move items the central side rejected from the outbox to the dead letters: rows
         [(key, reason text, now)]; a rating is filed under its device, a case under none.
         Returns the new rows [(bucket, id)]."""
@@ -154,7 +155,7 @@ class Ledger:
                 "INSERT INTO dead_letters (kind, key, device, reason_code, reason, payload,"
                 " created) SELECT kind, key, CASE WHEN kind=? THEN ? END, NULL, ?, record, ?"
                 " FROM outbox WHERE key=? RETURNING id, device",
-                (kind_rating, key.rpartition(":")[0] or None, reason, now, key)).fetchall())
+                (KIND_RATING, key.rpartition(":")[0] or None, reason, now, key)).fetchall())
         return new_dead
 
     def prune_dead(self, db, new_dead):

@@ -21,7 +21,8 @@ recorded; the uplink drains it. Rules:
 - A sidecar `<db>-acked` holds how many records were acknowledged as stored; a file that comes
   back holding fewer (a -wal file lost after a kill, an old copy restored) raises `store_short`.
 - A rated case closes inside its rating's group commit, from data its `case_closer` hands over
-  before the transaction (gateway.case_state): the store calls no one inside a transaction.
+  before the transaction (gateway.case_state): a group commit calls no one inside its
+  transaction. (Opening a case still does: commit_case's `open_state`.)
 
 `Store` is what the rest of the gateway holds. It owns the one connection, the one lock (the MQTT
 committer, the RS-485 master and the uplink call from different threads) and every transaction;
@@ -344,7 +345,7 @@ class Store:
             def work():
                 db = self._db
                 new_dead = self.ledger.file_rejected(
-                    db, KIND_RATING, [(key, reason, now) for key, reason in settlement.rejected])
+                    db, [(key, reason, now) for key, reason in settlement.rejected])
                 plan = self.ledger.prune_dead(db, new_dead) if new_dead else None
                 return self.queue.settle_in(db, settlement), plan
             removed, plan = self._guarded(work)
