@@ -4,7 +4,8 @@ Each scenario records what the device showed at the instant its rating went to t
 flow's state and the last screen drawn): the thank-you may only follow a successful append.
 """
 
-from fw_support import FakeFlash, Rig
+from fw_flash_support import FakeFlash
+from fw_support import Rig
 
 
 class FailingFlash(FakeFlash):

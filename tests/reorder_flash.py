@@ -1,6 +1,6 @@
 """A test flash that, at a power cut, may lose or reorder the bytes written since the last flush.
 
-fw_support.FakeFlash keeps unflushed bytes only as a prefix, so it cannot tell whether a writer
+fw_flash_support.FakeFlash keeps unflushed bytes only as a prefix, so it cannot tell whether a writer
 flushes in the right order: a commit byte can never outlive the bytes before it. A real NOR part
 under LittleFS programs a pending buffer page by page, and a cut mid-sync may leave any subset of
 those pages programmed (cache eviction, a metadata commit racing the data) or a prefix plus one
@@ -12,7 +12,7 @@ Each cut also records (path, intended, survived): the file as the writer meant i
 now, so a test can check an ordering promise byte by byte. Runs on CPython and MicroPython.
 """
 
-from fw_support import FakeFlash, Journal, PowerCut, check_recovered, play
+from fw_flash_support import FakeFlash, Journal, PowerCut, check_recovered, play
 
 
 
@@ -110,7 +110,7 @@ class ReorderFlash(FakeFlash):
 
 def cut_everywhere_reordered(ops, seeds, page=8, capacity=4, check_cut=None):
     """Cut at every step of `ops`, and for each cut try every seed's loss pattern; reboot and
-    check the outbox's promises (fw_support.check_recovered), plus `check_cut(path, intended,
+    check the outbox's promises (fw_flash_support.check_recovered), plus `check_cut(path, intended,
     survived)` -> problems on each cut's raw bytes. Returns (steps, cuts tried, problems)."""
     clean = ReorderFlash(page=page)
     play(clean, ops, Journal(), capacity)

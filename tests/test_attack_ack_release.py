@@ -19,7 +19,8 @@ import serial
 from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fw_support import KEY_HEX, Rig, payload_for  # noqa: E402
+from fw_flash_support import payload_for  # noqa: E402
+from fw_support import KEY_HEX, Rig  # noqa: E402
 from protocol_strategies import message  # noqa: E402
 
 from firmware.flashfs import Fs  # noqa: E402

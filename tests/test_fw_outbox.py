@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fw_support import FakeFlash, Journal, PowerCut, cut_everywhere, payload_for, play  # noqa: E402
+from fw_flash_support import FakeFlash, Journal, PowerCut, cut_everywhere, payload_for, play  # noqa: E402
 
 from firmware.flashfs import Fs  # noqa: E402
 from firmware.outbox import Outbox, OutboxFull, encode_record, KIND_RATING  # noqa: E402
@@ -93,7 +93,7 @@ def test_power_cut_during_recovery_too(ops, first_cut, second_cut):
         play(flash, ops, journal)
     except PowerCut:
         pass
-    from fw_support import check_recovered
+    from fw_flash_support import check_recovered
     assert check_recovered(flash.files, journal) == []
 
 
@@ -110,8 +110,8 @@ class _ForgetfulOutbox(Outbox):
 
 
 def test_the_power_cut_check_catches_an_outbox_that_lies(monkeypatch):
-    import fw_support
-    monkeypatch.setattr(fw_support, "Outbox", _ForgetfulOutbox)
+    import fw_flash_support
+    monkeypatch.setattr(fw_flash_support, "Outbox", _ForgetfulOutbox)
     _, problems = cut_everywhere(OPS[:6], 0.0)
     assert any("lost" in p for p in problems)
 
@@ -119,7 +119,7 @@ def test_the_power_cut_check_catches_an_outbox_that_lies(monkeypatch):
 MP_SCRIPT = """
 import sys
 sys.path.insert(0, "/repo/tests")
-from fw_support import cut_everywhere
+from fw_flash_support import cut_everywhere
 ops = %r
 total = 0
 for torn in (0.0, 0.5, 1.0):

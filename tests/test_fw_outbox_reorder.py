@@ -1,7 +1,7 @@
 """The flash outbox on a flash that may lose or reorder unflushed bytes at a power cut
 (tests/reorder_flash.py): a cut at every write step, several seeded loss patterns per cut.
 
-Promises checked after every cut and reboot (fw_support.check_recovered): a rating whose append
+Promises checked after every cut and reboot (fw_flash_support.check_recovered): a rating whose append
 returned is there, byte-identical; a released rating never comes back unless its release never
 returned; no phantom; the counter never goes back; the outbox keeps working. On the raw bytes of
 outbox.log: a commit byte on flash means its record's header and payload are on flash exactly as
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-import fw_support  # noqa: E402
-from fw_support import Journal, PowerCut, play  # noqa: E402
+import fw_flash_support  # noqa: E402
+from fw_flash_support import Journal, PowerCut, play  # noqa: E402
 from reorder_flash import (ALL_KEPT, ALL_LOST, PREFIX_TORN, SUBSET, ReorderFlash,  # noqa: E402
                            Rng, cut_everywhere_reordered, pattern_of, survive)
 
@@ -112,7 +112,7 @@ def test_a_second_cut_during_recovery(ops, first_cut, second_cut, seed1, seed2):
         play(flash, ops, journal)
     except PowerCut:
         pass
-    assert fw_support.check_recovered(flash.files, journal) == []
+    assert fw_flash_support.check_recovered(flash.files, journal) == []
 
 
 # --- planted bugs: the order of the commit byte's flush ---------------------------------------
@@ -159,7 +159,7 @@ def _no_crc(data, start=0):
 
 @pytest.mark.parametrize("broken", [_OneWrite, _NoFlushBetween])
 def test_a_commit_byte_flushed_with_its_record_is_caught(broken, monkeypatch):
-    monkeypatch.setattr(fw_support, "Outbox", broken)
+    monkeypatch.setattr(fw_flash_support, "Outbox", broken)
     _, _, problems = cut_everywhere_reordered(OPS[:8], SEEDS, 8, check_cut=commit_order)
     assert any("before its record" in p for p in problems)
 
@@ -171,12 +171,12 @@ def test_without_the_crc_the_flush_order_alone_keeps_ratings_intact(broken, monk
     monkeypatch.setattr(outbox_mod, "crc32", _no_crc)
     _, _, problems = cut_everywhere_reordered(OPS[:8], SEEDS, 8)
     assert problems == []
-    monkeypatch.setattr(fw_support, "Outbox", broken)
+    monkeypatch.setattr(fw_flash_support, "Outbox", broken)
     _, _, problems = cut_everywhere_reordered(OPS[:8], SEEDS, 8)
     assert any("corrupt" in p or "phantom" in p for p in problems)
     # the old prefix-only flash could not see it: a commit byte never outlived earlier bytes
     for torn in (0.0, 0.5, 1.0):
-        assert fw_support.cut_everywhere(OPS[:8], torn)[1] == []
+        assert fw_flash_support.cut_everywhere(OPS[:8], torn)[1] == []
 
 
 def test_the_seeded_patterns_are_the_same_every_run():

@@ -2,7 +2,7 @@
 read only when the head changes, RS-485 sends those bytes as they are and MQTT builds its JSON
 once per head. Real parts: the firmware Device and transports, the gateway's protocol.link
 master byte for byte, a real Mosquitto with paho playing the gateway; the flash is the counting
-test flash of fw_support."""
+test flash of fw_flash_support."""
 
 import sys
 import time
@@ -12,7 +12,8 @@ import paho.mqtt.client as paho
 from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fw_support import FakeFlash, Rig, check_rating  # noqa: E402
+from fw_flash_support import FakeFlash  # noqa: E402
+from fw_support import Rig, check_rating  # noqa: E402
 
 from protocol import auth, codec, jsonform, schema, topics, vocab  # noqa: E402
 from protocol.frame import FrameDecoder  # noqa: E402
@@ -256,7 +257,8 @@ def test_head_is_the_stored_head_and_is_read_only_when_it_changes(ops):
 MP_SCRIPT = """
 import sys
 sys.path.insert(0, "/repo/tests")
-from fw_support import FakeFlash, Rig
+from fw_flash_support import FakeFlash
+from fw_support import Rig
 from protocol import codec, schema
 from protocol.frame import FrameDecoder
 from protocol.link import MasterBus

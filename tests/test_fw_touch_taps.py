@@ -7,24 +7,24 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import fw_support  # noqa: E402
+import fw_touch_taps  # noqa: E402
 
 FONT = str(Path(__file__).resolve().parent.parent / "firmware" / "fonts" / "unifont16.bin")
 
 
-@pytest.mark.parametrize("name", fw_support.TOUCH_TAP_FLOWS)
+@pytest.mark.parametrize("name", fw_touch_taps.TOUCH_TAP_FLOWS)
 def test_touch_taps(name, tmp_path):
-    rig, taps = fw_support.run_touch_taps(name, FONT, base=str(tmp_path))
+    rig, taps = fw_touch_taps.run_touch_taps(name, FONT, base=str(tmp_path))
     assert taps >= 8 and rig.board.display.shows > taps // 2
 
 
 MP_SCRIPT = """
 import sys
 sys.path.insert(0, "/repo/tests")
-import fw_support
-for name in fw_support.TOUCH_TAP_FLOWS:
+import fw_touch_taps
+for name in fw_touch_taps.TOUCH_TAP_FLOWS:
     try:
-        rig, taps = fw_support.run_touch_taps(name, "/repo/firmware/fonts/unifont16.bin")
+        rig, taps = fw_touch_taps.run_touch_taps(name, "/repo/firmware/fonts/unifont16.bin")
         print("PASS", name, taps)
     except Exception as e:
         sys.print_exception(e)
@@ -33,7 +33,8 @@ for name in fw_support.TOUCH_TAP_FLOWS:
 
 
 def test_touch_taps_under_micropython(micropython):
-    files = {"/repo/tests/fw_support.py": (Path(__file__).parent / "fw_support.py").read_bytes()}
+    files = {"/repo/tests/" + name: (Path(__file__).parent / name).read_bytes()
+             for name in ("fw_flash_support.py", "fw_support.py", "fw_touch_taps.py")}
     r = micropython(MP_SCRIPT, files=files, trees=("protocol", "firmware"), timeout=300).check()
     assert "FAIL" not in r.stdout, r.stdout
-    assert r.stdout.count("PASS") == len(fw_support.TOUCH_TAP_FLOWS), r.stdout
+    assert r.stdout.count("PASS") == len(fw_touch_taps.TOUCH_TAP_FLOWS), r.stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fw_support import FakeFlash, payload_for  # noqa: E402
+from fw_flash_support import FakeFlash, payload_for  # noqa: E402
 
 from firmware import outbox as ob_mod  # noqa: E402
 from firmware.flashfs import Fs  # noqa: E402
