@@ -450,6 +450,8 @@ REFUSALS = [
     (0x06, b"", errors.R_UNKNOWN_TYPE, "type 0x06"),
     (schema.CONTEXT, _padded(1025), errors.R_OVERSIZE, "record of 1025 bytes"),
     (schema.CONTEXT, b"", errors.R_MISSING, "case_id"),
+    (schema.CONTEXT, CTX + b"\x80", errors.R_TRUNCATED, "varint"),
+    (schema.CONTEXT, CTX + _key(12, 0) + b"\xff" * 10 + b"\x01", errors.R_MALFORMED, "varint too long"),
 ]
 
 
