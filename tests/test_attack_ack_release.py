@@ -20,6 +20,7 @@ from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fw_flash_support import payload_for  # noqa: E402
+from fw_polling import now_ms, run_until  # noqa: E402
 from fw_support import KEY_HEX, Rig  # noqa: E402
 from protocol_strategies import message  # noqa: E402
 
@@ -41,21 +42,6 @@ KEY = bytes.fromhex(KEY_HEX)
 OTHER_KEY = bytes(range(32))
 CTX = {"case_id": 41, "node": 3, "serials": ["SZ2024-0041"], "staff_name": "朱镕",
        "matter_name": "居住证签注"}
-
-
-def now_ms():
-    return int(time.monotonic() * 1000)
-
-
-def run_until(cond, steps, timeout=8.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for s in steps:
-            s()
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def _registry(**victim):

@@ -10,6 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 
 sys.path.insert(0, str(Path(__file__).parent))
+from fw_polling import now_ms, run_until  # noqa: E402
 from fw_support import Rig, check_rating  # noqa: E402
 
 from protocol import codec, schema, topics  # noqa: E402
@@ -21,23 +22,8 @@ FONT = str(Path(__file__).resolve().parent.parent / "firmware" / "fonts" / "unif
 HALL = "sz-futian"
 
 
-def now_ms():
-    return int(time.monotonic() * 1000)
-
-
 def factory(host, port):
     return socket.create_connection((host, port), 2)
-
-
-def run_until(cond, steps, timeout=8.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for s in steps:
-            s()
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 class Gateway:
