@@ -101,19 +101,20 @@ def expected(profile, kind, record):
     return {k: v for k, v in record.items() if k in profile.mapped_fields(kind) and v not in ([], "")}
 
 
+def assert_round_trip(name, kind, record):
+    profile = profiles.get(name)
+    assert profile.unmap_record(kind, profile.map_record(kind, record)) == expected(profile, kind, record)
+
+
 @pytest.mark.parametrize("name", sorted(builtin_profiles.BUILTIN))
 @settings(max_examples=150, deadline=None)
 @given(record=ratings)
 def test_rating_round_trip(name, record):
-    profile = profiles.get(name)
-    assert profile.unmap_record("rating", profile.map_record("rating", record)) == \
-        expected(profile, "rating", record)
+    assert_round_trip(name, "rating", record)
 
 
 @pytest.mark.parametrize("name", sorted(builtin_profiles.BUILTIN))
 @settings(max_examples=100, deadline=None)
 @given(record=cases)
 def test_case_round_trip(name, record):
-    profile = profiles.get(name)
-    assert profile.unmap_record("case", profile.map_record("case", record)) == \
-        expected(profile, "case", record)
+    assert_round_trip(name, "case", record)
