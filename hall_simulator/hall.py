@@ -256,9 +256,10 @@ class Hall:
         return devices
 
     def _start_broker(self):
-        """Mosquitto as on a Pi: no anonymous clients, each device only on its own topics (the
-        gateway's password + ACL files, which it keeps in step with its registry and reloads by
-        SIGHUP through the broker's pid file); the gateway's login is new each run."""
+        """Mosquitto as on a Pi: no anonymous clients, the login as client id, each device only
+        on its own topics (the gateway's password + ACL files, which it keeps in step with its
+        registry and reloads by SIGHUP through the broker's pid file); the gateway's login (and
+        its intake's, "<user>-ingest") is new each run."""
         self.mqtt_login = ("gateway-" + HALL_ID, secrets.token_urlsafe(24))
         self.broker_files = os.path.join(self.workdir, "broker", "hall")
         paths = mosquitto_acl.write_files(self.broker_files, HALL_ID, Registry(self._devices()),

@@ -10,7 +10,9 @@ network, or an insider holding ONE evaluator (its key read out of its flash), ca
   mqtt_*        an anonymous MQTT login and publish; with the compromised device's login:
                 publishing on another device's topics, junk / bad-MAC / replayed genuine ratings
                 on our own and on a victim's rating topic (the victim's id and counters), a
-                bounded flood of junk, forged ACKs on victims' ack topics
+                bounded flood of junk, forged ACKs on victims' ack topics; and logins under the
+                client id of a victim's firmware and of the gateway's two connections (a broker
+                that took it would disconnect them: a breach, read from the broker's log)
   bus_rogue     a node on the RS-485 bus answering in a victim's poll slot with a junk RATING
 Targets are only 127.0.0.1 (the hall's own gateway and broker) and the hall's own virtual bus.
 Everything is bounded: `flood` messages at most, `limit_s` seconds per campaign (an attack
@@ -41,10 +43,12 @@ log = logging.getLogger("hall_simulator.hostile")
 
 ATTACKS = ("http_add_device", "http_rekey", "http_move", "http_delete", "http_case",
            "http_sign_in", "http_read", "http_queue_role", "mqtt_anonymous", "mqtt_foreign_topic", "mqtt_junk",
-           "mqtt_bad_mac", "mqtt_replay", "mqtt_flood", "mqtt_forged_ack", "bus_rogue")
+           "mqtt_bad_mac", "mqtt_replay", "mqtt_flood", "mqtt_forged_ack", "mqtt_clientid_takeover",
+           "bus_rogue")
 LOOPBACK = "127.0.0.1"
 HTTP_TIMEOUT_S = 5.0
 MQTT_WAIT_S = 5.0
+LOG_WAIT_S = 2.0           # for the broker's log line of a login
 ROGUE_ANSWERS = 4          # junk RATINGs the bus node sends per campaign at most
 LEVEL_WORDS = tuple(vocab.LEVEL_NAMES.values())     # 非常满意 ... 非常不满意
 
@@ -225,7 +229,11 @@ class _Mqtt:
         self.refused = None
         self.received = []
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda c, u, flags, rc, props: self.connected.clear()
         self.client.on_message = lambda c, u, m: self.received.append((m.topic, m.payload))
+        # The broker names a client by its login: the insider's connection and its own device's
+        # take the one session from each other, so come back quickly and wait for it in publish.
+        self.client.reconnect_delay_set(0.05, 0.5)
         self.host, self.port = _loopback(host), port
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -248,7 +256,7 @@ class _Mqtt:
 
     def publish(self, topic, payload, qos=1):
         """1 when the broker took it (PUBACK, or written at QoS 0), else 0."""
-        if not self.connected.is_set():
+        if self.refused is not None or not self.connected.wait(MQTT_WAIT_S):
             return 0
         try:
             info = self.client.publish(topic, payload, qos=qos)
@@ -284,6 +292,8 @@ def _mqtt_attacks(ledger, hall, targets, rng, flood, deadline):
     # the insider: one evaluator's own login (its key read out of its flash)
     me = targets.insider
     key = bytes.fromhex(_device_key(hall, me))
+    _takeover(ledger, broker, me, auth.mqtt_password(key),
+              ("hall-" + victim, "gateway-" + hall_id, "gateway-%s-ingest" % hall_id))
     ins = _Mqtt(broker.host, broker.port, "rogue-%s" % me, me, auth.mqtt_password(key))
     if not ins.open():
         ins.close()
@@ -342,6 +352,41 @@ def _mqtt_attacks(ledger, hall, targets, rng, flood, deadline):
             ledger.hit("mqtt_replay", ins.publish(theirs, codec.to_json(schema.RATING, crossed)))
     finally:
         ins.close()
+
+
+def _takeover(ledger, broker, user, password, stolen):
+    """Our own login under someone else's client id, one at a time: a hit per CONNECT answered,
+    a breach when the broker's log shows it let us in under that id (it would have disconnected
+    its holder; with use_username_as_clientid it names us by our login instead)."""
+    for client_id in stolen:
+        thief = _Mqtt(broker.host, broker.port, client_id, user, password)
+        since = len(broker.log_text())
+        accepted = thief.open()
+        try:
+            if accepted is None:
+                continue
+            ledger.hit("mqtt_clientid_takeover")
+            if accepted and _logged_in_as(broker, thief, since) == client_id:
+                ledger.breach("mqtt_clientid_takeover", "the broker let %s in as %s" % (user, client_id))
+        finally:
+            thief.close()
+
+
+def _logged_in_as(broker, client, since):
+    """The client id the broker's log (after offset `since`) gives the connection from client's
+    port, or None."""
+    try:
+        port = client.client.socket().getsockname()[1]
+    except (AttributeError, OSError):
+        return None
+    mark = "New client connected from %s:%d as " % (LOOPBACK, port)
+    deadline = time.monotonic() + LOG_WAIT_S
+    while time.monotonic() < deadline:
+        for line in broker.log_text()[since:].splitlines():
+            if mark in line:
+                return line.split(mark, 1)[1].split(" ", 1)[0]
+        time.sleep(0.05)
+    return None
 
 
 def _fire(client, topic, i):

@@ -427,6 +427,7 @@ def test_the_pi_install_debian_mosquitto_reads_what_the_gateway_user_writes():
     etc_dir = "/etc/mosquitto/hall"
     # the shipped pieces name one directory and one flag
     assert re.search(r"^allow_anonymous false$", snippet, re.M)
+    assert re.search(r"^use_username_as_clientid true$", snippet, re.M)
     assert re.search(r"^password_file %s/passwords$" % etc_dir, snippet, re.M)
     assert re.search(r"^acl_file %s/acl$" % etc_dir, snippet, re.M)
     assert _unit_values(docs / "mosquitto" / "hall-broker-reload.path", "PathExists") == [
@@ -625,6 +626,7 @@ def test_a_hall_sim_run_uses_authenticated_mqtt_and_devices_deliver(tmp_path, li
     assert devices == {"w01", "w02"}, out               # both MQTT evaluators delivered
     conf = (tmp_path / "hall" / "broker" / "mosquitto.conf").read_text()
     assert "allow_anonymous false" in conf and "password_file " in conf and "acl_file " in conf
+    assert "use_username_as_clientid true" in conf
     log = (tmp_path / "hall" / "broker" / "mosquitto.log").read_text()
     assert "u'w01'" in log and "u'w02'" in log          # the evaluators logged in by name
     toml_path = tmp_path / "hall" / "gateway.toml"
