@@ -39,6 +39,7 @@ from gateway.app import Gateway  # noqa: E402
 from gateway.cli import main as cli_main  # noqa: E402
 from gateway.registry import Registry  # noqa: E402
 from hall_simulator import hall as hall_mod  # noqa: E402
+from hall_simulator import hostile  # noqa: E402
 from hall_simulator.broker import Broker, find_mosquitto, free_port  # noqa: E402
 from protocol import auth, codec, schema, topics, vocab  # noqa: E402
 from protocol.auth import mqtt_password  # noqa: E402
@@ -348,6 +349,30 @@ def test_a_device_presenting_another_client_id_disconnects_neither_it_nor_the_ga
 
     try:
         asyncio.run(scenario())
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize("locked", [True, False], ids=["login-as-client-id", "anonymous-broker"])
+def test_the_hostile_takeover_attack_tells_a_broker_that_hands_out_client_ids(tmp_path, locked):
+    """hall_simulator.hostile's mqtt_clientid_takeover against a real broker: where the login is
+    the client id, each CONNECT is a hit and nothing a breach, and the holder stays connected;
+    where the broker gives out the client id asked for, each one is a breach."""
+    users = {"w01": "p-01", "w02": "p-02"} if locked else None
+    broker = Broker(tmp_path / "broker", users=users).start()
+    try:
+        holder = Client(broker, "w02", "p-02", client_id="hall-w02")
+        assert holder.ok
+        ledger = hostile.Ledger()
+        hostile._takeover(ledger, broker, "w01", "p-01", ("hall-w02", "gateway-x-ingest"))
+        assert ledger.hits["mqtt_clientid_takeover"] == 2
+        if locked:
+            assert ledger.breaches == [] and holder.drops == []
+        else:
+            assert [d for _, d in ledger.breaches] == ["the broker let w01 in as hall-w02",
+                                                       "the broker let w01 in as gateway-x-ingest"]
+            assert holder.drops, "the holder of hall-w02 was not disconnected"
+        holder.close()
     finally:
         broker.close()
 
