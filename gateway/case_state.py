@@ -21,7 +21,7 @@ def _json(value):
 
 class StateTxn:
     """The state table and the callback queue inside one of the store's transactions: what
-    opening a case (commit_case's open_state) and closing one may touch."""
+    opening a case (commit_case's opening) and closing one may touch."""
 
     def __init__(self, state, db):
         self._state = state

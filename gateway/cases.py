@@ -208,12 +208,8 @@ class Cases:
             if ev["applicant"] and self.sealer is not None:
                 case["applicant"] = self.sealer.seal(ev["applicant"])
             window = dict(self.windows.get(ev["window"]) or {"staff_id": "", "staff_name": ""})
-
-            def open_state(txn, case_id):   # in the case's own transaction: one fsync in all
-                case["case_id"] = window["case_id"] = case_id
-                txn.put("case:%d" % case_id, case)
-                txn.put("window:" + ev["window"], window)
-            ack, _ = self.store.commit_case(self.upload_record(case), open_state)
+            # the case, its window and its upload record in one transaction: one fsync in all
+            ack, _ = self.store.commit_case(self.upload_record(case), (case, ev["window"], window))
             if ack == vocab.ACK_RETRY:
                 raise CaseError(errors.R_STORE_FULL, "the gateway's store is full; try again", 503)
             if ack == vocab.ACK_DUPLICATE:  # opened before and since rated: one rating per node

@@ -21,8 +21,8 @@ recorded; the uplink drains it. Rules:
 - A sidecar `<db>-acked` holds how many records were acknowledged as stored; a file that comes
   back holding fewer (a -wal file lost after a kill, an old copy restored) raises `store_short`.
 - A rated case closes inside its rating's group commit, from data its `case_closer` hands over
-  before the transaction (gateway.case_state): a group commit calls no one inside its
-  transaction. (Opening a case still does: commit_case's `open_state`.)
+  before the transaction (gateway.case_state), and an opened case is written from the data
+  Cases hands to commit_case: no transaction calls out of the store.
 
 `Store` is what the rest of the gateway holds. It owns the one connection, the one lock (the MQTT
 committer, the RS-485 master and the uplink call from different threads) and every transaction;
@@ -296,11 +296,12 @@ class Store:
             self.queue.refuse("new ratings")
         self.queue.check_fill()
 
-    def commit_case(self, record, open_state=None):
+    def commit_case(self, record, opening=None):
         """Queue a finished case (case upload record with "case_key") for upload: (ACK_*, R_*).
 
-        With `open_state(StateTxn, case_id)`, a stored case also gets the next case id and its
-        state written in the same transaction (one fsync to open a case, not four)."""
+        With `opening` = (case, window name, window), the data of a case being opened (dicts), a
+        stored case also gets the next case id, set as "case_id" in both dicts, and both are
+        written as state in the same transaction (one fsync to open a case, not four)."""
         key = record["case_key"]
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
         with self._lock:
@@ -312,8 +313,12 @@ class Store:
                     return vocab.ACK_RETRY
                 self.queue.add(db, [(KIND_CASE, key, 0, text, self.clock())])
                 self.ledger.add(db, [(key, digest(text.encode("utf-8")))])
-                if open_state is not None:
-                    open_state(self.case_state.txn(db), self.case_state.next_case_id(db))
+                if opening is not None:
+                    case, window_name, window = opening
+                    case["case_id"] = window["case_id"] = self.case_state.next_case_id(db)
+                    txn = self.case_state.txn(db)
+                    txn.put("case:%d" % case["case_id"], case)
+                    txn.put("window:" + window_name, window)
                 return vocab.ACK_STORED
             try:
                 ack = self._guarded(work)
