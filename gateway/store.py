@@ -377,22 +377,6 @@ class Store:
         with self._lock:
             return self.case_state.items(self._db, prefix)
 
-    def close_case(self, case_name, window_name=None, window_state=None, callback=None):
-        """One transaction: forget an open case's state, save its window's new state, and queue
-        the queueing system's callback. False when the callback had to be dropped (table full)."""
-        with self._lock:
-            def work():
-                txn = self.case_state.txn(self._db)
-                txn.delete(case_name)
-                if window_name is not None:
-                    txn.put(window_name, window_state)
-                if callback is not None:
-                    txn.add_callback(callback)
-                return txn
-            txn = self._guarded(work)
-            self.case_state.after(txn)
-            return not txn.dropped
-
     def close_cases(self, closings):
         """Apply closings [(case_id, callback)] in a transaction of their own (a rating whose
         group commit did not close its case); the case ids that were open and are now closed."""

@@ -143,17 +143,20 @@ def test_closing_a_case_queues_its_callback_in_the_same_transaction(tmp_path):
     path = str(tmp_path / "o.db")
     alarms = []
     s = Store(path, callback_capacity=2, on_alarm=lambda n, d: alarms.append(n))
-    s.state_put("case:7", {"case_id": 7})
-    assert s.close_case("case:7", "window:A01", {"case_id": 0}, {"event": "rated", "case_id": 7})
+    for case_id in (7, 8, 9):
+        s.state_put("case:%d" % case_id, {"case_id": case_id, "window": "A0%d" % case_id})
+    s.state_put("window:A07", {"case_id": 7, "staff_name": "王䶮明"})
+    assert s.close_cases([(7, {"event": "rated", "case_id": 7})]) == [7]
+    assert s.close_cases([(7, {"event": "rated", "case_id": 7})]) == []     # closed once only
     s.close()
     s = Store(path, callback_capacity=2, on_alarm=lambda n, d: alarms.append(n))   # a restart
-    assert s.state_items("case:") == [] and s.state_items("window:") == [("window:A01", {"case_id": 0})]
+    assert [n for n, _ in s.state_items("case:")] == ["case:8", "case:9"]
+    assert s.state_items("window:") == [("window:A07", {"case_id": 0, "staff_name": "王䶮明"})]
     ((cid, event, attempts, _),) = s.callbacks_due()
     assert event == {"event": "rated", "case_id": 7} and attempts == 0
     s.callbacks_settle([], failed=cid)
     assert s.callbacks_due()[0][2] == 1
-    assert s.close_case("case:8", callback={"case_id": 8})
-    assert not s.close_case("case:9", callback={"case_id": 9})    # bounded: dropped, loudly
+    assert s.close_cases([(8, {"case_id": 8}), (9, {"case_id": 9})]) == [8, 9]   # 9's callback dropped, loudly
     assert alarms == ["callbacks_full"] and s.callbacks_pending() == 2
     s.callbacks_settle([cid])
     assert [e["case_id"] for _, e, _, _ in s.callbacks_due()] == [8] and s.callbacks_pending() == 1
