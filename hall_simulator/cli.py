@@ -149,9 +149,9 @@ def run_bench(argv):
 
 def run_hall(options):
     try:
-        hall = importlib.import_module("hall_simulator.hall")
+        hall = importlib.import_module("hall_simulator.hall_run")
     except ModuleNotFoundError as e:
-        if e.name != "hall_simulator.hall":
+        if e.name not in ("hall_simulator.hall", "hall_simulator.hall_run"):
             raise
         print("hall-sim: not wired yet (rs485=%d mqtt=%d seed=%d)"
               % (options.rs485, options.mqtt, options.seed))

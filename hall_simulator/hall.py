@@ -21,20 +21,20 @@ the wall clock (firmware timers, service and think times, the central API's 7-da
 Stopping: SIGINT (Ctrl-C) / SIGTERM end the opening hours early; the hall still drains (bounded;
 a second Ctrl-C skips it), stops its children in order and prints the summary. The children run
 in their own session (a terminal's Ctrl-C reaches the simulator only) and die with it.
+
+Here: the hall's wiring, its run and its figures. The gateway child process is
+hall_simulator.gateway_process, the chaos hooks hall_simulator.hall_faults, and a run from the
+command-line options (signals, report file, summary) hall_simulator.hall_run.
 """
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import random
 import secrets
 import shutil
-import signal
 import socket
-import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,13 +42,14 @@ import time
 from gateway import mosquitto_acl
 from gateway.registry import Registry
 from hall_simulator import chaos as chaos_mod
-from hall_simulator import citizens, queue_sim, report
-from hall_simulator.broker import Broker, child_popen_args
+from hall_simulator import citizens, hall_faults, queue_sim, report
+from hall_simulator.broker import Broker
 from hall_simulator.bus_runners import BusThread
 from hall_simulator.central_api import CentralServer
 from hall_simulator.central_store import CentralStore
 from hall_simulator.clock import SimClock
 from hall_simulator.evaluator import Evaluator, Spec
+from hall_simulator.gateway_process import GatewayProcess, gateway_toml
 
 log = logging.getLogger("hall_simulator.hall")
 
@@ -59,7 +60,6 @@ THANKS_S = 3
 OLED_PNG = "oled.png"          # the gateway's status OLED frame, in its data_dir
 DRAIN_MAX_S = 90.0            # real seconds the end-of-run drain may take at most
 INTERRUPTED_DRAIN_S = 20.0    # ... after a Ctrl-C
-GATEWAY_START_S = 20.0
 TAGS = (
     (501, "态度不积极", 4), (502, "来回跑", 4), (503, "窗口无人", 4),
     (601, "超时办结", 2), (602, "材料超出清单", 2),
@@ -81,110 +81,6 @@ def free_port():
 def device_key(seed, device):
     """A repeatable 32-byte key per device (hex), as tools/flash.py would provision."""
     return hashlib.sha256(("hall-sim/%s/%s" % (seed, device)).encode()).hexdigest()
-
-
-def _toml(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join("%s = %s" % (k, _toml(v)) for k, v in value.items()) + "}"
-    raise TypeError(value)
-
-
-def gateway_toml(sections):
-    """TOML text from {"table": {...}, "[[array]]": [{...}, ...]} (only what gateway.toml needs)."""
-    out = []
-    for name, body in sections.items():
-        if isinstance(body, list):
-            for entry in body:
-                out.append("[[%s]]" % name)
-                out.extend("%s = %s" % (k, _toml(v)) for k, v in entry.items() if v is not None)
-                out.append("")
-        else:
-            out.append("[%s]" % name)
-            out.extend("%s = %s" % (k, _toml(v)) for k, v in body.items() if v is not None)
-            out.append("")
-    return "\n".join(out)
-
-
-_LAUNCH = ("import asyncio, logging, sys; from gateway import app, config; "
-           "logging.basicConfig(level=logging.INFO); "
-           "asyncio.run(app.Gateway(config.load(sys.argv[1])).run_forever())")
-
-
-def gateway_command(config_path):
-    """`hall-gateway run --config PATH`, by module (the same code the console script runs)."""
-    import importlib.util
-    if importlib.util.find_spec("gateway.cli") is not None:
-        return [sys.executable, "-m", "gateway.cli", "run", "--config", config_path]
-    return [sys.executable, "-c", _LAUNCH, config_path]
-
-
-class GatewayProcess:
-    """The real gateway in a child process: start, SIGKILL, start again; output to a log file."""
-
-    def __init__(self, config_path, http_url, workdir, env=None):
-        self.config_path = config_path
-        self.http_url = http_url
-        self.log_path = os.path.join(workdir, "gateway.log")
-        self.env = dict(os.environ, **(env or {}))
-        self.proc = None
-        self.starts = 0
-        self.kills = 0
-
-    def start(self):
-        logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(**child_popen_args(gateway_command(self.config_path)),
-            stdout=logf, stderr=subprocess.STDOUT, env=self.env,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        logf.close()
-        self.starts += 1
-
-    async def wait_ready(self, timeout=GATEWAY_START_S):
-        host, port = self.http_url.split("//")[1].split(":")
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError("the gateway exited (%s); see %s:\n%s" % (
-                    self.proc.returncode, self.log_path, self.tail()))
-            try:
-                _, writer = await asyncio.open_connection(host, int(port.rstrip("/")))
-                writer.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.1)
-        raise RuntimeError("the gateway did not listen within %.0f s; see %s" % (timeout, self.log_path))
-
-    @property
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-            self.kills += 1
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self, n=30):
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
 
 
 class Hall:
@@ -351,190 +247,8 @@ class Hall:
 
     # --- chaos hooks --------------------------------------------------------------------------
     def chaos_hooks(self):
-        """{kind: async hook(**params)}; each returns how many operations its fault hit (the
-        hostile kind: a dict per attack), or raises chaos.Skipped when one of its kind still runs."""
-        loop_time = asyncio.get_running_loop().time
-        central_faults = self.central.faults
-
-        async def gateway_kill(down_s):
-            if self._killing:            # a restart still in progress: two gateways never run
-                raise chaos_mod.Skipped("the gateway is still being restarted")
-            self._killing = True
-            try:
-                hit = 1 if self.gateway.running else 0
-                self.gateway.kill()
-                await asyncio.sleep(down_s)
-                self.gateway.start()
-                await self.gateway.wait_ready()
-                return hit
-            finally:
-                self._killing = False
-
-        async def broker_restart(down_s):
-            if self._busy("broker"):
-                raise chaos_mod.Skipped("the broker is still being restarted")
-            try:
-                hit = 1 if self.broker.running else 0
-                await asyncio.to_thread(self.broker.restart, down_s)
-                return hit
-            finally:
-                self._free("broker")
-
-        async def uplink_outage(seconds, cap_s=chaos_mod.CAP_S):
-            # The central API's port answers nothing: each connection is cut at once (counted,
-            # so an outage nobody tried to reach is not reported as tested). It lasts `seconds`,
-            # longer (up to cap_s) until the first connection was cut.
-            if self._outage_end is not None:
-                raise chaos_mod.Skipped("an outage is in progress")
-            cut = [0]
-
-            def refuse(reader, writer):
-                cut[0] += 1
-                transport = writer.transport
-                try:       # linger 0: a reset, as a host that lost its service
-                    transport.get_extra_info("socket").setsockopt(
-                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                except (OSError, AttributeError):
-                    pass
-                transport.abort()
-
-            start = time.monotonic()
-            self._outage_end = start + seconds
-            await self.central.stop_listening()
-            refuser = None
-            try:
-                refuser = await asyncio.start_server(refuse, self.central.host, self.central.port)
-                while True:
-                    now = time.monotonic()
-                    if self._outage_end == 0.0 or (now >= self._outage_end and (
-                            cut[0] or now >= start + max(seconds, cap_s))):
-                        break     # (0.0: recover() ends it now)
-                    await asyncio.sleep(0.05)
-            finally:
-                self._outage_end = None
-                if refuser is not None:
-                    refuser.close()
-                    await refuser.wait_closed()
-                await self.central.listen()
-            return cut[0]
-
-        async def incident(kind, arm, disarm, armed, window_s, cap_s):
-            """A central-side incident: armed until it altered an answer (or cap_s passed); what
-            is left of it is dropped window_s after the first. One incident of a kind at a time,
-            so the answers it altered are its own; another one meanwhile is skipped, not queued
-            (queued, they would keep the central API failing for the whole run)."""
-            lock = self._incident_locks.setdefault(kind, asyncio.Lock())
-            if lock.locked():
-                raise chaos_mod.Skipped("a %s incident is armed" % kind)
-            async with lock:
-                before = central_faults.injected[kind]
-                central_faults.set(**arm)
-                end = loop_time() + cap_s
-                first = None
-                try:
-                    while loop_time() < end and armed():
-                        if first is None and central_faults.injected[kind] > before:
-                            first = loop_time()
-                            end = min(end, first + window_s)
-                        await asyncio.sleep(0.05)
-                finally:
-                    central_faults.set(**disarm)
-                return central_faults.injected[kind] - before
-
-        async def uplink_5xx(count, status=500, window_s=chaos_mod.WINDOW_S, cap_s=chaos_mod.CAP_S):
-            return await incident("5xx", {"fail_next": count, "status": status}, {"fail_next": 0},
-                                  lambda: central_faults.fail_next > 0, window_s, cap_s)
-
-        async def uplink_429(count, retry_after=1, window_s=chaos_mod.WINDOW_S, cap_s=chaos_mod.CAP_S):
-            return await incident("429", {"throttle_next": count, "retry_after": retry_after},
-                                  {"throttle_next": 0}, lambda: central_faults.throttle_next > 0,
-                                  window_s, cap_s)
-
-        async def uplink_slow(count, delay_s, window_s=chaos_mod.WINDOW_S, cap_s=chaos_mod.CAP_S):
-            return await incident("slow", {"delay_s": delay_s, "delay_next": count},
-                                  {"delay_s": 0.0, "delay_next": 0}, lambda: central_faults.delay_s > 0,
-                                  window_s, cap_s)
-
-        def corrupted():
-            st = self.bus.stats()
-            return st["bit_flips"] + st["dropped_bytes"]
-
-        async def bus_noise(seconds, ber, drop_rate, cap_s=chaos_mod.CAP_S):
-            """Bits flipped and bytes dropped on the line; longer (up to cap_s) until one was."""
-            if self._busy("bus_noise"):
-                raise chaos_mod.Skipped("bus noise already on")
-            try:
-                before = corrupted()
-                start = time.monotonic()
-                self.bus.set_noise(ber, drop_rate)
-                try:
-                    await asyncio.sleep(seconds)
-                    while corrupted() == before and time.monotonic() < start + max(seconds, cap_s):
-                        await asyncio.sleep(0.1)
-                finally:
-                    self.bus.set_noise(0.0, 0.0)
-                return corrupted() - before
-            finally:
-                self._free("bus_noise")
-
-        async def bus_cut(seconds, device=None):
-            """Bytes the cut kept off the line or from a receiver."""
-            if self._busy("bus_cut"):
-                raise chaos_mod.Skipped("a cut is in progress")
-            try:
-                node = None
-                if device is not None:
-                    uart = self.evaluators[device].uart
-                    if uart is None or not uart.local_port:
-                        raise RuntimeError("%s is not on the bus right now" % device)
-                    node = uart.local_port
-                before = self.bus.stats()["cut_bytes"]
-                self.bus.cut(seconds, node)
-                await asyncio.sleep(seconds)
-                return self.bus.stats()["cut_bytes"] - before
-            finally:
-                self._free("bus_cut")
-
-        async def power_cut(device, down_s, instant, cap_s=chaos_mod.CAP_S):
-            """Boots after the cut (1, or 0 when the device never went down and up again)."""
-            ev = self.evaluators[device]
-            boots = ev.boots
-            ev.power_cut(down_s, instant)
-            end = time.monotonic() + down_s + cap_s
-            while ev.boots == boots and time.monotonic() < end:
-                await asyncio.sleep(0.05)
-            return ev.boots - boots
-
-        async def wifi_drop(device, seconds):
-            """1 when the device was on the network (its connections were dropped)."""
-            ev = self.evaluators[device]
-            hit = 1 if ev.net is not None and ev.net.isconnected() else 0
-            ev.wifi_drop(seconds)
-            return hit
-
-        async def hostile(flood, seed, limit_s):
-            if self._busy("hostile"):
-                raise chaos_mod.Skipped("an attack campaign is in progress")
-            try:
-                from hall_simulator import hostile as hostile_mod
-                return await hostile_mod.campaign(self, flood=flood, seed=seed, limit_s=limit_s)
-            finally:
-                self._free("hostile")
-
-        return {"gateway_kill": gateway_kill, "broker_restart": broker_restart,
-                "uplink_outage": uplink_outage, "uplink_5xx": uplink_5xx, "uplink_429": uplink_429,
-                "uplink_slow": uplink_slow, "bus_noise": bus_noise, "bus_cut": bus_cut,
-                "power_cut": power_cut, "wifi_drop": wifi_drop, "hostile": hostile}
-
-    def _busy(self, kind):
-        """True when a fault of `kind` is in progress; else marks one as started."""
-        if kind in self._running:
-            return True
-        self._running.add(kind)
-        return False
-
-    def _free(self, kind):
-        self._running.discard(kind)
+        """{kind: async hook(**params)}: hall_simulator.hall_faults.hooks of this hall."""
+        return hall_faults.hooks(self)
 
     # --- figures ------------------------------------------------------------------------------
     def confirmed_ids(self):
@@ -733,89 +447,3 @@ def _sum_stats(evaluators):
         for k, v in ev.stats.items():
             total[k] = total.get(k, 0) + v
     return total
-
-
-def intro(options, hall, touch):
-    """What a first-time user needs to know before the progress lines start."""
-    five = options.mqtt - touch
-    lines = [
-        "hall-sim: a virtual service hall on the real code (seed %d; repeat it with --seed %d)"
-        % (options.seed, options.seed),
-        "  %d evaluators: %d on the RS-485 bus (five-button, %d baud), %d on Wi-Fi/MQTT "
-        "(%d five-button, %d touch)" % (options.rs485 + options.mqtt, options.rs485, hall.baud,
-                                        options.mqtt, five, touch),
-        "  %g simulated seconds of opening hours at x%g speed (about %.0f s), chaos: %s"
-        % (options.duration, options.speed, options.duration / options.speed, options.chaos),
-        "  files: %s  (gateway.log, central.db, confirmed.jsonl)" % hall.workdir,
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def where(hall):
-    """Once the hall is up: where each part listens."""
-    return ("  broker  %s (private Mosquitto)\n"
-            "  gateway %s/status (the real gateway, a child process)\n"
-            "  central %s (reference rating API)\n"
-            "  Ctrl-C closes the hall early and still prints the summary.\n"
-            % (hall.broker.url, hall.gateway.http_url, hall.central.url))
-
-
-async def run_async(options, out=None, hall_kwargs=None):
-    """Run one hall from the parsed hall-sim options; returns (exit status, report)."""
-    out = out or sys.stdout
-    touch = getattr(options, "touch", 0) or 0
-    kwargs = dict(hall_kwargs or {})
-    if getattr(options, "baud", None):
-        kwargs.setdefault("baud", options.baud)
-    hall = Hall(options.rs485, options.mqtt, options.seed, speed=options.speed,
-                chaos=options.chaos, duration_s=options.duration, out=out, touch=touch, **kwargs)
-    report_path = getattr(options, "report", None) or os.path.join(hall.workdir, "report.json")
-    shots = getattr(options, "screenshots", None)
-    if shots is None and getattr(options, "default_files", False):
-        shots = os.path.join(hall.workdir, "screenshots")
-    out.write(intro(options, hall, touch))
-    out.flush()
-    loop = asyncio.get_running_loop()
-    hall.interrupted = asyncio.Event()
-    handled = []
-    if threading_main():
-        for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
-            loop.add_signal_handler(sig, hall.interrupt, name)
-            handled.append(sig)
-    result = None
-    try:
-        await hall.start()
-        out.write(where(hall))
-        out.flush()
-        drained = await hall.run(shots)
-        result = hall.report(drained)
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-        await hall.stop()
-    result["options"] = {"windows": options.rs485 + options.mqtt, "rs485": options.rs485,
-                         "mqtt": options.mqtt, "touch": touch, "duration": options.duration,
-                         "speed": options.speed, "seed": options.seed, "chaos": options.chaos,
-                         "baud": hall.baud, "report": report_path, "screenshots": shots}
-    with open(report_path, "w", encoding="utf-8") as f:
-        json.dump(result, f, ensure_ascii=False, indent=2, sort_keys=True)
-    out.write(report.summary(result) + "\n")
-    if result.get("drained") is False:
-        out.write("warning: the drain did not finish within %.0f s\n"
-                  % (INTERRUPTED_DRAIN_S if result.get("interrupted") else DRAIN_MAX_S))
-    out.write("report: %s\n" % report_path)
-    if shots:
-        out.write("screenshots: %s (%d PNG)\n" % (shots, len(getattr(hall, "screenshots", ()))))
-    return (0 if report.ok(result) else 1), result
-
-
-def threading_main():
-    import threading
-    return threading.current_thread() is threading.main_thread()
-
-
-def run(options):
-    """hall-sim's hall command (wired in hall_simulator/cli.py)."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    status, _ = asyncio.run(run_async(options))
-    return status

@@ -6,7 +6,7 @@ import asyncio
 import io
 import sqlite3
 
-from hall_simulator import citizens, hall
+from hall_simulator import citizens, hall_run
 
 
 def run_hall(tmp_path, rs485=1, mqtt=1, duration=80.0, speed=20.0, seed=7, chaos="none",
@@ -19,7 +19,7 @@ def run_hall(tmp_path, rs485=1, mqtt=1, duration=80.0, speed=20.0, seed=7, chaos
     kwargs = {"workdir": str(tmp_path / "hall"), "mix": mix or citizens.Mix(think_s=(1.0, 3.0)),
               "case_weights": case_weights, "completed_ago_s": completed_ago_s,
               "rating_timeout_s": rating_timeout_s}
-    status, result = asyncio.run(hall.run_async(options, out=out, hall_kwargs=kwargs))
+    status, result = asyncio.run(hall_run.run_async(options, out=out, hall_kwargs=kwargs))
     return status, result, out.getvalue()
 
 

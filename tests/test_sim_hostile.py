@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import io
 
-from hall_simulator import chaos, citizens, hall, hostile
+from hall_simulator import chaos, citizens, hall_run, hostile
 
 
 def test_a_hostile_campaign_reaches_the_hall_and_gets_nothing_through(tmp_path):
@@ -18,7 +18,7 @@ def test_a_hostile_campaign_reaches_the_hall_and_gets_nothing_through(tmp_path):
     kwargs = {"workdir": str(tmp_path / "hall"), "mix": citizens.Mix(think_s=(1.0, 3.0)),
               "rating_timeout_s": 20, "chaos_events": events}
     out = io.StringIO()
-    status, r = asyncio.run(hall.run_async(options, out=out, hall_kwargs=kwargs))
+    status, r = asyncio.run(hall_run.run_async(options, out=out, hall_kwargs=kwargs))
     text = out.getvalue()
     assert r["faults"] == {"hostile": 1}, text
     hits = r["attack_hits"]

@@ -1,0 +1,98 @@
+"""One hall-sim run from its parsed options: the hall (hall_simulator.hall) started, run and
+stopped, Ctrl-C / SIGTERM handled, the report written and the summary printed."""
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+from hall_simulator import report
+from hall_simulator.hall import DRAIN_MAX_S, INTERRUPTED_DRAIN_S, Hall
+
+
+def intro(options, hall, touch):
+    """What a first-time user needs to know before the progress lines start."""
+    five = options.mqtt - touch
+    lines = [
+        "hall-sim: a virtual service hall on the real code (seed %d; repeat it with --seed %d)"
+        % (options.seed, options.seed),
+        "  %d evaluators: %d on the RS-485 bus (five-button, %d baud), %d on Wi-Fi/MQTT "
+        "(%d five-button, %d touch)" % (options.rs485 + options.mqtt, options.rs485, hall.baud,
+                                        options.mqtt, five, touch),
+        "  %g simulated seconds of opening hours at x%g speed (about %.0f s), chaos: %s"
+        % (options.duration, options.speed, options.duration / options.speed, options.chaos),
+        "  files: %s  (gateway.log, central.db, confirmed.jsonl)" % hall.workdir,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def where(hall):
+    """Once the hall is up: where each part listens."""
+    return ("  broker  %s (private Mosquitto)\n"
+            "  gateway %s/status (the real gateway, a child process)\n"
+            "  central %s (reference rating API)\n"
+            "  Ctrl-C closes the hall early and still prints the summary.\n"
+            % (hall.broker.url, hall.gateway.http_url, hall.central.url))
+
+
+async def run_async(options, out=None, hall_kwargs=None):
+    """Run one hall from the parsed hall-sim options; returns (exit status, report)."""
+    out = out or sys.stdout
+    touch = getattr(options, "touch", 0) or 0
+    kwargs = dict(hall_kwargs or {})
+    if getattr(options, "baud", None):
+        kwargs.setdefault("baud", options.baud)
+    hall = Hall(options.rs485, options.mqtt, options.seed, speed=options.speed,
+                chaos=options.chaos, duration_s=options.duration, out=out, touch=touch, **kwargs)
+    report_path = getattr(options, "report", None) or os.path.join(hall.workdir, "report.json")
+    shots = getattr(options, "screenshots", None)
+    if shots is None and getattr(options, "default_files", False):
+        shots = os.path.join(hall.workdir, "screenshots")
+    out.write(intro(options, hall, touch))
+    out.flush()
+    loop = asyncio.get_running_loop()
+    hall.interrupted = asyncio.Event()
+    handled = []
+    if threading_main():
+        for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
+            loop.add_signal_handler(sig, hall.interrupt, name)
+            handled.append(sig)
+    result = None
+    try:
+        await hall.start()
+        out.write(where(hall))
+        out.flush()
+        drained = await hall.run(shots)
+        result = hall.report(drained)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await hall.stop()
+    result["options"] = {"windows": options.rs485 + options.mqtt, "rs485": options.rs485,
+                         "mqtt": options.mqtt, "touch": touch, "duration": options.duration,
+                         "speed": options.speed, "seed": options.seed, "chaos": options.chaos,
+                         "baud": hall.baud, "report": report_path, "screenshots": shots}
+    with open(report_path, "w", encoding="utf-8") as f:
+        json.dump(result, f, ensure_ascii=False, indent=2, sort_keys=True)
+    out.write(report.summary(result) + "\n")
+    if result.get("drained") is False:
+        out.write("warning: the drain did not finish within %.0f s\n"
+                  % (INTERRUPTED_DRAIN_S if result.get("interrupted") else DRAIN_MAX_S))
+    out.write("report: %s\n" % report_path)
+    if shots:
+        out.write("screenshots: %s (%d PNG)\n" % (shots, len(getattr(hall, "screenshots", ()))))
+    return (0 if report.ok(result) else 1), result
+
+
+def threading_main():
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def run(options):
+    """hall-sim's hall command (wired in hall_simulator/cli.py)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    status, _ = asyncio.run(run_async(options))
+    return status
