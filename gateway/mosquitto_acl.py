@@ -50,14 +50,27 @@ def hash_password(password, salt=None, iterations=PBKDF2_ITERATIONS):
     return "$7$%d$%s$%s" % (iterations, base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
 
 
-def _mqtt_devices(registry):
-    return sorted((d for d in registry.all() if d.transport == "mqtt"), key=lambda d: d.id)
+def _gateway_logins(gateway_user):
+    return (gateway_user, ingest_username(gateway_user))
+
+
+def _mqtt_devices(registry, gateway_user=None):
+    """The registry's MQTT devices, but none whose id is one of the gateway's logins: it would
+    give that device the gateway's client id (and a second password line for the login)."""
+    taken = _gateway_logins(gateway_user) if gateway_user else ()
+    return sorted((d for d in registry.all() if d.transport == "mqtt" and d.id not in taken),
+                  key=lambda d: d.id)
 
 
 def password_file(hall, registry, gateway_user, gateway_password):
     lines = ["%s:%s" % (user, hash_password(gateway_password))
-             for user in (gateway_user, ingest_username(gateway_user))]
-    for device in _mqtt_devices(registry):
+             for user in _gateway_logins(gateway_user)]
+    clashing = sorted(d.id for d in registry.all() if d.transport == "mqtt"
+                      and d.id in _gateway_logins(gateway_user))
+    if clashing:
+        log.error("devices %s have an id that is the gateway's MQTT login: they get no broker login",
+                  ", ".join(clashing))
+    for device in _mqtt_devices(registry, gateway_user):
         lines.append("%s:%s" % (device.id, hash_password(mqtt_password(device.key))))
     return "\n".join(lines) + "\n"
 
@@ -68,7 +81,7 @@ def acl_file(hall, registry, gateway_user):
            "user %s" % ingest_username(gateway_user),
            "topic read %s" % topics.gateway_subscriptions(hall, ("rating",))[0],
            "topic write %s/%s/dev/+/ack" % (topics.ROOT, hall), ""]
-    for device in _mqtt_devices(registry):
+    for device in _mqtt_devices(registry, gateway_user):
         out.append("user %s" % device.id)
         for kind in topics.DEVICE_TO_GATEWAY:
             out.append("topic write %s" % topics.device_topic(hall, device.id, kind))

@@ -74,7 +74,7 @@ class IngestConnection:
                  on_oversize=None, max_packet=MAX_PACKET, max_group=512,
                  connect=socket.create_connection, clock=time.monotonic, backoff=None):
         self.cfg = cfg
-        self.client_id = (cfg.client_id or "gateway") + "-ingest"
+        self.client_id = (cfg.client_id or "gateway") + INGEST_SUFFIX
         self.topic_filter = topic_filter
         self.on_publish = on_publish
         self.on_group = on_group

@@ -377,6 +377,40 @@ def test_the_hostile_takeover_attack_tells_a_broker_that_hands_out_client_ids(tm
         broker.close()
 
 
+def test_a_device_registered_under_a_gateway_login_gets_no_login_of_its_own(tmp_path):
+    """A device whose id is the gateway's user or its intake's ("<user>-ingest") would be named
+    like the gateway by the broker (and give that login a second password): left out of both
+    files, while every other device and the gateway's two logins work with their own ACLs."""
+    clash = {"gw": "c1" * 32, "gw-ingest": "c2" * 32}
+    reg = Registry([{"id": d, "window": "%02d" % i, "transport": "mqtt", "key": k}
+                    for i, (d, k) in enumerate(sorted(dict(clash, **{"ev-a": "a1" * 32}).items()))])
+    paths = mosquitto_acl.write_files(str(tmp_path / "files"), HALL, reg, "gw", "gw-秘密")
+    pw = Path(paths["password_file"]).read_text(encoding="utf-8")
+    assert [line.split(":")[0] for line in pw.splitlines()] == ["gw", "gw-ingest", "ev-a"]
+    assert Path(paths["acl_file"]).read_text().count("user gw-ingest\n") == 1
+    broker = Broker(tmp_path / "broker", password_file=paths["password_file"],
+                    acl_file=paths["acl_file"]).start()
+    try:
+        for device, key in clash.items():
+            assert login(broker, device, mqtt_password(bytes.fromhex(key))).is_failure
+        assert not login(broker, "gw", "gw-秘密").is_failure
+        assert not login(broker, "gw-ingest", "gw-秘密").is_failure
+        assert not login(broker, "ev-a", mqtt_password(bytes.fromhex("a1" * 32))).is_failure
+        # the intake's login reads ratings and nothing else of the hall
+        ingest = Client(broker, "gw-ingest", "gw-秘密", name="ingest")
+        codes = ingest.subscribe(topics.gateway_subscriptions(HALL, ("rating",))[0],
+                                 topics.device_topic(HALL, "ev-a", "status"))
+        ev = Client(broker, "ev-a", mqtt_password(bytes.fromhex("a1" * 32)), name="ev-a")
+        ev.publish(topics.device_topic(HALL, "ev-a", "status"), b"status-of-ev-a")
+        ev.publish(topics.device_topic(HALL, "ev-a", "rating"), b"rating-of-ev-a")
+        got = ingest.drain(until=b"rating-of-ev-a")
+        assert codes[0].value == 1 and [p for _, p in got] == [b"rating-of-ev-a"], (codes, got)
+        ingest.close()
+        ev.close()
+    finally:
+        broker.close()
+
+
 def test_broker_files_modes_atomic_writes_and_the_reload_flag(tmp_path):
     folder = tmp_path / "hall"
     folder.mkdir()
