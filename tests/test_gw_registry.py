@@ -260,7 +260,7 @@ def test_cli_check_and_acl(tmp_path, capsys):
     assert '"devices": 1' in capsys.readouterr().out
     assert cli_main(["acl", "--config", str(toml), "--out", str(tmp_path / "m"),
                      "--gateway-password", "x"]) == 0
-    assert (tmp_path / "m" / "acl").read_text().count("user ") == 2
+    assert (tmp_path / "m" / "acl").read_text().count("user ") == 3   # gateway, its intake, dev-a
     (tmp_path / "bad.toml").write_text("[gateway]\nhall = 5 5\n")
     assert cli_main(["check", "--config", str(tmp_path / "bad.toml")]) == 2
     with pytest.raises(config_mod.ConfigError):
