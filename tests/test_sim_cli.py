@@ -70,13 +70,13 @@ def test_hall_options_parse_with_defaults_and_checks(capsys):
 
 
 def test_hall_run_reports_not_wired_until_hall_module_exists(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "hall_simulator.hall", None)   # import fails like a missing module
+    monkeypatch.setitem(sys.modules, "hall_simulator.hall_run", None)   # an import that fails
     status = cli.main(["--windows", "2", "--seed", "5"])
     assert status == 2
     assert "not wired yet" in capsys.readouterr().out
     seen = {}
     fake = types.SimpleNamespace(run=lambda options: seen.setdefault("o", options) and 0)
-    monkeypatch.setitem(sys.modules, "hall_simulator.hall", fake)
+    monkeypatch.setitem(sys.modules, "hall_simulator.hall_run", fake)
     assert cli.main(["--rs485", "3", "--seed", "5"]) == 0
     assert seen["o"].rs485 == 3 and seen["o"].mqtt == 0
 
