@@ -467,3 +467,38 @@ def test_a_record_of_exactly_1024_bytes_and_unknown_fields_anywhere_are_taken():
     assert len(raw) == 1024 and codec.decode(schema.CONTEXT, raw) == {"case_id": 1, "node": 1}
     first = _key(99, 0) + b"\x05" + _key(98, 2) + b"\x02zz" + CTX      # unknown fields lead
     assert codec.decode(schema.CONTEXT, first) == {"case_id": 1, "node": 1}
+
+
+# --- codec: our own misuse, by words ------------------------------------------------------------
+_RAT = {"device": "d1", "counter": 1, "source": 1, "overall": 1}
+MISUSE = [
+    (schema.CONTEXT, {"case_id": 1, "node": 1, "serials": "SZ1"}, "serials must be a list"),
+    (schema.CONTEXT, {"case_id": 1, "node": 1, "serials": ["a"] * 17}, "serials holds more than 16 items"),
+    (schema.CONTEXT, {"case_id": 1, "node": 1, "serials": ["a b"]},
+     "out_of_range: serials not a token character: ' '"),
+    (schema.CONTEXT, {"case_id": 1, "node": 1, "staff_name": b"x"}, "malformed: staff_name is not text"),
+    (schema.CONTEXT, {"case_id": 1, "node": 1, "staff_name": "x" * 17},
+     "out_of_range: staff_name longer than 16 characters"),
+    (schema.RATING, dict(_RAT, mac="ab"), "malformed: mac is not bytes"),
+    (schema.RATING, dict(_RAT, mac=bytes(17)), "oversize: mac longer than 16 bytes"),
+    (schema.RATING, {"counter": 1, "source": 1}, "%s needs device" % schema.RATING),
+    (0x06, {}, "unknown message type 6"),
+]
+
+
+@pytest.mark.parametrize("msg_type,record,words", MISUSE)
+def test_each_misuse_of_the_encoder_says_what_is_wrong(msg_type, record, words):
+    with pytest.raises(LocalProtocolError) as e:
+        codec.encode(msg_type, record)
+    assert str(e.value) == words
+
+
+def test_the_encoder_takes_1024_bytes_and_refuses_1025():
+    rec = {"case_id": 1, "node": 1, "serials": ["s" * 40] * 16, "matter_name": "事" * 60}
+    n = 1
+    while len(codec.encode_fields(schema.MESSAGES[schema.CONTEXT], dict(rec, qr="q" * n))) < 1024:
+        n += 1
+    assert len(codec.encode(schema.CONTEXT, dict(rec, qr="q" * n))) == 1024
+    with pytest.raises(LocalProtocolError) as e:
+        codec.encode(schema.CONTEXT, dict(rec, qr="q" * (n + 1)))
+    assert str(e.value) == "record of 1025 bytes exceeds 1024"
