@@ -9,9 +9,9 @@ one file with its own CPython-only test selection, one worker, at nice 10, and r
 survived / timeout / no-tests counts, the score (killed + timeout over mutants tested) and the
 surviving mutants' names (see one with `mutmut show NAME` inside the kept directory).
 --recheck takes a kept module directory and tries each mutant that survived or had no test
-against the working tree's version of that module's tests (mutmut apply, pytest with a 30 s
-per-test timeout so a looping mutant counts as caught, restore): a
-quick way to see new tests kill old survivors without a full run.
+against the working tree's tests (mutmut apply, pytest with a 30 s
+per-test timeout so a looping mutant counts as caught, restore); it refuses when the module
+changed since the run or its tests fail unmutated. A quick way to see new tests kill old survivors without a full run.
 Needs the `mutation` extra: pip install -e '.[test,mutation]'.
 """
 
@@ -123,8 +123,8 @@ def recheck(dest, env=None):
     spec = load_config()["modules"][module]
     tests = [t for t in spec["tests"] if (REPO / t).exists()]
     tests.sort(key=lambda t: "test_mut_" not in t)   # the pinpoint tests first: -x stops sooner
-    for t in tests:
-        shutil.copy(REPO / t, dest / t)
+    for src in (REPO / "tests").glob("*.py"):       # the tests and their helpers, as they are now
+        shutil.copy(src, dest / "tests" / src.name)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONPATH", None)
     mutmut = [sys.executable, "-m", "mutmut"]
@@ -133,15 +133,20 @@ def recheck(dest, env=None):
     names = [ln.split(":")[0].strip() for ln in results.splitlines()
              if ln.strip().endswith((": survived", ": no tests"))]
     pristine = (dest / module).read_bytes()
+    if pristine != (REPO / module).read_bytes():
+        raise SystemExit("%s changed since that run: run it again instead" % module)
+    pytest = ["nice", "-n", "10", sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+              "-o", "timeout=30", "-m", "not slow", "-k",
+              "not (%s)" % spec.get("deselect", load_config()["defaults"]["deselect"])] + tests
+    base = subprocess.run(pytest, cwd=dest, env=env, capture_output=True, text=True)
+    if base.returncode != 0:   # every mutant would look killed
+        raise SystemExit("the tests fail on the unmutated module:\n" + base.stdout[-2000:])
     out = {}
     try:
         for name in names:
             subprocess.run(mutmut + ["apply", name], cwd=dest, env=env, check=True,
                            capture_output=True)
-            run = subprocess.run(["nice", "-n", "10", sys.executable, "-m", "pytest", "-x", "-q",
-                                  "-p", "no:cacheprovider", "-o", "timeout=30", "-m", "not slow", "-k",
-                                  "not (%s)" % spec.get("deselect", load_config()["defaults"]["deselect"])]
-                                 + tests, cwd=dest, env=env, capture_output=True, text=True)
+            run = subprocess.run(pytest, cwd=dest, env=env, capture_output=True, text=True)
             out[name] = "killed" if run.returncode in (1, 2) else (
                 "survived" if run.returncode == 0 else "error %d" % run.returncode)
             (dest / module).write_bytes(pristine)
