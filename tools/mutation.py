@@ -9,9 +9,9 @@ one file with its own CPython-only test selection, one worker, at nice 10, and r
 survived / timeout / no-tests counts, the score (killed + timeout over mutants tested) and the
 surviving mutants' names (see one with `mutmut show NAME` inside the kept directory).
 --recheck takes a kept module directory and tries each mutant that survived or had no test
-against the working tree's tests (mutmut apply, pytest with a 30 s
-per-test timeout so a looping mutant counts as caught, restore); it refuses when the module
-changed since the run or its tests fail unmutated. A quick way to see new tests kill old survivors without a full run.
+against the working tree's tests (mutmut apply, pytest with a 30 s per-test timeout so a looping
+mutant counts as caught, restore); it refuses when the module changed since that run or its tests
+fail unmutated. A quick way to see new tests kill old survivors without a full run.
 Needs the `mutation` extra: pip install -e '.[test,mutation]'.
 """
 
