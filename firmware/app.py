@@ -12,7 +12,7 @@ Rules (rules.md Art. 14-20, views.py for the screens):
 - the case's rating timeout records SRC_NOT_RATED without a level (or, if the rater had already
   chosen levels, those real presses without the unfinished tag choice).
 - one rating per case: a CONTEXT for a case already rated is ignored; CLEAR withdraws a case.
-- misuse guard: a level within guard_ms of the case appearing is ignored; more than
+- misuse guard: a level within press_guard_ms of the case appearing is ignored; more than
   MASH_PRESSES presses within a second show "busy" for BUSY_MS.
 Events from the world: context, clear (transport); rate, rate_item, submit, tag_move,
 tag_toggle, tag_pick, confirm, back (ui actions); press (input with no action on that screen);
@@ -234,7 +234,7 @@ class App:
         return self._to_idle()
 
     def _rate(self, indicator, level):
-        if self.clock.now() - self.case_since < self.cfg["guard_ms"]:
+        if self.clock.now() - self.case_since < self.cfg["press_guard_ms"]:
             self.health.count("guard")         # a press carried over from before the case
             return None
         if indicator not in self.ask or level not in vocab.LEVELS:
@@ -245,7 +245,7 @@ class App:
         return None
 
     def _rate_item(self, code, level):
-        if self.clock.now() - self.case_since < self.cfg["guard_ms"]:
+        if self.clock.now() - self.case_since < self.cfg["press_guard_ms"]:
             self.health.count("guard")
             return None
         codes = [it["code"] for it in self._case().get("items", ())]

@@ -8,7 +8,7 @@ from firmware.flashfs import join
 RATING_CONFIG_FILE = "config.bin"
 
 RATING_DEFAULTS = {"version": 0, "tags": [], "texts": [], "rating_timeout_s": 60, "thanks_s": 5,
-                   "guard_ms": 600, "status_interval_s": 300, "idle_text": ""}
+                   "press_guard_ms": 600, "status_interval_s": 300, "idle_text": ""}
 
 
 def rating_config(record=None):

@@ -10,7 +10,7 @@
                 role, gateway.http_auth; a role left empty gets a generated one, kept 0600 in
                 <data_dir>/http-credentials.toml), token (older name of queue_token, still read),
                 callback_url, callback_token
-    [device_config]  the CONFIG pushed to every device (rating_timeout_s, thanks_s, guard_ms,
+    [device_config]  the CONFIG pushed to every device (rating_timeout_s, thanks_s, press_guard_ms,
                 status_interval_s, idle_text, tags = [{code, label, indicator}], version)
     [[rs485]]   url, baud, retries, slow_after, slow_interval_s, kernel_rs485 (a Pi UART such as
                 /dev/ttyAMA0 with the kernel switching the transceiver by RTS), rts_high_for_tx
@@ -150,6 +150,10 @@ def from_dict(data, base_dir="."):
                               % bus.url)
     cfg.devices = [dict(d) for d in data.get("devices") or []]
     cfg.device_config = dict(data.get("device_config") or {})
+    if "guard_ms" in cfg.device_config:     # the older name of CONFIG field 6, the misuse guard
+        if "press_guard_ms" in cfg.device_config:
+            raise ConfigError("[device_config] has guard_ms and press_guard_ms: keep press_guard_ms")
+        cfg.device_config["press_guard_ms"] = cfg.device_config.pop("guard_ms")
     cfg.display = _section(DisplayConfig, _enabled_when_present(data, "display"), "display")
     cfg.leds = _section(LedsConfig, _enabled_when_present(data, "leds"), "leds")
     _check_panel(cfg)

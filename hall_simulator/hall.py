@@ -180,7 +180,7 @@ class Hall:
             # the status OLED as it would run on the Pi (gateway/panel.py), drawn into a PNG here
             "display": {"png_path": OLED_PNG, "refresh_s": 1.0},
             "device_config": {"version": 1, "rating_timeout_s": self.rating_timeout_s,
-                              "thanks_s": THANKS_S, "guard_ms": 600, "status_interval_s": 60,
+                              "thanks_s": THANKS_S, "press_guard_ms": 600, "status_interval_s": 60,
                               "idle_text": "欢迎光临",
                               "tags": [{"code": c, "label": l, "indicator": i} for c, l, i in TAGS]},
         }

@@ -94,7 +94,7 @@ CONFIG_FIELDS = (
     (3, "texts", M, 0, 16, TEXT),
     (4, "rating_timeout_s", U, 3600, 0, None),   # no press within this: SRC_NOT_RATED
     (5, "thanks_s", U, 60, 0, None),             # how long the thank-you screen stays
-    (6, "guard_ms", U, 60000, 0, None),          # misuse guard: ignore presses closer than this
+    (6, "press_guard_ms", U, 60000, 0, None),          # misuse guard: ignore presses closer than this
     (7, "status_interval_s", U, 86400, 0, None),
     (8, "idle_text", S, 40, 0, None),
 )

@@ -95,7 +95,7 @@ class Rig:
         self.fs = fs
         self.dev = Device(self.board, self.cfg, fs=fs, font_path=font)
         self.dev.on_config({"version": 1, "tags": TAGS, "rating_timeout_s": 30, "thanks_s": 4,
-                            "guard_ms": 500})
+                            "press_guard_ms": 500})
         self.dev.step()
 
     def reboot(self):

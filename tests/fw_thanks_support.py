@@ -124,7 +124,7 @@ def theme_item_guard(base="/tmp"):
     rig = Rig("touch", base=base)
     items = [{"code": "T1", "name": "营业执照"}, {"code": "T2", "name": "税务登记"}]
     rig.context(54, items=items, matter_name="开办企业一件事")
-    rig.act("rate_item", "T1", 5)                      # within guard_ms of the case appearing
+    rig.act("rate_item", "T1", 5)                      # within press_guard_ms of the case appearing
     rig.act("rate_item", "T2", 4)
     assert rig.dev.app.item_levels == {} and counted(rig, "guard") == 2
     rig.wait(1000)

@@ -36,7 +36,7 @@ def new_rig(profile="five_button", capacity=10):
 
 def open_case(rig, case_id=CASE, **extra):
     rig.context(case_id, **extra)
-    rig.wait(1000)                                  # past the misuse guard (guard_ms 500)
+    rig.wait(1000)                                  # past the misuse guard (press_guard_ms 500)
     assert rig.state == "case"
 
 

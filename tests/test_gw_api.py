@@ -351,6 +351,16 @@ def test_a_full_store_alarm_is_logged_once_a_minute_and_counted_each_time(tmp_pa
         gw.store.close()
 
 
+def test_the_misuse_guard_is_press_guard_ms_and_its_older_name_still_reads():
+    base = {"gateway": {"hall": HALL}}
+    for key in ("press_guard_ms", "guard_ms"):
+        cfg = config_mod.from_dict(dict(base, device_config={key: 1500}))
+        assert cfg.device_config == {"press_guard_ms": 1500}
+        assert Gateway._device_config(cfg.device_config)["press_guard_ms"] == 1500
+    with pytest.raises(config_mod.ConfigError):
+        config_mod.from_dict(dict(base, device_config={"guard_ms": 1, "press_guard_ms": 2}))
+
+
 def test_panel_config_is_checked():
     base = {"gateway": {"hall": HALL}}
     cfg = config_mod.from_dict(base)

@@ -56,7 +56,7 @@ def run_cases(tmp_path, n_cases, power_cuts=0, seed=5):
                        clock, confirmed.append, mix=mix, seed=seed, bus_url=bus.url)
         ev.start()
         m = Master(bus.url, 3)
-        m.ask(schema.CONFIG, {"version": 1, "rating_timeout_s": 20, "thanks_s": 2, "guard_ms": 300,
+        m.ask(schema.CONFIG, {"version": 1, "rating_timeout_s": 20, "thanks_s": 2, "press_guard_ms": 300,
                               "tags": [{"code": 501, "label": "态度不积极", "indicator": 7},
                                        {"code": 702, "label": "其他原因", "indicator": 7}]})
         rng = random.Random(seed)

@@ -92,7 +92,7 @@ def _examples():
                  {"code": 503, "label": "办事效率低", "indicator": vocab.IND_BUSINESS},
                  {"code": 509, "label": "其他原因", "indicator": 7}],
         "texts": [{"key": "prompt", "text": "请您对本次服务进行评价"}],
-        "rating_timeout_s": 60, "thanks_s": 5, "guard_ms": 1500, "status_interval_s": 300,
+        "rating_timeout_s": 60, "thanks_s": 5, "press_guard_ms": 1500, "status_interval_s": 300,
         "idle_text": "欢迎光临",
     }
     status = {
