@@ -203,6 +203,8 @@ def test_compaction_carries_records_longer_than_255_bytes(tmp_path):
     ob.append(3, big[:300])
     assert ob.release(1) and ob.stats["compactions"] == 1
     assert ob.get(2) == big and ob.newest(1) == [big[:300]]
+    log = _record(0x48, b"\x03") + _record(0x52, b"\x02" + big) + _record(0x52, b"\x03" + big[:300])
+    assert (tmp_path / "outbox.log").read_bytes() == log and ob.size == len(log)
     again = Outbox(Fs(), str(tmp_path)).open()
     assert again.counters == [2, 3] and again.get(2) == big and again.get(3) == big[:300]
 
