@@ -58,7 +58,10 @@ def _key(value):
     return key
 
 
-class Device:
+class RegisteredDevice:
+    """One device as the registry holds it: its spec (config + provisioning) and its live state
+    (not firmware.device.Device, the evaluator itself)."""
+
     def __init__(self, spec):
         self.id = _token(spec.get("id"), "device id", 24)
         self.name = ""
@@ -126,12 +129,12 @@ class Registry:
         self._devices = {}
         self.listeners = []
         for spec in devices:
-            self._put(Device(spec))
+            self._put(RegisteredDevice(spec))
         if path and os.path.exists(path):
             with open(path, "r", encoding="utf-8") as f:
                 saved = json.load(f)
             for spec in saved.get("devices", []):
-                self._put(Device(spec))
+                self._put(RegisteredDevice(spec))
 
     def _put(self, device):
         self._devices[device.id] = device
@@ -168,7 +171,7 @@ class Registry:
         with self._lock:
             if _token(spec.get("id"), "device id", 24) in self._devices:
                 raise RegistryError("device %s exists" % spec.get("id"))
-            device = Device(spec)
+            device = RegisteredDevice(spec)
             self._check_address(device)
             self._devices[device.id] = device
             self._save(undo=lambda: self._devices.pop(device.id))
@@ -183,7 +186,7 @@ class Registry:
             device = self._devices.get(device_id)
             if device is None:
                 raise KeyError(device_id)
-            trial = Device(device.spec())
+            trial = RegisteredDevice(device.spec())
             trial.apply(changes)
             self._check_address(trial, ignore=device_id)
             before = dict((name, getattr(device, name)) for name in EDITABLE)

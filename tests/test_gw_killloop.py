@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICES = ("ev-1", "ev-2", "ev-3")
 
 
-class Device(threading.Thread):
+class DeviceThread(threading.Thread):
     """Sends ratings one at a time like the firmware's outbox: the same rating again until ACKed."""
 
     def __init__(self, broker, device_id, stop):
@@ -148,7 +148,7 @@ def test_sigkill_at_random_instants_loses_and_duplicates_nothing(kills, mosquitt
     http_port = free_port()
     config = _config(tmp_path, mosquitto_broker, http_port, central_url)
     stop = threading.Event()
-    devices = [Device(mosquitto_broker, d, stop) for d in DEVICES]
+    devices = [DeviceThread(mosquitto_broker, d, stop) for d in DEVICES]
     for d in devices:
         d.start()
     try:
