@@ -29,7 +29,7 @@ import time
 from protocol import rating as rating_rules
 from protocol import vocab
 from firmware import main as fw_main
-from firmware.boards.sim import make_board
+from firmware.boards.sim import PowerCut, make_board
 from firmware.boards.sim_io import SimNet
 from firmware.config import load_device, save_device, validate
 from firmware.device import Device
@@ -39,10 +39,6 @@ from hall_simulator import citizens
 LOOP_S = 0.004
 FONT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     "firmware", "fonts", "unifont16.bin")
-
-
-class PowerCut(BaseException):
-    """The power went: unwinds the firmware (not an Exception, so no handler swallows it)."""
 
 
 class _TornFile:

@@ -1,12 +1,9 @@
 """A fake flash that can lose power at any write step, and the outbox power-cut scenario played on
 it: for the firmware tests, on CPython and on MicroPython alike."""
 
+from firmware.boards.sim import PowerCut
 from firmware.flashfs import Fs
 from firmware.outbox import Outbox, OutboxFull
-
-
-class PowerCut(Exception):
-    pass
 
 
 class _File:

@@ -36,6 +36,11 @@ class Reboot(BaseException):
     A BaseException so the firmware's own `except Exception` handlers cannot swallow it."""
 
 
+class PowerCut(BaseException):
+    """The power went mid-write (the tests' fake flash, the simulator's cuttable file system):
+    unwinds the firmware wherever it is. A BaseException for the same reason as Reboot."""
+
+
 class SimClock:
     def __init__(self, start_ms=0):
         self.now = start_ms
