@@ -40,6 +40,7 @@ import threading
 import time
 
 from gateway.backoff import Backoff
+from gateway.intake import HEAD_BYTES  # of an oversized payload: what the intake keeps as evidence
 from protocol import mqtt_wire as wire
 from protocol.mqtt_wire import MqttError
 
@@ -47,7 +48,6 @@ log = logging.getLogger("gateway.mqtt.ingest")
 
 READ_BYTES = 65536
 MAX_PACKET = 65536        # a rating's JSON is under 4 KiB; anything near this is junk
-HEAD_BYTES = 2048         # of an oversized payload, handed to on_oversize (to find its counter)
 CONNECT_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 10.0
 LINGER_GROUP = 64        # a group smaller than this, with more than one rating, waits ...
