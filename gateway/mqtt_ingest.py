@@ -49,9 +49,9 @@ log = logging.getLogger("gateway.mqtt.ingest")
 READ_BYTES = 65536
 MAX_PACKET = 65536        # a rating's JSON is under 4 KiB; anything near this is junk
 CONNECT_TIMEOUT_S = 10.0
-SEND_TIMEOUT_S = 10.0
+SEND_TIMEOUT_S = 10.0     # a broker that takes nothing for this long is gone
 LINGER_GROUP = 64        # a group smaller than this, with more than one rating, waits ...
-LINGER_MS = 2            # ... this long for more input before it commits     # a broker that takes nothing for this long is gone
+LINGER_MS = 2            # ... this long for more input before it commits
 _SUBSCRIBE_PID = 1
 
 

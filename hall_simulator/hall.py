@@ -33,7 +33,6 @@ import logging
 import os
 import random
 import secrets
-import shutil
 import socket
 import sys
 import tempfile
