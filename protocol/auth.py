@@ -58,8 +58,7 @@ def rating_mac(key, rating):
 def sign(key, rating):
     """A copy of `rating` carrying its MAC."""
     out = dict(rating)
-    out.pop("mac", None)
-    out["mac"] = rating_mac(key, out)
+    out["mac"] = rating_mac(key, out)   # an old "mac" is outside the MAC, and overwritten
     return out
 
 
@@ -101,8 +100,7 @@ def sign_ack(key, device_id, ack, rating_mac):
     """A copy of `ack` carrying its MAC for device `device_id`, answering the rating whose MAC is
     `rating_mac` (the gateway's side)."""
     out = dict(ack)
-    out.pop("mac", None)
-    out["mac"] = ack_mac(key, device_id, out, rating_mac)
+    out["mac"] = ack_mac(key, device_id, out, rating_mac)   # an old "mac" is outside the MAC
     return out
 
 
