@@ -45,13 +45,13 @@ def test_a_mac_that_is_missing_short_long_or_a_prefix_never_verifies():
     signed = auth.sign(KEY, RATING)
     assert auth.verify(KEY, signed)
     good = signed["mac"]
-    for mac in (None, b"", good[:8], good[:15], good + b"\x00", bytes(16)):
+    for mac in (None, b"", good[:8], good[:15], good + b"\x00", bytes(16), bytes([good[0] ^ 1]) + good[1:]):
         assert not auth.verify(KEY, dict(signed, mac=mac)), mac
     unsigned = dict(RATING)
     assert not auth.verify(KEY, unsigned)
     ack = auth.sign_ack(KEY, RATING["device"], ACK, good)
     assert auth.verify_ack(KEY, RATING["device"], ack, good)
-    for mac in (None, b"", ack["mac"][:8], ack["mac"] + b"\x00"):
+    for mac in (None, b"", ack["mac"][:8], ack["mac"] + b"\x00", bytes([ack["mac"][0] ^ 1]) + ack["mac"][1:]):
         assert not auth.verify_ack(KEY, RATING["device"], dict(ack, mac=mac), good), mac
     for rating_mac in (None, b"", good[:8], good + b"\x00"):
         assert not auth.verify_ack(KEY, RATING["device"], ack, rating_mac), rating_mac
