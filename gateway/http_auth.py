@@ -16,8 +16,9 @@ import hmac
 import logging
 import os
 import secrets
-import tempfile
 import tomllib
+
+from gateway import atomic_file
 
 log = logging.getLogger("gateway.http")
 
@@ -73,25 +74,8 @@ def _write(path, tokens):
              "# Keep this file private (mode 0600). Give each role's token to its users only.",
              "# A role set in the config's [http] section is not kept here."]
     lines += ['%s_token = "%s"' % (role, tokens[role]) for role in ROLES if role in tokens]
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".http-credentials-",
-                               suffix=".tmp")     # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write("\n".join(lines) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    atomic_file.write(path, ("\n".join(lines) + "\n").encode("ascii"), prefix=".http-credentials-",
+                      sync_dir=True)
 
 
 def load_or_create(http, data_dir):

@@ -28,9 +28,9 @@ import hashlib
 import logging
 import os
 import signal
-import tempfile
 import threading
 
+from gateway import atomic_file
 from gateway.mqtt_ingest import ingest_username
 from protocol import topics
 from protocol.auth import mqtt_password  # the device computes the same (SPEC 6.2)
@@ -93,36 +93,15 @@ def acl_file(hall, registry, gateway_user):
 
 
 def _write(path, text):
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + "-", suffix=".tmp")
-    try:
+    def prepare(fd):     # readable by the broker's group, never by others
         os.fchmod(fd, FILE_MODE)
-        group = os.stat(folder).st_gid
+        group = os.stat(os.path.dirname(path)).st_gid
         if os.fstat(fd).st_gid != group:      # no setgid bit on the directory: try to set it
             try:
                 os.fchown(fd, -1, group)
             except PermissionError:
                 pass
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            fd = None
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if fd is not None:
-            os.close(fd)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _sync_dir(folder):
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_file.write(path, text.encode("utf-8"), prepare=prepare)
 
 
 def file_paths(directory):
@@ -135,7 +114,7 @@ def write_files(directory, hall, registry, gateway_user, gateway_password):
     paths = file_paths(directory)
     _write(paths["password_file"], password_file(hall, registry, gateway_user, gateway_password))
     _write(paths["acl_file"], acl_file(hall, registry, gateway_user))
-    _sync_dir(directory)
+    atomic_file.sync_folder(directory)
     return paths
 
 

@@ -15,10 +15,10 @@ the temp file (it holds the keys: mode 0600) is removed.
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 
+from gateway import atomic_file
 from gateway.fastcodec import is_token, verify_mac
 from gateway.text_rules import is_text
 from protocol import auth, errors, vocab
@@ -225,25 +225,10 @@ class Registry:
                                       % type(e).__name__) from None
 
     def _write(self):
-        # a temp name of our own (mkstemp: mode 0600, the keys are in it), so a concurrent writer of
-        # the same registry file (tools/flash.py registering offline) never renames our
-        # half-written file or we its
-        folder = os.path.dirname(os.path.abspath(self.path))
+        # 0600 from the start, the keys are in it (gateway.atomic_file)
         text = json.dumps({"devices": [d.spec() for d in self._devices.values()]},
                           ensure_ascii=False, indent=1).encode("utf-8")
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".registry-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_file.write(self.path, text, prefix=".registry-")
 
     def _changed(self, device, what):
         """Tell the listeners; the change is made and saved, so a listener's failure is logged,
