@@ -23,7 +23,7 @@ import re
 import time
 
 from gateway.fastcodec import ack_mac, rating_from_json, rating_mac_of, verify_mac
-from gateway.store import RawPayload
+from gateway.ledger import RawPayload
 from protocol import codec, errors, schema, vocab
 
 HEAD_BYTES = 2048   # of a payload that does not decode, kept as evidence (SPEC 7.3)

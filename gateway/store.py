@@ -47,11 +47,6 @@ from gateway.upload_queue import (KIND_CASE, KIND_RATING, Settlement, UploadQueu
 from protocol import errors, vocab
 from protocol import rating as rating_rules
 
-# What callers take from here besides Store (the committer is built next to it).
-from gateway.committer import GroupCommitter  # noqa: E402,F401
-from gateway.ledger import RawPayload  # noqa: E402,F401
-from gateway.store_file import StoreError  # noqa: E402,F401
-
 log = logging.getLogger("gateway.store")
 
 ALARM_LOG_EVERY_S = 60.0   # without an on_alarm handler: one log line per alarm name a minute

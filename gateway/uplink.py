@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover - stdlib fallback
 from gateway import profiles as profile_tables
 from gateway.backoff import Backoff, parse_retry_after
 from gateway.privacy import SealError, masked_applicant
-from gateway.store import StoreError
+from gateway.store_file import StoreError
 from gateway.upstream_auth import NoAuth
 
 log = logging.getLogger("gateway.uplink")

@@ -32,7 +32,8 @@ from gateway.mqtt_bridge import MqttBridge  # noqa: E402
 from gateway.registry import Registry  # noqa: E402
 from gateway.rejects import Rejections  # noqa: E402
 from gateway.rs485_master import Rs485Master  # noqa: E402
-from gateway.store import GroupCommitter, Store  # noqa: E402
+from gateway.committer import GroupCommitter  # noqa: E402
+from gateway.store import Store  # noqa: E402
 from protocol import auth, codec, errors, schema, topics, vocab  # noqa: E402
 from protocol.slave import SlaveLink  # noqa: E402
 

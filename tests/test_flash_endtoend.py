@@ -11,7 +11,8 @@ from gateway.config import MqttConfig
 from gateway.mqtt_bridge import MqttBridge
 from gateway.registry import Registry
 from gateway.rejects import Rejections
-from gateway.store import GroupCommitter, Store
+from gateway.committer import GroupCommitter
+from gateway.store import Store
 from gateway.upstream_auth import HmacAuth
 from gateway.uplink import Uplink
 from hall_simulator.central_api import CentralServer

@@ -18,7 +18,8 @@ from gateway import fastcodec, text_rules
 from gateway.intake import Intake, commit
 from gateway.registry import Registry
 from gateway.rejects import Rejections
-from gateway.store import GroupCommitter, Store
+from gateway.committer import GroupCommitter
+from gateway.store import Store
 from gw_support import HALL, device_key, make_rating
 from protocol import auth, codec, errors, schema, vocab
 

@@ -12,7 +12,8 @@ from gateway.config import MqttConfig
 from gateway.mqtt_bridge import MqttBridge, ack_json
 from gateway.registry import Registry
 from gateway.rejects import Rejections
-from gateway.store import GroupCommitter, Store
+from gateway.committer import GroupCommitter
+from gateway.store import Store
 from gw_support import HALL, FakeDevice, device_key, make_rating
 from protocol import auth, codec, errors, mqtt_wire, schema, topics, vocab
 

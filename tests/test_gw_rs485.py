@@ -11,7 +11,8 @@ from gateway.config import BusConfig
 from gateway.registry import Registry
 from gateway.rejects import Rejections
 from gateway.rs485_master import Rs485Master
-from gateway.store import GroupCommitter, Store
+from gateway.committer import GroupCommitter
+from gateway.store import Store
 from gw_support import HALL, device_key, make_rating
 from protocol import auth, codec, errors, schema, timing, vocab
 from protocol.link import SlaveLink

@@ -12,7 +12,9 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gateway.store import Store, StoreError, record_json
+from gateway.store import Store
+from gateway.store_file import StoreError
+from gateway.upload_queue import record_json
 from protocol import codec, errors, vocab
 from protocol import rating as rating_rules
 from gw_support import make_rating
@@ -244,7 +246,8 @@ def test_a_constraint_error_refuses_the_batch_but_keeps_the_file(store, monkeypa
 CHILD = r"""
 import sys
 sys.path.insert(0, %(root)r); sys.path.insert(0, %(root)r + "/tests")
-from gateway.store import Store, StoreError
+from gateway.store import Store
+from gateway.store_file import StoreError
 from gw_support import make_rating
 s = Store(%(path)r)
 n = s.hwm("k") + 1

@@ -8,7 +8,8 @@ import time
 
 from hypothesis import given, settings, strategies as st
 
-from gateway.store import RawPayload, Store
+from gateway.ledger import RawPayload
+from gateway.store import Store
 from protocol import errors, vocab
 from gw_support import make_rating
 

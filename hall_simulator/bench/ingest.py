@@ -169,7 +169,8 @@ def run_gateway(broker, count, devices, workdir, stages=False):
     from gateway.mqtt_bridge import MqttBridge
     from gateway.registry import Registry
     from gateway.rejects import Rejections
-    from gateway.store import GroupCommitter, Store
+    from gateway.committer import GroupCommitter
+    from gateway.store import Store
 
     registry = Registry([{"id": "ev-%03d" % i, "window": "W%02d" % i,
                           "key": device_key("ev-%03d" % i).hex()} for i in range(devices)])

@@ -243,7 +243,8 @@ class GatewayMaster:
         from gateway.registry import Registry
         from gateway.rejects import Rejections
         from gateway.rs485_master import Rs485Master
-        from gateway.store import GroupCommitter, Store
+        from gateway.committer import GroupCommitter
+        from gateway.store import Store
         self.dir = tempfile.mkdtemp(prefix="rs485-bench-")
         self.registry = Registry([{"id": device_id(a), "window": "W%02d" % a, "transport": "rs485",
                                    "address": a, "key": device_key(a).hex()}
