@@ -32,7 +32,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from gateway import fastcodec
-from gateway.intake import Intake, ack_record
+from gateway.intake import Intake
 from gateway.mqtt_ingest import IngestConnection
 from protocol import codec, errors, mqtt_wire, schema, topics
 
@@ -280,9 +280,3 @@ class MqttBridge:
             self.registry.set_offline(device_id)
         else:
             self.rejections.reject("mqtt", errors.R_MALFORMED, "availability %r" % text[:20], device_id)
-
-
-def ack_json(device_id, counter, result, key=None, rating_mac=None):
-    """The ACK's JSON for `device_id`'s rating `counter` (gateway.intake.ack_record: every field,
-    signed under `key` and bound to the answered rating's `rating_mac`; unsigned when key is None)."""
-    return fastcodec.ack_json(ack_record(device_id, counter, result, key, rating_mac))

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gateway.config import MqttConfig
-from gateway.mqtt_bridge import MqttBridge, ack_json
+from gateway import fastcodec
+from gateway.intake import ack_record
+from gateway.mqtt_bridge import MqttBridge
 from gateway.registry import Registry
 from gateway.rejects import Rejections
 from gateway.committer import GroupCommitter
@@ -212,7 +214,8 @@ def test_ack_json_is_what_codec_writes_and_its_mac_is_protocols(device, counter,
     record = {"device": device, "counter": counter, "result": result, "reason": reason}
     if signed:
         record["mac"] = auth.ack_mac(key, device, record, rating_mac).hex()
-    assert ack_json(device, counter, (result, reason), key if signed else None, rating_mac) == codec.dumps(record)
+    ack = ack_record(device, counter, (result, reason), key if signed else None, rating_mac)
+    assert fastcodec.ack_json(ack) == codec.dumps(record)
 
 
 def test_rejections_count_exactly_from_many_threads():
