@@ -71,6 +71,7 @@ class Gateway:
         self.metrics = {}
         self.tasks = []
         self.status_hooks = []
+        self.http_routes = []     # add_routes(app, gw, allow) of other route modules (queue_api.make_app)
         self.last_rating = None
         os.makedirs(cfg.data_dir, exist_ok=True)
         self.store = Store(cfg.store_path, capacity=cfg.capacity, alarm_ratio=cfg.alarm_ratio,

@@ -364,6 +364,8 @@ def make_app(gw, credentials=None):
             ("GET", "/metrics", metrics, ANYONE),
             ("GET", "/healthz", healthz, ANYONE)):
         app.router.add_route(method, path, allow(roles, handler))
+    for add_routes in getattr(gw, "http_routes", ()):   # other parts' routes, behind the same guard
+        add_routes(app, gw, allow)
     return app
 
 
