@@ -67,6 +67,11 @@ def build_parser():
     p.add_argument("--chaos", choices=CHAOS_LEVELS, default="none", help="fault injection level")
     p.add_argument("--report", metavar="PATH", help="write the JSON report here")
     p.add_argument("--screenshots", metavar="DIR", help="save every screen as PNG here")
+    p.add_argument("--console-port", type=_positive_int, metavar="PORT",
+                   help="the gateway's console and API on this port (default: any free port)")
+    p.add_argument("--console-host", default="127.0.0.1", metavar="ADDR",
+                   help="address the console listens on (default 127.0.0.1; 0.0.0.0 to watch "
+                        "from another machine)")
     return p
 
 

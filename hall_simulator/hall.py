@@ -85,7 +85,8 @@ def device_key(seed, device):
 class Hall:
     def __init__(self, rs485, mqtt, seed, speed=1.0, workdir=None, mix=None, case_weights=None,
                  completed_ago_s=0, rating_timeout_s=RATING_TIMEOUT_S, baud=BAUD, chaos="none",
-                 duration_s=60.0, out=None, touch=0, chaos_events=None):
+                 duration_s=60.0, out=None, touch=0, chaos_events=None, console_port=None,
+                 console_host="127.0.0.1"):
         self.n_rs485 = rs485
         self.n_mqtt = mqtt
         if not 0 <= touch <= mqtt:
@@ -123,6 +124,8 @@ class Hall:
         self.started_at = None
         self.started_wall = None
         self.screenshots = []
+        self.console_port = console_port      # the gateway's HTTP port (its console); None: any free
+        self.console_host = console_host
 
     # --- wiring -------------------------------------------------------------------------------
     def _confirm(self, entry):
@@ -173,7 +176,7 @@ class Hall:
             "mqtt": {"host": self.broker.host, "port": self.broker.port, "keepalive": 10,
                      "username": self.mqtt_login[0], "password": self.mqtt_login[1],
                      "broker_files": self.broker_files, "broker_pid_file": self.broker.pid_file},
-            "http": {"host": "127.0.0.1", "port": http_port, "callback_url": callback_url,
+            "http": {"host": self.console_host, "port": http_port, "callback_url": callback_url,
                      "queue_token": self.queue_token},
             "uplink": {"url": central_url, "profile": "gbt39046", "gateway_id": "gw-" + HALL_ID},
             # the status OLED as it would run on the Pi (gateway/panel.py), drawn into a PNG here
@@ -206,7 +209,7 @@ class Hall:
             settle_wait_s=self.rating_timeout_s + 3 * THANKS_S + 10,
             retry_s=0.5, completed_ago_s=self.completed_ago_s)
         self.callbacks = await queue_sim.CallbackServer(self.queue).start()
-        http_port = free_port()
+        http_port = self.console_port or free_port()
         http_url = "http://127.0.0.1:%d" % http_port
         self.queue_token = os.urandom(24).hex()     # the gateway's [http] queue_token
         self.api = queue_sim.QueueApiClient(http_url, token=self.queue_token)

@@ -44,6 +44,10 @@ async def run_async(options, out=None, hall_kwargs=None):
     kwargs = dict(hall_kwargs or {})
     if getattr(options, "baud", None):
         kwargs.setdefault("baud", options.baud)
+    if getattr(options, "console_port", None):
+        kwargs.setdefault("console_port", options.console_port)
+    if getattr(options, "console_host", None):
+        kwargs.setdefault("console_host", options.console_host)
     hall = Hall(options.rs485, options.mqtt, options.seed, speed=options.speed,
                 chaos=options.chaos, duration_s=options.duration, out=out, touch=touch, **kwargs)
     report_path = getattr(options, "report", None) or os.path.join(hall.workdir, "report.json")
