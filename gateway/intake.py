@@ -8,7 +8,7 @@ rating MAC to bind it to (SPEC 7.3, 7.5). The intake does not commit: from_json 
 from_head return a pending (item, done) or None (nothing to keep), and the adapter commits in its
 own way: the MQTT bridge gathers a group and calls committer.commit_batch(pending list) on its
 ingest thread; the RS-485 master commits one and waits (commit(pending, committer)). done(result)
-answers, moves the registry on and tells `on_rating`.
+answers, moves the registry on and tells `on_rating` (with the case's enrichment, computed once).
 
 The answers (SPEC 7.3-7.5): a rating verifiably the sender's own gets its commit's result
 (stored, duplicate, or a releasing dead letter for a rule); whatever the gateway cannot
@@ -80,7 +80,7 @@ class Intake:
         self.registry = registry
         self.rejections = rejections
         self.enrich = enrich or (lambda rating: None)
-        self.on_rating = on_rating      # called (rating, (ack, reason)) after the commit
+        self.on_rating = on_rating      # called (rating, (ack, reason), enrichment) after the commit
         self.clock = clock
 
     # --- what a transport hands in -------------------------------------------------------
@@ -137,12 +137,14 @@ class Intake:
             return self._reject(where, device_id, counter, mac, problem[0], problem[1], rating,
                                 is_authentic, reply)
 
+        enrichment = self.enrich(rating)
+
         def done(result):
             self._answer(reply, device_id, counter, result, mac)
             self.registry.rated(device_id, counter, result[0] == vocab.ACK_STORED)
             if self.on_rating is not None:
-                self.on_rating(rating, result)
-        return (rating, self.enrich(rating)), done
+                self.on_rating(rating, result, enrichment)
+        return (rating, enrichment), done
 
     def _reject(self, where, device_id, counter, mac, reason, detail, item, is_authentic, reply):
         """Keep what may not be committed as a rating as a dead letter, count it, and answer it

@@ -57,7 +57,7 @@ def test_provisioned_virtual_device_boots_and_its_rating_is_accepted_by_the_gate
         bridge = MqttBridge(MqttConfig(host=mosquitto_broker.host, port=mosquitto_broker.port, client_id="gw-e2e"),
                             HALL, Registry(path=reg), committer, Rejections(), store=store,
                             enrich=lambda r: {"matter_code": "440300-001", "staff_id": "1001"},
-                            on_rating=lambda r, res: rated.append((r, res)))
+                            on_rating=lambda r, res, enrichment: rated.append((r, res)))
         bridge.start()
         try:
             assert bridge.connected.wait(WAIT)

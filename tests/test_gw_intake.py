@@ -186,7 +186,7 @@ def test_the_intake_answers_by_spec_7_3_whatever_the_transport(steps):
     rejections = Rejections()
     rated = []
     intake = Intake(HALL, registry, rejections, enrich=lambda r: {"matter_name": "营业执照"},
-                    on_rating=lambda r, res: rated.append((r["device"], r["counter"], res)),
+                    on_rating=lambda r, res, enrichment: rated.append((r["device"], r["counter"], res)),
                     clock=lambda: 1700000000)
     model = {"stored": {}, "hwm": {}}
     with tempfile.TemporaryDirectory() as workdir:

@@ -34,7 +34,7 @@ def gateway(mosquitto_broker, tmp_path):
     cfg = MqttConfig(host=mosquitto_broker.host, port=mosquitto_broker.port, client_id="gw-test")
     bridge = MqttBridge(cfg, HALL, registry, committer, rejections, store=store,
                         enrich=lambda r: {"matter_name": "营业执照变更", "staff_name": "李堃"},
-                        on_rating=lambda r, res: rated.append((r["counter"], res)))
+                        on_rating=lambda r, res, enrichment: rated.append((r["counter"], res)))
     bridge.start()
     assert bridge.connected.wait(WAIT)
     bridge.alarms, bridge.store, bridge.rejections_, bridge.rated = alarms, store, rejections, rated

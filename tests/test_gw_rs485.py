@@ -117,7 +117,7 @@ def rig(tmp_path):
         master = Rs485Master(BusConfig(url=fake.url, baud=115200, retries=1, slow_after=slow_after,
                                        slow_interval_s=slow_interval_s),
                              0, HALL, registry, committer, rejections,
-                             on_rating=lambda r, res: rated.append((r["counter"], res)))
+                             on_rating=lambda r, res, enrichment: rated.append((r["counter"], res)))
         import serial
         master.port = serial.serial_for_url(fake.url, baudrate=115200, timeout=0.005)
         made.update(fake=fake, registry=registry, store=store, committer=committer, master=master,

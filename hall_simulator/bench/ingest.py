@@ -179,7 +179,7 @@ def run_gateway(broker, count, devices, workdir, stages=False):
     done = threading.Event()
     seen = [0]
 
-    def on_rating(rating, result):
+    def on_rating(rating, result, enrichment):
         seen[0] += 1
         if seen[0] >= count:
             done.set()

@@ -259,7 +259,7 @@ class GatewayMaster:
                                   self.committer, self.rejections, on_rating=self._rated)
         self.master.port = self.master._open()   # the production path (read timeout, RS-485 mode)
 
-    def _rated(self, rating, result):
+    def _rated(self, rating, result, enrichment):
         rid = rating_id(rating)
         if rid in self.committed:
             self.stats["seen_again"] += 1
