@@ -180,7 +180,9 @@ class Gateway:
         else:
             self.bridge.publish_context(device.id, context)
 
-    def on_rating(self, rating, result):
+    def on_rating(self, rating, result, enrichment=None):
+        """A rating was committed (any result); `enrichment` is its case's (gateway.cases.enrich:
+        it may hold the sealed applicant, which goes nowhere from here)."""
         if result[0] == vocab.ACK_STORED:
             self.last_rating = self._rating_summary(rating)
             if self.panel is not None:
