@@ -23,9 +23,11 @@ import time
 from aiohttp import web
 
 from gateway import cases as cases_mod
+from gateway import history as history_mod
 from gateway import http_auth
 from gateway import mosquitto_acl
 from gateway import panel as panel_mod
+from gateway import ratings_api
 from gateway import status_display
 from gateway.committer import GroupCommitter
 from gateway.intake import Intake
@@ -105,6 +107,13 @@ class Gateway:
                                            self.alarms_active)
         self.broker_files = mosquitto_acl.from_config(cfg, self.registry, alarm=self.alarm)
         self.registry.listeners.append(self._registry_changed)
+        # the console's rating history, grades and ratings routes (gateway.history, .grading,
+        # .ratings_api): [console] timezone, history_days, [console.grading]
+        zone, days, self.grading = history_mod.settings(cfg.raw.get("console"))
+        self.history = history_mod.History(cfg.path(history_mod.FILE_NAME), tz=zone, keep_days=days,
+                                           alarm=self.alarm, clock=clock)
+        self.status_hooks.append(lambda: {"history": dict(self.history.stats)})
+        self.http_routes.append(ratings_api.add_routes)
         self._stop = None
         self._runner = None
 
@@ -185,6 +194,7 @@ class Gateway:
         it may hold the sealed applicant, which goes nowhere from here)."""
         if result[0] == vocab.ACK_STORED:
             self.last_rating = self._rating_summary(rating)
+            self.history.record(rating, enrichment)   # never the applicant (gateway.history)
             if self.panel is not None:
                 self.panel.mark_dirty()
         self.cases.on_rating(rating, result)
@@ -355,6 +365,7 @@ class Gateway:
             bus.stop()
         self.bridge.stop()
         self.committer.close()
+        self.history.close()
         self.store.close()
 
     async def run_forever(self):

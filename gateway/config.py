@@ -27,7 +27,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 
-from gateway import http_auth
+from gateway import history, http_auth
 from gateway.leds import DEFAULT_PINS
 
 
@@ -158,6 +158,10 @@ def from_dict(data, base_dir="."):
     cfg.leds = _section(LedsConfig, _enabled_when_present(data, "leds"), "leds")
     _check_panel(cfg)
     cfg.raw = data
+    try:   # [console] timezone, history_days and [console.grading] (gateway.history)
+        history.settings(data.get("console"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if not 0 < cfg.alarm_ratio <= 1 or cfg.capacity < 1:
         raise ConfigError("[gateway] capacity must be positive and alarm_ratio in (0, 1]")
     if not cfg.mqtt.client_id:
