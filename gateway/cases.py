@@ -95,14 +95,14 @@ def parse_event(body):
     serials = body.get("serials")
     if not isinstance(serials, list) or not 1 <= len(serials) <= 16:
         raise CaseError(errors.R_MISSING, "serials must list 1..16 case serial numbers")
-    for s in serials:
-        _token({"serial": s}, "serial", 40)
+    for s in serials:   # printable text (SPEC 3.6): 粤B-2026-000126 is a serial too
+        _text({"serial": s}, "serial", 40, True)
     if len(set(serials)) != len(serials):
         raise CaseError(errors.R_MALFORMED, "serials repeat")
     event["serials"] = list(serials)
     event["matter_code"] = _token(body, "matter_code", 40, required=False)
     event["matter_name"] = _text(body, "matter_name", 60, required=True)
-    event["staff_id"] = _token(body, "staff_id", 20, required=False)
+    event["staff_id"] = _text(body, "staff_id", 20)
     event["staff_name"] = _text(body, "staff_name", 16)
     items = body.get("items") or []
     if not isinstance(items, list) or len(items) > 8:
@@ -158,7 +158,8 @@ class Cases:
         window = _token({"window": window}, "window", 16)
         if not isinstance(body, dict):
             raise CaseError(errors.R_MALFORMED, "the body must be a JSON object")
-        staff = {"staff_id": _token(body, "staff_id", 20), "staff_name": _text(body, "staff_name", 16, True)}
+        staff = {"staff_id": _text(body, "staff_id", 20, True),
+                 "staff_name": _text(body, "staff_name", 16, True)}
         with self._lock:
             state = dict(self.windows.get(window) or {"case_id": 0})
             state.update(staff, since=int(self.clock()))

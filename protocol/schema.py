@@ -16,6 +16,15 @@ U8 = 0xFF
 U32 = 0xFFFFFFFF
 U64 = 0xFFFFFFFFFFFFFFFF
 
+# Glyph supplement and QR module matrix carried in a CONTEXT (SPEC.md 3.8, 3.9).
+GLYPH_HEIGHT = 16
+MAX_GLYPHS = 24                 # 24 wide glyphs take 24 * 42 = 1,008 bytes: one record's worth
+QR_MIN, QR_MAX = 21, 57         # QR versions 1..10: N = 17 + 4 * version modules per side
+QR_MODULES_BYTES = 1 + (QR_MAX * QR_MAX + 7) // 8
+# CONFIG volume and large_text: 0 means "keep" like every CONFIG field, so the wire value is offset.
+VOLUME_MAX = 10                 # wire volume = 1 + level (1 = mute, 11 = loudest)
+LARGE_TEXT_OFF, LARGE_TEXT_ON = 1, 2
+
 # Message type codes: the frame's type byte on RS-485 and the "type" name in SPEC.md.
 # Bit 7 set = sent by a device. Every gateway request is idempotent, so retransmission is safe.
 POLL = 0x01     # anything to send?
@@ -52,6 +61,11 @@ TEXT = (                  # a screen string override, by key
     (1, "key", T, 24, 0, None),
     (2, "text", S, 40, 0, None),
 )
+GLYPH = (                 # a 16-px bitmap the device's font lacks (SPEC.md 3.8)
+    (1, "cp", U, 0x10FFFF, 0, None),      # Unicode code point
+    (2, "width", U, 16, 0, None),         # 8 or 16 pixels
+    (3, "bits", B, 32, 0, None),          # 16 rows of width/8 bytes, MSB = leftmost pixel, 1 = ink
+)
 COUNTER = (               # a named error counter in a status report
     (1, "name", T, 16, 0, None),
     (2, "count", U, U32, 0, None),
@@ -72,11 +86,11 @@ ACK_FIELDS = (
 CONTEXT_FIELDS = (
     (1, "case_id", U, U32, 0, None),      # gateway-assigned, unique in the hall, never 0
     (2, "window", T, 16, 0, None),
-    (3, "staff_id", T, 20, 0, None),      # 工号
+    (3, "staff_id", S, 20, 0, None),      # 工号, any printable text
     (4, "staff_name", S, 16, 0, None),    # 姓名
     (5, "matter_code", T, 40, 0, None),
     (6, "matter_name", S, 60, 0, None),   # 事项名称 (theme name for a theme)
-    (7, "serials", T, 40, 16, None),      # 办件流水号; two or more = a batch, rated once
+    (7, "serials", S, 40, 16, None),      # 办件流水号 (printable text); two or more = a batch, rated once
     (8, "node", U, 4, 0, None),           # vocab.NODE_*
     (9, "items", M, 0, 8, THEME_ITEM),    # theme sub-items
     (10, "indicators", U, 7, 0, None),    # IND_* bits that may be rated
@@ -84,6 +98,8 @@ CONTEXT_FIELDS = (
     (12, "deadline", U, U64, 0, None),    # unix seconds: end of the 7-day window
     (13, "qr", S, 200, 0, None),          # signed rate-later URL (touch board shows a QR code)
     (14, "time", U, U64, 0, None),        # gateway wall clock, unix seconds
+    (15, "glyphs", M, 0, MAX_GLYPHS, GLYPH),  # bitmaps of characters the device's font lacks
+    (16, "qr_modules", B, QR_MODULES_BYTES, 0, None),  # N, then N*N module bits (SPEC.md 3.9)
 )
 CLEAR_FIELDS = (
     (1, "case_id", U, U32, 0, None),
@@ -91,12 +107,14 @@ CLEAR_FIELDS = (
 CONFIG_FIELDS = (
     (1, "version", U, U32, 0, None),
     (2, "tags", M, 0, 16, TAG),
-    (3, "texts", M, 0, 16, TEXT),
+    (3, "texts", M, 0, 40, TEXT),
     (4, "rating_timeout_s", U, 3600, 0, None),   # no press within this: SRC_NOT_RATED
     (5, "thanks_s", U, 60, 0, None),             # how long the thank-you screen stays
     (6, "press_guard_ms", U, 60000, 0, None),          # misuse guard: ignore presses closer than this
     (7, "status_interval_s", U, 86400, 0, None),
     (8, "idle_text", S, 40, 0, None),
+    (9, "volume", U, 11, 0, None),               # 1 + volume 0..10 (1 = mute); 0 = keep
+    (10, "large_text", U, 2, 0, None),           # 1 = off, 2 = on (适老化); 0 = keep
 )
 IDLE_FIELDS = (
     (1, "outbox", U, U32, 0, None),       # ratings waiting in flash
@@ -106,7 +124,7 @@ RATING_FIELDS = (
     (1, "device", T, 24, 0, None),
     (2, "counter", U, U32, 0, None),      # per device, strictly increasing, never reused
     (3, "case_id", U, U32, 0, None),
-    (4, "serials", T, 40, 16, None),
+    (4, "serials", S, 40, 16, None),
     (5, "node", U, 4, 0, None),
     (6, "source", U, 3, 0, None),         # vocab.SRC_*
     (7, "overall", U, 5, 0, None),        # levels 1..5, absent = not rated
@@ -115,7 +133,7 @@ RATING_FIELDS = (
     (10, "tags", U, 9999, 8, None),
     (11, "text", S, 140, 0, None),
     (12, "items", M, 0, 8, ITEM_RATING),
-    (13, "staff_id", T, 20, 0, None),
+    (13, "staff_id", S, 20, 0, None),
     (14, "window", T, 16, 0, None),
     (15, "device_time", U, U64, 0, None), # device's idea of unix seconds at the press, 0 unknown
     (16, "uptime_ms", U, U64, 0, None),   # device monotonic ms at the press

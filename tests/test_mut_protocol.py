@@ -217,8 +217,9 @@ _RAT = {"device": "d1", "counter": 1, "source": 1, "overall": 1}
 MISUSE = [
     (schema.CONTEXT, {"case_id": 1, "node": 1, "serials": "SZ1"}, "serials must be a list"),
     (schema.CONTEXT, {"case_id": 1, "node": 1, "serials": ["a"] * 17}, "serials holds more than 16 items"),
-    (schema.CONTEXT, {"case_id": 1, "node": 1, "serials": ["a b"]},
-     "out_of_range: serials not a token character: ' '"),
+    (schema.CONTEXT, {"case_id": 1, "node": 1, "window": "a b"},
+     "out_of_range: window not a token character: ' '"),
+    (schema.CONTEXT, {"case_id": 1, "node": 1, "serials": ["a\x07"]}, "out_of_range: serials control character"),
     (schema.CONTEXT, {"case_id": 1, "node": 1, "staff_name": b"x"}, "malformed: staff_name is not text"),
     (schema.CONTEXT, {"case_id": 1, "node": 1, "staff_name": "x" * 17},
      "out_of_range: staff_name longer than 16 characters"),

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from protocol import auth, codec, crc, errors, frame, rating, schema, timing, topics, vocab  # noqa: E402
+from protocol import auth, codec, crc, errors, frame, rating, schema, supplement, timing, topics, vocab  # noqa: E402
 
 VECTOR_DIR = os.path.join(ROOT, "protocol", "vectors")
 SPEC_PATH = os.path.join(ROOT, "protocol", "SPEC.md")
@@ -48,6 +48,28 @@ def _ack(record, rating_mac):
 # The rating each ACK example answers (its MAC is part of the ACK MAC's input, never sent).
 _ACK_ANSWERS = {"ack": "rating", "ack_duplicate": "rating", "ack_dead_letter": "rating_good",
                 "ack_no_device": "rating", "ack_rejected": "rating_good"}
+
+
+QR_TOKEN = "U1oyMDI2MDEwMTAwMDEyNiM0.1767830400.kM2pQ8vR4sT6uW1x"
+QR_LINK = "https://pj.example.gov.cn/r?t=" + QR_TOKEN
+
+
+def _test_pattern():
+    """16x16 test bitmap: a frame with a diagonal, rows MSB first."""
+    rows = []
+    for y in range(16):
+        bits = 0xFFFF if y in (0, 15) else 0x8001 | (0x8000 >> y)
+        rows += [bits >> 8, bits & 0xFF]
+    return bytes(rows)
+
+
+def _qr_modules(text):
+    """qr_modules of a link: QR error correction M, smallest version, no quiet zone."""
+    import qrcode
+    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=0)
+    code.add_data(text)
+    code.make(fit=True)
+    return supplement.qr_pack(code.get_matrix())
 
 
 def _examples():
@@ -95,6 +117,21 @@ def _examples():
         "rating_timeout_s": 60, "thanks_s": 5, "press_guard_ms": 1500, "status_interval_s": 300,
         "idle_text": "欢迎光临",
     }
+    # A rare-character name (王䶮明, U+4DAE in Extension A) with its glyph supplement, a staff id
+    # that is not ASCII, and the QR code of the signed link as a module matrix. The bitmap is a
+    # test pattern (a frame with a diagonal), not the real glyph: the vectors depend on no font.
+    pattern = _test_pattern()
+    supplement_context = {
+        "case_id": 31341, "window": "A05", "staff_id": "综窗-07", "staff_name": "王䶮明",
+        "matter_name": "居民身份证换领", "serials": ["粤B-2026-000126"], "node": vocab.NODE_PICKUP,
+        "indicators": vocab.IND_OVERALL | vocab.IND_BUSINESS | vocab.IND_SERVICE,
+        "deadline": NOW + 7 * 86400, "qr": QR_TOKEN, "time": NOW,
+        "glyphs": [{"cp": 0x4DAE, "width": 16, "bits": pattern}],
+        "qr_modules": _qr_modules(QR_LINK),
+    }
+    config_voice = {"version": 8, "texts": [{"key": "prompt", "text": "Please rate our service"},
+                                            {"key": "thanks", "text": "Thank you"}],
+                    "volume": supplement.volume_wire(0), "large_text": supplement.large_text_wire(True)}
     status = {
         "device": DEVICE, "firmware": "1.0.0", "board": "esp32c3", "uptime_s": 86400,
         "heap_free": 61440, "outbox": 2, "outbox_capacity": 4096, "counter": 1045,
@@ -128,6 +165,8 @@ def _examples():
         ("context_theme", schema.CONTEXT, theme_context, 12, 10),
         ("clear", schema.CLEAR, {"case_id": 31337}, 5, 11),
         ("config", schema.CONFIG, config, 0, 12),
+        ("context_supplement", schema.CONTEXT, supplement_context, 5, 15),
+        ("config_voice", schema.CONFIG, config_voice, 5, 16),
         ("status", schema.STATUS, status, 5, 3),
         ("refuse", schema.REFUSE, {"reason": errors.R_UNKNOWN_TYPE, "request": 0x06,
                                    "detail": "未知请求"}, 5, 13),
@@ -298,6 +337,17 @@ def invalid_vectors():
                   r.R_OVERSIZE),
         _bin_case("missing_counter", schema.RATING, b"\x0a\x01d\x30\x01", r.R_MISSING),
         _bin_case("missing_case_id", schema.CONTEXT, b"\x40\x01", r.R_MISSING),
+        _bin_case("staff_id_printable", schema.CONTEXT,
+                  b"\x08\x01\x40\x01\x1a\x09" + "综窗 07".encode(), r.R_OK),
+        _bin_case("staff_id_control_char", schema.CONTEXT, b"\x08\x01\x40\x01\x1a\x02S\x07",
+                  r.R_OUT_OF_RANGE),
+        _bin_case("too_many_glyphs", schema.CONTEXT,
+                  b"\x08\x01\x40\x01" + b"\x7a\x03\x08\xae\x01" * (schema.MAX_GLYPHS + 1), r.R_OVERSIZE),
+        _bin_case("glyph_bits_too_long", schema.CONTEXT,
+                  b"\x08\x01\x40\x01\x7a\x23\x1a\x21" + bytes(33), r.R_OVERSIZE),
+        _bin_case("qr_modules_too_long", schema.CONTEXT, b"\x08\x01\x40\x01\x82\x01\x99\x03"
+                  + bytes(schema.QR_MODULES_BYTES + 1), r.R_OVERSIZE),
+        _bin_case("volume_12", schema.CONFIG, b"\x48\x0c", r.R_OUT_OF_RANGE),
         _bin_case("unknown_type", 0x06, b"", r.R_UNKNOWN_TYPE),
         _bin_case("record_too_big", schema.POLL, b"\x08\x01" + b"\xf8\x07\x00" * 400, r.R_OVERSIZE),
         _bin_case("unknown_field_skipped", schema.CLEAR, b"\x08\x05\xf8\x07\x09\x82\x08\x02\xab\xcd",
@@ -416,7 +466,7 @@ def build_vectors():
 # --- SPEC.md sections -----------------------------------------------------------------------------
 KIND_WORDS = {schema.U: "uint", schema.S: "text", schema.T: "token", schema.B: "bytes", schema.M: "message"}
 SUBS = (("ThemeItem", schema.THEME_ITEM), ("ItemRating", schema.ITEM_RATING), ("Tag", schema.TAG),
-        ("Text", schema.TEXT), ("Counter", schema.COUNTER))
+        ("Text", schema.TEXT), ("Glyph", schema.GLYPH), ("Counter", schema.COUNTER))
 
 
 def _sub_name(sub):
@@ -653,6 +703,7 @@ def sec_examples():
         ("idle", "The device's IDLE reply: nothing to send, empty payload"),
         ("rating", "A typical RATING (bad rating with one tag and Chinese text), MAC under the test key"),
         ("context", "A CONTEXT push for a batch of two cases, with Chinese names"),
+        ("context_supplement", "A CONTEXT with a rare character in the name: glyph supplement and QR modules"),
         ("ack", "The ACK that settles the rating above"),
     ]
     for name, title in titles:
@@ -662,7 +713,7 @@ def sec_examples():
                      "Frame: %d bytes = 10 overhead + %d payload\n\n```\n%s\n```" % (
                          title, len(v["json"].encode()), v["json"], len(f), len(f) - 10,
                          _frame_breakdown(v["frame"])))
-        if name in ("rating", "context"):
+        if name in ("rating", "context", "context_supplement"):
             parts.append("The payload field by field (key, length, value):\n\n```\n%s\n```" % _field_walk(
                 schema.MESSAGES[v["type"]], bytes.fromhex(v["binary"])))
         if name == "rating":
@@ -690,7 +741,7 @@ def sec_sizes():
     rows = ["| message | payload bytes | frame bytes | overhead | time at 9,600 | time at 115,200 |",
             "|---|---|---|---|---|---|"]
     for name in ("poll", "poll_empty", "idle", "idle_busy", "rating", "rating_good", "ack", "context",
-                 "status"):
+                 "context_supplement", "status"):
         n = len(mv[name]["binary"]) // 2
         rows.append("| %s | %d | %d | %d | %.2f ms | %.2f ms |" % (
             name, n, n + frame.OVERHEAD, frame.OVERHEAD, timing.frame_us(n, 9600) / 1000.0,
