@@ -74,7 +74,9 @@ class RegisteredDevice:
         self.firmware = ""
         # live state
         self.online = False
+        self.since = 0.0           # when `online` last changed (0: not since this start)
         self.last_seen = 0.0
+        self.rssi = None           # Wi-Fi signal in dBm, from STATUS (None: not reported)
         self.outbox = 0
         self.case_id = 0
         self.counter = 0
@@ -115,7 +117,8 @@ class RegisteredDevice:
     def public(self):
         out = self.spec()
         del out["key"]
-        out.update({"online": self.online, "last_seen": round(self.last_seen, 3),
+        out.update({"online": self.online, "since": round(self.since, 3),
+                    "last_seen": round(self.last_seen, 3), "rssi": self.rssi,
                     "outbox": self.outbox, "case_id": self.case_id, "counter": self.counter,
                     "errors": dict(self.errors), "lane": self.lane, "ratings": self.ratings})
         return out
@@ -264,6 +267,8 @@ class Registry:
             was = device.online
             device.last_seen = self.clock()
             device.online = online
+            if was != online:
+                device.since = device.last_seen
             apply(device)
         if was != device.online:
             self._changed(device, "online" if device.online else "offline")
@@ -275,6 +280,7 @@ class Registry:
             if device is None or not device.online:
                 return
             device.online = False
+            device.since = self.clock()
         self._changed(device, "offline")
 
     def count_error(self, device_id, name):
@@ -293,6 +299,8 @@ class Registry:
             with self._lock:
                 if status.get("firmware"):
                     device.firmware = status["firmware"]
+                if status.get("rssi_neg"):     # 0: not on Wi-Fi (or not measured)
+                    device.rssi = -status["rssi_neg"]
                 device.errors.update(("device." + k, v) for k, v in errors_.items())
         return device
 
