@@ -23,6 +23,7 @@ import time
 from aiohttp import web
 
 from gateway import cases as cases_mod
+from gateway import glyphs as glyphs_mod
 from gateway import history as history_mod
 from gateway import http_auth
 from gateway import mosquitto_acl
@@ -89,10 +90,14 @@ class Gateway:
         self.device_config = self._device_config(cfg.device_config)
         self.sealer = self._sealer()
         self.callbacks = Callbacks(cfg.http.callback_url, cfg.http.callback_token, store=self.store)
+        signer = self._qr_signer()
         self.cases = cases_mod.Cases(cfg.hall, self.store, self.registry, self.push,
                                      notify=self.callbacks.notify if self.callbacks.enabled else None,
                                      rating_days=cfg.rating_days,
-                                     sealer=self.sealer, qr_token=self._qr_token(), clock=clock)
+                                     sealer=self.sealer, qr_token=signer and signer.token,
+                                     qr_link=signer and signer.link,
+                                     glyphs=glyphs_mod.from_config(cfg.raw, alarm=self.alarm),
+                                     clock=clock)
         self.store.case_closer = self.cases   # a rated case closes in the rating's commit
         # One rating path for every transport; the bridge and the buses only move its bytes.
         self.intake = Intake(cfg.hall, self.registry, self.rejections, enrich=self.cases.enrich,
@@ -133,13 +138,12 @@ class Gateway:
         from gateway.privacy import Sealer
         return Sealer(self.cfg.privacy_key, context=self.cfg.hall)
 
-    def _qr_token(self):
+    def _qr_signer(self):
         qr = self.cfg.raw.get("qr") or {}
         if not qr.get("secret"):
             return None
         from gateway.qr_links import LinkSigner
-        signer = LinkSigner(qr["secret"], qr.get("base_url", ""))
-        return signer.token
+        return LinkSigner(qr["secret"], qr.get("base_url", ""))
 
     def _make_uplink(self):
         up = self.cfg.raw.get("uplink") or {}

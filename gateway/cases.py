@@ -23,13 +23,14 @@ fall between the rating and its case's closing); on_rating then follows in memor
 notifies, and has the store apply the same closing alone if the commit did not.
 """
 
+import functools
 import logging
 import threading
 import time
 
 from gateway.fastcodec import is_token
 from gateway.text_rules import is_text
-from protocol import errors, vocab
+from protocol import codec, errors, schema, supplement, vocab
 from protocol.rating import rating_id
 
 log = logging.getLogger("gateway.cases")
@@ -128,9 +129,20 @@ def parse_event(body):
     return event
 
 
+@functools.lru_cache(maxsize=256)
+def qr_modules(link):
+    """CONTEXT qr_modules of a link (SPEC 3.9), or None when its QR code is beyond version 10."""
+    from gateway.qr_links import matrix
+    try:
+        return supplement.qr_pack(matrix(link))
+    except ValueError:
+        log.warning("the rate-later link is too long for a QR code of 57 modules: none is sent")
+        return None
+
+
 class Cases:
     def __init__(self, hall, store, registry, push, notify=None, *, rating_days, sealer=None,
-                 qr_token=None, clock=time.time):
+                 qr_token=None, qr_link=None, glyphs=None, clock=time.time):
         self.hall = hall
         self.store = store
         self.registry = registry
@@ -139,6 +151,8 @@ class Cases:
         self.rating_days = rating_days  # config [gateway] rating_days (rules Art. 17: 7): no default here
         self.sealer = sealer
         self.qr_token = qr_token      # qr_token(case_key, deadline) -> token text, optional
+        self.qr_link = qr_link        # qr_link(case_key, deadline) -> the link its QR code holds
+        self.glyphs = glyphs          # gateway.glyphs.Supplement: what the device font lacks
         self.clock = clock
         self.stats = {"opened": 0, "no_rating": 0, "repeated": 0, "rated": 0, "not_rated": 0,
                       "unknown_case": 0}
@@ -254,7 +268,17 @@ class Cases:
                 ctx["qr"] = self.qr_token(case["case_key"], case["deadline"])
             except Exception:
                 log.exception("QR token failed; the case is shown without one")
-        return dict((k, v) for k, v in ctx.items() if v not in ("", None, []))
+        ctx = dict((k, v) for k, v in ctx.items() if v not in ("", None, []))
+        modules = None
+        if self.qr_link is not None and ctx.get("qr"):
+            modules = qr_modules(self.qr_link(case["case_key"], case["deadline"]))
+        if self.glyphs is not None:
+            return self.glyphs.attach(ctx, modules)
+        if modules is not None:
+            with_qr = dict(ctx, qr_modules=modules)
+            if len(codec.encode_fields(schema.CONTEXT_FIELDS, with_qr)) <= schema.MAX_RECORD_BYTES:
+                return with_qr
+        return ctx
 
     def _push_case(self, case):
         devices = self.registry.by_window(case["window"])
