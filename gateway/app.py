@@ -23,6 +23,7 @@ import time
 from aiohttp import web
 
 from gateway import cases as cases_mod
+from gateway import console_api
 from gateway import glyphs as glyphs_mod
 from gateway import history as history_mod
 from gateway import http_auth
@@ -69,6 +70,7 @@ class Gateway:
         self.started = clock()
         self.alarms = {}
         self._alarm_at = {}
+        self.alarm_details = {}   # name -> the last detail (the console's alarm list)
         self._alarm_lock = threading.Lock()
         self._alarm_throttle = Throttle(ALARM_REPEAT_S, clock=clock)
         self.metrics = {}
@@ -112,6 +114,9 @@ class Gateway:
                                            self.alarms_active)
         self.broker_files = mosquitto_acl.from_config(cfg, self.registry, alarm=self.alarm)
         self.registry.listeners.append(self._registry_changed)
+        # the hall console: its pages, hall view, live events, alarm acks (gateway.console_api)
+        self.console = console_api.Console(self)
+        self.http_routes.append(self.console.add_routes)
         # the console's rating history, grades and ratings routes (gateway.history, .grading,
         # .ratings_api): [console] timezone, history_days, [console.grading]
         zone, days, self.grading = history_mod.settings(cfg.raw.get("console"))
@@ -166,6 +171,7 @@ class Gateway:
         with self._alarm_lock:   # paho's thread, the committer, the buses and the loop all alarm
             self.alarms[name] = self.alarms.get(name, 0) + 1
             self._alarm_at[name] = self.clock()
+            self.alarm_details[name] = detail
         held = self._alarm_throttle.allow(name)
         if held is None:
             return
@@ -198,6 +204,7 @@ class Gateway:
         it may hold the sealed applicant, which goes nowhere from here)."""
         if result[0] == vocab.ACK_STORED:
             self.last_rating = self._rating_summary(rating)
+            self.console.rating(self.last_rating)
             self.history.record(rating, enrichment)   # never the applicant (gateway.history)
             if self.panel is not None:
                 self.panel.mark_dirty()

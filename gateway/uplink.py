@@ -60,7 +60,9 @@ RETRY_AFTER_MAX_S = 600.0    # most a Retry-After may hold the outbox back
 class UplinkState:
     """What the status display, LEDs and metrics read. Plain attributes, cheap to copy."""
 
-    def __init__(self):
+    def __init__(self, clock=time.time):
+        self._clock = clock
+        self.since = None              # when `state` last changed (the console shows it)
         self.state = "idle"            # idle | up | backoff | down | error (our side failed)
         self.last_error = None
         self.last_ok_at = None
@@ -73,6 +75,16 @@ class UplinkState:
         self.unsettled = 0             # items a 2xx reply gave no verdict for
         self.errors = 0                # rounds ended by an error on our side (store, bug)
         self.sent = {"accepted": 0, "duplicate": 0, "rejected": 0, "retry": 0}
+
+    @property
+    def state(self):
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        if value != getattr(self, "_state", None):
+            self._state = value
+            self.since = self._clock()
 
     def metrics(self, prefix="hall_uplink"):
         """Prometheus text exposition lines (the gateway's /metrics joins them)."""
@@ -97,10 +109,10 @@ class UplinkState:
         return lines
 
     def as_dict(self):
-        return {"state": self.state, "last_error": self.last_error, "last_ok_at": self.last_ok_at,
-                "last_attempt_at": self.last_attempt_at, "next_try_at": self.next_try_at,
-                "consecutive_failures": self.consecutive_failures, "requests": self.requests,
-                "batches_ok": self.batches_ok, "throttled": self.throttled,
+        return {"state": self.state, "since": self.since, "last_error": self.last_error,
+                "last_ok_at": self.last_ok_at, "last_attempt_at": self.last_attempt_at,
+                "next_try_at": self.next_try_at, "consecutive_failures": self.consecutive_failures,
+                "requests": self.requests, "batches_ok": self.batches_ok, "throttled": self.throttled,
                 "unsettled": self.unsettled, "errors": self.errors, "sent": dict(self.sent)}
 
 
@@ -137,7 +149,7 @@ class Uplink:
         self.idle_s = idle_s
         self.concurrency = max(1, concurrency)
         self.alarm = alarm             # alarm(name, detail): the gateway's Gateway.alarm
-        self.status = UplinkState()
+        self.status = UplinkState(clock)
         self._errors_logged = set()    # kinds of error logged since the last good batch
         self._session = None
         self._store_thread = None
