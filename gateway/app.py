@@ -25,21 +25,18 @@ from aiohttp import web
 from gateway import alerts as alerts_mod
 from gateway import alerts_api
 from gateway import cases as cases_mod
+from gateway import console_api
 from gateway import glyphs as glyphs_mod
 from gateway import history as history_mod
-from gateway import console_api
-from gateway import console_sessions, console_users
 from gateway import http_auth
-from gateway import metrics as metrics_mod
 from gateway import mosquitto_acl
 from gateway import panel as panel_mod
 from gateway import ratings_api
-from gateway import session_api
 from gateway import status_display
 from gateway.committer import GroupCommitter
 from gateway.intake import Intake
 from gateway.mqtt_bridge import MqttBridge
-from gateway.queue_api import Callbacks, make_app
+from gateway.queue_api import Callbacks, make_app, render_metrics
 from gateway.registry import Registry
 from gateway.rejects import Rejections, Throttle
 from gateway.rs485_master import Rs485Master
@@ -79,7 +76,6 @@ class Gateway:
         self._alarm_lock = threading.Lock()
         self._alarm_throttle = Throttle(ALARM_REPEAT_S, clock=clock)
         self.metrics = {}
-        self._metrics_registry = metrics_mod.make_registry(self)
         self.tasks = []
         self.status_hooks = []
         self.http_routes = []     # add_routes(app, gw, allow) of other route modules (queue_api.make_app)
@@ -91,11 +87,6 @@ class Gateway:
         # the HTTP API never serves an unauthenticated write: a role without a configured token
         # gets a generated one (<data_dir>/http-credentials.toml, 0600; gateway.http_auth)
         self.credentials = http_auth.load_or_create(cfg.http, cfg.data_dir)
-        # people at the console log in instead: users in <data_dir>/console-users.toml (0600),
-        # sessions in memory, both behind the same guard (gateway.http_guard, gateway.session_api)
-        self.users = console_users.Users.open(cfg.data_dir)
-        self.sessions = console_sessions.Sessions.from_config(cfg, self.users, alarm=self.alarm)
-        self.http_routes.append(session_api.add_routes)
         # Dead letters of unregistered devices share one small bucket (gateway.deadletters).
         self.store.set_known_devices(lambda device: self.registry.get(device) is not None)
         self.rejections = Rejections(alarm=self.alarm)
@@ -129,6 +120,9 @@ class Gateway:
         self.alerts = alerts_mod.from_gateway(self)
         self.tasks.append(self.alerts.run)
         self.http_routes.append(alerts_api.add_routes)
+        # the hall console: its pages, hall view, live events, alarm acks (gateway.console_api)
+        self.console = console_api.Console(self)
+        self.http_routes.append(self.console.add_routes)
         # the console's rating history, grades and ratings routes (gateway.history, .grading,
         # .ratings_api): [console] timezone, history_days, [console.grading]
         zone, days, self.grading = history_mod.settings(cfg.raw.get("console"))
@@ -136,9 +130,6 @@ class Gateway:
                                            alarm=self.alarm, clock=clock)
         self.status_hooks.append(lambda: {"history": dict(self.history.stats)})
         self.http_routes.append(ratings_api.add_routes)
-        # the hall console: its pages, hall view, live events, alarm acks (gateway.console_api)
-        self.console = console_api.Console(self)
-        self.http_routes.append(self.console.add_routes)
         self._stop = None
         self._runner = None
 
@@ -219,8 +210,8 @@ class Gateway:
         it may hold the sealed applicant, which goes nowhere from here)."""
         if result[0] == vocab.ACK_STORED:
             self.last_rating = self._rating_summary(rating)
-            self.history.record(rating, enrichment)   # never the applicant (gateway.history)
             self.console.rating(self.last_rating)
+            self.history.record(rating, enrichment)   # never the applicant (gateway.history)
             if self.panel is not None:
                 self.panel.mark_dirty()
         self.alerts.on_rating(rating, result, enrichment)   # a stored bad rating: never the applicant
@@ -303,8 +294,39 @@ class Gateway:
         return out if operator else redact(out)
 
     def metrics_text(self):
-        """/metrics (gateway.metrics: prometheus_client over this gateway's live state)."""
-        return metrics_mod.exposition(self._metrics_registry)
+        backlog = self.store.backlog()
+        counts = self.registry.counts()
+        fam = [
+            ("hall_gateway_outbox_items", "gauge", "Items waiting for the uplink",
+             {(("kind", "rating"),): backlog["ratings"], (("kind", "case"),): backlog["cases"]}),
+            ("hall_gateway_outbox_fill_ratio", "gauge", "Outbox fill (0..1)", float(backlog["fill"])),
+            ("hall_gateway_dead_letters", "gauge", "Dead letters kept for review", backlog["dead_letters"]),
+            ("hall_gateway_store_events_total", "counter", "Store results by kind",
+             dict(((("result", k),), v) for k, v in self.store.stats.items())),
+            ("hall_gateway_devices", "gauge", "Registered devices", counts["total"]),
+            ("hall_gateway_devices_online", "gauge", "Devices online", counts["online"]),
+            ("hall_gateway_rejections_total", "counter", "Rejected inputs by origin and reason",
+             dict(((("where", w), ("reason", r)), n) for (w, r), n in self.rejections.snapshot().items())),
+            ("hall_gateway_alarms_total", "counter", "Alarms raised by name",
+             dict(((("name", k),), v) for k, v in dict(self.alarms).items())),   # a copy: threads add alarms
+            ("hall_gateway_mqtt_connected", "gauge", "1 when connected to the hall broker",
+             self.bridge.connected.is_set()),
+            ("hall_gateway_mqtt_messages_total", "counter", "MQTT messages received",
+             self.bridge.stats["messages"] + self.bridge.ingest.stats["publishes"]),
+            ("hall_gateway_mqtt_ingest_events_total", "counter",
+             "Rating intake connection: connects, drops, publishes, groups, refusals, broken packets",
+             dict(((("event", k),), v) for k, v in dict(self.bridge.ingest.stats).items())),
+            ("hall_gateway_cases_total", "counter", "Case events by outcome",
+             dict(((("outcome", k),), v) for k, v in self.cases.stats.items())),
+            ("hall_gateway_uptime_seconds", "gauge", "Seconds since start", self.clock() - self.started),
+        ]
+        for name, value in sorted(self.metrics.items()):
+            value = value() if callable(value) else value
+            fam.append(("hall_gateway_" + name, "gauge", name.replace("_", " "), value))
+        text = render_metrics(fam)
+        if self.uplink is not None:   # its own families (hall_uplink_*)
+            text += "\n".join(self.uplink.status.metrics()) + "\n"
+        return text
 
     # --- running --------------------------------------------------------------------------
     async def start(self):
