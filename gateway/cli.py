@@ -3,12 +3,21 @@
 `hall-gateway acl --config gateway.toml` writes the Mosquitto password and ACL files into
 [mqtt] broker_files and asks the broker to reload (as the running gateway does after each device
 change); `--out DIR` writes them elsewhere (no reload), `--gateway-password` overrides [mqtt]
-password."""
+password.
+
+The console's users (gateway.console_users; the running gateway picks changes up at once):
+    hall-gateway user add NAME --role operator|technician|viewer [--password-stdin] --config ...
+    hall-gateway user passwd NAME [--password-stdin] --config ...
+    hall-gateway user remove NAME --config ...
+    hall-gateway user list --config ...
+Without --password-stdin a password is generated and printed once. A removed user, or one whose
+password changed, is logged out of the console."""
 
 import argparse
 import asyncio
 import json
 import logging
+import secrets
 import sys
 
 from gateway import config as config_mod
@@ -55,6 +64,53 @@ def _acl(cfg, args):
     return 0
 
 
+def _user(cfg, args):
+    from gateway import console_users
+    try:
+        users = console_users.Users.open(cfg.data_dir)
+        if args.action == "list":
+            for name, role in users.list():
+                print("%s\t%s" % (name, role))
+            return 0
+        if args.action == "remove":
+            users.remove(args.name)
+            print("removed %s" % args.name)
+            return 0
+        if args.password_stdin:
+            password, generated = sys.stdin.readline().rstrip("\r\n"), False
+        else:
+            password, generated = secrets.token_urlsafe(12), True
+        if args.action == "add":
+            users.add(args.name, args.role, password)
+        else:
+            users.passwd(args.name, password)
+    except (OSError, console_users.UsersError) as e:
+        print("hall-gateway: %s" % e, file=sys.stderr)
+        return 2
+    if generated:     # shown once, here only: never logged, never kept in clear
+        print("password for %s: %s" % (args.name, password))
+    else:
+        print("%s %s" % ("added" if args.action == "add" else "changed the password of", args.name))
+    return 0
+
+
+def _user_parser(sub):
+    user = sub.add_parser("user", help="the console's users").add_subparsers(dest="action", required=True)
+    for action, text in (("add", "add a console user"), ("passwd", "set a user's password"),
+                         ("remove", "remove a user (and end their sessions)"),
+                         ("list", "user names and roles")):
+        p = user.add_parser(action, help=text)
+        p.add_argument("--config", required=True)
+        p.add_argument("--log-level", default="WARNING")
+        if action != "list":
+            p.add_argument("name")
+        if action == "add":
+            p.add_argument("--role", required=True, choices=("operator", "technician", "viewer"))
+        if action in ("add", "passwd"):
+            p.add_argument("--password-stdin", action="store_true",
+                           help="read the password from the first line of stdin (else one is generated)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="hall-gateway", description="Hall rating gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +123,7 @@ def main(argv=None):
             p.add_argument("--out", help="directory for passwords and acl "
                                          "(default: [mqtt] broker_files, then reload the broker)")
             p.add_argument("--gateway-password", help="default: [mqtt] password")
+    _user_parser(sub)
     args = parser.parse_args(argv)
     _logging(getattr(logging, args.log_level.upper(), logging.INFO))
     try:
@@ -81,6 +138,8 @@ def main(argv=None):
         return 0
     if args.command == "acl":
         return _acl(cfg, args)
+    if args.command == "user":
+        return _user(cfg, args)
     from gateway.app import Gateway
     from gateway.http_auth import CredentialsError
     try:

@@ -6,9 +6,9 @@
                 connection, user "<username>-ingest", client id "<client_id>-ingest", same
                 password: gateway.mqtt_ingest), broker_files and
                 broker_pid_file (the broker's password + ACL files, kept in step with the registry)
-    [http]      host, port, queue_token, operator_token, viewer_token (one bearer credential per
-                role, gateway.http_auth; a role left empty gets a generated one, kept 0600 in
-                <data_dir>/http-credentials.toml), token (older name of queue_token, still read),
+    [http]      host, port, queue_token, operator_token, technician_token, viewer_token (one bearer
+                credential per role, gateway.http_auth; a role left empty gets a generated one,
+                kept 0600 in <data_dir>/http-credentials.toml), token (older name of queue_token),
                 callback_url, callback_token
     [device_config]  the CONFIG pushed to every device (rating_timeout_s, thanks_s, press_guard_ms,
                 status_interval_s, idle_text, tags = [{code, label, indicator}], version)
@@ -54,6 +54,7 @@ class HttpConfig:
     token: str = ""             # older name of queue_token
     queue_token: str = ""
     operator_token: str = ""
+    technician_token: str = ""
     viewer_token: str = ""
     callback_url: str = ""
     callback_token: str = ""
@@ -184,7 +185,7 @@ def _check_http(http):
     except http_auth.CredentialsError as e:
         raise ConfigError(str(e)) from None
     if len(set(tokens.values())) != len(tokens):
-        raise ConfigError("[http]: each role needs its own token (queue, operator, viewer)")
+        raise ConfigError("[http]: each role needs its own token (%s)" % ", ".join(http_auth.ROLES))
     if isinstance(http.port, bool) or not isinstance(http.port, int) or not 0 <= http.port <= 65535:
         raise ConfigError("[http] port must be a whole number from 0 to 65535")
 

@@ -1,15 +1,18 @@
 """Who may call the gateway's HTTP API: one bearer credential per role.
 
-    queue     the queueing system (排队叫号): sign-in/out, case events, GET a case
-    operator  everything: devices (keys go in, never out), dead letters, levels in /status
-    viewer    /status, /metrics and the GET lists, without keys, levels or staff names
+    queue       the queueing system (排队叫号): sign-in/out, case events, GET a case
+    operator    everything: devices (keys go in, never out), dead letters, levels in /status
+    technician  what a viewer reads, plus adding, changing and removing devices and acknowledging
+                alarms; never a level, tags, text or staff name (redacted as for a viewer)
+    viewer      /status, /metrics and the GET lists, without keys, levels or staff names
 Without a credential only /healthz, /status and /metrics answer, redacted as for a viewer: nobody
 but the operator may watch how a window is rated (rules Art. 4), and no write is ever open.
 
-[http] queue_token, operator_token, viewer_token set them; the older [http] token is read as the
-queue token. A role left empty gets a generated secret (secrets module) kept in
+[http] queue_token, operator_token, technician_token, viewer_token set them; the older [http] token
+is read as the queue token. A role left empty gets a generated secret (secrets module) kept in
 <data_dir>/http-credentials.toml, mode 0600: written on the first start, read on later ones. The
-log names the file, never a secret.
+log names the file, never a secret. People at the console log in with a name and password instead
+(gateway.console_users, gateway.console_sessions); gateway.http_guard accepts either.
 """
 
 import hmac
@@ -22,7 +25,7 @@ from gateway import atomic_file
 
 log = logging.getLogger("gateway.http")
 
-ROLES = ("queue", "operator", "viewer")
+ROLES = ("queue", "operator", "technician", "viewer")
 CREDENTIALS_FILE = "http-credentials.toml"
 
 
@@ -99,7 +102,7 @@ def load_or_create(http, data_dir):
     elif kept:
         log.info("HTTP API: credentials from the config and %s", path)
     if len(set(tokens.values())) != len(tokens):
-        raise CredentialsError("[http]: each role needs its own token (queue, operator, viewer)")
+        raise CredentialsError("[http]: each role needs its own token (%s)" % ", ".join(ROLES))
     return tokens
 
 

@@ -7,15 +7,16 @@ Documented in docs/queue-api.yaml (OpenAPI 3). Who may call what (gateway.http_a
     POST   /api/v1/cases                       queue, operator   case event (node, success, serials ...)
     GET    /api/v1/cases/{case_id}             queue, operator
     GET    /api/v1/devices[/{id}]              all roles         registry with live state (never keys)
-    POST   /api/v1/devices                     operator          add a device
-    PATCH  /api/v1/devices/{id}                operator          rename, move, re-key ...
-    DELETE /api/v1/devices/{id}                operator
+    POST   /api/v1/devices                     operator, technician   add a device
+    PATCH  /api/v1/devices/{id}                operator, technician   rename, move, re-key ...
+    DELETE /api/v1/devices/{id}                operator, technician
     GET    /api/v1/dead-letters                operator          paged: ?device=&before_id=&limit=
     GET    /api/v1/dead-letters/export         operator          all of them, NDJSON
     DELETE /api/v1/dead-letters                operator          ?device=&up_to_id=
     GET    /status, /metrics                   anyone            levels and staff names: operator only
     GET    /healthz                            anyone            liveness, no data
-No credential: 401; a credential of a role that may not: 403. Every answer is 2xx or 4xx, never
+No credential: 401; a credential of a role that may not: 403 (a bearer token or a console session:
+gateway.http_guard, which also checks CSRF and answers every refusal). Every answer is 2xx or 4xx, never
 5xx, and a refused request changed nothing: bodies are checked before anything is done (size,
 nesting depth, UTF-8, no lone surrogates or control characters in any text, bool is no number),
 and a save that fails is undone (409 store_unavailable). Every refused request is answered
@@ -32,15 +33,13 @@ import asyncio
 import json
 import logging
 import math
-import sqlite3
 import time
-import traceback
 
 from aiohttp import web, ClientSession, ClientTimeout
 
-from gateway import http_auth
+from gateway import http_auth, http_guard
 from gateway.cases import CaseError
-from gateway.registry import RegistryError, RegistryUnavailable
+from gateway.http_guard import ROLE, USER, dumps as _dumps  # noqa: F401 (ROLE, USER: route modules)
 from gateway.text_rules import bad_char, is_text
 from protocol import errors
 
@@ -50,30 +49,9 @@ MAX_BODY = 64 * 1024
 MAX_DEPTH = 8             # JSON nesting: a case event needs 3 (body, items, item)
 MAX_ID = 2 ** 63 - 1      # SQLite's integer
 EXPORT_PAGE = 500
-QUEUE, OPERATOR, VIEWER = http_auth.ROLES
+QUEUE, OPERATOR, TECHNICIAN, VIEWER = http_auth.ROLES
 ANYONE = (None,) + http_auth.ROLES
 READERS = http_auth.ROLES
-_HTTP_REASON = {400: errors.R_MALFORMED, 404: errors.R_MISSING, 405: errors.R_MALFORMED,
-                409: errors.R_BAD_STATE, 413: errors.R_OVERSIZE}
-# Refusals without an R_* code of the wire protocol (named in docs/queue-api.yaml, Error.error)
-UNAUTHORIZED, FORBIDDEN = "unauthorized", "forbidden"
-STORE_UNAVAILABLE, UNPROCESSABLE = "store_unavailable", "unprocessable"
-ROLE = web.RequestKey("role", object)     # the caller's role (None: no credential)
-
-
-def _dumps(obj):
-    """UTF-8 JSON; text that cannot be UTF-8 (none should get this far) is sent \\u-escaped."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = json.dumps(obj, separators=(",", ":"))
-    return text
-
-
-def _error(status, reason, detail):
-    return web.json_response({"error": errors.REASON_NAMES.get(reason, str(reason)), "detail": detail},
-                             status=status, dumps=_dumps)
 
 
 def _refuse(reason, detail):
@@ -103,11 +81,6 @@ def _depth_ok(text):
         elif c in "]}":
             depth -= 1
     return True
-
-
-def _where(request):
-    """Method and path for a log line: ASCII, at most 80 characters of the path."""
-    return "%s %s" % (request.method, ascii(request.path)[1:-1][:80])
 
 
 def _check_values(value):
@@ -179,56 +152,7 @@ def make_app(gw, credentials=None):
     those in gw.cfg.http; a role without one is refused everything but the open routes."""
     if credentials is None:
         credentials = getattr(gw, "credentials", None) or http_auth.configured(gw.cfg.http)
-    tokens = dict(credentials)
-    alarm = getattr(gw, "alarm", None)
-
-    def refused(request, status, reason, detail):
-        gw.rejections.reject("http", reason, "%s: %s" % (_where(request), detail))
-        return _error(status, reason, detail)
-
-    @web.middleware
-    async def guard(request, handler):
-        role, presented = http_auth.role_of(request.headers.get("Authorization"), tokens)
-        if presented and role is None:
-            if alarm is not None:
-                alarm("http_unauthorized", "a wrong credential on " + _where(request))
-            return refused(request, 401, UNAUTHORIZED, "the credential is not valid")
-        request[ROLE] = role
-        try:
-            return await handler(request)
-        except CaseError as e:
-            status = e.status if e.status < 500 else 409     # store full: try again later, no 5xx
-            return refused(request, status, e.reason, e.detail)
-        except RegistryUnavailable as e:
-            return refused(request, 409, STORE_UNAVAILABLE, str(e))
-        except RegistryError as e:
-            return refused(request, 400, errors.R_OUT_OF_RANGE, str(e))
-        except web.HTTPException as e:
-            if e.status >= 400:
-                return refused(request, e.status if e.status < 500 else 409,
-                               _HTTP_REASON.get(e.status, errors.R_MALFORMED), e.reason)
-            raise
-        except (OSError, sqlite3.Error) as e:
-            log.error("%s: the store failed (%s)", _where(request), type(e).__name__)
-            return refused(request, 409, STORE_UNAVAILABLE, "the gateway's store failed (%s); "
-                           "try again later" % type(e).__name__)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:   # never a 5xx; the trace without values (they may hold identity)
-            log.error("%s: unexpected %s\n%s", _where(request), type(e).__name__,
-                      "".join(traceback.format_tb(e.__traceback__)))
-            return refused(request, 422, UNPROCESSABLE, "the gateway could not process this request"
-                           " (%s, logged)" % type(e).__name__)
-
-    def allow(roles, handler):
-        async def checked(request):
-            role = request[ROLE]
-            if role not in roles:
-                if role is None:
-                    return refused(request, 401, UNAUTHORIZED, "a bearer credential is required")
-                return refused(request, 403, FORBIDDEN, "the %s credential may not do this" % role)
-            return await handler(request)
-        return checked
+    guard = http_guard.Guard(gw, credentials)
 
     async def body(request):
         if request.content_length is not None and request.content_length > MAX_BODY:
@@ -344,8 +268,10 @@ def make_app(gw, credentials=None):
     async def healthz(request):
         return ok({"ok": True})
 
-    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
-    writers = (QUEUE, OPERATOR)
+    app = web.Application(middlewares=[guard.middleware], client_max_size=MAX_BODY)
+    guard.install(app)
+    allow = guard.allow
+    writers, devices_writers = (QUEUE, OPERATOR), (OPERATOR, TECHNICIAN)
     for method, path, handler, roles in (
             ("POST", "/api/v1/windows/{window}/sign-in", sign_in, writers),
             ("POST", "/api/v1/windows/{window}/sign-out", sign_out, writers),
@@ -353,10 +279,10 @@ def make_app(gw, credentials=None):
             ("POST", "/api/v1/cases", case_event, writers),
             ("GET", "/api/v1/cases/{case_id}", case_get, writers),
             ("GET", "/api/v1/devices", devices, READERS),
-            ("POST", "/api/v1/devices", device_add, (OPERATOR,)),
+            ("POST", "/api/v1/devices", device_add, devices_writers),
             ("GET", "/api/v1/devices/{device_id}", device_get, READERS),
-            ("PATCH", "/api/v1/devices/{device_id}", device_patch, (OPERATOR,)),
-            ("DELETE", "/api/v1/devices/{device_id}", device_delete, (OPERATOR,)),
+            ("PATCH", "/api/v1/devices/{device_id}", device_patch, devices_writers),
+            ("DELETE", "/api/v1/devices/{device_id}", device_delete, devices_writers),
             ("GET", "/api/v1/dead-letters", dead_letters, (OPERATOR,)),
             ("GET", "/api/v1/dead-letters/export", dead_letters_export, (OPERATOR,)),
             ("DELETE", "/api/v1/dead-letters", dead_letters_clear, (OPERATOR,)),

@@ -134,7 +134,7 @@ def test_credentials_are_generated_on_first_start_kept_private_and_read_again(
     path = data_dir / "http-credentials.toml"
     with LiveGateway(gateway_config(mosquitto_broker, data_dir)) as live:
         tokens = dict(live.gw.credentials)
-        assert set(tokens) == {"queue", "operator", "viewer"} and len(set(tokens.values())) == 3
+        assert set(tokens) == {"queue", "operator", "technician", "viewer"} and len(set(tokens.values())) == 4
         assert all(len(t) >= 32 for t in tokens.values())
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         with open(path, "rb") as f:
@@ -161,7 +161,8 @@ def test_credentials_are_generated_on_first_start_kept_private_and_read_again(
     try:
         assert gw.credentials == dict(tokens, queue="queue-token-from-config")
         with open(path, "rb") as f:
-            assert tomllib.load(f) == {"operator_token": tokens["operator"], "viewer_token": tokens["viewer"]}
+            assert tomllib.load(f) == {"operator_token": tokens["operator"], "viewer_token": tokens["viewer"],
+                                       "technician_token": tokens["technician"]}
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     finally:
         gw.committer.close()
