@@ -28,10 +28,12 @@ from gateway import cases as cases_mod
 from gateway import console_api
 from gateway import glyphs as glyphs_mod
 from gateway import history as history_mod
+from gateway import console_sessions, console_users
 from gateway import http_auth
 from gateway import mosquitto_acl
 from gateway import panel as panel_mod
 from gateway import ratings_api
+from gateway import session_api
 from gateway import status_display
 from gateway.committer import GroupCommitter
 from gateway.intake import Intake
@@ -87,6 +89,11 @@ class Gateway:
         # the HTTP API never serves an unauthenticated write: a role without a configured token
         # gets a generated one (<data_dir>/http-credentials.toml, 0600; gateway.http_auth)
         self.credentials = http_auth.load_or_create(cfg.http, cfg.data_dir)
+        # people at the console log in instead: users in <data_dir>/console-users.toml (0600),
+        # sessions in memory, both behind the same guard (gateway.http_guard, gateway.session_api)
+        self.users = console_users.Users.open(cfg.data_dir)
+        self.sessions = console_sessions.Sessions.from_config(cfg, self.users, alarm=self.alarm)
+        self.http_routes.append(session_api.add_routes)
         # Dead letters of unregistered devices share one small bucket (gateway.deadletters).
         self.store.set_known_devices(lambda device: self.registry.get(device) is not None)
         self.rejections = Rejections(alarm=self.alarm)
