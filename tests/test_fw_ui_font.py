@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.ui.font import Font, FontError
+from firmware.ui.font import Font, FontError, placeholder
 from tools import build_font
 
 FONT = Path(build_font.DEFAULT_OUT)
@@ -63,11 +63,47 @@ def test_glyphs_equal_the_unifont_source():
         assert data == bits and width == len(bits) // 2, hex(cp)
 
 
-def test_missing_glyph_is_none_with_a_placeholder_width():
+def test_missing_glyph_is_a_counted_placeholder_of_the_right_width():
     font = Font(str(FONT))
-    assert font.glyph(0x2A6A5) is None and font.width(0x2A6A5) == 16   # CJK Ext B: not in the file
-    assert font.glyph(0x0007) is None and font.width(0x0007) == 8
-    assert font.text_width("A王\U0002A6A5") == 8 + 16 + 16
+    w, bits = font.glyph(0x3134B)                    # unassigned in plane 3: no font has it
+    assert w == 16 and font.width(0x3134B) == 16 and font.placeholders == 1
+    assert font.last_missing == 0x3134B
+    assert font.glyph(0x0007)[0] == 8 and font.width(0x0007) == 8 and font.placeholders == 2
+    assert font.text_width("A王\U0003134B") == 8 + 16 + 16
+
+
+def rows(width, bits):
+    nb = width // 8
+    return [format(int.from_bytes(bits[y * nb:(y + 1) * nb], "big"), "0%db" % width) for y in range(16)]
+
+
+def test_placeholder_is_a_dotted_box_with_the_code_points_last_hex_digits():
+    pic = rows(*placeholder(0x3134B, 16))
+    assert pic[0] == "1010101010101010" and pic[15] == pic[0]         # dotted, not a solid 口
+    assert all(r[0] == r[15] == ("1" if y % 2 == 0 else "0") for y, r in enumerate(pic[1:15], 1))
+    digit = {"1": ["010", "110", "010", "010", "111"], "3": ["111", "001", "111", "001", "111"],
+             "4": ["101", "101", "111", "001", "001"], "B": ["110", "101", "110", "101", "110"]}
+    for ch, x, top in (("1", 3, 3), ("3", 8, 3), ("4", 3, 9), ("B", 8, 9)):
+        assert [pic[top + r][x:x + 3] for r in range(5)] == digit[ch], ch
+    narrow = rows(*placeholder(0x7F, 8))
+    assert narrow[0] == "10101010"
+    assert [narrow[3 + r][2:5] for r in range(5)] == ["111", "001", "001", "001", "001"]    # 7
+    assert [narrow[9 + r][2:5] for r in range(5)] == ["111", "100", "111", "100", "100"]    # F
+    # never the same bitmap as a real character of the font: 口 and 回 differ from it
+    font = Font(str(FONT))
+    for ch in "口回□■":
+        assert font.glyph(ord(ch))[1] != placeholder(ord(ch), 16)[1]
+
+
+def test_supplement_glyphs_are_drawn_before_the_placeholder():
+    font = Font(str(FONT))
+    bits = bytes(range(32))
+    assert font.supplement.add_all([{"cp": 0x2020C, "width": 16, "bits": bits},
+                                    {"cp": 0x2020D, "width": 16, "bits": bits[:31]}]) == 1
+    w, data = font.glyph(0x2020C)
+    assert (w, bytes(data)) == (16, bits) and font.placeholders == 0
+    font.glyph(0x2020D)                              # refused (bitmap too short): a placeholder
+    assert font.placeholders == 1 and font.supplement.rejected == 1
 
 
 def test_glyphs_are_read_one_at_a_time_with_a_small_lru_cache():
@@ -107,7 +143,7 @@ def test_build_is_deterministic_and_readable(tmp_path):
     assert [(r[0], r[1], r[2]) for r in runs] == [(0x41, 2, 8), (0x5586, 2, 16), (0x5589, 1, 16)]
     font = Font(str(tmp_path / "f0.bin"))
     assert font.glyph(0x5587) == (16, b"\x22" * 32)
-    assert font.glyph(0x5588) is None
+    assert font.glyph(0x5588)[1] == placeholder(0x5588, 16)[1]
     assert font.glyph(0x41)[1] == bytes.fromhex("0000000018242442427E424242420000")
 
 

@@ -1,12 +1,22 @@
 """Bitmap font read from the filesystem glyph by glyph (format: tools/build_font.py). Only the header
-and the run table (~300 bytes for the full font) stay in RAM, plus a few recently used glyphs.
+and the run table stay in RAM, plus a few recently used glyphs.
 
     font = Font("fonts/unifont16.bin"); font.width(0x5586) -> 16; font.glyph(0x5586) -> (16, bytes)
+
+A character the file lacks is looked up in the glyph supplement (firmware.glyphs: bitmaps the
+gateway sent with the CONTEXT, SPEC.md 3.8); one neither has is drawn as a placeholder that reads as
+no character: a dotted box holding the code point's last hex digits (never a box like 口).
+`placeholders` counts the placeholders handed out, for tests and the screenshots.
 """
 
 import struct
 
+from firmware.glyphs import Glyphs
+
 _MAGIC = b"HFNT"
+# 3x5 pixel hex digits 0-F for the placeholder, five 3-bit rows each, top row in the high bits
+_HEX = (0x7B6F, 0x2C97, 0x73E7, 0x73CF, 0x5BC9, 0x79CF, 0x79EF, 0x7249, 0x7BEF, 0x7BCF,
+        0x2BED, 0x6BAE, 0x3923, 0x6B6E, 0x79E7, 0x79E4)
 
 
 class FontError(Exception):
@@ -14,7 +24,7 @@ class FontError(Exception):
 
 
 class Font:
-    def __init__(self, path, cache=16):
+    def __init__(self, path, cache=16, supplement=None):
         f = open(path, "rb")
         head = f.read(16)
         if len(head) != 16 or head[:4] != _MAGIC or head[4] != 1:
@@ -32,6 +42,9 @@ class Font:
         self._cache = {}
         self._order = []
         self.reads = 0   # glyphs read from the file (cache misses), for tests and benchmarks
+        self.supplement = supplement if supplement is not None else Glyphs()
+        self.placeholders = 0
+        self.last_missing = 0
 
     def close(self):
         self._f.close()
@@ -56,10 +69,10 @@ class Font:
         hit = self._find(cp)
         if hit is not None:
             return hit[0]
-        return 16 if cp >= 0x1100 else 8
+        return self.supplement.width(cp) or (16 if cp >= 0x1100 else 8)
 
     def glyph(self, cp):
-        """(width, bitmap rows MONO_HLSB) or None for a missing glyph."""
+        """(width, bitmap rows MONO_HLSB): from the file, else the supplement, else a placeholder."""
         g = self._cache.get(cp)
         if g is not None:
             if self._order[-1] != cp:   # least recently used goes first
@@ -68,7 +81,12 @@ class Font:
             return g
         hit = self._find(cp)
         if hit is None:
-            return None
+            g = self.supplement.get(cp)
+            if g is not None:
+                return g
+            self.placeholders += 1
+            self.last_missing = cp
+            return placeholder(cp, 16 if cp >= 0x1100 else 8)
         width, offset = hit
         self._f.seek(offset)
         data = self._f.read(self.height * (width >> 3))
@@ -86,3 +104,29 @@ class Font:
         for ch in text:
             w += self.width(ord(ch))
         return w
+
+
+def placeholder(cp, width):
+    """A dotted box with the last hex digits of cp (4 when wide, 2 when narrow), rows MONO_HLSB."""
+    nb = width >> 3
+    rows = bytearray(16 * nb)
+    edge = (1 << width) - 1
+
+    def put(y, bits):
+        for i in range(nb):
+            rows[y * nb + i] |= (bits >> (8 * (nb - 1 - i))) & 0xFF
+
+    for y in range(16):
+        if y == 0 or y == 15:
+            put(y, edge & (0xAAAA if nb == 2 else 0xAA))
+        elif y & 1 == 0:
+            put(y, (1 << (width - 1)) | 1)
+    if nb == 2:   # (digit, left column, top row): two rows of two digits
+        spots = ((cp >> 12, 3, 3), (cp >> 8, 8, 3), (cp >> 4, 3, 9), (cp, 8, 9))
+    else:
+        spots = ((cp >> 4, 2, 3), (cp, 2, 9))
+    for digit, x, top in spots:
+        glyph = _HEX[digit & 0xF]
+        for r in range(5):
+            put(top + r, ((glyph >> (3 * (4 - r))) & 7) << (width - 3 - x))
+    return width, bytes(rows)
