@@ -79,6 +79,14 @@ def settings(raw):
     return out
 
 
+def check_config(raw):
+    """[alerts] and its channels as the gateway would take them (AlertConfigError, a ConfigError)."""
+    try:
+        alert_channels.from_config(settings(raw)["channels"])
+    except alert_channels.ChannelConfigError as e:
+        raise AlertConfigError(str(e)) from None
+
+
 def timezone(raw_console):
     name = (raw_console or {}).get("timezone", "Asia/Shanghai")
     try:

@@ -163,6 +163,8 @@ def from_dict(data, base_dir="."):
         history.settings(data.get("console"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    from gateway import alerts   # [alerts] and its channels; imported here: it imports this module
+    alerts.check_config(data.get("alerts"))
     if not 0 < cfg.alarm_ratio <= 1 or cfg.capacity < 1:
         raise ConfigError("[gateway] capacity must be positive and alarm_ratio in (0, 1]")
     if not cfg.mqtt.client_id:

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import pathlib
 import urllib.parse
 
 import aiohttp
@@ -16,6 +17,7 @@ from hypothesis import given, settings, strategies as st
 
 from alert_receivers import Receivers, DINGTALK_SECRET, WEBHOOK_SECRET
 from gateway import alert_channels
+from gateway import config as config_mod
 from gateway.alerts import Alerts, AlertConfigError
 from gw_support import make_rating
 from protocol import vocab
@@ -126,9 +128,28 @@ def test_wecom_content_never_passes_its_byte_limit(text):
     {"type": "sms", "url": "http://x"}, {"type": "wecom"}, {"type": "wecom", "url": "ftp://x"},
     {"type": "email", "host": "smtp"}, {"type": "webhook", "url": "http://x", "secret": 5},
     {"type": "wecom", "url": "http://x", "kinds": "bad_rating"}])
-def test_a_bad_channel_entry_is_refused_at_start(tmp_path, spec):
+def test_a_bad_channel_entry_is_refused_when_the_config_is_read(tmp_path, spec):
     with pytest.raises(AlertConfigError):
         Alerts({"channels": [spec]}, "futian-1", str(tmp_path))
+    with pytest.raises(config_mod.ConfigError, match="alerts"):
+        config_mod.from_dict({"gateway": {"hall": "h"}, "alerts": {"channels": [spec]}})
+
+
+@pytest.mark.parametrize("alerts", [{"device_offline_min": -1}, {"bad_rating": 1}, {"max_pending": 0},
+                                    {"retry_cap_s": 1, "retry_base_s": 5}, {"offline_min": 5},
+                                    {"channels": {"type": "wecom"}}, {"outbox_threshold": "half"}])
+def test_bad_alert_settings_are_refused_when_the_config_is_read(alerts):
+    with pytest.raises(config_mod.ConfigError, match="alerts"):
+        config_mod.from_dict({"gateway": {"hall": "h"}, "alerts": alerts})
+
+
+def test_the_example_config_names_working_channels(tmp_path):
+    cfg = config_mod.load(str(pathlib.Path(__file__).parent.parent / "docs" / "gateway.example.toml"))
+    cfg.data_dir = str(tmp_path)
+    alerts = Alerts(cfg.raw["alerts"], cfg.hall, cfg.data_dir)
+    assert [(c.type, c.name) for c in alerts.channels] == [("wecom", "值班群"), ("dingtalk", "dingtalk-2")]
+    assert alerts.cfg["device_offline_min"] == 10 and not alerts.channels[1].wants("outbox_full")
+    alerts.close()
 
 
 def test_channels_show_no_url_or_secret(tmp_path):
