@@ -109,6 +109,7 @@ class App:
         self.recent = self._recent_cases()
         self.dirty = True               # the screen needs a redraw
         self.last_rating = None         # the last record stored (tests, simulator)
+        self.say = None                 # voice prompt a transition asks for (the device plays it)
 
     # --- dispatch -----------------------------------------------------------------------------
     def fire(self, event, *args):
@@ -210,6 +211,7 @@ class App:
         if self.outbox.full():
             self.health.count("outbox_full")
             return "storage_full"
+        self.say = "greet"
         return "case"
 
     def _ask(self, ctx):
@@ -271,6 +273,7 @@ class App:
         if self.tags:
             self.cursor = 0
             self.chosen = []
+            self.say = "reason"
             return "tags"
         return self._save(vocab.SRC_PRESS)
 
@@ -348,7 +351,10 @@ class App:
         self._remember(self._case()["case_id"])
         self.ctx = None
         self.expire_at = None
-        return "thanks" if source == vocab.SRC_PRESS else "not_rated"
+        if source != vocab.SRC_PRESS:
+            return "not_rated"
+        self.say = "thanks"
+        return "thanks"
 
     def _recent_cases(self):
         """At boot: the cases rated lately. A rating reaches the outbox before the store's list

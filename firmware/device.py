@@ -21,7 +21,7 @@ to (SPEC 7.5), is read from those bytes at the same time.
 
 from protocol import auth, codec, schema, vocab
 from firmware.app import App
-from firmware.rating_config import load_rating_config, save_rating_config
+from firmware.rating_config import load_rating_config, save_rating_config, volume
 from firmware.flashfs import Fs
 from firmware.health import Health, Uptime
 from firmware.outbox import Outbox
@@ -31,7 +31,7 @@ _MAC_FIELD = tuple(f for f in schema.RATING_FIELDS if f[1] == "mac")   # the MAC
 
 
 class Device:
-    def __init__(self, board, cfg, fs=None, font_path=None):
+    def __init__(self, board, cfg, fs=None, font_path=None, prompts=None):
         self.board = board
         self.cfg = cfg
         self.fs = fs if fs is not None else Fs()
@@ -51,6 +51,10 @@ class Device:
             from firmware.ui.font import Font
             from firmware.ui.ui import Ui
             self.ui = Ui(board, Font(font_path))
+        self.audio = None                   # voice prompts: with an amplifier and prompt files
+        if prompts and not self.safe_mode and getattr(board, "audio", None) is not None:
+            from firmware.audio import Player
+            self.audio = Player(board.audio, prompts, self.health)
         self.transport = None
         self._status_at = 0
         self._head = None                   # (counter, stored bytes, MAC) of the outbox head
@@ -62,6 +66,12 @@ class Device:
                 self.app.input(event, self.ui)
         self.app.tick()
         self.health.check_stable()
+        if self.app.say is not None:
+            if self.audio is not None:
+                self.audio.play(self.app.say, volume(self.app.cfg))
+            self.app.say = None
+        if self.audio is not None:
+            self.audio.step()
         if self.ui is not None:
             if self.app.dirty:
                 self.app.dirty = False

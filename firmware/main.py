@@ -20,6 +20,7 @@ except ImportError:  # CPython
 _LOOP_MS = const(10)
 DEFAULT_ROOT = "/data"
 DEFAULT_FONT = "/fonts/unifont16.bin"
+DEFAULT_PROMPTS = "/prompts"         # voice prompts (tools/build_prompts.py), beside the font
 
 
 def board_config(cfg, root):
@@ -83,7 +84,7 @@ def forget(name):
         delattr(parent, parts[1])
 
 
-def build(root=DEFAULT_ROOT, font=DEFAULT_FONT, fs=None, board=None):
+def build(root=DEFAULT_ROOT, font=DEFAULT_FONT, fs=None, board=None, prompts=DEFAULT_PROMPTS):
     """(device or None, board or None, error text). `board`: an already made board (the
     simulator's, tools/fw_heap.py's) instead of the one the config names."""
     fs = fs if fs is not None else Fs()
@@ -92,7 +93,7 @@ def build(root=DEFAULT_ROOT, font=DEFAULT_FONT, fs=None, board=None):
         return None, None, error
     if board is None:
         board = make_board(cfg, root)
-    device = Device(board, cfg, fs, font)
+    device = Device(board, cfg, fs, font, prompts)
     attach_transport(device, board, cfg)
     return device, board, ""
 

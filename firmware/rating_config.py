@@ -7,8 +7,16 @@ from firmware.flashfs import join
 
 RATING_CONFIG_FILE = "config.bin"
 
+# volume and large_text hold their wire values (protocol.supplement): volume 1 + 0..10, 6 = level 5
 RATING_DEFAULTS = {"version": 0, "tags": [], "texts": [], "rating_timeout_s": 60, "thanks_s": 5,
-                   "press_guard_ms": 600, "status_interval_s": 300, "idle_text": ""}
+                   "press_guard_ms": 600, "status_interval_s": 300, "idle_text": "",
+                   "volume": 6, "large_text": 1}
+
+
+def volume(cfg):
+    """The volume 0 (mute) .. 10 a rating config sets."""
+    wire = cfg.get("volume") or RATING_DEFAULTS["volume"]
+    return wire - 1
 
 
 def rating_config(record=None):

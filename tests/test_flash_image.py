@@ -18,10 +18,12 @@ def test_build_compiles_every_module_and_sums_every_file(tmp_path):
     b = bundle_mod.load(out)
     sources = [dev for dev, _host in bundle_mod.source_files(REPO, "touch")]
     for dev in sources:
-        name = dev[:-3] + ".mpy" if dev.endswith(".py") else dev.replace("firmware/fonts/", "fonts/")
+        name = dev[:-3] + ".mpy" if dev.endswith(".py") else dev.replace(
+            "firmware/fonts/", "fonts/").replace("firmware/prompts/", "prompts/")
         assert name in b.files, name
         if name.endswith(".mpy"):
             assert b.files[name][:2] == b"M\x06", name  # mpy-cross 1.29 output (mpy v6)
+    assert "prompts/greet.ima" in b.files and not any(p.endswith(".md") for p in b.files)
     assert "fonts/unifont16.bin" in b.files and b.files["main.py"].endswith(b"main.run()\n") and b.boards == ["touch"]
     assert not any(p.endswith(".py") and p != "main.py" for p in b.files)
     assert "firmware/boards/sim.mpy" not in b.files

@@ -137,6 +137,7 @@ IMPORT_ORDER = {
         "firmware", "firmware.flashfs", "firmware.store", "firmware.rating_config",
         "firmware.health", "firmware.outbox", "firmware.views", "firmware.app", "firmware.device",
         "firmware.main", "firmware.transport_rs485", "firmware.boards", "firmware.boards.sim",
+        "firmware.audio",
         "firmware.boards.sim_io", "firmware.ui", "firmware.ui.font", "firmware.ui.ui",
         "firmware.ui.mono"),
     "touch": (
@@ -145,8 +146,8 @@ IMPORT_ORDER = {
         "firmware", "firmware.flashfs", "firmware.store", "firmware.rating_config",
         "firmware.health", "firmware.outbox", "firmware.views", "firmware.app", "firmware.device",
         "firmware.main", "firmware.mqtt_client", "firmware.transport_mqtt", "firmware.boards",
-        "firmware.boards.sim", "firmware.boards.sim_io", "firmware.ui", "firmware.ui.font",
-        "firmware.ui.ui", "firmware.ui.colors", "firmware.ui.touch"),
+        "firmware.boards.sim", "firmware.boards.sim_io", "firmware.audio", "firmware.ui",
+        "firmware.ui.font", "firmware.ui.ui", "firmware.ui.colors", "firmware.ui.touch"),
 }
 
 

@@ -3,7 +3,9 @@
 
 cfg keys (with defaults): uart_id 1, baud 9600, tx 17, rx 16, de 4 (RS-485 driver enable, high =
 transmit), wdt_ms 8000, wifi None or {"ssid": ..., "password": ...} (then .net is a WifiNet and
-the UART is not opened), fs_root "/data". firmware.main.board_config builds this dict from the
+the UART is not opened), fs_root "/data", audio (an I2S amplifier: true for the board's
+AUDIO_PINS, or a dict of pins, boards/i2s.py; absent: no amplifier, board.audio None).
+firmware.main.board_config builds this dict from the
 device config: `wifi` and `baud` come from its top level, the pins from its `board` section.
 """
 
@@ -37,8 +39,15 @@ class WifiNet:
 
 
 class Esp32Board:
+    AUDIO_PINS = {"sck": 18, "ws": 19, "sd": 23}    # MAX98357A BCLK, LRC, DIN
+
     def __init__(self, cfg):
         self.fs_root = cfg.get("fs_root", "/data")
+        audio = cfg.get("audio")
+        self.audio = None
+        if audio:
+            from firmware.boards.i2s import I2sSink
+            self.audio = I2sSink(audio if isinstance(audio, dict) else {}, self.AUDIO_PINS)
         wifi = cfg.get("wifi")
         self.net = WifiNet(wifi["ssid"], wifi.get("password", "")) if wifi else None
         self.uart = None

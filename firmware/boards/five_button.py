@@ -7,6 +7,7 @@ Pins (cfg key: default)
   i2c_id    : 0        sda: 21    scl: 22    i2c_freq: 400000
   display   : "ssd1306" or "sh1106"            oled_addr: 0x3C
   uart_id 1, tx 17, rx 16, de 4, baud 9600     (esp32.py; not used with "wifi")
+  audio     : I2S amplifier (boards/i2s.py), default pins BCLK 18, LRC 19, DIN 23
   debounce_ms: 30     a key counts once, when it has been stably down this long
 """
 

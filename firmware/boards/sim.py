@@ -14,6 +14,8 @@ cfg keys:
   net        None (RS-485 board, default), "tcp" (SimNet: real TCP sockets, CPython only), or an
              injected object with connect(), isconnected(), socket_factory(host, port)
   free_heap  number reported by free_heap() on CPython (default 100000)
+  audio      True (default): an amplifier, board.audio a SimAudio that records what is played;
+             False: none (board.audio None), like a board built without one
 
 Frame buffer RAM: five_button 1,024 bytes; touch 38,400 bytes (4 bits per pixel).
 """
@@ -71,6 +73,42 @@ class SimDisplay(framebuf.FrameBuffer):  # pyright: ignore[reportGeneralTypeIssu
         self.shows += 1
 
 
+class SimAudio:
+    """The amplifier's stand-in (firmware/audio.py's sink): records every prompt started as
+    (name, volume) in `played`, in order, and what was written. It takes audio as a real I2S
+    buffer does: up to BUFFER_MS ahead of the board's clock, so a prompt lasts its real time."""
+    BUFFER_MS = 250
+
+    def __init__(self, ticks):
+        self._ticks = ticks
+        self.played = []
+        self.samples = 0        # written in all
+        self.peak = 0           # largest |sample| written since the last start
+        self._rate = 8000
+        self._until = 0         # the clock (ms) when what was written has been heard
+
+    def start(self, name, rate, volume):
+        self.played.append((name, volume))
+        self._rate = rate
+        self.peak = 0
+
+    def ready(self):
+        return self._until - self._ticks() < self.BUFFER_MS
+
+    def write(self, samples):
+        n = len(samples)
+        self.samples += n
+        for v in samples:
+            if v > self.peak:
+                self.peak = v
+            elif -v > self.peak:
+                self.peak = -v
+        self._until = max(self._until, self._ticks()) + n * 1000 // self._rate
+
+    def stop(self):
+        pass
+
+
 class SimBoard:
     def __init__(self, cfg):
         self.profile = cfg.get("profile", "five_button")
@@ -95,6 +133,7 @@ class SimBoard:
             net = SimNet()
         self.net = net
         self._fake_heap = cfg.get("free_heap", 100000)
+        self.audio = SimAudio(self.ticks_ms) if cfg.get("audio", True) else None
         self._events = []
         self.de = False
         self.de_log = []        # (ticks_ms, state) for every driver-enable transition

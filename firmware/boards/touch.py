@@ -9,6 +9,7 @@ Pins (cfg key: default)
   touch_cs   : 15 (xpt2046, same SPI bus)    touch_cal: (200, 3900, 200, 3900)
   i2c_id 0, sda 8, scl 18 (ft6x06)
   uart_id 1, tx 17, rx 16, de 4, baud 9600   (esp32.py; not used with "wifi")
+  audio      : I2S amplifier (boards/i2s.py), default pins BCLK 5, LRC 6, DIN 7
 """
 
 import machine
@@ -18,6 +19,7 @@ from firmware.boards.esp32 import Esp32Board
 
 class TouchBoard(Esp32Board):
     profile = "touch"
+    AUDIO_PINS = {"sck": 5, "ws": 6, "sd": 7}
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -32,11 +32,12 @@ MANIFEST = "manifest.json"
 ROMFS_FILE = "romfs.img"  # in the bundle, beside the manifest; never a file on the device
 LAYOUTS = ("fs", "romfs")
 DEVICE_MANIFEST = "bundle.json"
-TREES = ("firmware", "protocol", "fonts")  # device folders the bundle owns (stale files there go)
+TREES = ("firmware", "protocol", "fonts", "prompts")  # device folders the bundle owns (stale files there go)
 SOURCES = ("firmware", "protocol")
 BOARDS = ("five_button", "touch")
 HOST_ONLY = ("firmware/boards/sim.py", "firmware/boards/sim_io.py", "firmware/boards/png.py")
 FONT_DIR = "firmware/fonts/"  # fonts go to /fonts on the device (firmware.main.DEFAULT_FONT)  # CPython fakes, never on a board
+PROMPT_DIR = "firmware/prompts/"  # voice prompts go to /prompts (firmware.main.DEFAULT_PROMPTS)
 SKIP_DIRS = ("__pycache__", "tests", "vectors")
 SKIP_EXT = (".pyc", ".md", ".txt")
 ROOT_MAIN = b"# starts the evaluator firmware (written by tools/flash.py build)\nfrom firmware import main\nmain.run()\n"
@@ -236,6 +237,9 @@ def build(repo, board="all", version=None, mpy_cross=None):
         if dev.startswith(FONT_DIR):
             with open(host, "rb") as f:
                 files["fonts/" + dev[len(FONT_DIR):]] = f.read()
+        elif dev.startswith(PROMPT_DIR):
+            with open(host, "rb") as f:
+                files["prompts/" + dev[len(PROMPT_DIR):]] = f.read()
         elif dev.endswith(".py"):
             files[dev[:-3] + ".mpy"] = compile_mpy(host, dev, mpy_cross)
         else:

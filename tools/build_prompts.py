@@ -1,0 +1,169 @@
+"""Build the evaluator's voice prompts (firmware/prompts/*.ima) from text with espeak-ng.
+
+    .venv/bin/python tools/build_prompts.py           # write the files and SUMS.md
+    .venv/bin/python tools/build_prompts.py --check   # rebuild in memory, compare (exit 1 on a difference)
+
+Each prompt: espeak-ng (Mandarin voice `cmn`) -> 16-bit PCM at espeak's 22,050 Hz -> leading and
+trailing silence cut -> resampled to 8 kHz by Pillow's Lanczos filter (a band-limiting resample of a
+1-pixel-high float image) -> peak normalised -> IMA-ADPCM, 4 bits a sample (audioop's coder). That is
+4,000 bytes a second of speech, a quarter of 8-bit PCM at 16 kHz; firmware/audio.py decodes it in
+chunks of 256 samples while the main loop runs.
+
+File format (firmware/audio.py reads it):
+    b"IMA1", rate (u16 little-endian), then the ADPCM nibbles, two samples a byte, the first
+    sample in the high nibble; the decoder starts at predictor 0, step index 0.
+
+espeak-ng's output is the same bytes on every run of one espeak-ng version (checked: the --check
+mode and tests/test_fw_audio.py); another version may pronounce differently. So the generated
+files are committed, and SUMS.md records the espeak-ng version, the settings and each file's
+sha256: --check compares bytes when the installed espeak-ng is that version and says it cannot
+otherwise (exit 2).
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import io
+import subprocess
+import sys
+import warnings
+import wave
+from pathlib import Path
+
+from PIL import Image
+
+with warnings.catch_warnings():   # deprecated in 3.11, removed in 3.13 (then: pip install audioop-lts)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+REPO = Path(__file__).resolve().parent.parent
+OUT_DIR = REPO / "firmware" / "prompts"
+SUMS = OUT_DIR / "SUMS.md"      # .md: the flash bundle skips it, so it never goes on a device
+ESPEAK = "espeak-ng"
+VOICE = "cmn"
+SPEED_WPM = 185                  # a little above espeak's 175: the clerk's pace, and fewer bytes
+RATE = 8000
+PEAK = 0.89                      # about -1 dBFS
+SILENCE = 300                    # |sample| below this at either end is cut
+MAGIC = b"IMA1"
+
+# name -> text; firmware/app.py names the prompt a transition asks for (App.say)
+PROMPTS = {
+    "greet": "您好，请对我的服务做出评价",   # a case is shown
+    "thanks": "谢谢您的评价",                # the rating is stored
+    "reason": "请选择不满意的原因",          # a bad rating asks for the reason (tags)
+}
+
+
+def espeak_version() -> str:
+    out = subprocess.run([ESPEAK, "--version"], capture_output=True, text=True, check=True).stdout
+    return out.split("Data at")[0].strip()
+
+
+def speak(text: str) -> tuple[array.array, int]:
+    """espeak-ng's 16-bit mono samples and their rate."""
+    raw = subprocess.run([ESPEAK, "-v", VOICE, "-s", str(SPEED_WPM), "--stdout", text],
+                         capture_output=True, check=True).stdout
+    with wave.open(io.BytesIO(raw)) as w:
+        if w.getsampwidth() != 2 or w.getnchannels() != 1:
+            raise SystemExit("espeak-ng gave %d-byte, %d-channel audio" % (w.getsampwidth(), w.getnchannels()))
+        rate = w.getframerate()
+        samples = array.array("h", w.readframes(w.getnframes()))
+    if sys.byteorder != "little":
+        samples.byteswap()
+    return samples, rate
+
+
+def trim(samples: array.array) -> array.array:
+    i, j = 0, len(samples)
+    while i < j and abs(samples[i]) < SILENCE:
+        i += 1
+    while j > i and abs(samples[j - 1]) < SILENCE:
+        j -= 1
+    return samples[i:j]
+
+
+def resample(samples: array.array, rate: int, to: int) -> array.array:
+    """Band-limited resampling: Pillow's Lanczos resize of a 1-pixel-high 32-bit float image (its
+    kernel widens by the reduction factor, so content above the new Nyquist is filtered out)."""
+    image = Image.frombytes("F", (len(samples), 1), array.array("f", samples).tobytes())
+    n = max(1, round(len(samples) * to / rate))
+    out = array.array("f")
+    out.frombytes(image.resize((n, 1), Image.Resampling.LANCZOS).tobytes())
+    peak = max(1.0, max(abs(x) for x in out))
+    gain = PEAK * 32767 / peak
+    return array.array("h", (max(-32768, min(32767, round(x * gain))) for x in out))
+
+
+def encode(samples: array.array) -> bytes:
+    data = samples.tobytes() if sys.byteorder == "little" else _swapped(samples)
+    adpcm, _state = audioop.lin2adpcm(data, 2, None)
+    return MAGIC + RATE.to_bytes(2, "little") + adpcm
+
+
+def _swapped(samples):
+    s = array.array("h", samples)
+    s.byteswap()
+    return s.tobytes()
+
+
+def build() -> dict[str, bytes]:
+    """{file name: bytes} of every prompt."""
+    out = {}
+    for name, text in PROMPTS.items():
+        samples, rate = speak(text)
+        out[name + ".ima"] = encode(resample(trim(samples), rate, RATE))
+    return out
+
+
+def sums_text(files: dict[str, bytes], version: str) -> str:
+    lines = ["# Voice prompts", "",
+             "Generated by `tools/build_prompts.py` (do not edit): %s, voice `%s`, %d wpm, %d Hz "
+             "IMA-ADPCM (4 bits a sample)." % (version, VOICE, SPEED_WPM, RATE), "",
+             "| file | text | seconds | bytes | sha256 |", "|---|---|---|---|---|"]
+    for name, text in PROMPTS.items():
+        data = files[name + ".ima"]
+        seconds = (len(data) - 6) * 2 / RATE
+        lines.append("| %s.ima | %s | %.2f | %d | %s |" % (name, text, seconds, len(data),
+                                                            hashlib.sha256(data).hexdigest()))
+    lines += ["", "total: %d bytes" % sum(len(d) for d in files.values()), ""]
+    return "\n".join(lines)
+
+
+def recorded_version() -> str:
+    """The espeak-ng version the committed files were made with (from SUMS.md)."""
+    text = SUMS.read_text(encoding="utf-8")
+    return text.split("(do not edit): ", 1)[1].split(", voice", 1)[0]
+
+
+def check() -> int:
+    """0: the committed files are what this espeak-ng makes; 1: they differ; 2: another version."""
+    version = espeak_version()
+    if version != recorded_version():
+        print("cannot compare: the prompts were made with %s, this is %s" % (recorded_version(), version))
+        return 2
+    files = build()
+    bad = [n for n, d in files.items() if (OUT_DIR / n).read_bytes() != d]
+    if SUMS.read_text(encoding="utf-8") != sums_text(files, version):
+        bad.append(SUMS.name)
+    for n in bad:
+        print("differs:", n)
+    return 1 if bad else 0
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--check" in args:
+        return check()
+    files = build()
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (OUT_DIR / name).write_bytes(data)
+    SUMS.write_text(sums_text(files, espeak_version()), encoding="utf-8")
+    print(SUMS.read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
