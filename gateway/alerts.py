@@ -133,8 +133,12 @@ class Alerts:
                 or rating.get("source") != vocab.SRC_PRESS):
             return
         alert = self.bad_rating_alert(rating, enrichment)
-        if alert is not None:
+        if alert is None:
+            return
+        try:
             self.queue.submit(self._raise, alert)
+        except RuntimeError:      # closed: the gateway is stopping; never raised into the intake
+            self.alarm("alert_store", "alert %s not queued: the gateway is stopping" % alert["key"])
 
     def bad_rating_alert(self, rating, enrichment=None):
         """The alert for a bad rating, or None if no level in it is bad."""

@@ -382,7 +382,6 @@ class Gateway:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.alerts.close()
         if self.panel is not None:
             await self.panel.close()
         if self._runner is not None:
@@ -391,6 +390,7 @@ class Gateway:
             bus.stop()
         self.bridge.stop()
         self.committer.close()
+        self.alerts.close()       # after the intake's last rating (bridge, buses, committer)
         self.history.close()
         self.store.close()
 

@@ -329,3 +329,12 @@ def test_uplink_down_and_outbox_past_threshold_raise_one_alert_each_until_they_r
     at(5, "backoff", items=120)
     assert kinds()[-1] == "outbox_full" and kinds().count("uplink_down") == 1
     alerts.close()
+
+
+def test_a_rating_after_the_queue_closed_is_alarmed_never_raised_into_the_intake(tmp_path):
+    alarms = []
+    alerts = Alerts({"channels": [{"type": "webhook", "url": "http://127.0.0.1:9/x"}]}, "futian-1",
+                    str(tmp_path), alarm=lambda *a: alarms.append(a))
+    alerts.close()
+    alerts.on_rating(make_rating("dev-a", 1, level=vocab.DISSATISFIED), STORED, ENRICHMENT)
+    assert [a[0] for a in alarms] == ["alert_store"] and "李堃" not in alarms[0][1]
