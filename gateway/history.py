@@ -18,7 +18,6 @@ of its own (<data_dir>/history.sqlite, WAL):
 """
 
 import datetime
-import json
 import logging
 import queue
 import sqlite3
@@ -54,20 +53,28 @@ SCHEMA = (
     " matter_name TEXT NOT NULL, case_id INTEGER, serial TEXT NOT NULL, source INTEGER NOT NULL,"
     " level INTEGER, overall INTEGER, business INTEGER, service INTEGER, bad INTEGER NOT NULL,"
     " tags TEXT NOT NULL, text TEXT NOT NULL)",
-    # covering the summaries by window and by hour; the bad list reads its own partial index
-    "CREATE INDEX IF NOT EXISTS ratings_day_window ON ratings (day, window, level, source)",
-    "CREATE INDEX IF NOT EXISTS ratings_day_level ON ratings (day, level, source, hour)",
-    "CREATE INDEX IF NOT EXISTS ratings_bad ON ratings (day, time) WHERE bad = 1",
+    # the bad list, newest first: walked backwards from the period's end, no sort
+    "CREATE INDEX IF NOT EXISTS ratings_bad ON ratings (time, rating_id) WHERE bad = 1",
+    # What the summaries read: ratings counted per day, dimension (GROUPS), key, level and
+    # source, kept by the writer with each rating it adds (a week of a big hall is a few
+    # thousand rows here, not 50 000 ratings to group per request).
+    "CREATE TABLE IF NOT EXISTS daily (dim TEXT NOT NULL, day TEXT NOT NULL, key TEXT NOT NULL,"
+    " level INTEGER NOT NULL, source INTEGER NOT NULL, n INTEGER NOT NULL, label TEXT NOT NULL,"
+    " PRIMARY KEY (dim, day, key, level, source)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS follow_ups (rating_id TEXT PRIMARY KEY, state TEXT NOT NULL,"
     " note TEXT NOT NULL, by TEXT NOT NULL, at INTEGER NOT NULL)",
 )
 COLUMNS = ("rating_id", "time", "day", "hour", "device", "window", "staff_id", "staff_name",
            "matter_code", "matter_name", "case_id", "serial", "source", "level", "overall",
            "business", "service", "bad", "tags", "text")
-# by -> (key expression, label expression) of a summary
-GROUPS = {"window": ("window", "window"), "staff": ("staff_id", "staff_name"),
-          "matter": ("CASE matter_code WHEN '' THEN matter_name ELSE matter_code END", "matter_name"),
-          "hour": ("hour", "hour"), "day": ("day", "day")}
+# by -> (key, label) of a row (a dict of COLUMNS) in a summary
+GROUPS = {"window": lambda r: (r["window"], r["window"]),
+          "staff": lambda r: (r["staff_id"], r["staff_name"]),
+          "matter": lambda r: (r["matter_code"] or r["matter_name"], r["matter_name"]),
+          "hour": lambda r: ("%02d" % r["hour"], "%02d:00" % r["hour"]),
+          "day": lambda r: (r["day"], r["day"])}
+_UPSERT_DAILY = ("INSERT INTO daily VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dim, day, key, level,"
+                 " source) DO UPDATE SET n = n + excluded.n, label = excluded.label")
 _STOP = object()
 
 
@@ -121,7 +128,7 @@ def row_of(rating, enrichment, tz):
             serials[0] if serials else "", rating.get("source") or 0, level,
             rating.get("overall") or None, rating.get("business") or None,
             rating.get("service") or None, 1 if is_bad(rating) else 0,
-            json.dumps(list(rating.get("tags") or ())), rating.get("text") or "")
+            ",".join(str(tag) for tag in rating.get("tags") or ()), rating.get("text") or "")
 
 
 def _connect(path):
@@ -274,12 +281,12 @@ class History:
                 self.stats["dropped"] += len(rows)
                 return
             try:
-                before = db.total_changes
                 with Txn(db):
-                    db.executemany(sql, rows)
-                written = db.total_changes - before
-                self.stats["written"] += written
-                self.stats["duplicates"] += len(rows) - written
+                    # only what is new counts: a duplicate is ignored here and in the counts
+                    added = [row for row in rows if db.execute(sql, row).rowcount == 1]
+                    db.executemany(_UPSERT_DAILY, _daily(added))
+                self.stats["written"] += len(added)
+                self.stats["duplicates"] += len(rows) - len(added)
             except sqlite3.Error as e:
                 self.stats["dropped"] += len(rows)
                 self._failed(e, "writing %d rating(s)" % len(rows))
@@ -297,6 +304,7 @@ class History:
             try:
                 with Txn(db):
                     pruned = db.execute("DELETE FROM ratings WHERE day < ?", (cutoff,)).rowcount
+                    db.execute("DELETE FROM daily WHERE day < ?", (cutoff,))
                     db.execute("DELETE FROM follow_ups WHERE rating_id NOT IN"
                                " (SELECT rating_id FROM ratings)")
                 self.stats["pruned"] += pruned
@@ -349,6 +357,13 @@ class History:
     def today(self):
         return datetime.datetime.fromtimestamp(self.clock(), self.tz).date().isoformat()
 
+    def _bounds(self, day_from, day_to):
+        """Unix seconds of the hall's midnight starting day_from and of the one ending day_to."""
+        first = datetime.date.fromisoformat(day_from)
+        end = datetime.date.fromisoformat(day_to) + datetime.timedelta(days=1)
+        return tuple(int(datetime.datetime.combine(d, datetime.time(0), self.tz).timestamp())
+                     for d in (first, end))
+
     def _read(self, sql, args):
         with self._rlock:
             db = self._rdb
@@ -364,15 +379,15 @@ class History:
     def summary(self, day_from, day_to, by):
         """([(key, label, {level: n}, not_rated)] sorted by key, total ({level: n}, not_rated))
         of the days day_from..day_to (ISO dates, inclusive)."""
-        key, label = GROUPS[by]
-        rows = self._read("SELECT %s, MAX(%s), level, source, COUNT(*) FROM ratings"
-                          " WHERE day BETWEEN ? AND ? GROUP BY 1, 3, 4" % (key, label),
-                          (day_from, day_to))
+        if by not in GROUPS:
+            raise ValueError("by must be one of %s" % ", ".join(GROUPS))
+        rows = self._read("SELECT key, label, level, source, SUM(n) FROM daily WHERE dim = ?"
+                          " AND day BETWEEN ? AND ? GROUP BY key, level, source ORDER BY MAX(day)",
+                          (by, day_from, day_to))
         groups, total, not_rated = {}, {}, 0
-        for k, name, level, source, n in rows:
+        for k, name, level, source, n in rows:      # the label of a key's latest day wins
             group = groups.setdefault(k, [k, name, {}, 0])
-            if name and (not group[1] or name > group[1]):
-                group[1] = name
+            group[1] = name or group[1]
             if source == vocab.SRC_NOT_RATED:
                 group[3] += n
                 not_rated += n
@@ -383,7 +398,7 @@ class History:
 
     def bad(self, day_from, day_to, state=None, window=None, staff_id=None, level=None, limit=1000):
         """Bad ratings of day_from..day_to, newest first, each with its follow-up."""
-        where, args = ["r.bad = 1", "r.day BETWEEN ? AND ?"], [day_from, day_to]
+        where, args = ["r.bad = 1", "r.time >= ?", "r.time < ?"], list(self._bounds(day_from, day_to))
         for column, value in (("COALESCE(f.state, 'pending')", state), ("r.window", window),
                               ("r.staff_id", staff_id), ("r.level", level)):
             if value is not None:
@@ -422,6 +437,19 @@ class History:
             self._close_connections()
 
 
+def _daily(rows):
+    """The `daily` increments of newly added rating rows: (dim, day, key, level, source, n, label)."""
+    counts, labels = {}, {}
+    for row in rows:
+        r = dict(zip(COLUMNS, row))
+        for dim, group in GROUPS.items():
+            key, label = group(r)
+            cell = (dim, r["day"], key, r["level"] or 0, r["source"])
+            counts[cell] = counts.get(cell, 0) + 1
+            labels[cell] = label
+    return [cell + (n, labels[cell]) for cell, n in counts.items()]
+
+
 def _columns(alias):
     return ", ".join("%s.%s" % (alias, c) for c in COLUMNS)
 
@@ -430,7 +458,7 @@ def _item(row):
     """A row (COLUMNS then the follow-up's state, note, by, at) as a dict."""
     out = dict(zip(COLUMNS, row))
     state, note, by, at = row[len(COLUMNS):]
-    out["tags"] = json.loads(out["tags"])
+    out["tags"] = [int(tag) for tag in out["tags"].split(",")] if out["tags"] else []
     out["bad"] = bool(out["bad"])
     out["follow_up"] = {"state": state or "pending", "note": note or "", "by": by, "at": at}
     return out

@@ -29,7 +29,7 @@ from protocol import errors, vocab
 
 OPERATOR = "operator"
 MAX_DAYS = 400
-BAD_LIMIT = 1000
+BAD_LIMIT = 500
 MAX_BODY = 4096
 STORE_UNAVAILABLE = "store_unavailable"
 _DATE = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
@@ -62,8 +62,14 @@ def user_of(request):
 class RatingsApi:
     def __init__(self, gw):
         self.gw = gw
-        self.history = gw.history
-        self.grading = gw.grading
+
+    @property
+    def history(self):
+        return self.gw.history
+
+    @property
+    def grading(self):
+        return self.gw.grading
 
     # --- parameters -------------------------------------------------------------------------
     def _query(self, request, allowed):
@@ -126,7 +132,7 @@ class RatingsApi:
         by = self._choice(query, "by", tuple(history_mod.GROUPS)) or "window"
         rows, (total, not_rated) = await self._off_loop(self.history.summary, day_from, day_to, by)
         return self._json({"from": day_from, "to": day_to, "by": by,
-                           "rows": [dict({"key": _key(by, key), "label": _label(by, key, label)},
+                           "rows": [dict({"key": key, "label": label or key or "未知"},
                                          **grading.summarize(counts, unrated, self.grading))
                                     for key, label, counts, unrated in rows],
                            "total": grading.summarize(total, not_rated, self.grading)})
@@ -223,16 +229,6 @@ def _limit(text):
     if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 1 <= int(text) <= 5000:
         raise _bad_request("limit must be a whole number from 1 to 5000")
     return int(text)
-
-
-def _key(by, key):
-    return "%02d" % key if by == "hour" else key
-
-
-def _label(by, key, label):
-    if by == "hour":
-        return "%02d:00" % key
-    return label or key or "未知"
 
 
 def _cell(value):

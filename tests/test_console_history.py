@@ -110,7 +110,7 @@ def test_days_and_hours_are_the_halls_local_time(tmp_path):
         rows, _ = h.summary("2025-12-03", "2025-12-04", "day")
         assert [r[0] for r in rows] == ["2025-12-03", "2025-12-04"]
         hours, _ = h.summary("2025-12-03", "2025-12-04", "hour")
-        assert [r[0] for r in hours] == [0, 23]
+        assert [r[0] for r in hours] == ["00", "23"]
     finally:
         h.close()
     utc = History(tmp_path / "u.sqlite", tz="UTC", clock=lambda: late)

@@ -2,6 +2,7 @@
 paho -> Mosquitto QoS 1 (a plain subscriber counting messages) measured in the same run.
 
     python -m hall_simulator.bench.ingest --json [--count 5000] [--devices 20] [--rounds 5] [--stages]
+                                                 [--history]
 
 Both runs use the same broker, the same payloads (signed RATING JSON) and the same publisher: a
 separate process that prepares everything, then publishes as fast as paho QoS 1 allows. CPU time of the
@@ -11,6 +12,8 @@ store commit with synchronous=FULL, seen through the bridge's after-commit hook)
 Rounds are pairs run back to back (raw then gateway, then the other way round, alternating), so
 a busy neighbour on this shared machine hurts both sides of a pair alike; ratio = the median of
 the pairs' ratios (the spread is in the figures).
+--history: the gateway's on_rating also records each stored rating in the console's rating
+history (gateway.history), as Gateway.on_rating does: run with and without it for its cost.
 --stages adds one more gateway run, apart from the pairs (its timers cost CPU of their own), that
 splits the gateway's CPU per rating by stage (thread CPU time around each): decode, check, the
 rest of handling a message, commit, ACK (signing and framing), the rest of a group's
@@ -162,7 +165,7 @@ def _stage_figures(totals, cpu_s, count):
     return dict((name, round(value, 1)) for name, value in stages.items())
 
 
-def run_gateway(broker, count, devices, workdir, stages=False):
+def run_gateway(broker, count, devices, workdir, stages=False, history=False):
     import logging
     logging.getLogger("gateway").setLevel(logging.ERROR)
     from gateway.config import MqttConfig
@@ -178,8 +181,15 @@ def run_gateway(broker, count, devices, workdir, stages=False):
     committer = GroupCommitter(store)
     done = threading.Event()
     seen = [0]
+    record = None
+    if history:      # the console's rating history, fed as Gateway.on_rating feeds it
+        from gateway.history import History
+        history = History(os.path.join(workdir, "history.sqlite"))
+        record = history.record
 
     def on_rating(rating, result, enrichment):
+        if record is not None and result[0] == vocab.ACK_STORED:
+            record(rating, enrichment)
         seen[0] += 1
         if seen[0] >= count:
             done.set()
@@ -210,6 +220,8 @@ def run_gateway(broker, count, devices, workdir, stages=False):
     committer.close()
     duplicates = store.stats["duplicates"]
     store.close()
+    if record is not None:
+        history.close()
     for client_id in ("bench-gw", "bench-gw-ingest"):
         _forget_session(broker, client_id)
     if stored != count or duplicates:
@@ -235,6 +247,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5, help="pairs of runs (median ratio)")
     parser.add_argument("--stages", action="store_true",
                         help="one more gateway run with CPU timers per stage (reported apart)")
+    parser.add_argument("--history", action="store_true",
+                        help="the gateway also records each rating in the console's history")
     parser.add_argument("--publisher", type=int, help=argparse.SUPPRESS)  # broker port (child)
     args = parser.parse_args(argv)
     if args.publisher:
@@ -247,7 +261,8 @@ def main(argv=None):
     with Broker(extra_config="max_queued_messages 0\nmax_inflight_messages 100") as broker:
         def gateway_run():
             with tempfile.TemporaryDirectory(prefix="bench-ingest-") as workdir:
-                rate, more = run_gateway(broker, args.count, args.devices, workdir)
+                rate, more = run_gateway(broker, args.count, args.devices, workdir,
+                                         history=args.history)
             gw_cpu.append(more.pop("gateway_cpu_us"))
             figures.update(more)
             return rate
@@ -267,6 +282,7 @@ def main(argv=None):
                 figures.update(run_gateway(broker, args.count, args.devices, workdir, stages=True)[1])
     result = {"name": "ingest",
               "figures": dict({"count": args.count, "devices": args.devices, "rounds": args.rounds,
+                               "history": args.history,
                                "raw_paho_qos1_per_s": round(statistics.median(raws), 1),
                                "gateway_committed_per_s": round(statistics.median(gws), 1),
                                "pair_ratios": [round(r, 3) for r in ratios],
