@@ -32,6 +32,7 @@ from gateway import console_sessions, console_users
 from gateway import http_auth
 from gateway import mosquitto_acl
 from gateway import panel as panel_mod
+from gateway import qr_api
 from gateway import ratings_api
 from gateway import session_api
 from gateway import status_display
@@ -109,6 +110,8 @@ class Gateway:
                                      qr_link=signer and signer.link,
                                      glyphs=glyphs_mod.from_config(cfg.raw, alarm=self.alarm),
                                      clock=clock)
+        self.qr_signer = signer               # receipt printers fetch a case's QR code (gateway.qr_api)
+        self.http_routes.append(qr_api.add_routes)
         self.store.case_closer = self.cases   # a rated case closes in the rating's commit
         # One rating path for every transport; the bridge and the buses only move its bytes.
         self.intake = Intake(cfg.hall, self.registry, self.rejections, enrich=self.cases.enrich,
