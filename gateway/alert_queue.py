@@ -12,6 +12,8 @@ body carries the alert's id for the receiver to drop it.
 Bounded: past `max_pending` pending rows the oldest are dropped, alerts other than bad ratings
 first (counted, alarmed). Finished rows are kept `keep_s` (their keys guard against doubles), then
 pruned.
+A damaged file is set aside (alerts.sqlite.damaged-<time>, alarmed) and the queue starts afresh:
+the gateway never fails to start for its alerts.
 Episodes (a device offline, the uplink down, the outbox full) are kept here too, so a restart in
 the middle of one raises no second alert.
 All SQLite work runs on the queue's own single thread (`run`, `call`): the rating intake's
@@ -21,6 +23,7 @@ threads hand alerts over without waiting for the fsync.
 import asyncio
 import concurrent.futures
 import json
+import os
 import sqlite3
 import time
 
@@ -93,16 +96,35 @@ class AlertQueue:
             self._db = None
 
     def _open(self):
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
+        try:
+            db = self._connect()
+        except sqlite3.DatabaseError as e:
+            # a damaged queue must not keep the gateway from starting: set it aside, start afresh
+            aside = "%s.damaged-%d" % (self.path, int(self.clock()))
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.replace(self.path + suffix, aside + suffix)
+            self.alarm("alert_store", "the alert queue %s was damaged (%s): set aside as %s"
+                       % (self.path, type(e).__name__, aside))
+            db = self._connect()
         self._db = db
         for name, value in db.execute("SELECT name, value FROM alert_counters"):
             if name in self.counters:
                 self.counters[name] = value
         self.pending = db.execute("SELECT COUNT(*) FROM alert_rows WHERE state = ?",
                                   (PENDING,)).fetchone()[0]
+
+    def _connect(self):
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            db.execute("SELECT COUNT(*) FROM alert_rows").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def _txn(self, work):
         db = self._db

@@ -225,6 +225,8 @@ class Alerts:
                 self._end(subject, None)
         for device in devices.values():
             subject = "offline:" + device.id
+            if not device.window and subject not in self._episodes:
+                continue            # at no window: a spare on the shelf, nobody waits for it
             if device.online:
                 if subject in self._episodes:
                     self._end(subject, self._alert(

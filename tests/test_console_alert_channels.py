@@ -95,6 +95,9 @@ def test_a_wrong_secret_or_key_is_a_failure_with_the_channels_code(tmp_path):
         rx.down.add("wecom")
         ok, detail = asyncio.run(send_all(alert_channels.from_config(rx.channels(email=False))[:1], alert))[0]
         assert not ok and detail == "HTTP 503"
+        starttls = dict(rx.channels()[4], tls="starttls")    # the loopback SMTP offers no TLS
+        ok, detail = asyncio.run(send_all(alert_channels.from_config([starttls]), alert))[0]
+        assert not ok and "SMTP" in detail and rx.count("email") == 0
         rx.stop()          # nobody listening: an error answered, never raised
         results = asyncio.run(send_all(alert_channels.from_config(rx.channels(email=False)), alert))
         assert [ok for ok, _ in results] == [False] * 4

@@ -260,7 +260,8 @@ def test_only_a_stored_pressed_bad_rating_raises_an_alert(tmp_path):
 # --- states that last: one alert per episode --------------------------------------------------
 def test_a_device_offline_for_n_minutes_raises_one_alert_per_episode_even_across_a_restart(tmp_path):
     clock = Clock()
-    spec = [{"id": "dev-a", "window": "A01", "name": "一号窗口", "key": device_key("dev-a").hex()}]
+    spec = [{"id": "dev-a", "window": "A01", "name": "一号窗口", "key": device_key("dev-a").hex()},
+            {"id": "spare", "key": device_key("spare").hex()}]     # at no window: never alerted
     cfg = {"device_offline_min": 10, "uplink_down_min": 0, "outbox_threshold": 0,
            "channels": [{"type": "webhook", "url": "http://127.0.0.1:9/x"}]}
     registry = Registry(spec, clock=clock)
@@ -338,3 +339,15 @@ def test_a_rating_after_the_queue_closed_is_alarmed_never_raised_into_the_intake
     alerts.close()
     alerts.on_rating(make_rating("dev-a", 1, level=vocab.DISSATISFIED), STORED, ENRICHMENT)
     assert [a[0] for a in alarms] == ["alert_store"] and "李堃" not in alarms[0][1]
+
+
+def test_a_damaged_queue_file_is_set_aside_and_the_gateway_still_starts(tmp_path):
+    (tmp_path / "alerts.sqlite").write_bytes(b"not a database at all" * 100)
+    alarms = []
+    alerts = Alerts({"channels": [{"type": "webhook", "url": "http://127.0.0.1:9/x"}]}, "futian-1",
+                    str(tmp_path), alarm=lambda *a: alarms.append(a))
+    alerts.on_rating(make_rating("dev-a", 1, level=vocab.DISSATISFIED), STORED, ENRICHMENT)
+    until(lambda: alerts.depth() == 1, "the alert queued in the new file")
+    alerts.close()
+    assert [a[0] for a in alarms] == ["alert_store"] and "set aside" in alarms[0][1]
+    assert [p.name for p in tmp_path.glob("alerts.sqlite.damaged-*")] != []
