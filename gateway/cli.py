@@ -132,7 +132,13 @@ def main(argv=None):
         print("hall-gateway: %s" % e, file=sys.stderr)
         return 2
     if args.command == "check":
+        from gateway import console_sessions
         from gateway.registry import Registry
+        try:
+            console_sessions.settings(cfg.raw.get("console"))
+        except console_sessions.SettingsError as e:
+            print("hall-gateway: %s" % e, file=sys.stderr)
+            return 2
         registry = Registry(cfg.devices)
         print(json.dumps({"hall": cfg.hall, "devices": len(registry.all()), "buses": len(cfg.buses)}))
         return 0

@@ -122,6 +122,14 @@ class Sessions:
         self._live.move_to_end(session.key)
         return session
 
+    def valid(self, session):
+        """True while `session` lives, without noting a use: for a long response (the event
+        stream) to check now and then, closing when its session ended."""
+        now = self.clock()
+        return (self._live.get(session.key) is session and now - session.last_used < self.idle_s
+                and now - session.created < self.max_s
+                and self.users.stamp(session.user) == session.stamp)
+
     def end(self, session):
         self._live.pop(session.key, None)
 

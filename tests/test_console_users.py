@@ -172,8 +172,9 @@ def test_sessions_end_when_idle_at_their_age_limit_and_at_logout(people):
     clock.t += 1799
     assert sessions.get(token) is s                     # used: the idle time starts again
     clock.t += 1799
-    assert sessions.get(token) is s
+    assert sessions.get(token) is s and sessions.valid(s)
     clock.t += 1800
+    assert not sessions.valid(s)                        # an event stream of it closes
     assert sessions.get(token) is None and len(sessions) == 0
     token, s = login(sessions, "10.0.0.1", RARE, GOOD)
     for _ in range(43200 // 1500):
@@ -192,7 +193,9 @@ def test_a_removed_user_or_a_changed_password_ends_the_sessions(people, tmp_path
     token, _ = login(sessions, "10.0.0.1", RARE, GOOD)
     viewer, _ = login(sessions, "10.0.0.1", "viewer-1", GOOD)
     other = Users.open(str(tmp_path))            # another process (the CLI) changes the file
+    session = sessions.get(token)
     other.passwd(RARE, "a-new-password-1")
+    assert not sessions.valid(session)
     assert sessions.get(token) is None
     assert sessions.get(viewer) is not None
     other.remove("viewer-1")
@@ -255,7 +258,7 @@ def test_the_user_commands(monkeypatch, capsys, tmp_path, caplog):
     code, out, err = run_cli(monkeypatch, capsys, tmp_path, "add", RARE, "--role", "technician",
                              "--password-stdin", stdin=GOOD + "\n")
     assert code == 0 and GOOD not in out + err
-    assert console_users.INITIAL_PASSWORD_FILE in caplog.text   # the first use made admin, named its file
+    assert console_users.INITIAL_PASSWORD_FILE in err + caplog.text   # the first use made admin, named its file
     code, out, _ = run_cli(monkeypatch, capsys, tmp_path, "add", "lobby", "--role", "viewer")
     assert code == 0
     generated = out.strip().rsplit(" ", 1)[1]
@@ -278,3 +281,16 @@ def test_the_user_commands(monkeypatch, capsys, tmp_path, caplog):
     with pytest.raises(SystemExit) as e:
         run_cli(monkeypatch, capsys, tmp_path, "add", "bob", "--role", "queue")
     assert e.value.code == 2
+
+
+def test_the_example_config_and_check_read_the_console_settings(monkeypatch, capsys, tmp_path):
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    example = config_mod.load(os.path.join(here, "docs", "gateway.example.toml"))
+    assert console_sessions.settings(example.raw.get("console")) == {
+        "idle_s": 1800.0, "max_s": 43200.0, "secure_cookies": False}
+    cfg = config_mod.from_dict({"gateway": {"hall": "h", "data_dir": str(tmp_path)},
+                                "console": {"session_idle_s": -1}})
+    monkeypatch.setattr(config_mod, "load", lambda path: cfg)
+    assert cli.main(["check", "--config", "gateway.toml"]) == 2
+    err = capsys.readouterr().err
+    assert "session_idle_s" in err and "Traceback" not in err
