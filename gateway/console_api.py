@@ -27,6 +27,7 @@ from aiohttp import web
 
 from gateway import hall_view as hall_view_mod
 from gateway.fastcodec import is_token
+from gateway.http_guard import ROLE, USER, Refusal
 
 log = logging.getLogger("gateway.console")
 
@@ -45,16 +46,6 @@ RATING_QUEUE = 64            # rating events a slow connection may have waiting;
 # What changes every moment without news: left out of the change digest, refreshed by the resend
 VOLATILE = frozenset(("time", "last_seen", "oldest_pending_age_s", "disk_free_bytes"))
 BUSY = "busy"
-
-
-def _role_keys():
-    """The request keys of the caller's role and user name (the shared guard's)."""
-    try:
-        from gateway.http_guard import ROLE, USER
-    except ImportError:     # the guard still inside queue_api: bearer roles, no user names
-        from gateway.queue_api import ROLE
-        USER = None
-    return ROLE, USER
 
 
 def load_static(folder=STATIC_DIR):
@@ -158,23 +149,16 @@ class Console:
 
     # --- routes ---------------------------------------------------------------------------
     def add_routes(self, app, gw, allow):
-        role_key, user_key = _role_keys()
         self._loop = None
         self._build_lock = asyncio.Lock()
         self._closing = asyncio.Event()
 
         def role_of(request):
-            return request[role_key]
+            return request[ROLE]
 
         def who(request):
-            user = request.get(user_key) if user_key is not None else None
-            return user or role_of(request)
-
-        def refuse(request, status, reason, detail, headers=None):
-            gw.rejections.reject("http", reason, "%s %s: %s" % (request.method, request.path[:80],
-                                                                 detail))
-            return web.json_response({"error": reason, "detail": detail}, status=status,
-                                     headers=headers, dumps=_dumps)
+            """The console user's name; a bearer caller by its role."""
+            return request.get(USER) or role_of(request)
 
         async def static_file(request, name):
             entry = self.static.get(name)
@@ -201,7 +185,7 @@ class Console:
 
         async def events(request):
             if len(self._streams) >= MAX_STREAMS:
-                return refuse(request, 429, BUSY, "at most %d live connections" % MAX_STREAMS,
+                raise Refusal(429, BUSY, "at most %d live connections" % MAX_STREAMS,
                               headers={"Retry-After": "5"})
             self._loop = asyncio.get_running_loop()
             private = role_of(request) == OPERATOR

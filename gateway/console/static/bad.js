@@ -53,7 +53,7 @@ function itemCard(item, reload) {
       button.disabled = false;
     }
   }
-  const tags = (item.tags || []).map((t) => h('span', {class: 'tag', text: typeof t === 'object' ? (t.name || t.code) : t}));
+  const tags = (item.tags || []).map((t) => h('span', {class: 'tag', text: typeof t === 'object' ? (t.label || t.code) : t}));
   return h('article', {class: `bad-item card st-${f.state}`, dataset: {rating: item.rating_id}},
     h('header', {},
       h('span', {class: `lv lv${item.level}`, text: item.level_name}),

@@ -2,7 +2,7 @@
 // and grade (GET /api/v1/ratings/summary), today's ratings by hour and the week by window.
 
 import {get} from './api.js';
-import {h, clear, today, percent, toast} from './util.js';
+import {h, clear, today, toast} from './util.js';
 import {stackedBars, legend} from './charts.js';
 
 export const LEVELS = ['非常满意', '满意', '基本满意', '不满意', '非常不满意'];
@@ -35,6 +35,11 @@ export function periodPicker(onChange, initial = 'today') {
   return box;
 }
 
+// the summary's satisfaction_rate is already a percentage (one decimal)
+function rate(value) {
+  return value === null || value === undefined ? '—' : `${Number(value).toFixed(1)}%`;
+}
+
 function counts(row) {
   return [1, 2, 3, 4, 5].map((l) => (row.counts || {})[l] || 0);
 }
@@ -46,7 +51,7 @@ function gradeClass(grade) {
 function totals(total) {
   return h('div', {class: 'tiles', id: 'rating-totals'},
     [['评价数', String(total.rated ?? 0)], ['未评价', String(total.not_rated ?? 0)],
-     ['满意率', percent(total.satisfaction_rate)], ['得分', total.score === null || total.score === undefined ? '—' : Number(total.score).toFixed(1)],
+     ['满意率', rate(total.satisfaction_rate)], ['得分', total.score === null || total.score === undefined ? '—' : Number(total.score).toFixed(1)],
      ['等级', total.grade || '—']].map(([label, value]) =>
       h('div', {class: `tile ${label === '等级' ? gradeClass(value) : ''}`}, h('div', {class: 'tile-label', text: label}), h('div', {class: 'tile-value', text: value}))));
 }
@@ -56,11 +61,16 @@ function table(data) {
     ['未评价', '满意率', '得分', '等级'].map((t) => h('th', {class: 'num', text: t})));
   const line = (row, cls) => h('tr', {class: cls}, h('td', {text: row.label || row.key || '—'}),
     counts(row).map((n) => h('td', {class: 'num', text: String(n)})),
-    h('td', {class: 'num', text: String(row.not_rated ?? 0)}), h('td', {class: 'num', text: percent(row.satisfaction_rate)}),
+    h('td', {class: 'num', text: String(row.not_rated ?? 0)}), h('td', {class: 'num', text: rate(row.satisfaction_rate)}),
     h('td', {class: 'num', text: row.score === null || row.score === undefined ? '—' : Number(row.score).toFixed(1)}),
     h('td', {class: `num ${gradeClass(row.grade)}`, text: row.grade || '—'}));
   return h('div', {class: 'table-wrap'}, h('table', {class: 'data', id: `by-${data.by}`},
     h('thead', {}, head), h('tbody', {}, (data.rows || []).map((r) => line(r, '')), data.total ? line(Object.assign({label: '合计'}, data.total), 'total') : null)));
+}
+
+// drawn at the box's own width, so its text stays readable on a phone
+function chartWidth(box) {
+  return Math.max(300, Math.min(900, box.clientWidth - 26));
 }
 
 export function mount(view) {
@@ -96,10 +106,10 @@ export function mount(view) {
       const hourRows = [];
       for (let hr = 7; hr <= 19; hr += 1) hourRows.push({label: `${hr}时`, values: byHour.has(hr) ? counts(byHour.get(hr)) : [0, 0, 0, 0, 0]});
       for (const [hr, r] of byHour) if (hr < 7 || hr > 19) hourRows.push({label: `${hr}时`, values: counts(r)});
-      clear(hourChart, h('h3', {text: '今日各时段评价'}), stackedBars(hourRows, SERIES, {title: '今日各时段评价'}), legend(SERIES));
+      clear(hourChart, h('h3', {text: '今日各时段评价'}), stackedBars(hourRows, SERIES, {title: '今日各时段评价', width: chartWidth(hourChart)}), legend(SERIES));
       const weekRows = (week.rows || []).map((r) => ({label: r.label || r.key, values: counts(r)}));
       clear(weekChart, h('h3', {text: '近7天各窗口评价'}),
-        weekRows.length ? stackedBars(weekRows, SERIES, {title: '近7天各窗口评价'}) : h('p', {class: 'muted', text: '暂无评价'}), legend(SERIES));
+        weekRows.length ? stackedBars(weekRows, SERIES, {title: '近7天各窗口评价', width: chartWidth(weekChart)}) : h('p', {class: 'muted', text: '暂无评价'}), legend(SERIES));
     } catch (e) {
       clear(hourChart, h('p', {class: 'error', text: `图表读取失败：${e.message}`}));
     }
