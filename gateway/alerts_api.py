@@ -5,8 +5,9 @@
                                channel,window,device,at,time,state,attempts,error}]}
     POST /api/v1/alerts/test   operator               {"channel": name} -> {"channel","sent","detail"}
 
-Only the operator's view of a recent alert carries its title, levels, tags and staff (rules
-Art. 4: a technician never sees how a window was rated); a channel's URL and secret are never
+Only the operator's view of a recent alert carries its title, levels, tags and staff, and only the
+operator sees bad-rating alerts listed at all (rules Art. 4: a technician never learns how a window
+was rated; the counts include them); a channel's URL and secret are never
 shown (a robot's key is in its URL). The test alert goes straight to the channel, outside the
 queue, and its outcome is answered as it is (a channel that refuses is a 200 with sent: false).
 """
@@ -23,6 +24,9 @@ OPERATOR, TECHNICIAN = "operator", "technician"
 # What only the operator sees of an alert (the same words as gateway.app.PRIVATE_KEYS)
 OPERATOR_FIELDS = ("title", "level", "level_name", "levels", "tags", "staff_name", "staff_id",
                    "matter_name", "matter_code", "serials", "rating_id", "case_id")
+# Alerts only the operator sees listed: that a window was rated 不满意 is a level (the technician
+# still sees them in the counts)
+OPERATOR_KINDS = ("bad_rating",)
 MAX_BODY = 4096
 
 
@@ -49,7 +53,8 @@ def add_routes(app, gw, allow):
              "failed": counts.get("failed", 0), "dropped": counts.get("dropped", 0),
              "counters": status["counters"],
              "channels": [c.public() for c in gw.alerts.channels],
-             "recent": [_item(r, operator) for r in status["recent"]]},
+             "recent": [_item(r, operator) for r in status["recent"]
+                        if operator or r["kind"] not in OPERATOR_KINDS]},
             dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
     async def send_test(request):

@@ -130,6 +130,7 @@ def check_api(live, rx):
     assert status == 200 and listed["sent"] == 10
     text = json.dumps(listed, ensure_ascii=False)
     assert "满意" not in text and STAFF not in text and "level" not in text and "等待时间长" not in text
+    assert listed["recent"] == [] and "bad" not in text and "dev-a" not in text   # not even that
     for role in ("viewer", "queue"):
         assert live.request("GET", "/api/v1/alerts", role=role)[0] == 403
     assert live.request("GET", "/api/v1/alerts")[0] == 401
@@ -143,6 +144,14 @@ def check_api(live, rx):
         assert status == want and "error" in answer, (body, answer)
     status, answer = live.request("POST", "/api/v1/alerts/test", raw=b"{not json", role="operator")
     assert status == 400
+    # the technician sees the other alerts listed: a device offline
+    alerts = live.gw.alerts
+    alerts.queue.call(alerts._raise, alerts._alert("offline:dev-b:1", "device_offline", "评价器离线",
+                                                   "A02", "dev-b", time.time(), []))
+    until(lambda: alerts.depth() == 0, "the offline alert sent")
+    status, listed = live.request("GET", "/api/v1/alerts", role="technician")
+    assert {(r["kind"], r["device"], r["state"]) for r in listed["recent"]} == {
+        ("device_offline", "dev-b", "sent")} and len(listed["recent"]) == 5 and listed["sent"] == 15
 
 
 # --- the queue: retries, restarts, bounds ---------------------------------------------------
