@@ -6,6 +6,8 @@ import http.client
 import json
 import logging
 
+from hypothesis import HealthCheck, given, settings, strategies as st
+
 from gw_live import STAFF, LiveGateway, gateway_config, state
 from test_gw_api_auth import assert_nothing_private, rated_gateway
 
@@ -217,3 +219,30 @@ def test_idle_sessions_expire_and_a_removed_user_is_logged_out(mosquitto_broker,
         assert b.call("GET", "/api/v1/session")[0] == 401
         assert b.call("POST", "/api/v1/devices", NEW_DEVICE)[0] == 401
         assert live.gw.registry.get("dev-new") is None
+
+
+visible = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80)
+login_bodies = st.one_of(
+    st.binary(max_size=120),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                 lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                 max_leaves=8).map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"user": st.sampled_from(["admin", TECH, ""]), "password": st.text(max_size=40)}).map(
+        lambda v: json.dumps(v).encode()))
+
+
+def test_any_login_body_cookie_or_token_is_answered_4xx_and_opens_no_session(mosquitto_broker, tmp_path):
+    with LiveGateway(gateway_config(mosquitto_broker, tmp_path / "gw")) as live:
+        @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(method=st.sampled_from(["POST", "GET", "DELETE"]), raw=login_bodies, cookie=visible,
+               csrf=visible, ctype=st.sampled_from(["application/json", "text/plain", "application/json; charset=utf-8"]))
+        def fuzz(method, raw, cookie, csrf, ctype):
+            b = Browser(live)
+            b.cookie, b.csrf = cookie, csrf
+            status, headers, answer = b.call(method, "/api/v1/session", raw=raw if method == "POST" else None,
+                                             headers={"Content-Type": ctype})
+            assert status < 500 and (status != 200 or method == "DELETE"), (status, answer)
+            assert status == 200 or answer["error"] in ("malformed", "oversize", "out_of_range", "unauthorized",
+                                                        "rate_limited", "csrf")
+        fuzz()
+        assert len(live.gw.sessions) == 0
