@@ -12,12 +12,11 @@ shown (a robot's key is in its URL). The test alert goes straight to the channel
 queue, and its outcome is answered as it is (a channel that refuses is a 200 with sent: false).
 """
 
-import json
-
 from aiohttp import web
 
 from gateway.cases import CaseError
-from gateway.http_guard import ROLE
+from gateway.http_guard import ROLE, dumps
+from gateway.queue_api import parse_body
 from protocol import errors
 
 OPERATOR, TECHNICIAN = "operator", "technician"
@@ -55,15 +54,12 @@ def add_routes(app, gw, allow):
              "channels": [c.public() for c in gw.alerts.channels],
              "recent": [_item(r, operator) for r in status["recent"]
                         if operator or r["kind"] not in OPERATOR_KINDS]},
-            dumps=lambda o: json.dumps(o, ensure_ascii=False))
+            dumps=dumps)
 
     async def send_test(request):
         if request.content_length is not None and request.content_length > MAX_BODY:
-            raise CaseError(errors.R_OVERSIZE, "the body is larger than %d bytes" % MAX_BODY)
-        try:
-            body = json.loads((await request.read()).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise CaseError(errors.R_MALFORMED, "the body is not JSON") from None
+            raise CaseError(errors.R_OVERSIZE, "the body is larger than %d bytes" % MAX_BODY, status=413)
+        body = parse_body(await request.read())     # UTF-8 JSON, bounded depth, clean text
         name = body.get("channel") if isinstance(body, dict) else None
         if not isinstance(name, str) or not name:
             raise CaseError(errors.R_MISSING, 'the body names a channel: {"channel": "<name>"}')
@@ -72,7 +68,7 @@ def add_routes(app, gw, allow):
         except KeyError:
             raise CaseError(errors.R_MISSING, "no alert channel %r" % name[:40], status=404) from None
         return web.json_response({"channel": name, "sent": ok, "detail": detail},
-                                 dumps=lambda o: json.dumps(o, ensure_ascii=False))
+                                 dumps=dumps)
 
     app.router.add_route("GET", "/api/v1/alerts", allow((OPERATOR, TECHNICIAN), list_alerts))
     app.router.add_route("POST", "/api/v1/alerts/test", allow((OPERATOR,), send_test))

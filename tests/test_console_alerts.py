@@ -142,8 +142,10 @@ def check_api(live, rx):
     for body, want in (({"channel": "nope"}, 404), ({}, 400), (["x"], 400), ({"channel": 5}, 400)):
         status, answer = live.request("POST", "/api/v1/alerts/test", body, role="operator")
         assert status == want and "error" in answer, (body, answer)
-    status, answer = live.request("POST", "/api/v1/alerts/test", raw=b"{not json", role="operator")
-    assert status == 400
+    for raw, want in ((b"{not json", 400), (b'{"channel": "\\ud800"}', 400), (b"[" * 100 + b"]" * 100, 400),
+                      (b"\xff\xfe", 400), (b'{"channel": "' + b"x" * 5000 + b'"}', 413)):
+        status, answer = live.request("POST", "/api/v1/alerts/test", raw=raw, role="operator")
+        assert status == want and "error" in answer, (raw[:20], status, answer)
     # the technician sees the other alerts listed: a device offline
     alerts = live.gw.alerts
     alerts.queue.call(alerts._raise, alerts._alert("offline:dev-b:1", "device_offline", "评价器离线",
