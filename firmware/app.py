@@ -395,7 +395,8 @@ class App:
         if s == "case":
             ctx = self._case()
             v = views.view("case", context=ctx, ask=tuple(_BIT[n] for n in self.ask),
-                           levels=self.levels, item_levels=self.item_levels, qr=ctx.get("qr", ""))
+                           levels=self.levels, item_levels=self.item_levels, qr=ctx.get("qr", ""),
+                           left_s=self._left_s())
         elif s == "tags":
             v = views.view("tags", tags=self.tags, cursor=self.cursor, chosen=self.chosen)
         elif s == "idle":
@@ -411,4 +412,12 @@ class App:
         for t in self.cfg["texts"]:
             texts[t["key"]] = t["text"]
         v["texts"] = texts
+        if self.cfg.get("large_text") == schema.LARGE_TEXT_ON:
+            v["large_text"] = 1
         return v
+
+    def _left_s(self):
+        """Whole seconds left to rate the open case (the touch screen counts them down)."""
+        if self.expire_at is None:
+            return None
+        return max(0, (self.expire_at - self.clock.now() + 999) // 1000)

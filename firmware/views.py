@@ -3,13 +3,15 @@ and what a key or touch on it means. The flow builds a view (a plain dict) and a
 render it; the UI turns raw input on that view into one semantic action for the flow.
 
 A view is {"screen": <name below>, ...keys listed for that screen}. Every view may also carry
-"window" (window number text) and "texts" (dict of string overrides from CONFIG).
+"window" (window number text), "texts" (dict of string overrides from CONFIG) and "large_text"
+(1: the large-text mode for the elderly, CONFIG large_text).
 
 Screens and their keys:
   idle          staff_name, idle_text                   no case on this window
   case          context (CONTEXT record), ask (tuple of IND_* the rater may give here, from
                 node and board), levels {"overall": n, "business": n, "service": n} chosen so
-                far, item_levels {code: n}, qr (rate-later link or "")      the rating screen
+                far, item_levels {code: n}, qr (rate-later link or ""), left_s (whole
+                seconds left to rate, or None)                              the rating screen
   tags          tags [CONFIG tag records offered, filtered to the bad indicator],
                 cursor (index of the highlighted tag), chosen [codes]       after a bad level
   thanks        -                                        the rating is safe in flash

@@ -71,3 +71,12 @@ class SimNet:
             except OSError:
                 pass
         self._socks = []
+
+
+def panel_board(cfg, width=480, height=320):
+    """A touch sim board with a larger landscape panel (default 480x320; the 320x240 one is
+    sim.make_board's "touch"): the same board with a bigger frame buffer, 76,800 bytes at 480x320."""
+    from firmware.boards.sim import SimBoard, SimDisplay, framebuf
+    board = SimBoard(dict(cfg, profile="touch"))
+    board.display = SimDisplay(width, height, framebuf.GS4_HMSB)
+    return board

@@ -11,6 +11,7 @@ RGB565 = 1
 GS4_HMSB = 2
 MONO_HLSB = 3
 MONO_HMSB = 4
+GS2_HMSB = 5
 
 
 def _size(width, height, fmt):
@@ -20,6 +21,8 @@ def _size(width, height, fmt):
         return ((width + 7) // 8) * height
     if fmt == GS4_HMSB:
         return ((width + 1) // 2) * height
+    if fmt == GS2_HMSB:
+        return ((width + 3) // 4) * height
     if fmt == RGB565:
         return width * height * 2
     raise ValueError("format %r not supported by the fallback framebuf" % fmt)
@@ -46,6 +49,8 @@ class FrameBuffer:
         if fmt == GS4_HMSB:
             v = b[y * ((self._w + 1) >> 1) + (x >> 1)]
             return v & 0x0F if x & 1 else v >> 4
+        if fmt == GS2_HMSB:
+            return (b[y * ((self._w + 3) >> 2) + (x >> 2)] >> ((x & 3) << 1)) & 3
         i = (y * self._w + x) * 2
         return b[i] | (b[i + 1] << 8)
 
@@ -63,6 +68,10 @@ class FrameBuffer:
                 b[i] = (b[i] & 0xF0) | (c & 0x0F)
             else:
                 b[i] = (b[i] & 0x0F) | ((c & 0x0F) << 4)
+            return
+        elif fmt == GS2_HMSB:
+            i, sh = y * ((self._w + 3) >> 2) + (x >> 2), (x & 3) << 1
+            b[i] = (b[i] & ~(3 << sh) & 0xFF) | ((c & 3) << sh)
             return
         else:
             i = (y * self._w + x) * 2

@@ -1,13 +1,17 @@
 """Ui(board, font): draws a view (firmware/views.py) on board.display and turns raw input on that
 view into one semantic action. The layouts live in mono.py (five_button, 128x64) and touch.py
-(320x240); only the board's own is imported, to save RAM.
+(touch panels 320x240 and 480x320); only the board's own is imported, to save RAM.
 
     ui = Ui(board, Font(path)); ui.render(view); act = ui.action(view, ("key", 0)); ui.tick()
 
-Long text: a line that does not fit its slot scrolls sideways one character at a time (marquee),
-after a pause at the start and at the end; call ui.tick() from the main loop (cheap when nothing
-scrolls). On touch the matter name may also take two lines before it scrolls. A character the font
-lacks is drawn as a placeholder box of the same width, never an error.
+Two kinds of type: case text (names, matters, serials) in the 16-px bitmap font, and on touch
+panels the fixed words in smooth pre-rendered type (ui/words.py; say()). A fixed word that a CONFIG
+text overrides with characters the smooth set lacks falls back to the bitmap font.
+
+Long case text: a line that does not fit its slot ends in "…" and scrolls sideways one character
+at a time (marquee), after a pause at the start and at the end; call ui.tick() from the main loop
+(cheap when nothing scrolls). tick() also counts down the case screen's time left. A character
+neither the font nor the glyph supplement has comes as the font's placeholder, never an error.
 """
 
 try:
@@ -23,11 +27,15 @@ IND_FIELDS = {1: "overall", 2: "business", 4: "service"}
 # less RAM on a device that loads .mpy files.
 _TEXT_KEYS = ("prompt|prompt_receipt|idle|window|thanks|not_rated|no_case|storage_full|busy|"
               "provisioning|error|tags_title|serial|batch|staff|ind_overall|ind_business|"
-              "ind_service|submit|back|confirm|prev|next|qr|level1|level2|level3|level4|level5")
+              "ind_service|submit|back|confirm|prev|next|qr|level1|level2|level3|level4|level5|"
+              "maint_hint|code|left|scan|hall|on_duty")
 _TEXT_WORDS = ("请评价|请评价服务态度|欢迎光临|%s号窗口|谢谢您的评价|本次未评价|当前没有\n可评价的业务|"
-               "存储已满\n暂停评价|操作过快\n请稍候|等待配置|设备故障|请选择原因|流水号|共%d件|工号|"
-               "总体评价|业务评价|服务评价|提交|返回|确定|上页|下页|扫码评价|"
-               "非常满意|满意|基本满意|不满意|非常不满意")
+               "存储已满\n暂停评价|操作过快\n请稍候|等待配置|设备维护中|请选择原因|流水号|共%d件|工号|"
+               "总体评价|业务评价|服务评价|提交|返回|确定|上一项|下一项|扫码评价|"
+               "非常满意|满意|基本满意|不满意|非常不满意|"
+               "请联系工作人员|代码 %s|剩余 %d 秒|用手机扫码\n稍后评价||服务人员")
+# error view message -> the code shown to the technician (citizens never see file names)
+_ERROR_CODES = ("flash", "E01", "config", "E02", "font", "E03")
 
 
 def builtin_text(key):
@@ -46,6 +54,19 @@ def builtin_text(key):
     raise KeyError(key)
 
 
+def builtin_words():
+    """Every built-in word (tools/build_ui_words.py renders their characters)."""
+    return _TEXT_WORDS.split("|")
+
+
+def error_code(message):
+    codes = _ERROR_CODES
+    for i in range(0, len(codes), 2):
+        if codes[i] == message:
+            return codes[i + 1]
+    return "E00"
+
+
 def _field(packed, i):
     start = 0
     for _ in range(i):
@@ -55,34 +76,41 @@ def _field(packed, i):
 
 
 BREAK_AFTER = " ，。、：；！？,.:;!?"
+ELLIPSIS = "\u2026"
 SCROLL_STEP_MS = 400   # one character per step
 SCROLL_HOLD = 3        # steps to rest at the start and at the end of a scrolling line
+_TICKS_PERIOD = 1 << 30   # MicroPython's ticks_ms() wraps here on the ESP32
 
 
 class Ui:
-    def __init__(self, board, font):
+    def __init__(self, board, font, words_dir=None):
         self.board = board
         self.font = font
         self.fb = board.display
         self.width = self.fb.width
         self.height = self.fb.height
-        if board.profile == "five_button":
+        self.mono = board.profile == "five_button"
+        if self.mono:
             from firmware.ui import mono as layout
         else:
             from firmware.ui import touch as layout
         self._layout = layout
-        self._fmt = framebuf.MONO_HLSB if board.profile == "five_button" else framebuf.GS4_HMSB
+        self._fmt = framebuf.MONO_HLSB if self.mono else framebuf.GS4_HMSB
         self._palettes = {}
         self._glyph_buf = bytearray(32)
-        self._scroll = []       # [x, y, w, text, fg, bg, pos, hold] per overflowing line
+        self._words = {}        # px -> words.Words, or None when the file is missing
+        self._words_dir = words_dir
+        self._scroll = []       # [x, y, w, text, fg, bg, pos, hold, rows] per overflowing line
         self._scroll_at = 0
-        self.state = {}         # layout-local state (touch: page of the case screen)
+        self.timer = None       # [rendered at, seconds left then, seconds shown, redraw(ui, s)]
+        self.state = {}         # layout-local state (touch: page of the case screen, QR shown)
         self.view = None
 
     # --- the contract ----------------------------------------------------------------------------
     def render(self, view):
         self.view = view
         self._scroll = []
+        self.timer = None
         self._scroll_at = self.board.ticks_ms()
         self._layout.draw(self, view)
         self.fb.show()
@@ -91,16 +119,35 @@ class Ui:
         return self._layout.action(self, view, event)
 
     def tick(self):
-        """Advance scrolling lines; True when the screen was redrawn."""
-        if not self._scroll:
+        """Advance scrolling lines and the countdown; True when the screen was redrawn."""
+        changed = self._tick_timer()
+        if self._scroll:
+            now = self.board.ticks_ms()
+            if not 0 <= now - self._scroll_at < SCROLL_STEP_MS:   # < 0: ticks_ms() wrapped
+                self._scroll_at = now
+                changed = self._step_scroll() or changed
+        if changed:
+            self.fb.show()
+        return changed
+
+    def _tick_timer(self):
+        t = self.timer
+        if t is None:
             return False
-        now = self.board.ticks_ms()
-        if 0 <= now - self._scroll_at < SCROLL_STEP_MS:   # < 0: ticks_ms() wrapped, step now
+        d = self.board.ticks_ms() - t[0]
+        if d < 0:
+            d += _TICKS_PERIOD
+        left = max(0, t[1] - d // 1000)
+        if left == t[2]:
             return False
-        self._scroll_at = now
+        t[2] = left
+        t[3](self, left)
+        return True
+
+    def _step_scroll(self):
         changed = False
         for slot in self._scroll:
-            x, y, w, text, fg, bg, pos, hold = slot
+            x, y, w, text, fg, bg, pos, hold, rows = slot
             if hold:
                 slot[7] = hold - 1
                 continue
@@ -112,14 +159,12 @@ class Ui:
                 if self.font.text_width(text[pos:]) <= w:
                     slot[7] = SCROLL_HOLD
             slot[6] = pos
-            self.fb.fill_rect(x, y, w, self.font.height, bg)
-            self.text(x, y, text[pos:], fg, w)
+            self.fb.fill_rect(x, y + rows[0], w, rows[1], bg)
+            self.clipped(x, y, w, text[pos:], fg)
             changed = True
-        if changed:
-            self.fb.show()
         return changed
 
-    # --- helpers for layouts ---------------------------------------------------------------------
+    # --- words -----------------------------------------------------------------------------------
     def word(self, view, key):
         texts = view.get("texts")
         if texts and key in texts:
@@ -134,6 +179,64 @@ class Ui:
         except (TypeError, ValueError):
             return builtin_text(key) % value
 
+    def words(self, px):
+        """The smooth type of size px (touch panels), or None."""
+        if self.mono:
+            return None
+        if px not in self._words:
+            from firmware.ui.words import Words
+            d = self._words_dir
+            if d is None:
+                d = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+            try:
+                self._words[px] = Words("%s/words_%d.bin" % (d, px))
+            except (OSError, ValueError):
+                self._words[px] = None
+        return self._words[px]
+
+    def say_h(self, px):
+        """Height of a say() line of size px."""
+        w = self.words(px)
+        return w.line_h if w is not None else self.font.height * max(1, px // 16)
+
+    def say_w(self, text, px):
+        w = self.words(px)
+        if w is not None and w.covers(text):
+            return w.width(text)
+        return self.font.text_width(text) * (px // 16 if px >= 32 else 1)
+
+    def say(self, x, y, w, text, px, ink, bg, center=True):
+        """A fixed word in smooth type of size px, in a slot of width w and say_h(px) rows,
+        centred or left; ends in "…" when too wide. Bitmap fallback for uncovered characters."""
+        sw = self.words(px)
+        if sw is not None and sw.covers(text):
+            tw = sw.width(text)
+            if tw > w:
+                text = text[:sw.fit(text, w - sw.width(ELLIPSIS))] + ELLIPSIS
+                tw = sw.width(text)
+            sw.draw(self.fb, x + ((w - tw) // 2 if center else 0), y, text, ink, bg)
+            return tw
+        scale = px // 16 if px >= 32 else 1
+        h = self.say_h(px)
+        tw = self.font.text_width(text) * scale
+        if tw > w:
+            return self.clipped(x, y + (h - 16 * scale) // 2, w, text, ink, scale)
+        self.text(x + ((w - tw) // 2 if center else 0), y + (h - 16 * scale) // 2, text, ink,
+                  None, scale)
+        return tw
+
+    def say_lines(self, lines, y0, y1, px, ink, bg):
+        """Lines of smooth words centred in the screen's width and between y0 and y1."""
+        lh = self.say_h(px) + px // 6
+        y = y0 + max(0, (y1 - y0 - lh * len(lines)) // 2)
+        for ln in lines:
+            if y + lh > y1 + px // 6:
+                break
+            self.say(8, y, self.width - 16, ln, px, ink, bg)
+            y += lh
+        return y
+
+    # --- bitmap text -----------------------------------------------------------------------------
     def _palette(self, c):
         """(palette, key) to blit a glyph's set bits in colour c and leave the rest untouched.
         framebuf maps through the palette first and then compares with the key, so the glyph's
@@ -148,14 +251,11 @@ class Ui:
         return p
 
     def glyph(self, x, y, cp, c, scale=1):
-        """Draw one character; returns its advance in pixels."""
+        """Draw one character; returns its advance in pixels. font.glyph() always gives a
+        bitmap (the supplement's, or a placeholder for a character nobody has)."""
         font = self.font
         g = font.glyph(cp)
         h = font.height
-        if g is None:
-            w = font.width(cp)
-            self.fb.rect(x + scale, y + 2 * scale, (w - 2) * scale, (h - 4) * scale, c)
-            return w * scale
         w, data = g
         buf = self._glyph_buf
         buf[:len(data)] = data
@@ -184,16 +284,32 @@ class Ui:
             n += 1
         return n
 
-    def line(self, x, y, w, text, fg, bg=None, center=False):
-        """One line in a slot of width w: centred or left; scrolls (see tick) if it does not fit."""
+    def clipped(self, x, y, w, text, fg, scale=1):
+        """Text in w pixels; when it does not fit, as much as fits before a closing "…"."""
+        tw = self.font.text_width(text) * scale
+        if tw <= w:
+            self.text(x, y, text, fg, w, scale)
+            return tw
+        ew = self.font.width(0x2026) * scale
+        n = self.text(x, y, text, fg, w - ew, scale)
+        x += self.font.text_width(text[:n]) * scale
+        self.glyph(x, y, 0x2026, fg, scale)
+        return x + ew
+
+    def line(self, x, y, w, text, fg, bg=None, center=False, scroll=True, rows=(0, 16)):
+        """One line in a slot of width w: centred or left; a line that does not fit ends in "…"
+        and scrolls (see tick), or with scroll=False stays cut. rows: the band (first row,
+        count) a scroll step clears, for a line whose ink is known to be shorter (ASCII)."""
         if bg is not None:
             self.fb.fill_rect(x, y, w, self.font.height, bg)
         tw = self.font.text_width(text)
         if tw <= w:
             self.text(x + ((w - tw) // 2 if center else 0), y, text, fg, w)
             return
-        self.text(x, y, text, fg, w)
-        self._scroll.append([x, y, w, text, fg, 0 if bg is None else bg, 0, SCROLL_HOLD])
+        self.clipped(x, y, w, text, fg)
+        if scroll:
+            self._scroll.append([x, y, w, text, fg, 0 if bg is None else bg, 0, SCROLL_HOLD,
+                                 rows])
 
     def wrap(self, text, w, scale=1):
         """Split text into lines no wider than w pixels (CJK breaks anywhere; so does ASCII)."""
@@ -220,8 +336,20 @@ class Ui:
         lines.append(text[start:])
         return lines
 
+    def block(self, x, y, w, text, fg, max_lines, pitch):
+        """Case text wrapped into at most max_lines lines of pitch px, the last one ending in "…"
+        when text is left over. Returns the y below the block."""
+        lines = self.wrap(text, w)
+        for i in range(min(len(lines), max_lines)):
+            if i == max_lines - 1 and i + 1 < len(lines):
+                self.clipped(x, y, w, lines[i] + lines[i + 1], fg)   # too wide: ends in "…"
+            else:
+                self.text(x, y, lines[i], fg, w)
+            y += pitch
+        return y
+
     def centered(self, lines, y0, y1, fg, scale=1):
-        """Lines centred horizontally and vertically between y0 and y1."""
+        """Bitmap lines centred horizontally and vertically between y0 and y1."""
         lh = self.font.height * scale
         y = y0 + max(0, (y1 - y0 - lh * len(lines)) // 2)
         for ln in lines:
