@@ -23,6 +23,7 @@ from aiohttp import web
 
 from gateway import grading, history as history_mod
 from gateway.cases import CaseError
+from gateway.http_guard import USER
 from gateway.queue_api import parse_body
 from gateway.text_rules import is_text
 from protocol import errors, vocab
@@ -47,16 +48,6 @@ def _dumps(obj):
 
 def _bad_request(detail, reason=errors.R_OUT_OF_RANGE):
     return CaseError(reason, detail, 400)
-
-
-def user_of(request):
-    """The console session's user name (gateway.http_guard), None for a bearer token."""
-    try:
-        from gateway import http_guard
-    except ImportError:
-        return None
-    key = getattr(http_guard, "USER", None)
-    return request.get(key) if key is not None else None
 
 
 class RatingsApi:
@@ -165,7 +156,7 @@ class RatingsApi:
         state, note = body["state"], body.get("note", "")
         if not isinstance(state, str) or not isinstance(note, str):
             raise _bad_request("state and note are text", errors.R_MALFORMED)
-        by = user_of(request) or OPERATOR
+        by = request.get(USER) or OPERATOR         # the console user; a bearer token: its role
         try:
             item = await self._off_loop(self.history.follow_up, rid, state, note, by)
         except history_mod.FollowUpError as e:

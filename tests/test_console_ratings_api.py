@@ -11,6 +11,7 @@ import pytest
 
 from gateway import http_auth
 from gw_live import STAFF, STAFF_2, LiveGateway, gateway_config
+from test_console_auth import Browser, admin_password
 from gw_support import make_rating
 from protocol import vocab
 
@@ -169,3 +170,15 @@ def test_nobody_but_the_operator_reaches_a_rating(live):
             assert not any(word in text for word in LEVEL_WORDS) and STAFF not in text
             assert '"level' not in text
     assert live.gw.history.item("dev-a:10") == before
+
+
+def test_a_follow_up_from_the_console_names_its_user_and_needs_the_csrf_token(live):
+    browser = Browser(live)
+    assert browser.login("admin", admin_password(live))[0] == 200
+    path = "/api/v1/ratings/dev-b:2/follow-up"
+    status, _, answer = browser.call("PUT", path, {"state": "handled", "note": "无CSRF"}, csrf=False)
+    assert status == 403 and answer["error"] == "csrf"
+    assert live.gw.history.item("dev-b:2")["follow_up"]["state"] == "pending"
+    status, _, answer = browser.call("PUT", path, {"state": "handled", "note": "已回访"})
+    assert status == 200 and answer["follow_up"]["by"] == "admin"
+    assert live.gw.history.item("dev-b:2")["follow_up"]["note"] == "已回访"
