@@ -3,48 +3,39 @@ file lacks (a staff name with 䶮 or 𠈌), kept by code point so the screens dr
 
     sup = Glyphs(); sup.add_all(context["glyphs"]); sup.get(0x4DAE) -> (16, 32 bytes of rows)
 
-RAM: one bytearray of `size` 32-byte slots, allocated up front (no surprise later), plus a small
-dict code point -> slot. When full, the least recently used glyph gives its slot to the new one.
+RAM: nothing until a glyph arrives; then each kept glyph is the decoder's own bytes object (no
+copy) in a dict, at most `size` of them (48: two CONTEXTs' worth), the least recently used
+dropped first. A malformed glyph is refused and counted; the case is shown all the same.
 """
-
-from protocol.supplement import glyph_ok
-
-_SLOT = 32   # bytes of a 16x16 glyph; an 8x16 one uses the first half
 
 
 class Glyphs:
     def __init__(self, size=48):
         self.size = size
-        self._bits = bytearray(size * _SLOT)
-        self._width = bytearray(size)
-        self._cp = [-1] * size
-        self._used = [0] * size          # last use, for least-recently-used replacement
-        self._slot = {}                  # code point -> slot
-        self._clock = 0
-        self.rejected = 0                # glyphs refused as malformed (protocol.supplement.glyph_ok)
+        self._g = {}             # code point -> (width, bits)
+        self._order = []         # least recently used first
+        self.rejected = 0
 
     def __len__(self):
-        return len(self._slot)
+        return len(self._g)
 
     def add(self, glyph):
-        """Keep one GLYPH record ({cp, width, bits}); False (and counted) if it is malformed."""
-        if not glyph_ok(glyph):
+        """Keep one GLYPH record ({cp, width, bits}); False (and counted) if it is malformed:
+        width not 8 or 16, bits not 16 rows of width/8 bytes, or a control or surrogate code
+        point (protocol.supplement.glyph_ok says the same, for the gateway's side)."""
+        cp = glyph.get("cp", 0)
+        w = glyph.get("width", 0)
+        bits = glyph.get("bits", b"")
+        if (w != 8 and w != 16) or len(bits) != 2 * w or cp < 0x20 or 0x7F <= cp <= 0x9F \
+                or 0xD800 <= cp <= 0xDFFF:
             self.rejected += 1
             return False
-        cp = glyph["cp"]
-        slot = self._slot.get(cp)
-        if slot is None:
-            slot = self._free()
-            old = self._cp[slot]
-            if old >= 0:
-                del self._slot[old]
-            self._cp[slot] = cp
-            self._slot[cp] = slot
-        bits = glyph["bits"]
-        at = slot * _SLOT
-        self._bits[at:at + len(bits)] = bits
-        self._width[slot] = glyph["width"]
-        self._touch(slot)
+        if cp in self._g:
+            self._order.remove(cp)
+        elif len(self._order) >= self.size:
+            del self._g[self._order.pop(0)]
+        self._g[cp] = (w, bytes(bits))
+        self._order.append(cp)
         return True
 
     def add_all(self, glyphs):
@@ -55,29 +46,13 @@ class Glyphs:
         return n
 
     def width(self, cp):
-        slot = self._slot.get(cp)
-        return 0 if slot is None else self._width[slot]
+        g = self._g.get(cp)
+        return g[0] if g is not None else 0
 
     def get(self, cp):
         """(width, bitmap rows MONO_HLSB) of a kept glyph, or None."""
-        slot = self._slot.get(cp)
-        if slot is None:
-            return None
-        self._touch(slot)
-        w = self._width[slot]
-        at = slot * _SLOT
-        return w, memoryview(self._bits)[at:at + 2 * w]
-
-    def _touch(self, slot):
-        self._clock += 1
-        self._used[slot] = self._clock
-
-    def _free(self):
-        used = self._used
-        best = 0
-        for i in range(self.size):
-            if self._cp[i] < 0:
-                return i
-            if used[i] < used[best]:
-                best = i
-        return best
+        g = self._g.get(cp)
+        if g is not None and self._order[-1] != cp:
+            self._order.remove(cp)
+            self._order.append(cp)
+        return g

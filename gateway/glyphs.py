@@ -49,33 +49,44 @@ class FontFileError(ValueError):
 
 
 class Coverage:
-    """The code points a device font file holds: its run table, searched by bisection."""
+    """The code points a device font file holds: dense runs searched by bisection, plus the code
+    points of its sparse runs."""
 
-    def __init__(self, runs):
+    def __init__(self, runs, scattered=()):
         self._runs = sorted(runs)                 # (first, last) inclusive
         self._firsts = [r[0] for r in self._runs]
-        self.glyph_count = sum(last - first + 1 for first, last in self._runs)
+        self._scattered = frozenset(scattered)
+        self.glyph_count = sum(last - first + 1 for first, last in self._runs) + len(self._scattered)
 
     def has(self, cp):
+        if cp in self._scattered:
+            return True
         i = bisect.bisect_right(self._firsts, cp) - 1
         return i >= 0 and cp <= self._runs[i][1]
 
 
 def read_coverage(path):
-    """Coverage of a device font file (header b"HFNT" v1, runs of first u32, count u16, ...)."""
+    """Coverage of a device font file (format: tools/build_font.py, versions 1 and 2)."""
     with open(path, "rb") as f:
-        head = f.read(16)
-        if len(head) != 16 or head[:4] != b"HFNT" or head[4] != 1:
-            raise FontFileError("%s is not a device font file (version 1)" % path)
-        nruns = struct.unpack_from("<H", head, 6)[0]
-        table = f.read(12 * nruns)
-    if len(table) != 12 * nruns:
+        blob = f.read()
+    if len(blob) < 16 or blob[:4] != b"HFNT" or blob[4] not in (1, 2):
+        raise FontFileError("%s is not a device font file (version 1 or 2)" % path)
+    nruns = struct.unpack_from("<H", blob, 6)[0]
+    if len(blob) < 16 + 12 * nruns:
         raise FontFileError("%s: run table truncated" % path)
     runs = []
+    scattered = []
     for i in range(nruns):
-        first, count = struct.unpack_from("<IH", table, 12 * i)
-        runs.append((first, first + count - 1))
-    return Coverage(runs)
+        first, count, _, flags, offset = struct.unpack_from("<IHBBI", blob, 16 + 12 * i)
+        if not flags:
+            runs.append((first, first + count - 1))
+            continue
+        for block in range((count + 255) // 256):      # sparse: 34-byte entries, bitmap MSB first
+            bits = blob[offset + 34 * block + 2:offset + 34 * block + 34]
+            for k in range(min(256, count - 256 * block)):
+                if bits[k >> 3] & (0x80 >> (k & 7)):
+                    scattered.append(first + 256 * block + k)
+    return Coverage(runs, scattered)
 
 
 class FontChain:

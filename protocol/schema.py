@@ -10,20 +10,16 @@ A field is (number, name, kind, limit, repeat, sub):
 Numbers are wire field numbers and never change meaning; new fields get new numbers.
 """
 
+# Glyph supplement, QR matrix, CONFIG volume and large_text: the numbers live in protocol.supplement
+# (SPEC.md 3.8-3.9), so screen code can check a glyph without loading these tables.
+from protocol.supplement import (GLYPH_HEIGHT, MAX_GLYPHS, QR_MIN, QR_MAX,  # noqa: F401
+                                 QR_MODULES_BYTES, VOLUME_MAX, LARGE_TEXT_OFF, LARGE_TEXT_ON)
+
 U, S, T, B, M = "U", "S", "T", "B", "M"
 
 U8 = 0xFF
 U32 = 0xFFFFFFFF
 U64 = 0xFFFFFFFFFFFFFFFF
-
-# Glyph supplement and QR module matrix carried in a CONTEXT (SPEC.md 3.8, 3.9).
-GLYPH_HEIGHT = 16
-MAX_GLYPHS = 24                 # 24 wide glyphs take 24 * 42 = 1,008 bytes: one record's worth
-QR_MIN, QR_MAX = 21, 57         # QR versions 1..10: N = 17 + 4 * version modules per side
-QR_MODULES_BYTES = 1 + (QR_MAX * QR_MAX + 7) // 8
-# CONFIG volume and large_text: 0 means "keep" like every CONFIG field, so the wire value is offset.
-VOLUME_MAX = 10                 # wire volume = 1 + level (1 = mute, 11 = loudest)
-LARGE_TEXT_OFF, LARGE_TEXT_ON = 1, 2
 
 # Message type codes: the frame's type byte on RS-485 and the "type" name in SPEC.md.
 # Bit 7 set = sent by a device. Every gateway request is idempotent, so retransmission is safe.

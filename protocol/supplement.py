@@ -6,7 +6,14 @@ bitmap length follows its width, a matrix's length follows its side). A device t
 glyph or matrix ignores that one item and still shows the case: a supplement never blocks a case.
 """
 
-from protocol.schema import GLYPH_HEIGHT, QR_MIN, QR_MAX, VOLUME_MAX, LARGE_TEXT_ON
+# The numbers schema.py's CONTEXT and CONFIG tables use; kept here so that a device's screen code
+# can check a glyph without loading the message tables.
+GLYPH_HEIGHT = 16
+MAX_GLYPHS = 24                 # 24 wide glyphs take 24 * 42 = 1,008 bytes: one record's worth
+QR_MIN, QR_MAX = 21, 57         # QR versions 1..10: N = 17 + 4 * version modules per side
+QR_MODULES_BYTES = 1 + (QR_MAX * QR_MAX + 7) // 8
+VOLUME_MAX = 10                 # wire volume = 1 + level (1 = mute, 11 = loudest)
+LARGE_TEXT_OFF, LARGE_TEXT_ON = 1, 2
 
 
 def glyph_bytes(width):

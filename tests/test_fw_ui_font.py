@@ -23,23 +23,62 @@ def runs_of(blob):
 
 def test_file_structure_is_consistent():
     blob = FONT.read_bytes()
-    assert blob[:4] == b"HFNT" and blob[4] == 1 and blob[5] == 16
+    assert blob[:4] == b"HFNT" and blob[4] == 2 and blob[5] == 16
     runs = runs_of(blob)
     total = struct.unpack_from("<I", blob, 8)[0]
     pos = 16 + 12 * len(runs)
     prev_end = -1
-    for first, count, width, _, offset in runs:
-        assert first >= prev_end and count > 0 and width in (8, 16)
-        assert offset == pos            # glyph data packed in run order
-        pos += count * 16 * width // 8
+    covered = set()
+    for first, count, width, flags, offset in runs:
+        assert first >= prev_end and count > 0 and width in (8, 16) and flags in (0, 1)
+        assert offset == pos            # runs packed in order
+        if flags:                       # sparse: block index, then its glyphs
+            before = 0
+            for b in range((count + 255) // 256):
+                entry = blob[pos + 34 * b:pos + 34 * b + 34]
+                assert struct.unpack_from("<H", entry)[0] == before
+                for k in range(256):
+                    if entry[2 + (k >> 3)] & (0x80 >> (k & 7)):
+                        assert k < count - 256 * b
+                        covered.add(first + 256 * b + k)
+                        before += 1
+            pos += 34 * ((count + 255) // 256) + before * 32
+        else:
+            covered.update(range(first, first + count))
+            pos += count * 16 * width // 8
         prev_end = first + count
     assert pos == len(blob)
-    assert sum(r[1] for r in runs) == total
-    covered = set()
-    for first, count, _, _, _ in runs:
-        covered.update(range(first, first + count))
-    for lo, hi in ((0x20, 0x7E), (0x4E00, 0x9FFF), (0x3000, 0x303E), (0xFF01, 0xFF5E)):
+    assert len(covered) == total
+    for lo, hi in ((0x20, 0x7E), (0x3000, 0x303E), (0xFF01, 0xFF5E)):
         assert set(range(lo, hi + 1)) <= covered
+    hanzi = build_font.gb2312_hanzi() | set(ord(c) for c in build_font.NAME_EXTRA)
+    assert len(build_font.gb2312_hanzi()) == 6763
+    assert set(cp for cp in covered if 0x4E00 <= cp <= 0x9FFF) == hanzi
+
+
+def test_every_word_the_firmware_itself_shows_is_in_the_font():
+    """Words no gateway supplements (built-in screen words, tag defaults) must be in the file."""
+    font = Font(str(FONT))
+    root = FONT.parent.parent
+    for path in sorted(root.rglob("*.py")):
+        for ch in path.read_text(encoding="utf-8"):
+            if 0x3000 <= ord(ch) <= 0x9FFF or 0xFF00 <= ord(ch) <= 0xFFEF:
+                if ch in "䶮":      # the rare-name example in comments (Extension A): supplemented
+                    continue
+                assert font._find(ord(ch)) is not None, (path.name, ch)
+
+
+def test_sparse_lookup_finds_exactly_the_base_set_against_the_full_font(tmp_path):
+    full = tmp_path / "full.bin"
+    build_font.main(["--set", "full", "--out", str(full)])
+    old, new = Font(str(full), cache=0), Font(str(FONT), cache=0)
+    wanted = build_font.base_set()
+    for cp in range(0x4E00, 0xA000, 7):
+        if wanted(cp):
+            assert new.glyph(cp) == old.glyph(cp), hex(cp)
+        else:
+            assert new._find(cp) is None and new.width(cp) == 16, hex(cp)
+    assert new.placeholders == 0
 
 
 def test_every_cjk_char_of_the_test_names_has_a_non_empty_glyph():
@@ -52,7 +91,7 @@ def test_every_cjk_char_of_the_test_names_has_a_non_empty_glyph():
 
 def test_glyphs_equal_the_unifont_source():
     want = {}
-    sample = set(ord(c) for c in NAMES + "Az09~") | {0x3000, 0xFF01, 0x9FA5, 0x4E00}
+    sample = set(ord(c) for c in NAMES + "Az09~") | {0x3000, 0xFF01, 0x9F44, 0x4E00}
     for line in HEX.read_text().splitlines():
         cp, bits = line.split(":")
         if int(cp, 16) in sample:

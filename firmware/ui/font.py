@@ -14,6 +14,7 @@ import struct
 from firmware.glyphs import Glyphs
 
 _MAGIC = b"HFNT"
+_NIBBLE_BITS = b"\x00\x01\x01\x02\x01\x02\x02\x03\x01\x02\x02\x03\x02\x03\x03\x04"
 # 3x5 pixel hex digits 0-F for the placeholder, five 3-bit rows each, top row in the high bits
 _HEX = (0x7B6F, 0x2C97, 0x73E7, 0x73CF, 0x5BC9, 0x79CF, 0x79EF, 0x7249, 0x7BEF, 0x7BCF,
         0x2BED, 0x6BAE, 0x3923, 0x6B6E, 0x79E7, 0x79E4)
@@ -27,9 +28,9 @@ class Font:
     def __init__(self, path, cache=16, supplement=None):
         f = open(path, "rb")
         head = f.read(16)
-        if len(head) != 16 or head[:4] != _MAGIC or head[4] != 1:
+        if len(head) != 16 or head[:4] != _MAGIC or head[4] not in (1, 2):
             f.close()
-            raise FontError("%s is not a font file (version 1)" % path)
+            raise FontError("%s is not a font file (version 1 or 2)" % path)
         self.height = head[5]
         self._nruns = struct.unpack_from("<H", head, 6)[0]
         self.glyph_count = struct.unpack_from("<I", head, 8)[0]
@@ -49,26 +50,52 @@ class Font:
     def close(self):
         self._f.close()
 
-    def _find(self, cp):
-        """(width, file offset) of the glyph, or None when the font has none."""
+    def _run(self, cp):
+        """(first, count, width, flags, offset) of the run whose span holds cp, or None."""
         runs = self._runs
         lo, hi = 0, self._nruns - 1
         while lo <= hi:
             mid = (lo + hi) >> 1
-            first, count, width, _, offset = struct.unpack_from("<IHBBI", runs, mid * 12)
+            first, count, width, flags, offset = struct.unpack_from("<IHBBI", runs, mid * 12)
             if cp < first:
                 hi = mid - 1
             elif cp >= first + count:
                 lo = mid + 1
             else:
-                return width, offset + (cp - first) * self.height * (width >> 3)
+                return first, count, width, flags, offset
         return None
 
+    def _find(self, cp):
+        """(width, file offset) of the glyph, or None when the font has none."""
+        run = self._run(cp)
+        if run is None:
+            return None
+        first, count, width, flags, offset = run
+        size = self.height * (width >> 3)
+        if not flags:
+            return width, offset + (cp - first) * size
+        # sparse run: one read of the 256-code-point block's entry (glyphs before it, bitmap)
+        i = cp - first
+        nblocks = (count + 255) >> 8
+        self._f.seek(offset + 34 * (i >> 8))
+        entry = self._f.read(34)
+        k = i & 255
+        byte = entry[2 + (k >> 3)]
+        if not byte & (0x80 >> (k & 7)):
+            return None
+        rank = entry[0] | entry[1] << 8
+        for j in range(2, 2 + (k >> 3)):
+            rank += _bits(entry[j])
+        rank += _bits(byte >> (8 - (k & 7)))
+        return width, offset + 34 * nblocks + rank * size
+
     def width(self, cp):
-        """Advance in pixels; a missing glyph takes the placeholder's width (wide for CJK)."""
-        hit = self._find(cp)
-        if hit is not None:
-            return hit[0]
+        """Advance in pixels; a missing glyph takes the placeholder's width (wide for CJK). In a
+        sparse run every code point is as wide as the run (no file read: this runs per character
+        of every text measured)."""
+        run = self._run(cp)
+        if run is not None:
+            return run[2]
         return self.supplement.width(cp) or (16 if cp >= 0x1100 else 8)
 
     def glyph(self, cp):
@@ -104,6 +131,11 @@ class Font:
         for ch in text:
             w += self.width(ord(ch))
         return w
+
+
+def _bits(b):
+    """Bits set in one byte."""
+    return _NIBBLE_BITS[b & 15] + _NIBBLE_BITS[b >> 4]
 
 
 def placeholder(cp, width):
