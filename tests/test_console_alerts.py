@@ -8,7 +8,10 @@ loopback receivers checking each vendor's format and signature (tests/alert_rece
 import asyncio
 import json
 import time
+import urllib.parse
 from types import SimpleNamespace
+
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from alert_receivers import Receivers
 from gateway.alert_queue import AlertQueue
@@ -362,3 +365,31 @@ def test_a_damaged_queue_file_is_set_aside_and_the_gateway_still_starts(tmp_path
     alerts.close()
     assert [a[0] for a in alarms] == ["alert_store"] and "set aside" in alarms[0][1]
     assert [p.name for p in tmp_path.glob("alerts.sqlite.damaged-*")] != []
+
+
+
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                       lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(st.sampled_from(["channel", "x"]), inner, max_size=2), max_leaves=8)
+
+
+def test_the_alert_routes_answer_2xx_or_4xx_whatever_they_get(mosquitto_broker, tmp_path):
+    cfg = gateway_config(mosquitto_broker, tmp_path / "gw")
+    cfg.raw["alerts"] = {"channels": [{"name": "x", "type": "webhook", "url": "http://127.0.0.1:9/"}]}
+    with LiveGateway(cfg) as live:
+        @settings(max_examples=80, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow])
+        @given(body=st.one_of(st.binary(max_size=300), JSONISH,
+                              st.fixed_dictionaries({"channel": st.sampled_from(["x", "y", "", "𠈌"])})),
+               query=st.text(max_size=30))
+        def one_request(body, query):
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            status, answer = live.request("POST", "/api/v1/alerts/test", raw=raw, role="operator")
+            assert 200 <= status < 500 and isinstance(answer, dict), (raw[:40], status, answer)
+            assert (status == 200) == ("sent" in answer) and (status == 200) != ("error" in answer)
+            if status == 200:      # nobody listens on port 9: answered, never raised
+                assert answer["channel"] == "x" and answer["sent"] is False
+            status, answer = live.request("GET", "/api/v1/alerts?" + urllib.parse.quote(query, safe="=&"),
+                                          role="technician")
+            assert status == 200 and answer["pending"] == 0
+        one_request()
