@@ -124,8 +124,8 @@ class Users:
         self._users = {}
         self._seen = None
         # an unknown name is checked against this: same cost, never a match
-        self._nobody = {"kdf": "scrypt", "n": N, "r": R, "p": P,
-                        "salt": secrets.token_bytes(SALT_BYTES).hex(), "hash": secrets.token_bytes(DKLEN).hex()}
+        self._nobody = {"kdf": "scrypt", "n": N, "r": R, "p": P, "salt": secrets.token_bytes(SALT_BYTES).hex(),
+                        "hash": secrets.token_bytes(DKLEN).hex()}
 
     @classmethod
     def open(cls, data_dir):

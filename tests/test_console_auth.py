@@ -146,7 +146,7 @@ def test_a_cookie_request_without_the_csrf_token_or_from_another_site_changes_no
             for method, path, body in (("POST", "/api/v1/devices", NEW_DEVICE),
                                        ("PATCH", "/api/v1/devices/dev-a", {"window": "A09"}),
                                        ("DELETE", "/api/v1/devices/dev-b", None),
-                                       ("POST", "/api/v1/windows/A01/sign-in", {"staff_id": "6", "staff_name": "冒名"}),
+                                       ("POST", "/api/v1/windows/A01/sign-in", {"staff_id": "6"}),
                                        ("DELETE", "/api/v1/dead-letters", None)):
                 status, _, answer = b.call(method, path, body, csrf=csrf, origin=origin)
                 assert status == 403 and answer["error"] == "csrf", (csrf, origin, method, path, answer)
@@ -225,7 +225,8 @@ visible = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_siz
 login_bodies = st.one_of(
     st.binary(max_size=120),
     st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                 lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                 lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                             max_size=3),
                  max_leaves=8).map(lambda v: json.dumps(v).encode()),
     st.fixed_dictionaries({"user": st.sampled_from(["admin", TECH, ""]), "password": st.text(max_size=40)}).map(
         lambda v: json.dumps(v).encode()))
@@ -235,7 +236,8 @@ def test_any_login_body_cookie_or_token_is_answered_4xx_and_opens_no_session(mos
     with LiveGateway(gateway_config(mosquitto_broker, tmp_path / "gw")) as live:
         @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
         @given(method=st.sampled_from(["POST", "GET", "DELETE"]), raw=login_bodies, cookie=visible,
-               csrf=visible, ctype=st.sampled_from(["application/json", "text/plain", "application/json; charset=utf-8"]))
+               csrf=visible, ctype=st.sampled_from(["application/json", "text/plain",
+                                                    "application/json; charset=utf-8"]))
         def fuzz(method, raw, cookie, csrf, ctype):
             b = Browser(live)
             b.cookie, b.csrf = cookie, csrf
