@@ -24,11 +24,10 @@ import datetime
 import logging
 import os
 import time
-import zoneinfo
 
 import aiohttp
 
-from gateway import alert_channels
+from gateway import alert_channels, history
 from gateway.alert_queue import AlertQueue
 from gateway.config import ConfigError
 from protocol import vocab
@@ -87,14 +86,6 @@ def check_config(raw):
         raise AlertConfigError(str(e)) from None
 
 
-def timezone(raw_console):
-    name = (raw_console or {}).get("timezone", "Asia/Shanghai")
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise AlertConfigError("[console] timezone %r is not a known time zone" % (name,)) from None
-
-
 class Alerts:
     def __init__(self, raw, hall, data_dir, registry=None, store=None, uplink=lambda: None,
                  tags=None, tz=None, clock=time.time, alarm=None, rng=None, channel_clock=time.time):
@@ -104,7 +95,7 @@ class Alerts:
         self.store = store
         self.uplink = uplink          # () -> the gateway's Uplink or None (made in Gateway.start)
         self.tags = dict((t.get("code"), t.get("label", "")) for t in tags or [] if isinstance(t, dict))
-        self.tz = tz or zoneinfo.ZoneInfo("Asia/Shanghai")
+        self.tz = tz or history.timezone(history.DEFAULT_TIMEZONE)
         self.clock = clock
         self.alarm = alarm or (lambda name, detail: None)
         try:
@@ -386,8 +377,9 @@ def _minutes(seconds):
 
 
 def from_gateway(gw):
-    """The gateway's alerts from its config: [alerts], [console] timezone, [device_config] tags."""
+    """The gateway's alerts from its config: [alerts], [console] timezone (read as gateway.history
+    reads it), [device_config] tags."""
     cfg = gw.cfg
     return Alerts(cfg.raw.get("alerts"), cfg.hall, cfg.data_dir, registry=gw.registry, store=gw.store,
                   uplink=lambda: gw.uplink, tags=(cfg.device_config or {}).get("tags"),
-                  tz=timezone(cfg.raw.get("console")), clock=gw.clock, alarm=gw.alarm)
+                  tz=history.settings(cfg.raw.get("console"))[0], clock=gw.clock, alarm=gw.alarm)
