@@ -11,8 +11,9 @@ table or gets 404, so no path (../, %2e%2e, absolute, backslashes) can reach ano
 Events: `hall` (the hall view for the connection's role) when it changed, checked at most every
 HALL_EVERY_S and sent again every RESEND_S (the keepalive); `rating` as soon as a rating is stored
 ({"window", "time", "device"}, plus "level" and "level_name" on operator connections only). One
-task per connection, at most MAX_STREAMS at once (429 beyond); a stream ends after STREAM_MAX_S
-so the browser reconnects through the guard again (a logged-out session stops getting data).
+task per connection, at most MAX_STREAMS at once (429 beyond). A stream ends as soon as its
+session does (logout, expiry), and after STREAM_MAX_S anyway, so the browser reconnects through
+the guard again (which also keeps a watching lobby screen's session from idling out).
 Every view is built once per tick for all connections, off the loop (it reads the store).
 """
 
@@ -27,7 +28,7 @@ from aiohttp import web
 
 from gateway import hall_view as hall_view_mod
 from gateway.fastcodec import is_token
-from gateway.http_guard import ROLE, USER, Refusal
+from gateway.http_guard import ROLE, SESSION, USER, Refusal
 
 log = logging.getLogger("gateway.console")
 
@@ -230,9 +231,12 @@ class Console:
         loop = asyncio.get_running_loop()
         end = loop.time() + STREAM_MAX_S
         sent_digest, sent_at = None, 0.0
+        session = request.get(SESSION)
         while loop.time() < end and not self._closing.is_set():
             if request.transport is None or request.transport.is_closing():
                 return                  # the browser left: free its slot now, not at the next write
+            if session is not None and not self.gw.sessions.valid(session):
+                return                  # logged out or expired: no more data on this stream
             text, digest = (await self.views())[private]
             now = loop.time()
             if digest != sent_digest or now - sent_at >= RESEND_S:

@@ -94,7 +94,7 @@ def _disk_free(path):
 
 def gateway_health(gw, now):
     backlog = gw.store.backlog()
-    oldest = backlog.get("oldest_pending_at", backlog.get("oldest_at"))
+    oldest = backlog.get("oldest_at")
     uplink = {"state": "idle", "since": None,
               "oldest_pending_age_s": round(max(0.0, now - oldest), 1) if oldest else None}
     if gw.uplink is not None:

@@ -260,3 +260,30 @@ def test_registry_keeps_since_when_a_device_is_online_and_its_wifi_signal():
     now[0] = 1030.0
     reg.set_offline("ev-1")
     assert dev.since == 1030.0 and reg.snapshot()[0]["since"] == 1030.0
+
+
+def test_a_stream_ends_when_its_session_is_logged_out(live):
+    live.gw.users.add("李工", "technician", "technician-pass-1")
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+    conn.request("POST", "/api/v1/session", body=json.dumps({"user": "李工", "password": "technician-pass-1"}),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    session = json.loads(resp.read())
+    cookie = resp.getheader("Set-Cookie").split(";")[0]
+    conn.close()
+    assert resp.status == 200 and session["role"] == "technician"
+    stream = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+    stream.request("GET", "/api/v1/events", headers={"Cookie": cookie})
+    events = stream.getresponse()
+    try:
+        assert events.status == 200 and "windows" in sse_next(events, "hall")
+        conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+        conn.request("DELETE", "/api/v1/session", headers={"Cookie": cookie, "X-CSRF-Token": session["csrf"]})
+        assert conn.getresponse().status in (200, 204)
+        conn.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and events.readline():
+            pass                       # the stream closes within a tick
+        assert time.monotonic() < deadline and events.readline() == b""
+    finally:
+        stream.close()
