@@ -114,6 +114,15 @@ def loads(data, where="users file"):
     return users
 
 
+def _gateway_owns(path):
+    """Run as root (`sudo hall-gateway user ...`), a new file is handed to the owner of the data
+    directory, the gateway's own user: a root-owned 0600 file would lock the gateway out."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    st = os.stat(os.path.dirname(os.path.abspath(path)))
+    return lambda fd: os.fchown(fd, st.st_uid, st.st_gid)
+
+
 class Users:
     """The users file, read again whenever it changed. Thread-safe: verify() runs in an executor."""
 
@@ -141,7 +150,7 @@ class Users:
     def _create_admin(self):
         password = secrets.token_urlsafe(12)
         atomic_file.write(self.initial_path, (password + "\n").encode("ascii"),
-                          prefix=".console-initial-password-")
+                          prefix=".console-initial-password-", prepare=_gateway_owns(self.initial_path))
         with self._lock:
             self._users = {"admin": dict(hash_password(password), role="operator")}
             self._save()
@@ -177,7 +186,8 @@ class Users:
             log.error("console: nobody can log in until the users file is fixed: %s", e)
 
     def _save(self):
-        atomic_file.write(self.path, dumps(self._users), prefix=".console-users-", sync_dir=True)
+        atomic_file.write(self.path, dumps(self._users), prefix=".console-users-", sync_dir=True,
+                          prepare=_gateway_owns(self.path))
         self._seen = self._stat()
 
     # --- questions ------------------------------------------------------------------------

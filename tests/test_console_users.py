@@ -127,6 +127,16 @@ def test_a_users_file_readable_by_others_is_made_private(tmp_path):
     assert mode(path) == 0o600
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands files to another user")
+def test_run_as_root_the_files_belong_to_the_gateway_user(tmp_path):
+    os.chown(tmp_path, 4321, 4321)              # the data directory of the gateway's user
+    users = Users.open(str(tmp_path))
+    users.add(RARE, "viewer", GOOD)
+    for name in (console_users.USERS_FILE, console_users.INITIAL_PASSWORD_FILE):
+        st_ = os.stat(tmp_path / name)
+        assert (st_.st_uid, st_.st_gid, mode(tmp_path / name)) == (4321, 4321, 0o600)
+
+
 names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=64).filter(
     lambda s: is_text(s, 64, allow_empty=False) and s == s.strip())
 records = st.fixed_dictionaries({
