@@ -159,6 +159,31 @@ def check_api(live, rx):
         ("device_offline", "dev-b", "sent")} and len(listed["recent"]) == 5 and listed["sent"] == 15
 
 
+
+def test_a_gateway_restarted_with_an_alert_pending_sends_it_once(mosquitto_broker, tmp_path):
+    with Receivers() as rx:
+        cfg = gateway_config(mosquitto_broker, tmp_path / "gw")
+        cfg.raw["alerts"] = dict(FAST, channels=rx.channels(email=False)[:1])      # WeCom
+        rx.down.add("wecom")
+        with LiveGateway(cfg) as live:
+            device = FakeDevice(mosquitto_broker, "dev-a")
+            try:
+                device.rate(make_rating("dev-a", 1, level=vocab.VERY_DISSATISFIED))
+                assert device.ack()["result"] == vocab.ACK_STORED
+            finally:
+                device.close()
+            until(lambda: rows(live.gw.alerts) and rows(live.gw.alerts)[0]["attempts"] >= 2, "retries")
+        assert rx.count("wecom") == 0
+        rx.down.discard("wecom")
+        with LiveGateway(cfg) as live:
+            assert live.gw.alerts.depth() == 1
+            rx.wait("wecom")
+            until(lambda: live.gw.alerts.depth() == 0, "the pending alert sent")
+        with LiveGateway(cfg) as live:      # and never again
+            assert live.gw.alerts.depth() == 0 and [r["state"] for r in rows(live.gw.alerts)] == ["sent"]
+        assert rx.count("wecom") == 1 and "非常不满意" in rx.got["wecom"][0]["markdown"]["content"]
+
+
 # --- the queue: retries, restarts, bounds ---------------------------------------------------
 def test_a_channel_down_gets_the_alert_once_it_is_back_and_a_restart_sends_pending_once(tmp_path):
     with Receivers() as rx:
