@@ -30,6 +30,7 @@ from gateway import glyphs as glyphs_mod
 from gateway import history as history_mod
 from gateway import console_sessions, console_users
 from gateway import http_auth
+from gateway import metrics as metrics_mod
 from gateway import mosquitto_acl
 from gateway import panel as panel_mod
 from gateway import qr_api
@@ -39,7 +40,7 @@ from gateway import status_display
 from gateway.committer import GroupCommitter
 from gateway.intake import Intake
 from gateway.mqtt_bridge import MqttBridge
-from gateway.queue_api import Callbacks, make_app, render_metrics
+from gateway.queue_api import Callbacks, make_app
 from gateway.registry import Registry
 from gateway.rejects import Rejections, Throttle
 from gateway.rs485_master import Rs485Master
@@ -79,6 +80,7 @@ class Gateway:
         self._alarm_lock = threading.Lock()
         self._alarm_throttle = Throttle(ALARM_REPEAT_S, clock=clock)
         self.metrics = {}
+        self._metrics_registry = metrics_mod.make_registry(self)
         self.tasks = []
         self.status_hooks = []
         self.http_routes = []     # add_routes(app, gw, allow) of other route modules (queue_api.make_app)
@@ -304,39 +306,8 @@ class Gateway:
         return out if operator else redact(out)
 
     def metrics_text(self):
-        backlog = self.store.backlog()
-        counts = self.registry.counts()
-        fam = [
-            ("hall_gateway_outbox_items", "gauge", "Items waiting for the uplink",
-             {(("kind", "rating"),): backlog["ratings"], (("kind", "case"),): backlog["cases"]}),
-            ("hall_gateway_outbox_fill_ratio", "gauge", "Outbox fill (0..1)", float(backlog["fill"])),
-            ("hall_gateway_dead_letters", "gauge", "Dead letters kept for review", backlog["dead_letters"]),
-            ("hall_gateway_store_events_total", "counter", "Store results by kind",
-             dict(((("result", k),), v) for k, v in self.store.stats.items())),
-            ("hall_gateway_devices", "gauge", "Registered devices", counts["total"]),
-            ("hall_gateway_devices_online", "gauge", "Devices online", counts["online"]),
-            ("hall_gateway_rejections_total", "counter", "Rejected inputs by origin and reason",
-             dict(((("where", w), ("reason", r)), n) for (w, r), n in self.rejections.snapshot().items())),
-            ("hall_gateway_alarms_total", "counter", "Alarms raised by name",
-             dict(((("name", k),), v) for k, v in dict(self.alarms).items())),   # a copy: threads add alarms
-            ("hall_gateway_mqtt_connected", "gauge", "1 when connected to the hall broker",
-             self.bridge.connected.is_set()),
-            ("hall_gateway_mqtt_messages_total", "counter", "MQTT messages received",
-             self.bridge.stats["messages"] + self.bridge.ingest.stats["publishes"]),
-            ("hall_gateway_mqtt_ingest_events_total", "counter",
-             "Rating intake connection: connects, drops, publishes, groups, refusals, broken packets",
-             dict(((("event", k),), v) for k, v in dict(self.bridge.ingest.stats).items())),
-            ("hall_gateway_cases_total", "counter", "Case events by outcome",
-             dict(((("outcome", k),), v) for k, v in self.cases.stats.items())),
-            ("hall_gateway_uptime_seconds", "gauge", "Seconds since start", self.clock() - self.started),
-        ]
-        for name, value in sorted(self.metrics.items()):
-            value = value() if callable(value) else value
-            fam.append(("hall_gateway_" + name, "gauge", name.replace("_", " "), value))
-        text = render_metrics(fam)
-        if self.uplink is not None:   # its own families (hall_uplink_*)
-            text += "\n".join(self.uplink.status.metrics()) + "\n"
-        return text
+        """/metrics (gateway.metrics: prometheus_client over this gateway's live state)."""
+        return metrics_mod.exposition(self._metrics_registry)
 
     # --- running --------------------------------------------------------------------------
     async def start(self):

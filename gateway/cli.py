@@ -3,7 +3,7 @@
 `hall-gateway acl --config gateway.toml` writes the Mosquitto password and ACL files into
 [mqtt] broker_files and asks the broker to reload (as the running gateway does after each device
 change); `--out DIR` writes them elsewhere (no reload), `--gateway-password` overrides [mqtt]
-password.
+password. Logs go to stderr as JSON lines or text (`--log-format`, gateway.logjson).
 
 The console's users (gateway.console_users; the running gateway picks changes up at once):
     hall-gateway user add NAME --role operator|technician|viewer [--password-stdin] --config ...
@@ -21,18 +21,12 @@ import secrets
 import sys
 
 from gateway import config as config_mod
+from gateway import logjson
 
 
-def _logging(level):
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(
-        '{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}'))
-    try:
-        from gateway.privacy import IdentityLogFilter
-        handler.addFilter(IdentityLogFilter())   # identity numbers never reach a log line
-    except ImportError:
-        pass
-    logging.basicConfig(level=level, handlers=[handler])
+def _logging(level, requested=None, configured="auto"):
+    """Root logging to stderr as JSON lines or text (gateway.logjson.choose), identity filtered."""
+    logjson.setup(level, logjson.choose(requested, configured))
 
 
 def _acl(cfg, args):
@@ -119,18 +113,24 @@ def main(argv=None):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", required=True)
         p.add_argument("--log-level", default="INFO")
+        p.add_argument("--log-format", choices=logjson.FORMATS,
+                       help="json lines or text (default: [gateway] log_format, else json unless"
+                            " on a terminal)")
         if name == "acl":
             p.add_argument("--out", help="directory for passwords and acl "
                                          "(default: [mqtt] broker_files, then reload the broker)")
             p.add_argument("--gateway-password", help="default: [mqtt] password")
     _user_parser(sub)
     args = parser.parse_args(argv)
-    _logging(getattr(logging, args.log_level.upper(), logging.INFO))
+    level = getattr(logging, args.log_level.upper(), logging.INFO)
+    requested = getattr(args, "log_format", None)
+    _logging(level, requested)
     try:
         cfg = config_mod.load(args.config)
     except (OSError, config_mod.ConfigError) as e:
         print("hall-gateway: %s" % e, file=sys.stderr)
         return 2
+    _logging(level, requested, cfg.log_format)    # the config may name the format
     if args.command == "check":
         from gateway import console_sessions
         from gateway.registry import Registry

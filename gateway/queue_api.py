@@ -36,6 +36,7 @@ import math
 import time
 
 from aiohttp import web, ClientSession, ClientTimeout
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import http_auth, http_guard
 from gateway.cases import CaseError
@@ -262,8 +263,9 @@ def make_app(gw, credentials=None):
         return ok(await off_loop(gw.status, request[ROLE] == OPERATOR))
 
     async def metrics(request):
-        return web.Response(text=await off_loop(gw.metrics_text), content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return web.Response(body=(await off_loop(gw.metrics_text)).encode("utf-8"),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST,
+                                     "X-Content-Type-Options": "nosniff"})
 
     async def healthz(request):
         return ok({"ok": True})
@@ -293,34 +295,6 @@ def make_app(gw, credentials=None):
     for add_routes in getattr(gw, "http_routes", ()):   # other parts' routes, behind the same guard
         add_routes(app, gw, allow)
     return app
-
-
-# --- Prometheus text ------------------------------------------------------------------------
-def _label(value):
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def render_metrics(families):
-    """Prometheus text from [(name, type, help, value | {labels tuple: value})]."""
-    lines = []
-    for name, kind, text, value in families:
-        lines.append("# HELP %s %s" % (name, text))
-        lines.append("# TYPE %s %s" % (name, kind))
-        if isinstance(value, dict):
-            for labels, v in sorted(value.items()):
-                pairs = ",".join('%s="%s"' % (k, _label(x)) for k, x in labels)
-                lines.append("%s{%s} %s" % (name, pairs, _number(v)))
-        else:
-            lines.append("%s %s" % (name, _number(value)))
-    return "\n".join(lines) + "\n"
-
-
-def _number(v):
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    if isinstance(v, float):
-        return repr(v)
-    return str(int(v))
 
 
 # --- callbacks to the queueing system -----------------------------------------------------

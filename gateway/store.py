@@ -355,7 +355,7 @@ class Store:
 
     def backlog(self):
         with self._lock:
-            out = self.queue.backlog()
+            out = self.queue.backlog(self._db)
             out.update(dead_letters=self.ledger.buckets.count, dead_evicted=self.ledger.dead_evicted)
             return out
 

@@ -36,6 +36,7 @@ import time
 import traceback
 
 import aiohttp
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 try:  # orjson writes the same bytes as json.dumps(ensure_ascii=False, compact) in a tenth the time
     import orjson as _orjson
@@ -86,27 +87,27 @@ class UplinkState:
             self._state = value
             self.since = self._clock()
 
-    def metrics(self, prefix="hall_uplink"):
-        """Prometheus text exposition lines (the gateway's /metrics joins them)."""
-        up = 1 if self.state == "up" else 0
-        lines = ["# TYPE %s_up gauge" % prefix, "%s_up %d" % (prefix, up),
-                 "# TYPE %s_consecutive_failures gauge" % prefix,
-                 "%s_consecutive_failures %d" % (prefix, self.consecutive_failures),
-                 "# TYPE %s_requests_total counter" % prefix,
-                 "%s_requests_total %d" % (prefix, self.requests),
-                 "# TYPE %s_throttled_total counter" % prefix,
-                 "%s_throttled_total %d" % (prefix, self.throttled),
-                 "# TYPE %s_unsettled_total counter" % prefix,
-                 "%s_unsettled_total %d" % (prefix, self.unsettled),
-                 "# TYPE %s_errors_total counter" % prefix,
-                 "%s_errors_total %d" % (prefix, self.errors),
-                 "# TYPE %s_items_total counter" % prefix]
+    def families(self, prefix="hall_uplink"):
+        """Prometheus metric families of the uplink (gateway.metrics yields them at each scrape)."""
+        out = [GaugeMetricFamily(prefix + "_up", "1 when the last batch went through",
+                                 value=1.0 if self.state == "up" else 0.0),
+               GaugeMetricFamily(prefix + "_consecutive_failures", "Failed rounds in a row",
+                                 value=self.consecutive_failures)]
+        for name, text, value in (
+                ("requests", "Batches posted", self.requests),
+                ("throttled", "Answers 429", self.throttled),
+                ("unsettled", "Items a 2xx answer gave no verdict for", self.unsettled),
+                ("errors", "Rounds ended by an error on the gateway's side", self.errors)):
+            out.append(CounterMetricFamily("%s_%s" % (prefix, name), text, value=value))
+        items = CounterMetricFamily(prefix + "_items", "Item verdicts by outcome", labels=["outcome"])
         for outcome in sorted(self.sent):
-            lines.append('%s_items_total{outcome="%s"} %d' % (prefix, outcome, self.sent[outcome]))
+            items.add_metric([outcome], self.sent[outcome])
+        out.append(items)
         if self.last_ok_at is not None:
-            lines += ["# TYPE %s_last_ok_timestamp_seconds gauge" % prefix,
-                      "%s_last_ok_timestamp_seconds %.3f" % (prefix, self.last_ok_at)]
-        return lines
+            out.append(GaugeMetricFamily(prefix + "_last_ok_timestamp_seconds",
+                                         "Unix time of the last batch that went through",
+                                         value=self.last_ok_at))
+        return out
 
     def as_dict(self):
         return {"state": self.state, "since": self.since, "last_error": self.last_error,

@@ -86,11 +86,14 @@ class UploadQueue:
         self._alarm = alarm
         self._stats = stats
         self._fill_alarmed = False
+        self._oldest_at = None     # `created` of the oldest pending item; None: none pending
+        self._oldest_stale = True  # re-read it (the first row by seq) when next asked
 
     def load(self, db):
         self.counts = {KIND_RATING: 0, KIND_CASE: 0}
         for kind, n in db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind"):
             self.counts[kind] = n
+        self._oldest_stale = True
 
     def pending(self):
         return self.counts[KIND_RATING] + self.counts[KIND_CASE]
@@ -153,10 +156,25 @@ class UploadQueue:
     def settled(self, settlement, removed):
         for kind, n in removed.items():
             self.counts[kind] -= n
+        if any(removed.values()):
+            self._oldest_stale = True      # the oldest may have gone
         for _, outcome, _ in settlement.results:
             self._stats[_SETTLE_STATS[outcome]] += 1
         self.check_fill()
 
-    def backlog(self):
+    def oldest_at(self, db):
+        """When the gateway stored the oldest pending item (its `created`, the rating's gateway
+        time), None when nothing is pending. Kept in memory; re-read (the first row by seq, which
+        grows with time: no scan) only after items left the queue or it was loaded."""
+        if not self.pending():
+            return None
+        if self._oldest_stale and db is not None:
+            row = db.execute("SELECT created FROM outbox ORDER BY seq LIMIT 1").fetchone()
+            self._oldest_at = row[0] if row else None
+            self._oldest_stale = False
+        return self._oldest_at
+
+    def backlog(self, db=None):
         return {"ratings": self.counts[KIND_RATING], "cases": self.counts[KIND_CASE],
-                "capacity": self.capacity, "fill": min(1.0, self.pending() / float(self.capacity))}
+                "capacity": self.capacity, "fill": min(1.0, self.pending() / float(self.capacity)),
+                "oldest_at": self.oldest_at(db)}

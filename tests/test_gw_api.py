@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import config as config_mod
 from gateway.app import Gateway
@@ -171,10 +172,13 @@ def test_queue_rules_rating_and_callbacks(mosquitto_broker, tmp_path, caplog):
             assert st["mqtt"]["ingest"]["publishes"] == 2 and st["mqtt"]["ingest"]["broken"] == 0
             rig.gw.metrics["uplink_extra"] = lambda: 7
             status, text = await rig.call("GET", "/metrics")
-            assert 'hall_gateway_outbox_items{kind="rating"} 2' in text
-            assert 'hall_gateway_rejections_total{where="http",reason="malformed"} 2' in text
-            assert "hall_gateway_uplink_extra 7" in text
-            assert 'hall_gateway_mqtt_ingest_events_total{event="publishes"} 2' in text
+            samples = dict(((s.name, tuple(sorted(s.labels.items()))), s.value)
+                           for f in text_string_to_metric_families(text) for s in f.samples)
+            assert samples["hall_gateway_outbox_items", (("kind", "rating"),)] == 2
+            assert samples["hall_gateway_rejections_total",
+                           (("reason", "malformed"), ("where", "http"))] == 2
+            assert samples["hall_gateway_uplink_extra", ()] == 7
+            assert samples["hall_gateway_mqtt_ingest_events_total", (("event", "publishes"),)] == 2
     try:
         asyncio.run(scenario())
     finally:

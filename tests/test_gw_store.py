@@ -125,8 +125,10 @@ def test_settle_outcomes(store):
     assert dead[0]["key"] == "d:3" and "unknown matter code" in dead[0]["reason"]
     assert json.loads(dead[0]["payload"])["rating_id"] == "d:3"
     assert dead[0]["device"] == "d"       # an upstream rejection is filed under its device
-    assert store.backlog() == {"ratings": 1, "cases": 0, "dead_letters": 1, "dead_evicted": 0,
-                               "capacity": 50, "fill": 1 / 50}
+    backlog = store.backlog()
+    assert 0 <= time.time() - backlog.pop("oldest_at") < 60     # d:4, committed just now
+    assert backlog == {"ratings": 1, "cases": 0, "dead_letters": 1, "dead_evicted": 0,
+                       "capacity": 50, "fill": 1 / 50}
     store.settle([("d:1", "accepted", None)])  # a repeated answer is harmless
     with pytest.raises(Exception):
         store.settle([("d:4", "maybe", None)])

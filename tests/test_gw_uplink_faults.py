@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import config as config_mod
 from gateway import upstream_auth
@@ -19,7 +20,7 @@ from gateway.backoff import Backoff, parse_retry_after
 from gateway.uplink import Uplink
 from protocol import vocab
 from tests.gw_support import HALL, device_key
-from tests.test_gw_uplink import make_uplink
+from tests.test_gw_uplink import make_uplink, uplink_samples
 from tests.uplink_support import SECRET, FakeClock, Sleeps, T0, central, fill, outbox
 
 WINDOW_S = 3.0
@@ -156,9 +157,9 @@ def test_a_200_that_settles_nothing_is_a_failure_not_a_tight_loop(tmp_path, mode
     st = uplink.status
     assert st.state in ("backoff", "down") and st.state != "up"
     assert "without a verdict" in st.last_error
-    metrics = "\n".join(st.metrics())
-    assert "hall_uplink_up 0" in metrics
-    assert "hall_uplink_unsettled_total %d" % st.unsettled in metrics
+    metrics = uplink_samples(st)
+    assert metrics["hall_uplink_up"] == 0
+    assert metrics["hall_uplink_unsettled_total"] == st.unsettled
     if mode == "half":      # each answer settles half of what is left: progress, with waits
         settled = st.sent["accepted"] + st.sent["duplicate"]   # a later trip: "duplicate"
         assert st.sent["accepted"] == 3 and settled >= 4 and settled + backlog["ratings"] == 6
@@ -337,8 +338,13 @@ def test_metrics_include_the_uplink_families(mosquitto_broker, tmp_path):
                 await gw.stop()
 
     text = asyncio.run(main())
-    for line in ("hall_uplink_up 1", "hall_uplink_requests_total 1",
-                 'hall_uplink_items_total{outcome="accepted"} 3', "hall_uplink_unsettled_total 0",
-                 "hall_uplink_errors_total 0", "# TYPE hall_uplink_throttled_total counter"):
-        assert line in text.splitlines(), line
-    assert "hall_gateway_outbox_items" in text      # the gateway's own families stay
+    families = dict((f.name, f) for f in text_string_to_metric_families(text))
+    samples = dict(((s.name, tuple(s.labels.items())), s.value)
+                   for f in families.values() for s in f.samples)
+    for name, labels, value in (("hall_uplink_up", (), 1), ("hall_uplink_requests_total", (), 1),
+                                ("hall_uplink_items_total", (("outcome", "accepted"),), 3),
+                                ("hall_uplink_unsettled_total", (), 0),
+                                ("hall_uplink_errors_total", (), 0)):
+        assert samples[name, labels] == value, name
+    assert families["hall_uplink_throttled"].type == "counter"
+    assert "hall_gateway_outbox_items" in families      # the gateway's own families stay
