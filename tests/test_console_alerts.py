@@ -418,3 +418,12 @@ def test_the_alert_routes_answer_2xx_or_4xx_whatever_they_get(mosquitto_broker, 
                                           role="technician")
             assert status == 200 and answer["pending"] == 0
         one_request()
+
+
+def test_without_channels_alerts_stay_off_and_write_nothing(tmp_path):
+    alerts = Alerts({}, "futian-1", str(tmp_path))
+    alerts.on_rating(make_rating("dev-a", 1, level=vocab.DISSATISFIED), STORED, ENRICHMENT)
+    assert alerts.depth() == 0 and asyncio.run(alerts.status())["recent"] == []
+    asyncio.run(alerts.run())          # returns at once
+    alerts.close()
+    assert list(tmp_path.iterdir()) == []
