@@ -53,11 +53,12 @@ def _clip(text, limit):
     return data[:limit - 3].decode("utf-8", "ignore") + "..."
 
 
-def markdown(alert):
-    """The alert as the robots' markdown: a heading, then one quoted line per field."""
+def markdown(alert, newline="\n"):
+    """The alert as the robots' markdown: a heading, then one quoted line per field (DingTalk
+    renders a line break only between paragraphs: newline="\n\n" there)."""
     lines = ["### " + alert["title"]]
     lines += ["> %s：%s" % (label, value) for label, value in alert["lines"]]
-    return "\n".join(lines)
+    return newline.join(lines)
 
 
 def plain(alert):
@@ -169,7 +170,8 @@ class DingTalk(Channel):
             url += "%stimestamp=%d&sign=%s" % ("&" if "?" in url else "?", ts,
                                                 dingtalk_sign(self.secret, ts))
         body = {"msgtype": "markdown",
-                "markdown": {"title": alert["title"], "text": _clip(markdown(alert), TEXT_MAX_BYTES)}}
+                "markdown": {"title": alert["title"],
+                             "text": _clip(markdown(alert, "\n\n"), TEXT_MAX_BYTES)}}
         status, answer = await self._post(session, url, _dumps(body))
         return self._verdict(status, answer, ("errcode",))
 

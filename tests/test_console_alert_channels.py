@@ -66,6 +66,7 @@ def test_every_channel_delivers_in_its_documented_format(tmp_path):
         assert wecom["msgtype"] == "markdown" and wecom["markdown"]["content"].startswith("### 差评提醒")
         ding = rx.wait("dingtalk")[0]
         assert ding["markdown"]["title"] == alert["title"] and STAFF in ding["markdown"]["text"]
+        assert "\n\n> 大厅：futian-1\n\n" in ding["markdown"]["text"]    # one paragraph a line
         feishu = rx.wait("feishu")[0]
         assert feishu["msg_type"] == "text" and "非常不满意" in feishu["content"]["text"]
         hook = rx.wait("webhook")[0]
