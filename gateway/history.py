@@ -38,7 +38,8 @@ FILE_NAME = "history.sqlite"
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_DAYS = 400
 QUEUE_SIZE = 20_000
-BATCH = 500
+BATCH = 2000
+LINGER_S = 0.5           # the writer waits this long for a batch to fill
 IDLE_S = 60.0            # the writer wakes at least this often (the daily prune)
 NOTE_LIMIT = 500
 STATES = ("pending", "verified", "handled")
@@ -246,7 +247,7 @@ class History:
     def record(self, rating, enrichment=None):
         """Queue a stored rating for the history (any thread; never blocks)."""
         try:
-            self._queue.put_nowait((dict(rating), enrichment))
+            self._queue.put_nowait((rating, enrichment))   # nothing changes a rating once stored
             self.stats["recorded"] += 1
         except queue.Full:
             self.stats["dropped"] += 1
@@ -269,16 +270,22 @@ class History:
             except queue.Empty:
                 self._maybe_prune()
                 continue
+            # Linger for more (fewer, larger writes, after a burst rather than inside it) unless a
+            # flush or the stop is asked for: everything queued before them is in this batch.
             batch, markers, stop = [], [], False
+            deadline = time.monotonic() + LINGER_S
             while True:
                 if item is _STOP:
                     stop = True
-                    break
-                (markers if isinstance(item, threading.Event) else batch).append(item)
-                if len(batch) >= BATCH:
+                elif isinstance(item, threading.Event):
+                    markers.append(item)
+                else:
+                    batch.append(item)
+                wait = deadline - time.monotonic()
+                if stop or markers or len(batch) >= BATCH or wait <= 0:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=wait)
                 except queue.Empty:
                     break
             if batch:

@@ -139,9 +139,10 @@ def test_recording_never_waits_for_the_writer(tmp_path):
     try:
         with h._wlock:                          # the writer stuck on its file
             h.record(stored("dev-a", 1), None)
+            h._queue.put(threading.Event())     # a flush: the writer stops lingering and writes
             deadline = time.monotonic() + 5
             while h._queue.qsize() and time.monotonic() < deadline:
-                time.sleep(0.01)                # the writer took it and now waits for the lock
+                time.sleep(0.01)                # the writer took both and now waits for the lock
             start = time.monotonic()
             for counter in range(2, 200):
                 h.record(stored("dev-a", counter), None)
