@@ -53,43 +53,134 @@ def test_touch_levels_submit_and_no_hint(font, tmp_path):
     board, ui = make("touch", font, tmp_path)
     view = case_view((1, 2, 4))
     ui.render(view)
-    hits = touch_layout._hits(ui, view)[0]
-    rates = [h for h in hits if h[4][0] == "rate"]
-    assert [h[4] for h in rates] == [("rate", ind, n) for ind in ("overall", "business", "service")
-                                    for n in range(1, 6)]
-    for h in rates:
-        assert ui.action(view, ("touch",) + centre(h)) == h[4]
-    assert ui.action(view, ("touch", 300, 226)) == ("submit",)
-    assert ui.action(view, ("touch", 300, 5)) is None            # the header means nothing
-    # no hint: the five buttons of a row are the same size and use the same colours
     fb = board.display
-    for row in range(3):
-        five = rates[row * 5:row * 5 + 5]
-        assert len({h[2:4] for h in five}) == 1
+    for page, ind in enumerate(("overall", "business", "service")):
+        hits, shown, at, pages = touch_layout._hits(ui, view)
+        assert (at, pages, shown) == (page, 3, [("ind", ind)])
+        rates = [h for h in hits if h[4][0] == "rate"]
+        assert [h[4] for h in rates] == [("rate", ind, n) for n in range(1, 6)]
+        # no hint: the five buttons are the same size, drawn in the same colours
+        assert len({h[2:4] for h in rates}) == 1
         palettes = []
-        for x, y, w, h in (r[:4] for r in five):
+        for x, y, w, h in (r[:4] for r in rates):
             palettes.append(sorted({fb.pixel(xx, yy) for xx in range(x, x + w) for yy in range(y, y + h)}))
             assert fb.pixel(x, y) == colors.EDGE and fb.pixel(x + 2, y + 2) == colors.FACE
         assert all(p == palettes[0] for p in palettes)
-        assert palettes[0] == sorted([colors.FG, colors.FACE, colors.EDGE])
+        assert set(palettes[0]) <= {colors.FG, colors.FACE, colors.EDGE} | set(colors.blends(colors.FG, colors.FACE))
+        shows = fb.shows
+        assert ui.action(view, ("touch",) + centre(rates[1])) == ("rate", ind, 2)
+        if page < 2:                                   # a press moves on to the next indicator
+            assert touch_layout._hits(ui, view)[2] == page + 1
+        ui.render(view)
+        assert fb.shows == shows + 1
+    submit = [h for h in touch_layout._hits(ui, view)[0] if h[4] == ("submit",)][0]
+    assert ui.action(view, ("touch",) + centre(submit)) == ("submit",)
+    assert ui.action(view, ("touch", 5, 5)) is None            # the case panel means nothing
 
 
 def test_touch_theme_items_and_pages(font, tmp_path):
     board, ui = make("touch", font, tmp_path)
     view = case_view((1,), matter_name="我要开餐馆", items=screenshots.THEME_ITEMS)
     ui.render(view)
-    assert ui.action(view, ("touch", 2 + 64 * 2 + 30, 52 + 54 + 30)) == ("rate_item", "T1", 3)
+    hits, shown, page, pages = touch_layout._hits(ui, view)
+    assert (page, pages) == (0, 5) and not [h for h in hits if h[4] == ("page", -1)]
+    nxt = [h for h in hits if h[4] == ("page", 1)][0]
     shows = board.display.shows
-    assert ui.action(view, ("touch", 96, 226)) is None              # next page: redrawn by the UI
+    assert ui.action(view, ("touch",) + centre(nxt)) is None           # redrawn by the UI
     assert board.display.shows == shows + 1
-    assert ui.action(view, ("touch", 2 + 30, 52 + 30)) == ("rate_item", "T3", 1)
-    assert ui.action(view, ("touch", 96, 226)) is None              # no third page
-    assert ui.action(view, ("touch", 30, 226)) is None              # back to page 1
-    assert ui.action(view, ("touch", 2 + 30, 52 + 30)) == ("rate", "overall", 1)
+    hits, shown, page, pages = touch_layout._hits(ui, view)
+    assert page == 1 and shown == [("item", screenshots.THEME_ITEMS[0])]
+    assert ui.action(view, ("touch",) + centre(hits[2])) == ("rate_item", "T1", 3)
+    prev = [h for h in touch_layout._hits(ui, view)[0] if h[4] == ("page", -1)][0]
+    ui.action(view, ("touch",) + centre(prev))
+    assert touch_layout._hits(ui, view)[2] == 1
     other = case_view((1,), case_id=8, items=screenshots.THEME_ITEMS)
-    ui.action(view, ("touch", 96, 226))
     ui.render(other)                                                 # a new case starts on page 1
-    assert ui.action(other, ("touch", 2 + 30, 52 + 30)) == ("rate", "overall", 1)
+    assert touch_layout._hits(ui, other)[2] == 0
+
+
+@pytest.mark.parametrize("size", [(320, 240), (480, 320)])
+def test_touch_countdown_ticks_down_to_zero_in_its_own_area(font, tmp_path, size):
+    from firmware.boards.sim_io import panel_board
+    board = panel_board({"fs_root": str(tmp_path)}, *size)
+    ui = Ui(board, font)
+    ui.render(dict(case_view((1, 2, 4)), left_s=3))
+    first = board.framebuffer()
+    assert ui.tick() is False
+    board.advance(1000)
+    assert ui.tick() is True
+    after = board.framebuffer()
+    changed = [i for i in range(len(first)) if first[i] != after[i]]
+    row = size[0] // 2
+    g = touch_layout.Geo(ui, {})
+    assert changed and all(i % row < g.left_w // 2 for i in changed)    # only the side panel
+    board.advance(5000)
+    ui.tick()
+    ui.render(dict(case_view((1, 2, 4)), left_s=0))
+    assert board.framebuffer() == ui.fb.buf and bytes(board.framebuffer()) == ui.board.framebuffer()
+    assert ui.tick() is False                          # 0 stays 0
+
+
+def test_touch_qr_screen_opens_and_closes_and_needs_a_valid_matrix(font, tmp_path):
+    from gateway.cases import qr_modules
+    board, ui = make("touch", font, tmp_path)
+    link = "https://hp.example.gov.cn/r/7Q2F9KX3TB"
+    ctx = screenshots._ctx(qr_modules=qr_modules(link))
+    view = {"screen": "case", "context": ctx, "ask": (1,), "levels": {}, "item_levels": {}, "qr": link}
+    ui.render(view)
+    case = board.framebuffer()
+    qr = [h for h in touch_layout._hits(ui, view)[0] if h[4] == ("qr",)][0]
+    assert ui.action(view, ("touch",) + centre(qr)) is None
+    shown = board.framebuffer()
+    assert shown != case
+    n = ctx["qr_modules"][0]
+    dark = sum(1 for i in range(n * n) if ctx["qr_modules"][1 + (i >> 3)] >> (7 - (i & 7)) & 1)
+    g = touch_layout.Geo(ui, view)
+    inked = sum(1 for x in range(g.left_w, 320) for y in range(240) if board.display.pixel(x, y) == colors.FG)
+    unit = (min(320 - g.left_w, 240) - 2 * g.pad) // (n + 8)
+    assert unit >= 3 and inked == dark * unit * unit                  # every dark module, whole
+    back = (g.pad + 5, 240 - g.pad - 5)
+    assert ui.action(view, ("touch",) + back) is None
+    assert board.framebuffer() == case
+    bad = dict(view, context=dict(ctx, qr_modules=b"\x15" + bytes(10)))   # too short for 21x21
+    ui.render(bad)
+    assert not [h for h in touch_layout._hits(ui, bad)[0] if h[4] == ("qr",)]
+
+
+def test_large_text_makes_the_level_words_bigger(font, tmp_path):
+    board, ui = make("touch", font, tmp_path)
+    for large, px in ((0, 24), (1, 32)):
+        view = dict(case_view((1,)), large_text=large)
+        assert touch_layout.Geo(ui, view).label_px == px
+        assert ui.say_w("非常不满意", px) <= touch_layout.Geo(ui, view).bw - 8   # one line, no "…"
+    from firmware.ui.ui import builtin_words
+    for px in (24, 32, 48):                            # every built-in word is smooth at every size
+        assert all(ui.words(px).covers(w.replace("\n", "")) for w in builtin_words())
+
+
+def test_oled_case_lines_keep_apart_and_the_error_names_no_file(font, tmp_path):
+    board, ui = make("five_button", font, tmp_path)
+    ui.render(case_view((1,), staff_name="王喆"))
+    fb = board.display
+    lit = lambda y: any(fb.pixel(x, y) for x in range(128))   # noqa: E731
+    assert not lit(46) and not lit(47) and lit(45) and fb.pixel(127, 48) and fb.pixel(127, 63)
+    ui.render({"screen": "error", "message": "config"})
+    err = board.framebuffer()
+    ui.render({"screen": "error", "message": "config", "texts": {"error": "config.json"}})
+    assert board.framebuffer() != err                   # the words are the ones drawn ...
+    from firmware.ui.ui import builtin_text, error_code
+    assert error_code("config") == "E02" and error_code("/data/config.json") == "E00"
+    for key in ("error", "maint_hint", "code"):         # ... and none of them is English
+        assert all(ord(ch) > 0x7F or ch in " %s" for ch in builtin_text(key))
+
+
+def test_oled_tag_boxes_are_drawn_and_smaller_than_a_character(font, tmp_path):
+    board, ui = make("five_button", font, tmp_path)
+    ui.render({"screen": "tags", "tags": screenshots.TAGS, "cursor": 1, "chosen": [501]})
+    fb = board.display
+    box = [(x, y) for x in range(0, 14) for y in range(17, 33) if fb.pixel(x, y)]
+    xs, ys = {p[0] for p in box}, {p[1] for p in box}
+    assert max(xs) - min(xs) + 1 <= 10 and max(ys) - min(ys) + 1 <= 10   # 9 px, not a 16 px 口
 
 
 def test_touch_tags(font, tmp_path):
@@ -101,8 +192,8 @@ def test_touch_tags(font, tmp_path):
     assert picks == [("tag_pick", t["code"]) for t in screenshots.TAGS]
     for h in hits:
         assert ui.action(view, ("touch",) + centre(h)) == h[4]
-    assert ui.action(view, ("touch", 58, 220)) == ("back",)
-    assert ui.action(view, ("touch", 262, 220)) == ("confirm",)
+    assert ui.action(view, ("touch", 60, 216)) == ("back",)
+    assert ui.action(view, ("touch", 262, 216)) == ("confirm",)
     assert ui.action(view, ("touch", 160, 10)) is None
     assert ui.action(view, ("key", 2)) is None
     # chosen chip is filled, the others are not

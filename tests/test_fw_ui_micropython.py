@@ -10,15 +10,30 @@ from firmware.ui.font import Font
 from tools import screenshots
 
 RENDER_ALL = r'''
-import json, hashlib
+import json, hashlib, binascii
 from firmware.boards.sim import make_board
+from firmware.boards.sim_io import panel_board
 from firmware.ui.font import Font
 from firmware.ui.ui import Ui
 font = Font("/repo/firmware/fonts/unifont16.bin")
+
+def unbytes(v):   # {"$b": hex} back to bytes (JSON has no bytes)
+    if isinstance(v, dict):
+        if "$b" in v:
+            return binascii.unhexlify(v["$b"])
+        return {k: unbytes(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [unbytes(x) for x in v]
+    return v
+
 with open("/repo/scenes.json") as f:
-    scenes = json.load(f)
+    scenes = unbytes(json.load(f))
 for profile, name, view, events in scenes:
-    board = make_board({"profile": profile, "fs_root": "/tmp/dev"})
+    if profile == "touch480":
+        board = panel_board({"fs_root": "/tmp/dev"})
+    else:
+        board = make_board({"profile": profile, "fs_root": "/tmp/dev"})
+    font.supplement.add_all((view.get("context") or {}).get("glyphs") or ())
     ui = Ui(board, font)
     ui.render(view)
     for ev in events:
@@ -55,10 +70,25 @@ def cpython_hashes(scenes, tmp_path):
     return out
 
 
+def _json(v):
+    if isinstance(v, bytes):
+        return {"$b": v.hex()}
+    raise TypeError(v)
+
+
+def _unbytes(v):
+    if isinstance(v, dict):
+        return bytes.fromhex(v["$b"]) if "$b" in v else {k: _unbytes(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_unbytes(x) for x in v]
+    return v
+
+
 def test_every_scene_is_pixel_identical_under_micropython(micropython, tmp_path):
-    # JSON round trip: both runtimes draw exactly the same views (tuples become lists in both)
-    text = json.dumps(screenshots.scenes(), ensure_ascii=False)
-    scenes = json.loads(text)
+    # JSON round trip: both runtimes draw exactly the same views (tuples become lists in both;
+    # the glyph bitmaps and the QR matrix travel as hex)
+    text = json.dumps(screenshots.scenes(), ensure_ascii=False, default=_json)
+    scenes = _unbytes(json.loads(text))
     result = micropython(RENDER_ALL, files={"/repo/scenes.json": text.encode("utf-8")},
                          trees=("protocol", "firmware")).check()
     got = dict(line.split() for line in result.stdout.splitlines() if line.strip())

@@ -93,7 +93,7 @@ def test_save_png_writes_a_valid_image(tmp_path):
     board = sim.make_board({"profile": "five_button", "fs_root": str(tmp_path)})
     board.display.fill_rect(0, 0, 2, 1, 1)
     board.save_png(str(tmp_path / "s.png"))
-    from tests.test_fw_ui_screens import png_pixels
+    from tests.test_screens_committed import png_pixels
     w, h, raw = png_pixels(tmp_path / "s.png")
     assert (w, h) == (384, 192)
     assert raw[1:4] == bytes((0x9E, 0xE6, 0xFF)) and raw[1 + 3 * 6:4 + 3 * 6] == bytes((0x08, 0x0C, 0x14))
