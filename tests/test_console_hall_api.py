@@ -134,6 +134,7 @@ def test_static_files_are_served_from_their_table_only(live):
     assert "<script type=\"module\" src=\"/console/app.js\">" in body.decode()
     assert live.gw.cfg.hall not in body.decode()             # the page itself holds no data
     assert headers["Cache-Control"] == "no-cache" and headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Security-Policy"].startswith("default-src 'self'")   # no inline script
     for name, kind in (("app.js", "text/javascript"), ("console.css", "text/css"),
                        ("icon.svg", "image/svg+xml")):
         status, headers, body = raw_get(live, "/console/" + name)

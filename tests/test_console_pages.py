@@ -181,6 +181,10 @@ def test_operator_logs_in_and_a_rating_appears_live(hall, browser):
         wait_for(lambda: no_horizontal_scroll(browser), timeout=3, what="no horizontal scroll on %s" % name)
         shot(browser, "operator-%s-phone" % name, PHONE)
     viewport(browser, LAPTOP)
+    # every page ran under the gateway's CSP (no inline script or style) without a violation
+    problems = [e["message"] for e in browser.get_log("browser")
+                if "Content Security Policy" in e["message"] or "Uncaught" in e["message"]]
+    assert problems == []
 
 
 def assert_no_level(browser, role):
