@@ -21,6 +21,7 @@ expire (the case's rating timeout); timeout (a transient screen's time is up).
 
 from protocol import auth, codec, schema, vocab
 from firmware import views
+from firmware.rating_config import apply_config
 from firmware.outbox import OutboxFull
 
 try:
@@ -168,8 +169,7 @@ class App:
         return self.fire("clear", record)
 
     def on_config(self, record):
-        for k in record:
-            self.cfg[k] = record[k]
+        self.cfg = apply_config(self.cfg, record)
         self.dirty = True
 
     def on_time(self, unix_s):

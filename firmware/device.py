@@ -20,6 +20,7 @@ to (SPEC 7.5), is read from those bytes at the same time.
 """
 
 from protocol import auth, codec, schema, vocab
+from protocol.errors import LocalProtocolError
 from firmware.app import App
 from firmware.rating_config import load_rating_config, save_rating_config, volume
 from firmware.flashfs import Fs
@@ -93,11 +94,13 @@ class Device:
         self.app.on_clear(record)
 
     def on_config(self, record):
+        self.app.on_config(record)
         try:
-            save_rating_config(self.fs, self.board.fs_root, record)
+            save_rating_config(self.fs, self.board.fs_root, self.app.cfg)   # what a reboot resumes
         except OSError:
             self.health.count("flash_error")
-        self.app.on_config(record)
+        except LocalProtocolError:
+            self.health.count("config_big")     # over one record: applied, not kept over a reboot
 
     def on_time(self, unix_s):
         self.app.on_time(unix_s)

@@ -21,10 +21,24 @@ def volume(cfg):
 
 def rating_config(record=None):
     """Defaults overlaid with a CONFIG record's non-empty fields."""
-    out = dict(RATING_DEFAULTS)
-    if record:
-        for k in record:
+    return apply_config(RATING_DEFAULTS, record or {})
+
+
+def apply_config(cfg, record):
+    """A new rating config: `cfg` with a CONFIG record applied (SPEC 3.5). Fields present replace
+    theirs; `texts` replace only the keys they name, and a text left empty gives its key back to
+    the built-in word (the gateway sends that when a device moves to a window without it)."""
+    out = dict(cfg)
+    for k in record:
+        if k != "texts":
             out[k] = record[k]
+            continue
+        named = [t["key"] for t in record["texts"]]
+        texts = [t for t in cfg.get("texts", ()) if t["key"] not in named]
+        for t in record["texts"]:
+            if t.get("text"):
+                texts.append(t)
+        out["texts"] = texts
     return out
 
 
@@ -39,4 +53,5 @@ def load_rating_config(fs, root):
 
 
 def save_rating_config(fs, root, record):
+    """Save a rating config (the merged one: several CONFIG messages may have made it)."""
     fs.write_atomic(join(root, RATING_CONFIG_FILE), codec.encode(schema.CONFIG, record))

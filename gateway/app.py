@@ -34,6 +34,7 @@ from gateway import metrics as metrics_mod
 from gateway import mosquitto_acl
 from gateway import panel as panel_mod
 from gateway import qr_api
+from gateway import window_words
 from gateway import ratings_api
 from gateway import session_api
 from gateway import status_display
@@ -45,7 +46,7 @@ from gateway.registry import Registry
 from gateway.rejects import Rejections, Throttle
 from gateway.rs485_master import Rs485Master
 from gateway.store import Store
-from protocol import codec, schema, vocab
+from protocol import vocab
 
 log = logging.getLogger("gateway")
 
@@ -101,7 +102,10 @@ class Gateway:
         self.store.set_known_devices(lambda device: self.registry.get(device) is not None)
         self.rejections = Rejections(alarm=self.alarm)
         self.committer = GroupCommitter(self.store)
-        self.device_config = self._device_config(cfg.device_config)
+        # the CONFIG of each window's devices: the hall's words, volume ... with the window's own
+        # (gateway.window_words: [device_config], [windows."<window>"])
+        self.words = window_words.WindowWords(cfg.device_config, cfg.raw.get("windows"))
+        self.device_config = self.words.config_for(None)   # the hall's own (its tag labels)
         self.sealer = self._sealer()
         self.callbacks = Callbacks(cfg.http.callback_url, cfg.http.callback_token, store=self.store)
         signer = self._qr_signer()
@@ -148,12 +152,8 @@ class Gateway:
     # --- parts from config --------------------------------------------------------------
     @staticmethod
     def _device_config(raw):
-        if not raw:
-            return None
-        record = dict(raw)
-        record.setdefault("version", 1)
-        codec.encode(schema.CONFIG, record)   # refuse a bad [device_config] at start, not on the bus
-        return record
+        """The hall's CONFIG from [device_config], or None; a bad one is refused at start."""
+        return window_words.WindowWords(raw).config_for(None)
 
     def _sealer(self):
         if not self.cfg.privacy_key:
@@ -263,14 +263,15 @@ class Gateway:
             pass
 
     def _provision(self, device):
-        """Give a (new or moved) device its config and its window's open case."""
-        if self.device_config is not None:
+        """Give a (new or moved) device its window's config and its window's open case."""
+        config = self.words.config_for(device.window)
+        if config is not None:
             if device.transport == "rs485":
                 for bus in self.buses:
                     if bus.index == device.bus:
-                        bus.set_config(device.id, self.device_config)
+                        bus.set_config(device.id, config)
             else:
-                self.bridge.publish_config(device.id, self.device_config)
+                self.bridge.publish_config(device.id, config)
         self.push(device, self.cases.current_context(device.window) if device.window else None)
 
     # --- status -------------------------------------------------------------------------

@@ -12,7 +12,8 @@
                 kept 0600 in <data_dir>/http-credentials.toml), token (older name of queue_token),
                 callback_url, callback_token
     [device_config]  the CONFIG pushed to every device (rating_timeout_s, thanks_s, press_guard_ms,
-                status_interval_s, idle_text, tags = [{code, label, indicator}], version)
+                status_interval_s, idle_text, tags = [{code, label, indicator}], version, texts =
+                {key = word}, volume 0..10 (voice prompts, 0 = mute), large_text true/false)
     [[rs485]]   url, baud, retries, slow_after, slow_interval_s, kernel_rs485 (a Pi UART such as
                 /dev/ttyAMA0 with the kernel switching the transceiver by RTS), rts_high_for_tx
     [[devices]] id, window, board, transport ("mqtt" | "rs485"), bus (index into [[rs485]]),
@@ -21,6 +22,9 @@
                 (0x3C), refresh_s (5), png_path (off a Pi: the frame as PNG, relative to data_dir)
     [leds]      status LEDs: enabled (true once the table is present), pins = {run, uplink, alarm}
                 (BCM numbers), blink_s (0.5)
+    [windows."<window>"]  one window's screen words, tag labels, volume and large text over the
+                hall's [device_config] (texts = {key = word}, tag_labels = {code = label}, volume
+                0..10, large_text): gateway.window_words, which builds each window's CONFIG
     [uplink], [qr] ... are kept in `raw` for the parts that read them.
 """
 
@@ -167,6 +171,8 @@ def from_dict(data, base_dir="."):
         raise ConfigError(str(e)) from None
     from gateway import alerts   # [alerts] and its channels; imported here: it imports this module
     alerts.check_config(data.get("alerts"))
+    from gateway import window_words   # every window's CONFIG fits one record; it imports this module
+    window_words.WindowWords(cfg.device_config, data.get("windows"))
     if cfg.log_format not in ("auto", "json", "text"):
         raise ConfigError("[gateway] log_format must be auto, json or text")
     if not 0 < cfg.alarm_ratio <= 1 or cfg.capacity < 1:
