@@ -208,25 +208,27 @@ class AlertQueue:
                 retried.append((now + self._delay(attempts), attempts + 1, detail, key))
 
         def work(db):
-            db.executemany("UPDATE alert_rows SET state = ?, done_at = ?, attempts = ?, last_error = NULL"
-                           " WHERE key = ? AND state = 'pending'", sent)
-            db.executemany("UPDATE alert_rows SET state = ?, done_at = ?, attempts = ?, last_error = ?"
-                           " WHERE key = ? AND state = 'pending'", failed)
+            # only rows still pending move (one dropped meanwhile stays dropped): counted by rowcount
+            done = [db.executemany("UPDATE alert_rows SET state = ?, done_at = ?, attempts = ?,"
+                                   " last_error = NULL WHERE key = ? AND state = 'pending'", sent).rowcount,
+                    db.executemany("UPDATE alert_rows SET state = ?, done_at = ?, attempts = ?,"
+                                   " last_error = ? WHERE key = ? AND state = 'pending'", failed).rowcount]
             db.executemany("UPDATE alert_rows SET next_at = ?, attempts = ?, last_error = ?"
                            " WHERE key = ? AND state = 'pending'", retried)
-            for name, n in (("sent", len(sent)), ("failed", len(failed)),
+            for name, n in (("sent", done[0]), ("failed", done[1]),
                             ("attempt_failures", len(failed) + len(retried))):
                 if n:
                     self._count(db, name, n)
-        self._txn(work)
-        self.pending -= len(sent) + len(failed)
-        self.counters["sent"] += len(sent)
-        self.counters["failed"] += len(failed)
+            return done
+        n_sent, n_failed = self._txn(work)
+        self.pending -= n_sent + n_failed
+        self.counters["sent"] += n_sent
+        self.counters["failed"] += n_failed
         self.counters["attempt_failures"] += len(failed) + len(retried)
-        if failed:
+        if n_failed:
             self.alarm("alert_failed", "%d alert(s) given up after %.0f h: %s"
-                       % (len(failed), self.max_age_s / 3600, failed[0][3]))
-        return len(sent), len(failed), len(retried)
+                       % (n_failed, self.max_age_s / 3600, failed[0][3]))
+        return n_sent, n_failed, len(retried)
 
     def _delay(self, attempts):
         backoff = Backoff(self.backoff_base_s, self.backoff_cap_s, self.rng)

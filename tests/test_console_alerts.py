@@ -427,3 +427,16 @@ def test_without_channels_alerts_stay_off_and_write_nothing(tmp_path):
     asyncio.run(alerts.run())          # returns at once
     alerts.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_alert_dropped_while_in_flight_keeps_the_counts_true(tmp_path):
+    clock = Clock()
+    queue = AlertQueue(str(tmp_path / "q.sqlite"), max_pending=1, clock=clock)
+    queue.call(queue.add, {"key": "off1", "kind": "device_offline", "bad": False}, ["wecom"])
+    [(key, attempts, created, _)] = queue.call(queue.due, "wecom")      # being sent ...
+    clock.now += 1
+    queue.call(queue.add, {"key": "bad1", "kind": "bad_rating", "bad": True}, ["wecom"])   # ... dropped
+    assert queue.call(queue.settle, [(key, attempts, created, True, "ok")]) == (0, 0, 0)
+    assert queue.depth() == 1 == queue.call(queue.status)["counts"]["pending"]
+    assert queue.counters["sent"] == 0 and queue.counters["dropped"] == 1
+    queue.close()
