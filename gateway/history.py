@@ -4,8 +4,9 @@ staff, matter and hour, and the follow-up of each bad rating (差评, rules Art.
 The outbox (gateway.store) is the durable record; this is the hall's view of it, in a SQLite file
 of its own (<data_dir>/history.sqlite, WAL):
 - record() only enqueues (a bounded queue: the rating path never waits for it); one writer thread
-  writes batches with synchronous=NORMAL. INSERT OR IGNORE on the rating id: a rating recorded
-  twice counts once. A full queue drops the rating from the view (counted, alarm history_full).
+  writes batches with synchronous=NORMAL (gateway.history_rows makes the rows). A rating id
+  already there is left out: a rating recorded twice counts once. A full queue drops the rating
+  from the view (counted, alarm history_full).
 - Follow-ups are operator actions: each is one transaction with synchronous=FULL. States are data
   (TRANSITIONS): pending -> verified -> handled, pending -> handled; the same state again only
   changes the note. There is no way back: a handled bad rating stays handled.
@@ -23,20 +24,18 @@ import queue
 import sqlite3
 import threading
 import time
-import zoneinfo
 
 from gateway import set_aside
-from gateway.grading import Grading
+from gateway.history_rows import (COLUMNS, DEFAULT_DAYS, DEFAULT_TIMEZONE, GROUPS, daily,
+                                  local_time, row_of, settings, timezone)
 from gateway.store_file import Corrupt, Txn, is_corrupt
 from gateway.text_rules import is_text
 from protocol import errors, vocab
-from protocol.rating import is_bad, rating_id
+from protocol.rating import rating_id
 
 log = logging.getLogger("gateway.history")
 
 FILE_NAME = "history.sqlite"
-DEFAULT_TIMEZONE = "Asia/Shanghai"
-DEFAULT_DAYS = 400
 QUEUE_SIZE = 20_000
 BATCH = 2000
 LINGER_S = 0.5           # the writer waits this long for a batch to fill
@@ -65,19 +64,6 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS follow_ups (rating_id TEXT PRIMARY KEY, state TEXT NOT NULL,"
     " note TEXT NOT NULL, by TEXT NOT NULL, at INTEGER NOT NULL)",
 )
-COLUMNS = ("rating_id", "time", "day", "hour", "device", "window", "staff_id", "staff_name",
-           "matter_code", "matter_name", "case_id", "serial", "source", "level", "overall",
-           "business", "service", "bad", "tags", "text")
-_DAY, _HOUR, _WINDOW, _STAFF_ID, _STAFF, _MATTER_CODE, _MATTER = 2, 3, 5, 6, 7, 8, 9
-_SOURCE, _LEVEL = 12, 13
-# by -> (key, label) of a row (a tuple of COLUMNS) in a summary
-GROUPS = {"window": lambda r: (r[_WINDOW], r[_WINDOW]),
-          "staff": lambda r: (r[_STAFF_ID], r[_STAFF]),
-          "matter": lambda r: (r[_MATTER_CODE] or r[_MATTER], r[_MATTER]),
-          "hour": lambda r: ("%02d" % r[_HOUR], "%02d:00" % r[_HOUR]),
-          "day": lambda r: (r[_DAY], r[_DAY])}
-_GROUP_ITEMS = tuple(GROUPS.items())
-LOCAL_STEP_S = 900       # every zone's offset is a whole number of quarter hours
 _INSERT = "INSERT INTO ratings (%s) VALUES (%s)" % (", ".join(COLUMNS), ", ".join("?" * len(COLUMNS)))
 _UPSERT_DAILY = ("INSERT INTO daily VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dim, day, key, level,"
                  " source) DO UPDATE SET n = n + excluded.n, label = excluded.label")
@@ -96,62 +82,6 @@ class FollowUpError(ValueError):
     def __init__(self, reason, detail, conflict=False):
         super().__init__(detail)
         self.reason, self.detail, self.conflict = reason, detail, conflict
-
-
-def timezone(name):
-    """The hall's zone; Asia/Shanghai without tzdata is UTC+8 (no daylight saving since 1991)."""
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        if name == DEFAULT_TIMEZONE:
-            return datetime.timezone(datetime.timedelta(hours=8), DEFAULT_TIMEZONE)
-        raise ValueError("[console] timezone %r is not a known time zone" % name) from None
-
-
-def settings(console):
-    """(zone, history days, Grading) from the [console] table (None: defaults); ValueError."""
-    console = console or {}
-    name = console.get("timezone", DEFAULT_TIMEZONE)
-    if not isinstance(name, str):
-        raise ValueError("[console] timezone is a zone name such as Asia/Shanghai")
-    days = console.get("history_days", DEFAULT_DAYS)
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3660:
-        raise ValueError("[console] history_days must be a whole number of days from 1 to 3660")
-    return timezone(name), days, Grading.from_config(console.get("grading"))
-
-
-def local_time(tz):
-    """when -> (ISO day, hour) in `tz`, remembered per quarter hour (the writer's hot path)."""
-    cache = {}
-
-    def local(when):
-        step = when - when % LOCAL_STEP_S
-        found = cache.get(step)
-        if found is None:
-            if len(cache) > 4096:
-                cache.clear()
-            moment = datetime.datetime.fromtimestamp(step, tz)
-            found = cache[step] = (moment.date().isoformat(), moment.hour)
-        return found
-    return local
-
-
-def row_of(rating, enrichment, local):
-    """The history row of a stored rating: its own fields, the case's names; never the applicant.
-    `local` is local_time(zone)."""
-    e = enrichment or {}
-    when = int(rating.get("gateway_time") or 0)
-    day, hour = local(when)
-    level = rating.get("overall") or rating.get("service") or rating.get("business") or None
-    serials = rating.get("serials") or ()
-    return (rating_id(rating), when, day, hour, rating["device"],
-            rating.get("window") or e.get("window") or "",
-            rating.get("staff_id") or e.get("staff_id") or "", e.get("staff_name") or "",
-            e.get("matter_code") or "", e.get("matter_name") or "", rating.get("case_id") or None,
-            serials[0] if serials else "", rating.get("source") or 0, level,
-            rating.get("overall") or None, rating.get("business") or None,
-            rating.get("service") or None, 1 if is_bad(rating) else 0,
-            ",".join(map(str, rating.get("tags") or ())), rating.get("text") or "")
 
 
 def _connect(path):
@@ -181,7 +111,6 @@ class History:
         self.clock = clock
         self.stats = {"recorded": 0, "written": 0, "duplicates": 0, "dropped": 0, "errors": 0,
                       "pruned": 0, "set_aside": 0}
-        self.moved_aside = []
         self._wlock = threading.RLock()   # the writer connection (batches, follow-ups, reopening)
         self._rlock = threading.RLock()   # the reader connection (the console's queries)
         self._wdb = self._rdb = None
@@ -210,7 +139,6 @@ class History:
 
     def _set_aside(self, error):
         aside = set_aside.move_aside(self.path, self.clock())
-        self.moved_aside.append(aside)
         self.stats["set_aside"] += 1
         self.alarm("corrupt_history", "rating history %s damaged (%s); set aside as %s, a fresh one"
                    " started (the outbox and the central API still hold every rating)"
@@ -321,7 +249,7 @@ class History:
                         del rows[rid]
                     added = list(rows.values())
                     db.executemany(_INSERT, added)
-                    db.executemany(_UPSERT_DAILY, _daily(added))
+                    db.executemany(_UPSERT_DAILY, daily(added))
                 self.stats["written"] += len(added)
                 self.stats["duplicates"] += count - len(added)
             except sqlite3.Error as e:
@@ -357,7 +285,9 @@ class History:
             raise FollowUpError(errors.R_OUT_OF_RANGE, "note must be text of at most %d characters,"
                                 " without control characters" % NOTE_LIMIT)
         with self._wlock:
-            db = self._writer()
+            db = self._wdb
+            if db is None:
+                raise HistoryUnavailable("the rating history is unavailable")
             try:
                 db.execute("PRAGMA synchronous=FULL")   # an operator's action: on disk when answered
                 with Txn(db):
@@ -384,11 +314,6 @@ class History:
         db.execute("INSERT INTO follow_ups VALUES (?, ?, ?, ?, ?) ON CONFLICT (rating_id) DO UPDATE"
                    " SET state = excluded.state, note = excluded.note, by = excluded.by,"
                    " at = excluded.at", (rid, state, note, by, int(self.clock())))
-
-    def _writer(self):
-        if self._wdb is None:
-            raise HistoryUnavailable("the rating history is unavailable")
-        return self._wdb
 
     # --- reading ------------------------------------------------------------------------
     def today(self):
@@ -454,7 +379,7 @@ class History:
                           (rid,))
         return _item(rows[0]) if rows else None
 
-    def export(self, day_from, day_to, after=0, limit=BATCH):
+    def export(self, day_from, day_to, after=0, limit=500):
         """(last position, items) of day_from..day_to in the order they were recorded, a page
         at a time: pass the position back as `after` for the next page."""
         rows = self._read("SELECT r.rowid, %s, f.state, f.note, f.by, f.at FROM ratings r LEFT JOIN"
@@ -472,19 +397,6 @@ class History:
         self._thread.join(timeout)
         with self._wlock, self._rlock:
             self._close_connections()
-
-
-def _daily(rows):
-    """The `daily` increments of newly added rating rows: (dim, day, key, level, source, n, label)."""
-    counts, labels = {}, {}
-    for row in rows:
-        day, level, source = row[_DAY], row[_LEVEL] or 0, row[_SOURCE]
-        for dim, group in _GROUP_ITEMS:
-            key, label = group(row)
-            cell = (dim, day, key, level, source)
-            counts[cell] = counts.get(cell, 0) + 1
-            labels[cell] = label
-    return [cell + (n, labels[cell]) for cell, n in counts.items()]
 
 
 def _columns(alias):
