@@ -195,7 +195,7 @@ class Gateway:
             return
         if held:
             detail = "%s (+%d more in the last %d s)" % (detail, held, ALARM_REPEAT_S)
-        log.error("ALARM %s: %s", name, detail)
+        log.error("ALARM %s: %s", name, detail, extra={"kind": "alarm", "alarm": name})
         try:
             self.bridge.event(name, detail)
         except Exception:   # no broker right now: the alarm is still counted and logged

@@ -237,7 +237,8 @@ class Cases:
             self.stats["opened"] += 1
         devices = self._push_case(case)
         log.info("case %d (%s) opened at %s for %d device(s)", case["case_id"], key, case["window"],
-                 len(devices))
+                 len(devices), extra={"kind": "case_opened", "case": case["case_id"],
+                                      "window": case["window"]})
         return 201, self._answer(case)
 
     def _answer(self, case, repeated=False):

@@ -73,6 +73,7 @@ class Rejections:
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
         if more is not None:
             log.warning("rejected %s from %s (%s): %s%s", name, where, device or "?", detail,
-                        " (+%d similar suppressed)" % more if more else "")
+                        " (+%d similar suppressed)" % more if more else "",
+                        extra={"kind": "rejected", "device": device, "where": where, "reason": name})
         if reason in ALARMING and self.alarm is not None:
             self.alarm(name, "%s from %s via %s: %s" % (name, device or "?", where, detail))

@@ -234,7 +234,8 @@ class Rs485Master:
         p.fails += 1
         if p.lane == "slow" or p.fails >= self.cfg.slow_after:
             if p.lane != "slow":
-                log.warning("device %s (address %d) is silent: slow lane", device.id, device.address)
+                log.warning("device %s (address %d) is silent: slow lane", device.id, device.address,
+                            extra={"kind": "device_silent", "device": device.id, "window": device.window})
             p.lane = "slow"
             p.next_slow = self.mono() + self.cfg.slow_interval_s
             self.registry.set_offline(device.id)

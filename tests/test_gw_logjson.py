@@ -136,6 +136,7 @@ def test_a_rating_through_the_gateway_logs_no_identity(mosquitto_broker, tmp_pat
     """Sign-in, a case with the applicant's identity, a bad rating pressed on the device, its
     replay with other content (a dead letter): every log line parses, none holds any part of the identity."""
     device = FakeDevice(mosquitto_broker, "dev-a")
+    case_ids = []
 
     async def scenario():
         gw = Gateway(gateway_config(mosquitto_broker, tmp_path / "gw"))
@@ -154,6 +155,7 @@ def test_a_rating_through_the_gateway_logs_no_identity(mosquitto_broker, tmp_pat
                 async with http.post(base + "/api/v1/cases", json=body) as resp:
                     case = await resp.json()
                     assert resp.status == 201, case
+                case_ids.append(case["case_id"])
                 async with http.post(base + "/api/v1/cases", data=json.dumps(
                         dict(body, node="approval")).encode()) as resp:
                     assert resp.status == 400          # a refused request is logged too
@@ -173,6 +175,9 @@ def test_a_rating_through_the_gateway_logs_no_identity(mosquitto_broker, tmp_pat
     parsed = lines()
     assert len(parsed) >= 3 and all({"time", "level", "logger", "event"} <= set(p) for p in parsed)
     assert any(p["logger"] == "gateway" and "up" in p["event"] for p in parsed)
+    opened = [p for p in parsed if p.get("kind") == "case_opened"]
+    assert [(p["case"], p["window"]) for p in opened] == [(case_ids[0], "A01")]
+    assert any(p.get("kind") == "rejected" and p["where"] == "http" for p in parsed)
     text = lines.text()
     for value in APPLICANT.values():
         assert value not in text, value
