@@ -77,6 +77,36 @@ def free_port():
         return s.getsockname()[1]
 
 
+CONSOLE_USERS = (("tech", "technician"), ("lobby", "viewer"))   # besides the gateway's own admin
+
+
+def console_logins(data_dir):
+    """[(user, role, password)] of the gateway's console: its first-start operator `admin` (the
+    password the gateway itself generates) plus a technician and a lobby screen, so a developer
+    can see what each role sees. Kept when the data directory already has its users."""
+    from gateway import console_users
+    quiet = logging.getLogger(console_users.log.name)   # its first-start warning is for a Pi's journal;
+    level = quiet.level                                 # the sim prints the logins itself
+    quiet.setLevel(logging.ERROR)
+    try:
+        users = console_users.Users.open(data_dir)
+    finally:
+        quiet.setLevel(level)
+    known = dict(users.list())
+    out = []
+    try:
+        with open(users.initial_path, encoding="ascii") as f:
+            out.append(("admin", "operator", f.read().strip()))
+    except OSError:
+        pass
+    for name, role in CONSOLE_USERS:
+        if name not in known:
+            password = secrets.token_urlsafe(9)
+            users.add(name, role, password)
+            out.append((name, role, password))
+    return out
+
+
 def device_key(seed, device):
     """A repeatable 32-byte key per device (hex), as tools/flash.py would provision."""
     return hashlib.sha256(("hall-sim/%s/%s" % (seed, device)).encode()).hexdigest()
@@ -124,6 +154,7 @@ class Hall:
         self.started_at = None
         self.started_wall = None
         self.screenshots = []
+        self.console_logins = []              # [(user, role, password)] printed at start
         self.console_port = console_port      # the gateway's HTTP port (its console); None: any free
         self.console_host = console_host
 
@@ -190,6 +221,7 @@ class Hall:
             sections["rs485"] = [{"url": self.bus.url, "baud": self.baud}]
         sections["devices"] = devices
         os.makedirs(sections["gateway"]["data_dir"], exist_ok=True)
+        self.console_logins = console_logins(sections["gateway"]["data_dir"])
         path = os.path.join(self.workdir, "gateway.toml")
         with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
                   encoding="utf-8") as f:   # it holds the gateway's broker password

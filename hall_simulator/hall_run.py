@@ -29,12 +29,14 @@ def intro(options, hall, touch):
 
 
 def where(hall):
-    """Once the hall is up: where each part listens."""
-    return ("  broker  %s (private Mosquitto)\n"
-            "  gateway %s/status (the real gateway, a child process)\n"
-            "  central %s (reference rating API)\n"
-            "  Ctrl-C closes the hall early and still prints the summary.\n"
-            % (hall.broker.url, hall.gateway.http_url, hall.central.url))
+    """Once the hall is up: where each part listens, and the console's logins."""
+    lines = ["  broker  %s (private Mosquitto)" % hall.broker.url,
+             "  gateway %s/status (the real gateway, a child process)" % hall.gateway.http_url,
+             "  central %s (reference rating API)" % hall.central.url,
+             "  console %s/ (the hall console in a browser), log in as:" % hall.gateway.http_url]
+    lines += ["            %-6s %-10s password %s" % login for login in hall.console_logins]
+    lines.append("  Ctrl-C closes the hall early and still prints the summary.")
+    return "\n".join(lines) + "\n"
 
 
 async def run_async(options, out=None, hall_kwargs=None):
