@@ -81,8 +81,8 @@ def read_coverage(path):
         if not flags:
             runs.append((first, first + count - 1))
             continue
-        for block in range((count + 255) // 256):      # sparse: 34-byte entries, bitmap MSB first
-            bits = blob[offset + 34 * block + 2:offset + 34 * block + 34]
+        for block in range((count + 255) // 256):      # sparse: 42-byte entries, bitmap MSB first
+            bits = blob[offset + 42 * block + 10:offset + 42 * block + 42]
             for k in range(min(256, count - 256 * block)):
                 if bits[k >> 3] & (0x80 >> (k & 7)):
                     scattered.append(first + 256 * block + k)

@@ -24,10 +24,12 @@ A dense run (flags 0) holds `count` consecutive code points of one width, its gl
 a glyph is found with a binary search in the (small, RAM-resident) run table and read with one
 seek: offset + (cp - first) * height * width / 8.
 A sparse run (flags 1, version 2) spans `count` code points of which only some have a glyph. At
-`offset` is its block index, one 34-byte entry per 256 code points of the span: the number of
-glyphs in the blocks before (u16), then a 32-byte bitmap of the block's code points (bit 7 of byte
+`offset` is its block index, one 42-byte entry per 256 code points of the span: the number of
+glyphs in the blocks before (u16), for each 32-code-point group of the block the glyphs in the
+block before that group (8 x u8), then a 32-byte bitmap of the block's code points (bit 7 of byte
 0 = the block's first); the glyphs follow the index in code point order. One read of the block's
-entry says whether cp has a glyph and which (the count before plus the bits set before it).
+entry says whether cp has a glyph and which: the counts before it plus the bits set before it in
+its group (at most 31 bits to count).
 Code points absent from the file have no glyph: the UI draws a placeholder.
 """
 
@@ -57,7 +59,7 @@ HEIGHT = 16
 MAGIC = b"HFNT"
 VERSION = 2
 BLOCK = 256
-ENTRY = 2 + BLOCK // 8
+GROUP = 32
 
 
 def gb2312_hanzi():
@@ -152,12 +154,15 @@ def build(glyphs):
         before = 0
         for start in range(first, first + count, BLOCK):
             bits = bytearray(BLOCK // 8)
+            groups = bytearray(BLOCK // GROUP)
             n = 0
             for i in range(BLOCK):
+                if i % GROUP == 0:
+                    groups[i // GROUP] = n
                 if start + i in have:
                     bits[i >> 3] |= 0x80 >> (i & 7)
                     n += 1
-            data += struct.pack("<H", before) + bits
+            data += struct.pack("<H", before) + groups + bits
             before += n
         for cp in cps:
             data += glyphs[cp][1]

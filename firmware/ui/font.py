@@ -74,20 +74,19 @@ class Font:
         size = self.height * (width >> 3)
         if not flags:
             return width, offset + (cp - first) * size
-        # sparse run: one read of the 256-code-point block's entry (glyphs before it, bitmap)
+        # sparse run: one read of the 256-code-point block's entry (tools/build_font.py)
         i = cp - first
-        nblocks = (count + 255) >> 8
-        self._f.seek(offset + 34 * (i >> 8))
-        entry = self._f.read(34)
+        self._f.seek(offset + 42 * (i >> 8))
+        entry = self._f.read(42)
         k = i & 255
-        byte = entry[2 + (k >> 3)]
+        byte = entry[10 + (k >> 3)]
         if not byte & (0x80 >> (k & 7)):
             return None
-        rank = entry[0] | entry[1] << 8
-        for j in range(2, 2 + (k >> 3)):
+        rank = (entry[0] | entry[1] << 8) + entry[2 + (k >> 5)]
+        for j in range(10 + ((k >> 3) & ~3), 10 + (k >> 3)):
             rank += _bits(entry[j])
         rank += _bits(byte >> (8 - (k & 7)))
-        return width, offset + 34 * nblocks + rank * size
+        return width, offset + 42 * ((count + 255) >> 8) + rank * size
 
     def width(self, cp):
         """Advance in pixels; a missing glyph takes the placeholder's width (wide for CJK). In a
