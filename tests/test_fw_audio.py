@@ -99,3 +99,17 @@ def test_voice_flows_under_micropython(micropython):
     r = micropython(MP_SCRIPT, trees=("protocol", "firmware", "tests"), timeout=300).check()
     assert "FAIL" not in r.stdout, r.stdout
     assert r.stdout.count("PASS") == 2 * len(fw_audio_support.FLOWS), r.stdout
+
+
+def test_the_flash_report_counts_what_goes_on_a_device():
+    """tools/fw_heap.flash_bytes: data by folder as the bundle copies it (no .md, no test
+    vectors), code without the host-only sim board."""
+    from tools import fw_heap
+    from tools.flashkit import romfs
+    files = {"/repo/firmware/prompts/greet.ima": b"a" * 10, "/repo/firmware/prompts/SUMS.md": b"m",
+             "/repo/firmware/fonts/unifont16.bin": b"f" * 7, "/repo/protocol/vectors/crc.json": b"{}",
+             "/repo/firmware/audio.mpy": b"M" * 5, "/repo/firmware/boards/sim.mpy": b"S" * 9}
+    got = fw_heap.flash_bytes(files)
+    assert got["data"] == {"firmware/prompts": 10, "firmware/fonts": 7}
+    assert got["code_mpy"] == 5
+    assert got["code_romfs_image"] == len(romfs.image({"firmware/audio.mpy": b"M" * 5}))

@@ -13,11 +13,15 @@ The boot runs on the sim board of each profile through firmware.main.build() as 
 read and validated by the boot-only firmware.config (dropped again), Device with the UI, and the
 transport the config names (five_button: RS-485, answering one POLL; touch: MQTT over Wi-Fi,
 not connected).
-Then it puts a case on the screen, collects garbage and reports the bytes still allocated
-beyond an interpreter that has only the runtime's own modules imported:
-    {"heap_resident_bytes": {"five_button": n, "touch": n}, "heap_resident_bytes_fs": {...}}
+Then it puts a case on the screen (the greeting playing from the real prompt files into the sim
+board's amplifier, firmware/audio.py's buffers allocated), collects garbage and reports the bytes
+still allocated beyond an interpreter that has only the runtime's own modules imported:
+    {"heap_resident_bytes": {"five_button": n, "touch": n}, "heap_resident_bytes_fs": {...},
+     "heap_goal_bytes": {"five_button": 49152}}
 and, second and clearly apart, the estimate for a build with the modules frozen into flash:
     {"heap_data_bytes": {"five_button": n, "touch": n}}   (objects the boot creates; data_bytes())
+and the flash the bundle takes (flash_bytes()): {"flash_bytes": {"data": {folder: bytes},
+"data_files": {...}, "code_mpy": n, "code_romfs_image": n}} (the font, the voice prompts ...).
 The sim board's frame buffer is the same size as the real one (five_button 1 KiB, touch 37.5 KiB).
 
 Imported before the baseline, because they are C modules in the ESP32 firmware (no heap) but
@@ -106,7 +110,7 @@ for _m in %(order)r:
 from firmware.boards.sim import make_board
 from firmware.main import build
 board = make_board({"profile": profile, "fs_root": "/tmp/heap", "net": _Net()})
-dev, board, _err = build("/tmp/heap", %(font)r, board=board)
+dev, board, _err = build("/tmp/heap", %(font)r, board=board, prompts=%(prompts)r)
 assert dev is not None, _err
 dev.step()
 dev.on_context({"case_id": 1, "node": 3, "window": "07", "staff_id": "A0123", "staff_name": "王喆",
@@ -117,6 +121,7 @@ if profile == "five_button":
     board.uart.feed(unhexlify(%(poll)r))
 dev.step()
 assert dev.app.state == "case", dev.app.state
+assert board.audio.played == [("greet", 5)] and dev.audio.playing, "the greeting is not playing"
 if profile == "five_button":
     assert board.uart.take_tx()[:2] == b"\\xa5\\x5a", "no reply to the POLL"
 _a = await _alloc()
@@ -133,21 +138,25 @@ print(%(prefix)r + json.dumps({"bytes": _a - _base, "parts": _parts, "modules": 
 IMPORT_ORDER = {
     "five_button": (
         "protocol", "protocol.errors", "protocol.schema", "protocol.vocab", "protocol.codec",
-        "protocol.auth", "protocol.crc", "protocol.frame", "protocol.timing", "protocol.slave",
+        "protocol.supplement", "protocol.auth", "protocol.crc", "protocol.frame", "protocol.timing",
+        "protocol.slave",
         "firmware", "firmware.flashfs", "firmware.store", "firmware.rating_config",
         "firmware.health", "firmware.outbox", "firmware.views", "firmware.app", "firmware.device",
         "firmware.main", "firmware.transport_rs485", "firmware.boards", "firmware.boards.sim",
         "firmware.audio",
-        "firmware.boards.sim_io", "firmware.ui", "firmware.ui.font", "firmware.ui.ui",
-        "firmware.ui.mono"),
+        "firmware.boards.sim_io", "firmware.glyphs", "firmware.ui", "firmware.ui.font", "firmware.ui.ui",
+        "firmware.ui.shapes", "firmware.ui.say", "firmware.ui.mono"),
     "touch": (
         "protocol", "protocol.errors", "protocol.schema", "protocol.vocab", "protocol.codec",
-        "protocol.jsonform", "protocol.auth", "protocol.rating", "protocol.topics", "protocol.mqtt_wire",
+        "protocol.supplement", "protocol.jsonform", "protocol.auth", "protocol.rating",
+        "protocol.topics", "protocol.mqtt_wire",
         "firmware", "firmware.flashfs", "firmware.store", "firmware.rating_config",
         "firmware.health", "firmware.outbox", "firmware.views", "firmware.app", "firmware.device",
         "firmware.main", "firmware.mqtt_client", "firmware.transport_mqtt", "firmware.boards",
-        "firmware.boards.sim", "firmware.boards.sim_io", "firmware.audio", "firmware.ui",
-        "firmware.ui.font", "firmware.ui.ui", "firmware.ui.colors", "firmware.ui.touch"),
+        "firmware.boards.sim", "firmware.boards.sim_io", "firmware.audio", "firmware.glyphs",
+        "firmware.ui", "firmware.ui.font", "firmware.ui.ui", "firmware.ui.colors", "firmware.ui.shapes",
+        "firmware.ui.words", "firmware.ui.say", "firmware.ui.touch", "firmware.ui.qr",
+        "firmware.ui.touch_screens"),
 }
 
 
@@ -165,22 +174,30 @@ vfs.mount(vfs.VfsRom(memoryview(_image)), "/rom")
 sys.path[:0] = ["/rom", "/rom/lib"]
 """ % ROMFS_IMAGE
 FS_FONT = "/repo/firmware/fonts/unifont16.bin"
+ROMFS_PROMPTS = "/prompts"                  # firmware.main.DEFAULT_PROMPTS (beside the font)
+FS_PROMPTS = "/repo/firmware/prompts"
 
 
 def _script(profile, breakdown, romfs=False):
     return SCRIPT % {"profile": profile, "prefix": RESULT_PREFIX, "runtime": RUNTIME_MODULES,
                      "order": IMPORT_ORDER[profile] if breakdown else (), "poll": poll_frame_hex(),
-                     "prelude": ROMFS_PRELUDE if romfs else "", "font": ROMFS_FONT if romfs else FS_FONT}
+                     "prelude": ROMFS_PRELUDE if romfs else "", "font": ROMFS_FONT if romfs else FS_FONT,
+                     "prompts": ROMFS_PROMPTS if romfs else FS_PROMPTS}
 
 
 def romfs_files(files):
     """The device-file dict of measure_detail turned into its ROMFS form: the modules in one ROMFS
-    image built as the flash tool builds it, the font outside it (it stays on the filesystem)."""
+    image built as the flash tool builds it, the font and the voice prompts outside it (they stay
+    on the filesystem)."""
     from tools.flashkit import romfs
     from tools.mpy_runner import MP_ROOT
     prefix = MP_ROOT + "/"
     mods = dict((p[len(prefix):], d) for p, d in files.items() if p.endswith(".mpy"))
-    return {ROMFS_IMAGE: romfs.image(mods), ROMFS_FONT: files[FS_FONT]}
+    out = {ROMFS_IMAGE: romfs.image(mods), ROMFS_FONT: files[FS_FONT]}
+    for p, d in files.items():
+        if p.startswith(FS_PROMPTS + "/"):
+            out[ROMFS_PROMPTS + p[len(FS_PROMPTS):]] = d
+    return out
 
 
 
@@ -267,11 +284,36 @@ HEAP_FORM = ("heap_resident_bytes: modules executed in place from a ROMFS partit
              "partition, e.g. the stock ESP32_GENERIC and ESP32_GENERIC_S3 builds)")
 
 
+HEAP_GOAL = {"five_button": 48 * 1024}     # ROMFS form, with the glyph supplement and voice in place
+
+
+def flash_bytes(files) -> dict:
+    """Flash the bundle takes on a device, by part: its data files by folder (fonts, the voice
+    prompts, the UI's pre-rendered words ...; as the flash tool copies them) and its code, both as
+    .mpy files and as the ROMFS image the flash tool builds of them. Host-only modules excluded."""
+    from tools.flashkit import bundle, romfs
+    from tools.mpy_runner import MP_ROOT
+    data, files_of, mods = {}, {}, {}
+    for path, blob in files.items():
+        rel = path[len(MP_ROOT) + 1:]
+        if rel.endswith(".mpy"):
+            if rel[:-4] + ".py" not in bundle.HOST_ONLY:
+                mods[rel] = blob
+        elif not rel.endswith(bundle.SKIP_EXT) and not set(rel.split("/")) & set(bundle.SKIP_DIRS):
+            folder = rel.rsplit("/", 1)[0]
+            data[folder] = data.get(folder, 0) + len(blob)
+            files_of[rel] = len(blob)
+    return {"data": data, "data_files": files_of, "code_mpy": sum(len(b) for b in mods.values()),
+            "code_romfs_image": len(romfs.image(mods))}
+
+
 def report(files, run_micropython, breakdown_detail) -> dict:
     return {"heap_resident_bytes": measure(files, run_micropython, romfs=True),
             "heap_resident_bytes_fs": measure(files, run_micropython),
             "heap_resident_form": HEAP_FORM,
-            "heap_data_bytes": data_bytes(breakdown_detail)}
+            "heap_goal_bytes": HEAP_GOAL,
+            "heap_data_bytes": data_bytes(breakdown_detail),
+            "flash_bytes": flash_bytes(files)}
 
 
 def main(argv=None) -> int:
