@@ -337,8 +337,8 @@ def test_the_collector_is_per_gateway(tmp_path):
         assert parse(one.metrics_text())[0]["hall_gateway_devices", ()] == 1
         assert parse(two.metrics_text())[0]["hall_gateway_devices", ()] == 3
     finally:
-        one.store.close()
-        two.store.close()
+        asyncio.run(one.stop())
+        asyncio.run(two.stop())
 
 
 def test_the_oldest_pending_time_follows_the_outbox(tmp_path):
