@@ -3,7 +3,7 @@
 import pytest
 
 from firmware.boards.sim import make_board
-from firmware.ui import colors, touch as touch_layout
+from firmware.ui import colors, say, touch as touch_layout
 from firmware.ui.font import Font
 from firmware.ui.ui import Ui, SCROLL_HOLD, SCROLL_STEP_MS
 from firmware.views import SCREENS
@@ -66,7 +66,8 @@ def test_touch_levels_submit_and_no_hint(font, tmp_path):
             palettes.append(sorted({fb.pixel(xx, yy) for xx in range(x, x + w) for yy in range(y, y + h)}))
             assert fb.pixel(x, y) == colors.EDGE and fb.pixel(x + 2, y + 2) == colors.FACE
         assert all(p == palettes[0] for p in palettes)
-        assert set(palettes[0]) <= {colors.FG, colors.FACE, colors.EDGE} | set(colors.blends(colors.FG, colors.FACE))
+        ink = {colors.FG, colors.FACE, colors.EDGE} | set(colors.blends(colors.FG, colors.FACE))
+        assert set(palettes[0]) <= ink
         shows = fb.shows
         assert ui.action(view, ("touch",) + centre(rates[1])) == ("rate", ind, 2)
         if page < 2:                                   # a press moves on to the next indicator
@@ -152,10 +153,10 @@ def test_large_text_makes_the_level_words_bigger(font, tmp_path):
     for large, px in ((0, 24), (1, 32)):
         view = dict(case_view((1,)), large_text=large)
         assert touch_layout.Geo(ui, view).label_px == px
-        assert ui.say_w("非常不满意", px) <= touch_layout.Geo(ui, view).bw - 8   # one line, no "…"
+        assert say.say_w(ui, "非常不满意", px) <= touch_layout.Geo(ui, view).bw - 8   # one line, no "…"
     from firmware.ui.ui import builtin_words
     for px in (24, 32, 48):                            # every built-in word is smooth at every size
-        assert all(ui.words(px).covers(w.replace("\n", "")) for w in builtin_words())
+        assert all(say.words(ui, px).covers(w.replace("\n", "")) for w in builtin_words())
 
 
 def test_oled_case_lines_keep_apart_and_the_error_names_no_file(font, tmp_path):

@@ -10,7 +10,11 @@ tags:  title + n/m | two tag rows, each a drawn check box (ticked = chosen), the
 error: 设备维护中 on a lit bar, 请联系工作人员, and a code for the technician (never a file name).
 """
 
-from firmware.ui import shapes
+try:
+    import framebuf  # pyright: ignore[reportMissingImports] (absent on CPython: fb below)
+except ImportError:
+    from firmware.ui import fb as framebuf
+
 from firmware.ui.ui import ask_fields, error_code
 
 W = 128
@@ -21,6 +25,18 @@ TAG_Y = 17
 LEGEND_Y = 52
 # tags screen: K1 up, K2 down, K3 choose, K4 back, K5 confirm (views.py)
 TAG_KEYS = (("tag_move", -1), ("tag_move", 1), ("tag_toggle",), ("back",), ("confirm",))
+# Icons, 12x10 MONO_HLSB (20 bytes each; bitmaps cost less RAM than drawing code): up, down,
+# choose (a ticked box), back (a U-turn arrow), done (a tick), then the tag's 9 px check box
+# empty and ticked (the tick cut out of a filled box).
+_ICONS = (
+    b"\x00\x00\x00\x00\x04\x00\x0e\x00\x1f\x00\x3f\x80\x7f\xc0\xff\xe0\x00\x00\x00\x00"
+    b"\x00\x00\x00\x00\xff\xe0\x7f\xc0\x3f\x80\x1f\x00\x0e\x00\x04\x00\x00\x00\x00\x00"
+    b"\xff\xc0\xff\xc0\xfe\xc0\xfd\xc0\xfb\xc0\xdb\xc0\xe7\xc0\xf7\xc0\xff\xc0\xff\xc0"
+    b"\x20\x00\x60\x00\xff\x00\x60\x80\x20\x40\x00\x40\x00\x40\x00\x80\x7f\x00\x00\x00"
+    b"\x00\x00\x00\xc0\x01\xc0\x03\x80\x07\x00\xc6\x00\xee\x00\x7c\x00\x38\x00\x18\x00"
+    b"\xff\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\xff\x80\x00\x00"
+    b"\xff\x80\xff\x80\xfd\x80\xfb\x80\xd7\x80\xcf\x80\xef\x80\xff\x80\xff\x80\x00\x00")
+UP, DOWN, CHOOSE, BACK, DONE, BOX, BOX_ON = range(7)
 
 
 def draw(ui, view):
@@ -93,20 +109,17 @@ def _tags(ui, view):
         tag = tags[i]
         fg, bg = (0, 1) if i == cursor else (1, 0)
         fb.fill_rect(0, y, W, ROW, bg)
-        shapes.checkbox(fb, 2, y + 4, 9, fg, bg, tag.get("code") in chosen)
+        _icon(ui, 2, y + 4, BOX_ON if tag.get("code") in chosen else BOX, fg)
         ui.line(16, y, W - 16, tag.get("label") or "", fg, bg)
-    _legend(fb)
+    for k in (UP, DOWN, CHOOSE, BACK, DONE):   # K1..K5, each under its key (W / 5 a key)
+        _icon(ui, k * W // 5 + W // 10 - 5, LEGEND_Y, k, 1)
 
 
-def _legend(fb):
-    """K1..K5 on the tags screen, each icon centred under its key (W / 5 = 25.6 px a key)."""
-    y = LEGEND_Y
-    cx = [k * W // 5 + W // 10 for k in range(5)]
-    shapes.triangle(fb, cx[0], y + 2, 6, True, 1)
-    shapes.triangle(fb, cx[1], y + 2, 6, False, 1)
-    shapes.checkbox(fb, cx[2] - 5, y, 10, 1, 0, True)
-    shapes.back_arrow(fb, cx[3] - 5, y, 10, 1)
-    shapes.tick(fb, cx[4] - 5, y, 10, 2, 1)
+def _icon(ui, x, y, i, c):
+    """Icon i in colour c; its unset pixels leave the screen as it was."""
+    src = framebuf.FrameBuffer(bytearray(_ICONS[i * 20:i * 20 + 20]), 12, 10, framebuf.MONO_HLSB)
+    pal, key = ui._palette(c)
+    ui.fb.blit(src, x, y, key, pal)
 
 
 def _idle(ui, view):

@@ -1,5 +1,6 @@
-"""Icons drawn as shapes, from fill_rect alone (pixel-identical under framebuf and ui/fb.py): key
-legends, check boxes, arrows, the thank-you tick. No icon is a character, so none reads as one."""
+"""touch icons drawn as shapes, from fill_rect alone (pixel-identical under framebuf and ui/fb.py):
+check boxes, page arrows and dots, the thank-you tick, the QR button. No icon is a character, so
+none reads as one. (The OLED's few icons are bitmaps in mono.py: less RAM than code.)"""
 
 
 def thick_line(fb, x0, y0, x1, y1, t, c):
@@ -27,28 +28,11 @@ def checkbox(fb, x, y, s, c, bg, on):
         tick(fb, x + m, y + m, s - 2 * m, max(1, s // 8), bg)
 
 
-def triangle(fb, cx, y, h, up, c):
-    """A filled triangle h rows tall, 2h - 1 wide, apex up or down, centred on cx."""
-    for i in range(h):
-        half = i if up else h - 1 - i
-        fb.fill_rect(cx - half, y + i, 2 * half + 1, 1, c)
-
-
 def side_triangle(fb, x, cy, w, left, c):
     """A filled triangle w columns wide, 2w - 1 tall, pointing left or right."""
     for i in range(w):
         half = i if left else w - 1 - i
         fb.fill_rect(x + i, cy - half, 1, 2 * half + 1, c)
-
-
-def back_arrow(fb, x, y, s, c):
-    """A U-turn arrow (back) in an s x s box."""
-    t = max(1, s // 8)
-    r = s // 2
-    side_triangle(fb, x, y + r // 2 + t // 2, r // 2 + 1, True, c)
-    fb.fill_rect(x + r // 2, y + r // 2, s - r // 2 - t, t, c)
-    fb.fill_rect(x + s - t - 1, y + r // 2, t, r, c)
-    fb.fill_rect(x + r // 2, y + r // 2 + r - t, s - r // 2 - 1, t, c)
 
 
 def disc(fb, cx, cy, r, c):
@@ -70,4 +54,4 @@ def qr_icon(fb, x, y, s, c, bg):
         fb.fill_rect(x + fx + u // 2, y + fy + u // 2, 3 * u - 2 * (u // 2), 3 * u - 2 * (u // 2), bg)
         fb.fill_rect(x + fx + u, y + fy + u, u, u, c)
     for mx, my in ((4, 4), (5, 6), (6, 4), (4, 6), (6, 6), (5, 5)):
-        fb.fill_rect(x + mx * u * s // (7 * u), y + my * u * s // (7 * u), u, u, c)
+        fb.fill_rect(x + mx * s // 7, y + my * s // 7, u, u, c)

@@ -17,6 +17,7 @@ Paging and the QR screen are local to the UI: action() redraws and returns None.
 
 from firmware.ui import colors as C
 from firmware.ui import shapes
+from firmware.ui.say import say, say_h
 from firmware.ui.ui import ask_fields, serial_text
 
 
@@ -49,8 +50,8 @@ def button(ui, x, y, w, h, text, px, chosen, enabled=True):
     face, ink = (C.CHOSEN, C.ON_DARK) if chosen else (C.FACE, C.FG if enabled else C.MUTED)
     ui.fb.fill_rect(x, y, w, h, face)
     ui.fb.rect(x, y, w, h, C.CHOSEN if chosen else C.EDGE)
-    lh = ui.say_h(px)
-    ui.say(x + 4, y + (h - lh) // 2, w - 8, text, px, ink, face)
+    lh = say_h(ui, px)
+    say(ui, x + 4, y + (h - lh) // 2, w - 8, text, px, ink, face)
 
 
 # --- case ---------------------------------------------------------------------------------------
@@ -121,6 +122,19 @@ def _complete(view):
     return True
 
 
+def block(ui, x, y, w, text, fg, max_lines, pitch):
+    """Case text wrapped into at most max_lines lines of pitch px, the last one ending in "…"
+    when text is left over. Returns the y below the block."""
+    lines = ui.wrap(text, w)
+    for i in range(min(len(lines), max_lines)):
+        if i == max_lines - 1 and i + 1 < len(lines):
+            ui.clipped(x, y, w, lines[i] + lines[i + 1], fg)   # too wide: ends in "…"
+        else:
+            ui.text(x, y, lines[i], fg, w)
+        y += pitch
+    return y
+
+
 def _left(ui, view, g):
     """The side panel: the case (Art. 14) and the time left."""
     ctx = view.get("context") or {}
@@ -129,7 +143,7 @@ def _left(ui, view, g):
     x, iw, p = g.pad, g.left_w - 2 * g.pad, g.pitch
     ink = C.ON_DARK
     lines = (2 if g.large else 4) if g.w >= 480 else (2 if g.large else 3)
-    y = ui.block(x, g.pad, iw, ctx.get("matter_name") or "", ink, lines, p) + 4
+    y = block(ui, x, g.pad, iw, ctx.get("matter_name") or "", ink, lines, p) + 4
     fb.hline(x, y - 3, iw, C.EDGE)
     if not g.large:
         ui.text(x, y + 1, ui.word(view, "serial"), ink)
@@ -151,10 +165,10 @@ def _left(ui, view, g):
 
 def _countdown(ui, left):
     g = Geo(ui, ui.view)
-    lh = ui.say_h(g.small_px)
+    lh = say_h(ui, g.small_px)
     y = g.h - g.pad - g.btn_h - lh - g.pad
     ui.fb.fill_rect(g.pad, y, g.left_w - 2 * g.pad, lh, C.BAR)
-    ui.say(g.pad, y, g.left_w - 2 * g.pad, ui.word_with(ui.view, "left", left), g.small_px,
+    say(ui, g.pad, y, g.left_w - 2 * g.pad, ui.word_with(ui.view, "left", left), g.small_px,
            C.ON_DARK, C.BAR)
 
 
@@ -172,11 +186,11 @@ def _case(ui, view):
     tx, tw = g.left_w + 2, g.w - g.left_w - 4
     if pages > 1:   # room for ‹ and ›
         tx, tw = tx + t // 2 + 6, tw - t - 12
-    th = ui.say_h(g.title_px)
+    th = say_h(ui, g.title_px)
     for kind, key in shown:
         if kind == "ind":
             label = "prompt_receipt" if ask_fields(view) == ["service"] else "ind_" + key
-            ui.say(tx, 1, tw, ui.word(view, label), g.title_px, C.FG, C.BG)
+            say(ui, tx, 1, tw, ui.word(view, label), g.title_px, C.FG, C.BG)
         else:
             ui.line(tx, 1 + (th - 16) // 2, tw, key.get("name") or key.get("code") or "", C.FG,
                     C.BG, True)
@@ -225,7 +239,7 @@ def _tag_hits(ui, view):
 def _tags(ui, view):
     g = Geo(ui, view)
     ui.fb.fill_rect(0, 0, g.w, g.title_h, C.BAR)
-    ui.say(g.pad, (g.title_h - ui.say_h(g.title_px)) // 2, g.w - 2 * g.pad,
+    say(ui, g.pad, (g.title_h - say_h(ui, g.title_px)) // 2, g.w - 2 * g.pad,
            ui.word(view, "tags_title"), g.title_px, C.ON_DARK, C.BAR)
     for x, y, w, h, act, label, chosen in _tag_hits(ui, view):
         if label is None:

@@ -10,6 +10,7 @@ qr (扫码评价, from the case screen): the QR code with its quiet zone, the hi
 
 from firmware.ui import colors as C
 from firmware.ui import shapes
+from firmware.ui.say import say, say_h, say_lines
 from firmware.ui.ui import error_code
 
 
@@ -23,18 +24,18 @@ def draw_other(ui, view, g):
         shapes.ring(ui.fb, g.w // 2, cy, r, max(3, r // 6), C.CHOSEN, C.BG)
         s = r
         shapes.tick(ui.fb, g.w // 2 - s // 2, cy - s // 2, s, max(3, r // 6), C.CHOSEN)
-        ui.say_lines(_lines(ui, view, "thanks"), cy + r + g.pad, g.h - g.pad, g.big_px, C.FG, C.BG)
+        say_lines(ui, _lines(ui, view, "thanks"), cy + r + g.pad, g.h - g.pad, g.big_px, C.FG, C.BG)
     elif screen == "provisioning":
-        y = ui.say_lines([ui.word(view, "provisioning")], 0, g.h * 2 // 3, g.big_px, C.FG, C.BG)
+        y = say_lines(ui, [ui.word(view, "provisioning")], 0, g.h * 2 // 3, g.big_px, C.FG, C.BG)
         ui.line(0, y + g.pad, g.w, view.get("device") or "", C.MUTED, None, True)
     elif screen == "error":
         ui.fb.fill_rect(0, 0, g.w, g.h // 2, C.BAR)
-        ui.say_lines([ui.word(view, "error")], 0, g.h // 2, g.big_px, C.ON_DARK, C.BAR)
-        y = ui.say_lines(_lines(ui, view, "maint_hint"), g.h // 2, g.h - 40, g.small_px, C.FG, C.BG)
+        say_lines(ui, [ui.word(view, "error")], 0, g.h // 2, g.big_px, C.ON_DARK, C.BAR)
+        y = say_lines(ui, _lines(ui, view, "maint_hint"), g.h // 2, g.h - 40, g.small_px, C.FG, C.BG)
         code = ui.word_with(view, "code", error_code(view.get("message")))
         ui.line(0, g.h - g.pad - 16, g.w, code, C.MUTED, None, True)
     else:
-        ui.say_lines(_lines(ui, view, screen), 0, g.h, g.big_px, C.FG, C.BG)
+        say_lines(ui, _lines(ui, view, screen), 0, g.h, g.big_px, C.FG, C.BG)
 
 
 def _lines(ui, view, key):
@@ -46,15 +47,15 @@ def _idle(ui, view, g):
     hall = ui.word(view, "hall")
     fb.fill_rect(0, 0, g.w, g.title_h, C.BAR)
     if hall:
-        ui.say(g.pad, (g.title_h - ui.say_h(24)) // 2, g.w - 2 * g.pad, hall, 24, C.ON_DARK,
+        say(ui, g.pad, (g.title_h - say_h(ui, 24)) // 2, g.w - 2 * g.pad, hall, 24, C.ON_DARK,
                C.BAR)   # CONFIG text: smooth when covered, else the bitmap font unscaled
     lines = []
     if view.get("window"):
         lines.append(ui.word_with(view, "window", view["window"]))
     welcome = view.get("idle_text") or ui.word(view, "idle")
     bottom = g.h - g.pad - 24
-    y = ui.say_lines(lines, g.title_h, g.h * 3 // 5, 48, C.FG, C.BG) if lines else g.h // 3
-    ui.say_lines(welcome.split("\n"), y, bottom, g.big_px, C.FG, C.BG)
+    y = say_lines(ui, lines, g.title_h, g.h * 3 // 5, 48, C.FG, C.BG) if lines else g.h // 3
+    say_lines(ui, welcome.split("\n"), y, bottom, g.big_px, C.FG, C.BG)
     name = view.get("staff_name")
     if name:
         fb.hline(g.pad * 4, bottom - g.pad, g.w - g.pad * 8, C.EDGE)
@@ -73,11 +74,11 @@ def qr_screen(ui, view, g):
     modules = (view.get("context") or {}).get("qr_modules")
     fb.fill_rect(0, 0, g.left_w, g.h, C.BAR)
     y = g.pad
-    ui.say(g.pad, y, g.left_w - 2 * g.pad, ui.word(view, "qr"), g.small_px, C.ON_DARK, C.BAR)
-    y += ui.say_h(g.small_px) + g.pad
+    say(ui, g.pad, y, g.left_w - 2 * g.pad, ui.word(view, "qr"), g.small_px, C.ON_DARK, C.BAR)
+    y += say_h(ui, g.small_px) + g.pad
     for ln in _lines(ui, view, "scan"):
-        ui.say(g.pad, y, g.left_w - 2 * g.pad, ln, g.small_px, C.ON_DARK, C.BAR, False)
-        y += ui.say_h(g.small_px)
+        say(ui, g.pad, y, g.left_w - 2 * g.pad, ln, g.small_px, C.ON_DARK, C.BAR, False)
+        y += say_h(ui, g.small_px)
     for x, by, w, h, act, word, chosen in qr_hits(ui, view, g):
         button(ui, x, by, w, h, ui.word(view, word), g.small_px, False)
     box = min(g.w - g.left_w, g.h) - 2 * g.pad

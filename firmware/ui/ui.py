@@ -5,8 +5,7 @@ view into one semantic action. The layouts live in mono.py (five_button, 128x64)
     ui = Ui(board, Font(path)); ui.render(view); act = ui.action(view, ("key", 0)); ui.tick()
 
 Two kinds of type: case text (names, matters, serials) in the 16-px bitmap font, and on touch
-panels the fixed words in smooth pre-rendered type (ui/words.py; say()). A fixed word that a CONFIG
-text overrides with characters the smooth set lacks falls back to the bitmap font.
+panels the fixed words in smooth pre-rendered type (ui/say.py, ui/words.py).
 
 Long case text: a line that does not fit its slot ends in "…" and scrolls sideways one character
 at a time (marquee), after a pause at the start and at the end; call ui.tick() from the main loop
@@ -98,7 +97,7 @@ class Ui:
         self._fmt = framebuf.MONO_HLSB if self.mono else framebuf.GS4_HMSB
         self._palettes = {}
         self._glyph_buf = bytearray(32)
-        self._words = {}        # px -> words.Words, or None when the file is missing
+        self._words = {}        # touch: px -> words.Words, or None when the file is missing (say.py)
         self._words_dir = words_dir
         self._scroll = []       # [x, y, w, text, fg, bg, pos, hold, rows] per overflowing line
         self._scroll_at = 0
@@ -179,63 +178,6 @@ class Ui:
         except (TypeError, ValueError):
             return builtin_text(key) % value
 
-    def words(self, px):
-        """The smooth type of size px (touch panels), or None."""
-        if self.mono:
-            return None
-        if px not in self._words:
-            from firmware.ui.words import Words
-            d = self._words_dir
-            if d is None:
-                d = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-            try:
-                self._words[px] = Words("%s/words_%d.bin" % (d, px))
-            except (OSError, ValueError):
-                self._words[px] = None
-        return self._words[px]
-
-    def say_h(self, px):
-        """Height of a say() line of size px."""
-        w = self.words(px)
-        return w.line_h if w is not None else self.font.height * max(1, px // 16)
-
-    def say_w(self, text, px):
-        w = self.words(px)
-        if w is not None and w.covers(text):
-            return w.width(text)
-        return self.font.text_width(text) * (px // 16 if px >= 32 else 1)
-
-    def say(self, x, y, w, text, px, ink, bg, center=True):
-        """A fixed word in smooth type of size px, in a slot of width w and say_h(px) rows,
-        centred or left; ends in "…" when too wide. Bitmap fallback for uncovered characters."""
-        sw = self.words(px)
-        if sw is not None and sw.covers(text):
-            tw = sw.width(text)
-            if tw > w:
-                text = text[:sw.fit(text, w - sw.width(ELLIPSIS))] + ELLIPSIS
-                tw = sw.width(text)
-            sw.draw(self.fb, x + ((w - tw) // 2 if center else 0), y, text, ink, bg)
-            return tw
-        scale = px // 16 if px >= 32 else 1
-        h = self.say_h(px)
-        tw = self.font.text_width(text) * scale
-        if tw > w:
-            return self.clipped(x, y + (h - 16 * scale) // 2, w, text, ink, scale)
-        self.text(x + ((w - tw) // 2 if center else 0), y + (h - 16 * scale) // 2, text, ink,
-                  None, scale)
-        return tw
-
-    def say_lines(self, lines, y0, y1, px, ink, bg):
-        """Lines of smooth words centred in the screen's width and between y0 and y1."""
-        lh = self.say_h(px) + px // 6
-        y = y0 + max(0, (y1 - y0 - lh * len(lines)) // 2)
-        for ln in lines:
-            if y + lh > y1 + px // 6:
-                break
-            self.say(8, y, self.width - 16, ln, px, ink, bg)
-            y += lh
-        return y
-
     # --- bitmap text -----------------------------------------------------------------------------
     def _palette(self, c):
         """(palette, key) to blit a glyph's set bits in colour c and leave the rest untouched.
@@ -311,7 +253,7 @@ class Ui:
             self._scroll.append([x, y, w, text, fg, 0 if bg is None else bg, 0, SCROLL_HOLD,
                                  rows])
 
-    def wrap(self, text, w, scale=1):
+    def wrap(self, text, w):
         """Split text into lines no wider than w pixels (CJK breaks anywhere; so does ASCII)."""
         lines = []
         start = 0
@@ -322,7 +264,7 @@ class Ui:
                 lines.append(text[start:i])
                 start, used = i + 1, 0
                 continue
-            cw = self.font.width(ord(ch)) * scale
+            cw = self.font.width(ord(ch))
             if used + cw > w and i > start:
                 cut = i
                 for j in range(i - 1, start, -1):   # prefer a break after punctuation or a space
@@ -331,33 +273,10 @@ class Ui:
                         break
                 lines.append(text[start:cut])
                 start = cut
-                used = self.font.text_width(text[cut:i]) * scale
+                used = self.font.text_width(text[cut:i])
             used += cw
         lines.append(text[start:])
         return lines
-
-    def block(self, x, y, w, text, fg, max_lines, pitch):
-        """Case text wrapped into at most max_lines lines of pitch px, the last one ending in "…"
-        when text is left over. Returns the y below the block."""
-        lines = self.wrap(text, w)
-        for i in range(min(len(lines), max_lines)):
-            if i == max_lines - 1 and i + 1 < len(lines):
-                self.clipped(x, y, w, lines[i] + lines[i + 1], fg)   # too wide: ends in "…"
-            else:
-                self.text(x, y, lines[i], fg, w)
-            y += pitch
-        return y
-
-    def centered(self, lines, y0, y1, fg, scale=1):
-        """Bitmap lines centred horizontally and vertically between y0 and y1."""
-        lh = self.font.height * scale
-        y = y0 + max(0, (y1 - y0 - lh * len(lines)) // 2)
-        for ln in lines:
-            if y + lh > y1:
-                break
-            tw = self.font.text_width(ln) * scale
-            self.text(max(0, (self.width - tw) // 2), y, ln, fg, None, scale)
-            y += lh
 
 
 def ask_fields(view):
