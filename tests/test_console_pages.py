@@ -6,10 +6,12 @@ With HALL_CONSOLE_SHOTS=docs/console the pages are saved as PNG at laptop and ph
 
 import json
 import os
+import re
 import time
 
 import pytest
 
+from alert_receivers import Receivers
 from console_browser import (LAPTOP, PHONE, browser, click, css, login, no_horizontal_scroll, shot, text,  # noqa: F401
                              viewport, wait_for)
 from gateway import config as config_mod
@@ -28,7 +30,7 @@ MQTT_DEVICES = {"ev-a01": "A01", "ev-a02": "A02", "ev-a03": "A03", "ev-a04": "A0
 RS485_DEVICES = {"ev-a05": ("A05", 5), "ev-a06": ("A06", 6)}
 
 
-def hall_config(broker, data_dir):
+def hall_config(broker, data_dir, channels=()):
     devices = [{"id": d, "window": w, "name": "%s 号窗评价器" % w[1:], "key": device_key(d).hex(),
                 "board": "touch" if i % 2 else "five_button"}
                for i, (d, w) in enumerate(MQTT_DEVICES.items())]
@@ -42,6 +44,7 @@ def hall_config(broker, data_dir):
         "device_config": {"version": 2, "rating_timeout_s": 30, "tags": [
             {"code": 501, "label": "等待时间长", "indicator": 4},
             {"code": 502, "label": "服务态度差", "indicator": 4}]},
+        "alerts": {"channels": list(channels)},
         "devices": devices})
 
 
@@ -84,13 +87,15 @@ def hall(tmp_path_factory):
     folder = tmp_path_factory.mktemp("console")
     broker = Broker(folder / "mosquitto").start()
     try:
-        with LiveGateway(hall_config(broker, folder / "gw")) as live:
+        with Receivers() as receivers, \
+                LiveGateway(hall_config(broker, folder / "gw", receivers.channels(email=False))) as live:
             for role, (name, password) in USERS.items():
                 live.gw.users.add(name, role, password)
             for window, (staff_id, name) in STAFF.items():
                 assert live.request("POST", "/api/v1/windows/%s/sign-in" % window,
                                     {"staff_id": staff_id, "staff_name": name}, role="queue")[0] == 200
             h = Hall(live, broker)
+            h.receivers = receivers
             try:
                 for i, d in enumerate(MQTT_DEVICES):
                     h.devices[d].publish("status", codec.to_json(schema.STATUS, {
@@ -170,8 +175,14 @@ def test_operator_logs_in_and_a_rating_appears_live(hall, browser):
     page(browser, "devices")
     settled(browser, 'tr[data-device="ev-a05"]')
     shot(browser, "operator-devices-laptop", LAPTOP)
+    # the bad ratings' alerts reached the hall's WeCom and DingTalk robots (the receivers check
+    # the documented JSON and DingTalk's signature), and the alerts page lists them as sent
+    hall.receivers.wait("wecom", 2)
+    hall.receivers.wait("dingtalk", 2)
     page(browser, "alerts")
-    settled(browser, "#alerts-body .tiles, #alerts-body .error")
+    settled(browser, '#alert-channels li[data-channel="企业微信值班群"]')
+    wait_for(lambda: int(css(browser, "#alert-counts .tile-value")[1].text) >= 4
+             and "差评提醒" in css(browser, "#alert-recent")[0].text, what="the sent alerts listed")
     shot(browser, "operator-alerts-laptop", LAPTOP)
 
     viewport(browser, PHONE)
@@ -230,8 +241,39 @@ def test_viewers_and_technicians_see_no_level_anywhere(hall, browser, role):
             page(browser, name)
             settled(browser, 'tr[data-device="ev-a01"]' if name == "devices" else "#alerts-body > *")
             assert_no_level(browser, role)
+        add_and_rekey(browser, hall.live.gw)
         # a write without the session's CSRF token is refused, with it accepted
         hall.live.gw.alarm("store_fill", "outbox 81% full")
         assert json.loads(fetch(browser, "POST", "/api/v1/alarms/store_fill/ack")[1])["error"] == "csrf"
         csrf = json.loads(fetch(browser, "GET", "/api/v1/session")[1])["csrf"]
         assert fetch(browser, "POST", "/api/v1/alarms/store_fill/ack", {"X-CSRF-Token": csrf})[0] == 200
+
+
+def add_and_rekey(browser, gw):
+    """A technician adds an evaluator and re-keys it: each time the key is shown once, is the
+    registry's, and is never served back."""
+    page(browser, "devices")
+    settled(browser, 'tr[data-device="ev-a01"]')
+    for field, value in (("dev-id", "ev-a07"), ("dev-name", "七号窗评价器"), ("dev-window", "A07"),
+                         ("dev-address", "7")):
+        box = browser.find_element("id", field)
+        box.clear()
+        box.send_keys(value)
+    click(browser, "#dev-add")
+    keys = []
+    for rekey in (False, True):
+        if rekey:
+            click(browser, 'tr[data-device="ev-a07"] button.rekey')
+            wait_for(lambda: browser.switch_to.alert, what="the re-key confirmation").accept()
+        key = wait_for(lambda: css(browser, "#key-once .key") and css(browser, "#key-once .key")[0].text
+                       not in keys and css(browser, "#key-once .key")[0].text, what="the key, once")
+        assert re.fullmatch("[0-9a-f]{64}", key) and gw.registry.get("ev-a07").key.hex() == key
+        assert "A07" in css(browser, "#key-once")[0].text
+        if not rekey:
+            shot(browser, "technician-devices-key-laptop", LAPTOP)
+        assert key not in fetch(browser, "GET", "/api/v1/devices")[1]
+        click(browser, "#key-done")
+        wait_for(lambda: key not in browser.execute_script("return document.documentElement.outerHTML"),
+                 what="the key gone from the page")
+        keys.append(key)
+    assert gw.registry.get("ev-a07").address == 7 and gw.registry.get("ev-a07").transport == "rs485"

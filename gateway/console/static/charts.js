@@ -10,31 +10,33 @@ function s(tag, attrs, text) {
   return node;
 }
 
-function niceMax(n) {
-  if (n <= 5) return 5;
-  const p = 10 ** Math.floor(Math.log10(n));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= n) return m * p;
+// a whole-number step of 1, 2 or 5 x 10^k for four grid lines that reach past `n`
+function gridStep(n) {
+  const raw = Math.max(1, n / 4);
+  const p = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 5, 10]) if (m * p >= raw) return m * p;
   return 10 * p;
 }
 
 // rows: [{label, values: [n per series]}]; series: [{name, cls}]
 export function stackedBars(rows, series, {width = 720, height = 240, title = ''} = {}) {
-  const pad = {l: 36, r: 8, t: 10, b: 30};
+  const pad = {l: 36, r: 8, t: 18, b: 30};
   const svg = s('svg', {viewBox: `0 0 ${width} ${height}`, class: 'chart', role: 'img', 'aria-label': title});
   const totals = rows.map((r) => r.values.reduce((a, b) => a + b, 0));
-  const max = niceMax(Math.max(0, ...totals));
+  const step = gridStep(Math.max(0, ...totals));
+  const max = step * 4;
   const plotW = width - pad.l - pad.r;
   const plotH = height - pad.t - pad.b;
   for (let i = 0; i <= 4; i += 1) {
     const y = pad.t + plotH - (plotH * i) / 4;
     svg.append(s('line', {x1: pad.l, x2: width - pad.r, y1: y, y2: y, class: 'grid'}));
-    svg.append(s('text', {x: pad.l - 6, y: y + 4, class: 'axis', 'text-anchor': 'end'}, String(Math.round((max * i) / 4))));
+    svg.append(s('text', {x: pad.l - 6, y: y + 4, class: 'axis', 'text-anchor': 'end'}, String(step * i)));
   }
-  const step = plotW / Math.max(1, rows.length);
-  const barW = Math.max(2, Math.min(40, step * 0.7));
+  const slot = plotW / Math.max(1, rows.length);
+  const barW = Math.max(2, Math.min(40, slot * 0.7));
   const every = Math.ceil(rows.length / Math.max(1, Math.floor(plotW / 34)));   // labels that fit
   rows.forEach((row, i) => {
-    const x = pad.l + step * i + (step - barW) / 2;
+    const x = pad.l + slot * i + (slot - barW) / 2;
     let y = pad.t + plotH;
     row.values.forEach((v, k) => {
       if (!v) return;

@@ -5,6 +5,8 @@
 import {api, get} from './api.js';
 import {h, clear, when, toast, transportName} from './util.js';
 
+const BOARDS = {five_button: '五键', touch: '触摸屏'};
+
 function newKey() {
   const bytes = new Uint8Array(32);
   crypto.getRandomValues(bytes);
@@ -18,10 +20,10 @@ export function mount(view) {
   function showKey(device, key) {
     const lines = [['设备编号', device.id], ['窗口', device.window || '—'], ['通信', transportName(device.transport)],
       ...(device.transport === 'rs485' ? [['总线', String(device.bus)], ['地址', String(device.address)]] : []),
-      ['板型', device.board || '—'], ['设备密钥', key]];
+      ['板型', BOARDS[device.board] || device.board || '—'], ['设备密钥', key]];
     clear(secret, h('h2', {text: '配置信息（密钥只显示这一次）'}),
       h('dl', {class: 'facts wide'}, lines.map(([k, v]) => [h('dt', {text: k}), h('dd', {class: k === '设备密钥' ? 'key' : '', text: v})])),
-      h('p', {class: 'muted', text: '用 hall-flash provision 写入评价器（tools/flash.py provision），写入后关闭本框，密钥不会再显示。'}),
+      h('p', {class: 'muted', text: '用 tools/flash.py provision 写入评价器（设备编号、窗口、地址和密钥须与上面一致）；写入后关闭本框，密钥不会再显示。'}),
       h('button', {type: 'button', id: 'key-done', text: '已写入，关闭', onclick: () => { clear(secret); secret.hidden = true; }}));
     secret.hidden = false;
     secret.scrollIntoView({block: 'nearest'});
