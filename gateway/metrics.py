@@ -137,7 +137,7 @@ class GatewayCollector:
         state = gw.uplink.status.state if gw.uplink is not None else "off"
         family = _gauge("hall_gateway_uplink_state", "1 for the uplink's current state "
                         "(off: no uplink configured)", labels=("state",))
-        for name in UPLINK_STATES:
+        for name in UPLINK_STATES + (() if state in UPLINK_STATES else (state,)):
             family.add_metric([name], 1.0 if name == state else 0.0)
         yield family
         oldest = backlog.get("oldest_at")
