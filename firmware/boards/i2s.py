@@ -46,8 +46,10 @@ class I2sSink:
         return self._i2s is not None and not self._busy
 
     def write(self, samples):
-        self._busy = True
-        self._i2s.write(samples)
+        i2s = self._i2s
+        if i2s is not None:       # ready() was True: it is
+            self._busy = True
+            i2s.write(samples)
 
     def stop(self):
         pass     # what the driver holds plays out; then it sends zeros
