@@ -1,5 +1,5 @@
 """The touch-board citizen (hall_simulator.citizens.TouchVisit) on the real firmware touch UI: it
-finds buttons on the screen, rates overall / business / service, each theme item over the pages,
+finds buttons on the screen, rates overall / business / service, each theme item on its page,
 picks tag chips for a bad rating, and a double tap on 提交 still makes one rating."""
 
 import sys
@@ -52,7 +52,7 @@ def test_three_indicators_tapped_and_submitted(tmp_path):
     assert (r["overall"], r["business"], r["service"], r["source"]) == (2, 1, 3, vocab.SRC_PRESS)
 
 
-def test_theme_items_rated_one_by_one_over_three_pages_then_tags(tmp_path):
+def test_theme_items_rated_one_by_one_a_page_each_then_tags(tmp_path):
     rig = fw_support.Rig("touch", font=FONT, base=str(tmp_path))
     plan = citizens.Plan(2, 1.0, tag_count=2, business=2, service=1, items=(1, 0, 5, 2))
     v, taps = visit(rig, plan, 42, items=ITEMS, matter_name="我要开餐馆")
@@ -63,9 +63,9 @@ def test_theme_items_rated_one_by_one_over_three_pages_then_tags(tmp_path):
     assert r["items"] == [{"code": "T1", "level": 1}, {"code": "T3", "level": 5},
                           {"code": "T4", "level": 2}]                 # T2 left out on purpose
     assert len(r["tags"]) == 2                                        # a bad item needs tags
-    # page 1: three indicators, 下页; page 2: T1 (T2 left out) T3, 下页; page 3: T4, 提交;
-    # then two chips and 确定
-    assert taps == 3 + 1 + 2 + 1 + 1 + 1 + 2 + 1
+    # a page a block, a press moves on: three indicators, T1, › past T2 (left out), T3, T4,
+    # 提交; then two chips and 确定
+    assert taps == 3 + 1 + 1 + 1 + 1 + 1 + 2 + 1
 
 
 def test_receipt_shows_the_service_block_alone(tmp_path):
