@@ -20,7 +20,6 @@ Every view is built once per tick for all connections, off the loop (it reads th
 import asyncio
 import hashlib
 import json
-import logging
 import os
 import threading
 
@@ -29,8 +28,6 @@ from aiohttp import web
 from gateway import hall_view as hall_view_mod
 from gateway.fastcodec import is_token
 from gateway.http_guard import ROLE, SESSION, USER, Refusal
-
-log = logging.getLogger("gateway.console")
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "console", "static")
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",

@@ -288,3 +288,22 @@ def test_a_stream_ends_when_its_session_is_logged_out(live):
         assert time.monotonic() < deadline and events.readline() == b""
     finally:
         stream.close()
+
+
+def test_a_failing_store_ends_streams_and_answers_409_never_5xx(live, monkeypatch):
+    conn, resp = sse_open(live, "operator")
+    try:
+        sse_next(resp, "hall")
+
+        def broken():
+            raise OSError("disk I/O error")
+        monkeypatch.setattr(live.gw.console, "build", broken)
+        monkeypatch.setattr(console_api, "RESEND_S", 0.0)    # the next tick must build again
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and resp.readline():
+            pass
+        assert time.monotonic() < deadline                    # the stream ended, it did not hang
+    finally:
+        conn.close()
+    status, answer = live.request("GET", "/api/v1/hall", role="viewer")
+    assert status == 409 and answer["error"] == "store_unavailable"
