@@ -1,5 +1,6 @@
-"""The real-board modules (five_button, touch, their display and touch drivers) under real
-MicroPython 1.29 with a fake `machine` module: bytes on the buses, debounced keys, touch mapping."""
+"""The real-board modules (five_button, touch at 320x240 and 480x320, their display and touch
+drivers) under real MicroPython 1.29 with a fake `machine` module: bytes on the buses, debounced
+keys, touch mapping."""
 
 DRIVERS = r'''
 import sys, framebuf
@@ -107,6 +108,15 @@ assert t2.read_input() == [("touch", 260, 139)]
 assert t2.read_input() == []
 ft.i2c.mem[0x02] = bytes(5)
 assert t2.read_input() == []
+# --- ST7796 at 480x320: the whole frame, the touch mapped to the bigger panel ---
+t3 = touch_mod.make_board({"fs_root": "/tmp/d", "panel": "st7796"})
+d3 = t3.display
+assert type(d3).__name__ == "ST7796" and (d3.width, d3.height) == (480, 320) and len(d3.buf) == 76800
+d3.spi.log.clear(); d3.fill(0); d3.pixel(479, 319, 2); d3.show()
+assert ("spi", bytes((0, 0, 1, 0xDF))) in d3.spi.log                 # columns 0..479
+pix = b"".join(e[1] for e in d3.spi.log[d3.spi.log.index(("spi", b"\x2c")) + 1:])
+assert len(pix) == 480 * 320 * 2 and pix[-2:] == be(PALETTE565[2]) and pix[:2] == be(PALETTE565[0])
+assert (t3._touch.width, t3._touch.height) == (480, 320)
 print("DRIVERS OK")
 '''
 

@@ -21,7 +21,8 @@ _PAIRS = ((FG, BG, 8), (FG, FACE, 10), (ON_DARK, BAR, 12), (ON_DARK, CHOSEN, 14)
 
 
 def _mix(a, b, t):
-    return tuple((a[i] * t + b[i] * (3 - t) + 1) // 3 for i in range(3))
+    return ((a[0] * t + b[0] * (3 - t) + 1) // 3, (a[1] * t + b[1] * (3 - t) + 1) // 3,
+            (a[2] * t + b[2] * (3 - t) + 1) // 3)
 
 
 def _palette():
