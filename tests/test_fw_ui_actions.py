@@ -279,3 +279,18 @@ def test_scrolling_survives_the_ticks_wrap(font, tmp_path):
         ui.tick()
         moved = moved or board.framebuffer() != first
     assert moved
+
+
+def test_touch_long_matter_shows_every_character_in_turn(font, tmp_path):
+    # Art. 14: the matter name is shown; past its lines the last one scrolls through the rest
+    board, ui = make("touch", font, tmp_path)
+    ui.render(case_view((1,), matter_name=screenshots.LONG_MATTER))
+    g = touch_layout.Geo(ui, {})
+    iw = g.left_w - 2 * g.pad
+    slot = [s for s in ui._scroll if s[1] == g.pad + 2 * g.pitch][0]
+    assert "".join(ui.wrap(screenshots.LONG_MATTER, iw)[:2]) + slot[3] == screenshots.LONG_MATTER
+    first = board.framebuffer()
+    for _ in range(SCROLL_HOLD + 1):
+        board.advance(SCROLL_STEP_MS)
+        ui.tick()
+    assert board.framebuffer() != first

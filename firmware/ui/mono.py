@@ -54,7 +54,7 @@ def draw(ui, view):
     elif screen == "error":
         ui.fb.fill_rect(0, 0, W, ROW, 1)
         ui.line(0, 0, W, ui.word(view, "error"), 0, 1, True)
-        _centred(ui, ui.wrap(ui.word(view, "maint_hint"), W)[:1], 20, 44)
+        ui.line(0, 24, W, ui.word(view, "maint_hint"), 1, None, True)
         ui.line(0, 48, W, ui.word_with(view, "code", error_code(view.get("message"))), 1, None,
                 True)
     else:

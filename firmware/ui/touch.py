@@ -122,13 +122,14 @@ def _complete(view):
     return True
 
 
-def block(ui, x, y, w, text, fg, max_lines, pitch):
-    """Case text wrapped into at most max_lines lines of pitch px, the last one ending in "…"
-    when text is left over. Returns the y below the block."""
+def block(ui, x, y, w, text, fg, bg, max_lines, pitch):
+    """Case text wrapped into at most max_lines lines of pitch px. When text is left over, the
+    last line holds all the rest: it ends in "…" and scrolls, so every character is shown in
+    turn (Art. 14: the matter name is shown, not cut). Returns the y below the block."""
     lines = ui.wrap(text, w)
     for i in range(min(len(lines), max_lines)):
         if i == max_lines - 1 and i + 1 < len(lines):
-            ui.clipped(x, y, w, lines[i] + lines[i + 1], fg)   # too wide: ends in "…"
+            ui.line(x, y, w, "".join(lines[i:]), fg, bg)
         else:
             ui.text(x, y, lines[i], fg, w)
         y += pitch
@@ -143,7 +144,7 @@ def _left(ui, view, g):
     x, iw, p = g.pad, g.left_w - 2 * g.pad, g.pitch
     ink = C.ON_DARK
     lines = (2 if g.large else 4) if g.w >= 480 else (2 if g.large else 3)
-    y = block(ui, x, g.pad, iw, ctx.get("matter_name") or "", ink, lines, p) + 4
+    y = block(ui, x, g.pad, iw, ctx.get("matter_name") or "", ink, C.BAR, lines, p) + 4
     fb.hline(x, y - 3, iw, C.EDGE)
     if not g.large:
         ui.text(x, y + 1, ui.word(view, "serial"), ink)
