@@ -3,21 +3,26 @@ file lacks (a staff name with 䶮 or 𠈌), kept by code point so the screens dr
 
     sup = Glyphs(); sup.add_all(context["glyphs"]); sup.get(0x4DAE) -> (16, 32 bytes of rows)
 
-RAM: nothing until a glyph arrives; then each kept glyph is the decoder's own bytes object (no
-copy) in a dict, at most `size` of them (48: two CONTEXTs' worth), the least recently used
-dropped first. A malformed glyph is refused and counted; the case is shown all the same.
+RAM: nothing until the first glyph arrives; then one bytearray of `size` 32-byte slots (32: one
+CONTEXT's 24 and more) and a small dict code point -> slot, about 1.6 KiB in all. When full, the
+least recently used glyph gives its slot up. A malformed glyph is refused and counted; the case is
+shown all the same.
 """
+
+_SLOT = 32   # bytes of a 16x16 glyph; an 8x16 one uses the first half
 
 
 class Glyphs:
-    def __init__(self, size=48):
+    def __init__(self, size=32):
         self.size = size
-        self._g = {}             # code point -> (width, bits)
-        self._order = []         # least recently used first
+        self._bits = None        # bytearray(size * 32), made on the first add
+        self._width = None
+        self._slot = {}          # code point -> slot
+        self._order = []         # code points, least recently used first
         self.rejected = 0
 
     def __len__(self):
-        return len(self._g)
+        return len(self._slot)
 
     def add(self, glyph):
         """Keep one GLYPH record ({cp, width, bits}); False (and counted) if it is malformed:
@@ -30,12 +35,21 @@ class Glyphs:
                 or 0xD800 <= cp <= 0xDFFF:
             self.rejected += 1
             return False
-        if cp in self._g:
+        if self._bits is None:
+            self._bits = bytearray(self.size * _SLOT)
+            self._width = bytearray(self.size)
+        slot = self._slot.get(cp)
+        if slot is not None:
             self._order.remove(cp)
-        elif len(self._order) >= self.size:
-            del self._g[self._order.pop(0)]
-        self._g[cp] = (w, bytes(bits))
+        elif len(self._order) < self.size:
+            slot = len(self._order)
+        else:
+            slot = self._slot.pop(self._order.pop(0))
+        self._slot[cp] = slot
         self._order.append(cp)
+        at = slot * _SLOT
+        self._bits[at:at + len(bits)] = bits
+        self._width[slot] = w
         return True
 
     def add_all(self, glyphs):
@@ -46,13 +60,17 @@ class Glyphs:
         return n
 
     def width(self, cp):
-        g = self._g.get(cp)
-        return g[0] if g is not None else 0
+        slot = self._slot.get(cp)
+        return 0 if slot is None else self._width[slot]
 
     def get(self, cp):
         """(width, bitmap rows MONO_HLSB) of a kept glyph, or None."""
-        g = self._g.get(cp)
-        if g is not None and self._order[-1] != cp:
+        slot = self._slot.get(cp)
+        if slot is None:
+            return None
+        if self._order[-1] != cp:
             self._order.remove(cp)
             self._order.append(cp)
-        return g
+        w = self._width[slot]
+        at = slot * _SLOT
+        return w, memoryview(self._bits)[at:at + 2 * w]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware.glyphs import Glyphs
 from firmware.ui.font import Font, FontError, placeholder
 from tools import build_font
 
@@ -147,6 +148,20 @@ def test_supplement_glyphs_are_drawn_before_the_placeholder():
     assert (w, bytes(data)) == (16, bits) and font.placeholders == 0
     font.glyph(0x2020D)                              # refused (bitmap too short): a placeholder
     assert font.placeholders == 1 and font.supplement.rejected == 1
+
+
+def test_the_supplement_keeps_the_most_recently_used_glyphs():
+    sup = Glyphs(size=2)
+    a, b, c = ({"cp": cp, "width": 16, "bits": bytes([cp & 0xFF]) * 32} for cp in (0x20000, 0x20001, 0x20002))
+    assert sup.add(a) and sup.add(b) and len(sup) == 2
+    assert sup.get(0x20000)[0] == 16                 # a is now the most recently used
+    sup.add(c)                                       # b gives its slot up
+    assert sup.get(0x20001) is None and sup.width(0x20001) == 0
+    assert bytes(sup.get(0x20000)[1]) == a["bits"] and bytes(sup.get(0x20002)[1]) == c["bits"]
+    sup.add(dict(a, bits=bytes(32)))                 # the same code point again: replaced in place
+    assert len(sup) == 2 and bytes(sup.get(0x20000)[1]) == bytes(32)
+    narrow = {"cp": 0x41, "width": 8, "bits": bytes(range(16))}
+    assert sup.add(narrow) and sup.get(0x41) == (8, bytes(range(16))) and sup.width(0x41) == 8
 
 
 def test_glyphs_are_read_one_at_a_time_with_a_small_lru_cache():
