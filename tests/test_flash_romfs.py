@@ -14,6 +14,8 @@ from tools.flashkit.errors import BadInput
 
 ROM = 128 * 1024  # the ESP32_GENERIC ROMFS variant's partition
 
+PROMPTS = {"prompts/greet.ima", "prompts/reason.ima", "prompts/thanks.ima"}   # beside the font, outside the image
+
 
 def _rom_image(srv):
     with open(rom_path(srv.device.files.root), "rb") as f:
@@ -35,7 +37,7 @@ def test_image_holds_exactly_the_bundles_code():
     assert code and romfs.read(b.romfs) == code
     assert b.manifest()["romfs"]["files"] == sorted(code)
     assert romfs.image_size(b.romfs) == len(b.romfs) and b.romfs[:3] == romfs.MAGIC
-    assert set(b.device_files("romfs")) == {"fonts/unifont16.bin", "main.py", "board.json", "bundle.json"}
+    assert set(b.device_files("romfs")) == {"fonts/unifont16.bin", "main.py", "board.json", "bundle.json"} | PROMPTS
 
 
 def test_a_damaged_or_inconsistent_image_makes_the_bundle_unusable(tmp_path):
@@ -74,7 +76,8 @@ def test_provision_writes_the_image_verify_checks_it_and_repairs_a_damaged_one(t
         assert _rom_image(srv) == b.romfs
         root = srv.device.files.root
         # code only in ROM: no firmware/ or protocol/ folder left to shadow /rom; config on the fs
-        assert _fs_files(root) == {"fonts/unifont16.bin", "main.py", "board.json", "bundle.json", "data/device.json"}
+        assert _fs_files(root) == {"fonts/unifont16.bin", "main.py", "board.json", "bundle.json",
+                                   "data/device.json"} | PROMPTS
         code, out = run("verify", "--port", srv.path, "--bundle", bundle_dir(), "--registry", reg)
         assert code == 0, out
         assert "ROMFS image %s... matches" % b.meta["romfs"]["sha256"][:12] in out
