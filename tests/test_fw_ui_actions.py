@@ -294,3 +294,20 @@ def test_touch_long_matter_shows_every_character_in_turn(font, tmp_path):
         board.advance(SCROLL_STEP_MS)
         ui.tick()
     assert board.framebuffer() != first
+
+
+def test_the_flow_gives_the_time_left_and_the_large_text_mode(tmp_path):
+    # through the real Device: CONFIG rating_timeout_s 30 (fw_support), then large_text on
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    import fw_support
+    rig = fw_support.Rig("touch", font=screenshots.FONT, base=str(tmp_path))
+    rig.context(51)
+    assert rig.dev.app.view()["left_s"] == 30 and "large_text" not in rig.dev.app.view()
+    panel = rig.board.framebuffer()
+    rig.wait(10500)                                    # the UI counts down on its own
+    assert rig.dev.app.view()["left_s"] == 20 and rig.board.framebuffer() != panel
+    rig.dev.on_config({"version": 2, "large_text": 2})
+    rig.context(52)
+    assert rig.dev.app.view()["large_text"] == 1
+    assert touch_layout.Geo(rig.dev.ui, rig.dev.app.view()).label_px == 32
