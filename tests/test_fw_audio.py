@@ -113,3 +113,20 @@ def test_the_flash_report_counts_what_goes_on_a_device():
     assert got["data"] == {"firmware/prompts": 10, "firmware/fonts": 7}
     assert got["code_mpy"] == 5
     assert got["code_romfs_image"] == len(romfs.image({"firmware/audio.mpy": b"M" * 5}))
+
+
+def test_provisioning_with_amp_gives_the_board_its_amplifier():
+    """flash.py provision --amp writes board.audio; the firmware hands it to the ESP32 board, which
+    then makes its I2S sink (boards/esp32.py); without --amp the board has none."""
+    from firmware.config import validate
+    from firmware.main import board_config
+    from tools.flashkit import cli, devconfig
+    args = cli.parser().parse_args(["provision", "--port", "/dev/ttyUSB0", "--board", "five_button",
+                                    "--transport", "rs485", "--window", "7", "--amp"])
+    (s,) = cli._settings(args, ["/dev/ttyUSB0"])
+    assert s["amp"] is True
+    cfg = devconfig.build("ev-0a0b0c0d0e0f", "00" * 32, s["board"], s["transport"], window="7",
+                          address=7, amp=s["amp"])
+    assert board_config(validate(cfg), "/data")["audio"] is True
+    plain = devconfig.build("ev-0a0b0c0d0e0f", "00" * 32, "touch", "rs485", window="7", address=7)
+    assert "audio" not in board_config(validate(plain), "/data")

@@ -37,6 +37,8 @@ def _settings_args(p, per_port=True):
     p.add_argument("--address", action="append", type=int, default=[],
                    help="RS-485 address 1..247; one per port (default: the window number)")
     p.add_argument("--rs485-baud", type=int, default=9600)
+    p.add_argument("--amp", action="store_true",
+                   help="the board has an I2S amplifier (MAX98357A, default pins): voice prompts")
     p.add_argument("--wifi-ssid")
     p.add_argument("--wifi-password", help="or set FLASH_WIFI_PASSWORD (keeps it out of shell history)")
     p.add_argument("--mqtt-host")
@@ -148,7 +150,7 @@ def _settings(args, ports):
         out.append({"board": args.board, "transport": args.transport, "hall": args.hall, "window": window,
                     "address": address, "baud": args.rs485_baud, "wifi_ssid": args.wifi_ssid,
                     "wifi_password": wifi_pw, "mqtt_host": args.mqtt_host, "mqtt_port": args.mqtt_port,
-                    "mqtt_user": args.mqtt_user, "mqtt_password": mqtt_pw})
+                    "mqtt_user": args.mqtt_user, "mqtt_password": mqtt_pw, "amp": args.amp})
     from tools.flashkit import devconfig
     for s in out:  # every port's settings are checked before any board is touched
         devconfig.build("ev-000000000000", "00" * 32, s["board"], s["transport"], window=s["window"],
@@ -239,7 +241,7 @@ def cmd_image(args, rep):
                               address=s["address"], baud=s["baud"], wifi_ssid=s["wifi_ssid"],
                               wifi_password=s["wifi_password"], mqtt_host=s["mqtt_host"],
                               mqtt_port=s["mqtt_port"], mqtt_user=s["mqtt_user"], mqtt_password=s["mqtt_password"],
-                              counter_floor=devconfig.new_counter_floor(time.time()))
+                              counter_floor=devconfig.new_counter_floor(time.time()), amp=s["amp"])
         files[devconfig.device_file()] = devconfig.encode(cfg)
         registry = _registry(args, rep)
         what = "config for %s" % args.device

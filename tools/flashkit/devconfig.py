@@ -42,9 +42,11 @@ def new_key():
 
 def build(device, key, board, transport, window="", hall="", address=None, baud=9600,
           wifi_ssid=None, wifi_password=None, mqtt_host=None, mqtt_port=1883, mqtt_user=None,
-          mqtt_password=None, counter_floor=0):
+          mqtt_password=None, counter_floor=0, amp=False):
     cfg = {"device": device, "key": key, "board": {"profile": board}, "transport": transport,
            "window": window or "", "hall": hall or ""}
+    if amp:   # an I2S amplifier (MAX98357A) on the board's default pins: voice prompts
+        cfg["board"]["audio"] = True
     if counter_floor:
         cfg["counter_floor"] = counter_floor
     if transport == "rs485":

@@ -143,7 +143,8 @@ def _config(dev_id, key, s, counter_floor=0):
         dev_id, key, s["board"], s["transport"], window=s.get("window"), hall=s.get("hall"),
         address=s.get("address"), baud=s.get("baud", 9600), wifi_ssid=s.get("wifi_ssid"),
         wifi_password=s.get("wifi_password"), mqtt_host=s.get("mqtt_host"), mqtt_port=s.get("mqtt_port", 1883),
-        mqtt_user=s.get("mqtt_user"), mqtt_password=s.get("mqtt_password"), counter_floor=counter_floor)
+        mqtt_user=s.get("mqtt_user"), mqtt_password=s.get("mqtt_password"), counter_floor=counter_floor,
+        amp=s.get("amp", False))
 
 
 def _write(fs, path, data, n, total):
