@@ -39,6 +39,7 @@ FILE_NAME = "history.sqlite"
 QUEUE_SIZE = 20_000
 BATCH = 2000
 LINGER_S = 0.5           # the writer waits this long for a batch to fill
+CHUNK = 100              # ratings a transaction: the writer holds the GIL a short while only
 IDLE_S = 60.0            # the writer wakes at least this often (the daily prune)
 NOTE_LIMIT = 500
 STATES = ("pending", "verified", "handled")
@@ -192,37 +193,47 @@ class History:
         return done.wait(timeout)
 
     def _run(self):
-        while True:
+        stop = False
+        while not stop:
             try:
                 item = self._queue.get(timeout=IDLE_S)
             except queue.Empty:
+                item = None
+            batch, markers, stop = self._collect(item)
+            try:
+                for i in range(0, len(batch), CHUNK):
+                    if i:
+                        time.sleep(0)   # hand the GIL to the rating path between chunks
+                    self._write(batch[i:i + CHUNK])
                 self._maybe_prune()
-                continue
-            # Linger for more (fewer, larger writes, after a burst rather than inside it) unless a
-            # flush or the stop is asked for: everything queued before them is in this batch.
-            batch, markers, stop = [], [], False
-            deadline = time.monotonic() + LINGER_S
-            while True:
-                if item is _STOP:
-                    stop = True
-                elif isinstance(item, threading.Event):
-                    markers.append(item)
-                else:
-                    batch.append(item)
-                wait = deadline - time.monotonic()
-                if stop or markers or len(batch) >= BATCH or wait <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=wait)
-                except queue.Empty:
-                    break
-            if batch:
-                self._write(batch)
-            self._maybe_prune()
-            for marker in markers:
-                marker.set()
-            if stop:
-                return
+            except Exception:   # never the writer's end: these miss the view, the gateway goes on
+                self.stats["errors"] += 1
+                log.exception("history: a batch of %d rating(s) was not written", len(batch))
+            finally:
+                for marker in markers:
+                    marker.set()
+
+    def _collect(self, item):
+        """(ratings, flush markers, stop) from `item` on. Lingers for more (fewer, larger writes,
+        after a burst rather than inside it) unless a flush or the stop is asked for: whatever
+        was queued before those is in the batch."""
+        batch, markers, stop = [], [], False
+        deadline = time.monotonic() + LINGER_S
+        while item is not None:
+            if item is _STOP:
+                stop = True
+            elif isinstance(item, threading.Event):
+                markers.append(item)
+            else:
+                batch.append(item)
+            wait = deadline - time.monotonic()
+            if stop or markers or len(batch) >= BATCH or wait <= 0:
+                break
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                break
+        return batch, markers, stop
 
     def _write(self, batch):
         try:

@@ -322,3 +322,21 @@ def test_the_cut_offs_and_a_known_set():
                        "not_rated": 3, "satisfaction_rate": 80.0, "score": 79.0, "grade": "一般"}
     strict = grading.Grading.from_config({"scores": {"2": 9}, "excellent": 95})
     assert grading.score({2: 1}, strict) == 90.0 and grading.grade(90.0, strict) == "良好"
+
+
+def test_the_writer_outlives_a_failure_and_a_rating_it_cannot_read(history):
+    real, calls = history._write, []
+
+    def failing_once(batch):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return real(batch)
+    history._write = failing_once
+    history.record(stored("dev-a", 1), None)
+    assert history.flush()                              # answered, not left waiting
+    history.record({"counter": 2, "gateway_time": NOW}, None)   # no device: no row
+    assert history.flush()
+    history.record(stored("dev-a", 3), None)
+    assert history.flush()
+    assert history.item("dev-a:3") is not None and history.stats["errors"] == 2

@@ -222,6 +222,8 @@ def run_gateway(broker, count, devices, workdir, stages=False, history=False):
     store.close()
     if record is not None:
         history.close()
+        if history.stats["written"] != count:    # a bench of a history that wrote nothing is void
+            raise RuntimeError("the history wrote %d of %d" % (history.stats["written"], count))
     for client_id in ("bench-gw", "bench-gw-ingest"):
         _forget_session(broker, client_id)
     if stored != count or duplicates:
