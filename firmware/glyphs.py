@@ -15,8 +15,8 @@ _SLOT = 32   # bytes of a 16x16 glyph; an 8x16 one uses the first half
 class Glyphs:
     def __init__(self, size=32):
         self.size = size
-        self._bits = None        # bytearray(size * 32), made on the first add
-        self._width = None
+        self._bits = bytearray()     # size * 32 bytes, made on the first add
+        self._width = bytearray()
         self._slot = {}          # code point -> slot
         self._order = []         # code points, least recently used first
         self.rejected = 0
@@ -35,7 +35,7 @@ class Glyphs:
                 or 0xD800 <= cp <= 0xDFFF:
             self.rejected += 1
             return False
-        if self._bits is None:
+        if not self._bits:
             self._bits = bytearray(self.size * _SLOT)
             self._width = bytearray(self.size)
         slot = self._slot.get(cp)
