@@ -38,6 +38,7 @@ function showLogin(message = '') {
   session = null;
   setSession(null);
   document.body.className = 'signed-out';
+  document.documentElement.classList.remove('lobby');
   $('nav').hidden = true;
   $('who').hidden = true;
   clear($('view'));
@@ -52,6 +53,7 @@ function start(s) {
   setSession(s);
   const pages = BY_ROLE[s.role] || [];
   document.body.className = `role-${s.role}` + (s.role === 'viewer' ? ' lobby' : '');
+  document.documentElement.classList.toggle('lobby', s.role === 'viewer');   // large type: rem grows
   $('login').hidden = true;
   $('who-name').textContent = `${s.user || ''}（${ROLE_NAMES[s.role] || s.role}）`;
   $('who').hidden = false;
