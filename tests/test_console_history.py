@@ -340,3 +340,17 @@ def test_the_writer_outlives_a_failure_and_a_rating_it_cannot_read(history):
     history.record(stored("dev-a", 3), None)
     assert history.flush()
     assert history.item("dev-a:3") is not None and history.stats["errors"] == 2
+
+
+def test_the_export_pages_through_a_period_once_each(history):
+    for counter in range(1, 11):
+        history.record(stored("dev-a", counter, at=NOW + counter), None)
+    history.record(stored("dev-a", 11, at=NOW + 86400), None)         # the next day: not in it
+    assert history.flush()
+    seen, position = [], 0
+    while True:
+        position, items = history.export(DAY, DAY, position, limit=3)
+        if not items:
+            break
+        seen += [i["rating_id"] for i in items]
+    assert seen == ["dev-a:%d" % n for n in range(1, 11)]
