@@ -6,8 +6,10 @@ import csv
 import http.client
 import io
 import json
+from urllib.parse import quote, urlencode
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gateway import http_auth
 from gw_live import STAFF, STAFF_2, LiveGateway, gateway_config
@@ -182,3 +184,39 @@ def test_a_follow_up_from_the_console_names_its_user_and_needs_the_csrf_token(li
     status, _, answer = browser.call("PUT", path, {"state": "handled", "note": "已回访"})
     assert status == 200 and answer["follow_up"]["by"] == "admin"
     assert live.gw.history.item("dev-b:2")["follow_up"]["note"] == "已回访"
+
+
+NASTY = ["\ud800", "\x00", "\n", "\x7f", "\x85", "䶮", "𠈌", "0", "4", "-"]
+WORDS = ["2025-12-03", "2024-02-30", "-1", "99999", "window", "handled", "verified", "pending"]
+TEXT = st.one_of(st.text(alphabet=st.one_of(st.characters(), st.sampled_from(NASTY)), max_size=20),
+                 st.sampled_from(WORDS))
+QUERY = st.dictionaries(st.sampled_from(["from", "to", "by", "state", "window", "staff_id", "level",
+                                         "limit", "x"]), TEXT, max_size=4).map(lambda q: "?" + urlencode(q, errors="surrogatepass") if q else "")
+BODY = st.one_of(st.dictionaries(st.sampled_from(["state", "note", "by", "at"]),
+                                 st.one_of(TEXT, st.integers(), st.none(), st.booleans()), max_size=3),
+                 st.lists(TEXT, max_size=2), TEXT)
+FUZZ = st.one_of(
+    st.tuples(st.just("GET"), st.sampled_from(["summary", "bad", "export"]), QUERY, st.none()),
+    st.tuples(st.just("PUT"), st.one_of(st.sampled_from(["dev-a:10", "dev-a:1", "dev-b:2"]), TEXT),
+              st.just(""), BODY))
+
+
+def test_no_ratings_route_answers_5xx_and_a_refused_follow_up_changes_nothing(live):
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(FUZZ)
+    def one(request):
+        method, name, query, body = request
+        if method == "GET":
+            path = "/api/v1/ratings/%s%s" % (name, query)
+            raw = None
+        else:
+            path = "/api/v1/ratings/%s/follow-up" % quote(name, safe="", errors="surrogatepass")
+            raw = json.dumps(body).encode("ascii")
+        before = [live.gw.history.item(r)["follow_up"] for r in ("dev-a:10", "dev-b:2")]
+        status, answer = live.request(method, path, raw=raw, role="operator")
+        assert status < 500, (path, raw, answer)
+        if status >= 400:
+            assert isinstance(answer, dict) and answer.get("error"), (path, answer)
+            assert [live.gw.history.item(r)["follow_up"] for r in ("dev-a:10", "dev-b:2")] == before
+    one()
