@@ -51,7 +51,8 @@ class Device:
         elif font_path:
             from firmware.ui.font import Font
             from firmware.ui.ui import Ui
-            self.ui = Ui(board, Font(font_path))
+            # the touch board's smooth words (ui/say.py) sit beside the font
+            self.ui = Ui(board, Font(font_path), font_path.rsplit("/", 1)[0] or "/")
         self.audio = None                   # voice prompts: with an amplifier and prompt files
         if prompts and not self.safe_mode and getattr(board, "audio", None) is not None:
             from firmware.audio import Player

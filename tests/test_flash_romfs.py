@@ -16,6 +16,7 @@ ROM = 128 * 1024  # the ESP32_GENERIC ROMFS variant's partition
 
 PROMPTS = {"prompts/greet.ima", "prompts/reason.ima", "prompts/thanks.ima"}   # beside the font, outside the image
 
+WORDS = {"fonts/words_%d.bin" % px for px in (24, 32, 48)}   # the touch board's smooth words, on the fs
 
 def _rom_image(srv):
     with open(rom_path(srv.device.files.root), "rb") as f:
@@ -37,7 +38,7 @@ def test_image_holds_exactly_the_bundles_code():
     assert code and romfs.read(b.romfs) == code
     assert b.manifest()["romfs"]["files"] == sorted(code)
     assert romfs.image_size(b.romfs) == len(b.romfs) and b.romfs[:3] == romfs.MAGIC
-    assert set(b.device_files("romfs")) == {"fonts/unifont16.bin", "main.py", "board.json", "bundle.json"} | PROMPTS
+    assert set(b.device_files("romfs")) == {"fonts/unifont16.bin", "main.py", "board.json", "bundle.json"} | PROMPTS | WORDS
 
 
 def test_a_damaged_or_inconsistent_image_makes_the_bundle_unusable(tmp_path):
@@ -77,7 +78,7 @@ def test_provision_writes_the_image_verify_checks_it_and_repairs_a_damaged_one(t
         root = srv.device.files.root
         # code only in ROM: no firmware/ or protocol/ folder left to shadow /rom; config on the fs
         assert _fs_files(root) == {"fonts/unifont16.bin", "main.py", "board.json", "bundle.json",
-                                   "data/device.json"} | PROMPTS
+                                   "data/device.json"} | PROMPTS | WORDS
         code, out = run("verify", "--port", srv.path, "--bundle", bundle_dir(), "--registry", reg)
         assert code == 0, out
         assert "ROMFS image %s... matches" % b.meta["romfs"]["sha256"][:12] in out

@@ -3,7 +3,9 @@ reads it).
 
 The device has no outline-font rasteriser; it blits these bitmaps. The character set is every
 character of the built-in screen words (firmware/ui/ui.py) plus printable ASCII (an English window
-overrides the words in CONFIG texts) and "…". Each size is one file, firmware/ui/words_<px>.bin:
+overrides the words in CONFIG texts) and "…". Each size is one file, firmware/fonts/words_<px>.bin
+(the flash tool puts it in /fonts beside the bitmap font, on the filesystem, outside the ROMFS
+image of the code):
 
     header 16 bytes  b"HWRD", version 1, px, line height, ascent, count (u16 LE), the largest
                      glyph's bytes (u16 LE), 4 reserved
@@ -15,7 +17,7 @@ overrides the words in CONFIG texts) and "…". Each size is one file, firmware/
 
 Coverage comes from FreeType (Pillow) at the target size, rounded to four levels.
 
-    python tools/build_ui_words.py                    # writes firmware/ui/words_{24,32,48}.bin
+    python tools/build_ui_words.py                    # writes firmware/fonts/words_{24,32,48}.bin
     python tools/build_ui_words.py --check            # exit 1 when a committed file differs
 """
 
@@ -30,7 +32,7 @@ if ROOT not in sys.path:
 
 FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"   # Debian fonts-wqy-microhei (sans)
 SIZES = (24, 32, 48)
-OUT_DIR = os.path.join(ROOT, "firmware", "ui")
+OUT_DIR = os.path.join(ROOT, "firmware", "fonts")   # beside the bitmap font: /fonts on a device
 MAGIC = b"HWRD"
 
 

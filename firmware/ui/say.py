@@ -10,13 +10,13 @@ from firmware.ui.ui import ELLIPSIS
 
 
 def words(ui, px):
-    """The smooth type of size px, or None when its file is missing (ui.py's folder, or the
-    Ui's words_dir)."""
+    """The smooth type of size px, or None when its file is missing. The files sit beside the
+    bitmap font (the Ui's words_dir: /fonts on a device), by default in firmware/fonts/."""
     if px not in ui._words:
         from firmware.ui.words import Words
         d = ui._words_dir
         if d is None:
-            d = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+            d = __file__.rsplit("/", 2)[0] + "/fonts"
         try:
             ui._words[px] = Words("%s/words_%d.bin" % (d, px))
         except (OSError, ValueError):

@@ -83,6 +83,7 @@ _TICKS_PERIOD = 1 << 30   # MicroPython's ticks_ms() wraps here on the ESP32
 
 class Ui:
     def __init__(self, board, font, words_dir=None):
+        # words_dir: the folder of the touch board's smooth words files (say.py)
         self.board = board
         self.font = font
         self.fb = board.display

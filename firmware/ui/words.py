@@ -3,7 +3,7 @@ coverage (tools/build_ui_words.py has the file format), blitted through a four-c
 blends between the ink and the known background (colors.blends). RAM: the header and the index
 (8 bytes a glyph, ~1.3 KiB a size); the bitmaps are read from flash glyph by glyph.
 
-    w = Words("ui/words_24.bin"); w.covers("非常满意") -> True; w.width("满意") -> 48
+    w = Words("/fonts/words_24.bin"); w.covers("非常满意") -> True; w.width("满意") -> 48
     w.draw(fb, x, y, "满意", ink, bg)      # y: the line's top; w.line_h pixels tall
 """
 
