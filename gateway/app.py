@@ -138,7 +138,7 @@ class Gateway:
         self.http_routes.append(alerts_api.add_routes)
         # the hall console: its pages, hall view, live events, alarm acks (gateway.console_api)
         self.console = console_api.Console(self)
-        self.http_routes.append(self.console.add_routes)
+        self.http_routes.append(console_api.add_routes)
         # the console's rating history, grades and ratings routes (gateway.history, .grading,
         # .ratings_api): [console] timezone, history_days, [console.grading]
         zone, days, self.grading = history_mod.settings(cfg.raw.get("console"))

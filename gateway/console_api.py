@@ -95,8 +95,8 @@ class Console:
         self._loop = None
         self._views = None              # {private: (text, digest)}
         self._views_at = None
-        self._build_lock = None
-        self._closing = None
+        self._build_lock = asyncio.Lock()   # bound to a loop at its first use, not here
+        self._closing = asyncio.Event()
 
     # --- ratings (any thread) -----------------------------------------------------------
     def rating(self, summary):
@@ -145,84 +145,39 @@ class Console:
                 self._views_at = loop.time()
             return self._views
 
-    # --- routes ---------------------------------------------------------------------------
-    def add_routes(self, app, gw, allow):
-        self._loop = None
-        self._build_lock = asyncio.Lock()
-        self._closing = asyncio.Event()
+    # --- requests -------------------------------------------------------------------------
+    async def stream(self, request, private):
+        """The event stream of one connection (its own task: aiohttp's handler task)."""
+        if len(self._streams) >= MAX_STREAMS:
+            raise Refusal(429, BUSY, "at most %d live connections" % MAX_STREAMS,
+                          headers={"Retry-After": "5"})
+        self._loop = asyncio.get_running_loop()
+        stream = (private, asyncio.Queue(RATING_QUEUE))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                           "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self._streams.add(stream)
+        try:
+            await resp.prepare(request)
+            await resp.write(b"retry: 3000\n\n")
+            await self._serve(request, resp, private, stream[1])
+        except (ConnectionError, asyncio.CancelledError):
+            pass                        # the browser went away, or the gateway stops
+        finally:
+            self._streams.discard(stream)
+        return resp
 
-        def role_of(request):
-            return request[ROLE]
+    async def ack(self, name, who):
+        """Acknowledge the alarm `name` (KeyError: no such alarm)."""
+        if not is_token(name, 40) or name not in self.gw.alarms:
+            raise KeyError(name)
+        record = await asyncio.get_running_loop().run_in_executor(
+            None, self.acks.ack, name, who, round(self.gw.clock(), 3))
+        self._views = None              # the next view shows it
+        return record
 
-        def who(request):
-            """The console user's name; a bearer caller by its role."""
-            return request.get(USER) or role_of(request)
-
-        async def static_file(request, name):
-            entry = self.static.get(name)
-            if entry is None:
-                raise web.HTTPNotFound(reason="no such file")
-            body, kind, etag = entry
-            headers = {"Cache-Control": "no-cache", "ETag": etag,
-                       "X-Content-Type-Options": "nosniff"}
-            if request.headers.get("If-None-Match") == etag:
-                return web.Response(status=304, headers=headers)
-            return web.Response(body=body, content_type=kind, charset="utf-8", headers=headers)
-
-        async def index(request):
-            return await static_file(request, "index.html")
-
-        async def asset(request):
-            return await static_file(request, request.match_info["name"])
-
-        async def hall(request):
-            private = role_of(request) == OPERATOR
-            text = (await self.views())[private][0]
-            return web.Response(text=text, content_type="application/json", charset="utf-8",
-                                headers={"Cache-Control": "no-store"})
-
-        async def events(request):
-            if len(self._streams) >= MAX_STREAMS:
-                raise Refusal(429, BUSY, "at most %d live connections" % MAX_STREAMS,
-                              headers={"Retry-After": "5"})
-            self._loop = asyncio.get_running_loop()
-            private = role_of(request) == OPERATOR
-            stream = (private, asyncio.Queue(RATING_QUEUE))
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                               "Cache-Control": "no-store",
-                                               "X-Accel-Buffering": "no"})
-            self._streams.add(stream)
-            try:
-                await resp.prepare(request)
-                await resp.write(b"retry: 3000\n\n")
-                await self._serve(request, resp, private, stream[1])
-            except (ConnectionError, asyncio.CancelledError):
-                pass                    # the browser went away, or the gateway stops
-            finally:
-                self._streams.discard(stream)
-            return resp
-
-        async def ack(request):
-            name = request.match_info["name"]
-            if not is_token(name, 40) or name not in gw.alarms:
-                raise web.HTTPNotFound(reason="no such alarm")
-            record = await asyncio.get_running_loop().run_in_executor(
-                None, self.acks.ack, name, who(request), round(gw.clock(), 3))
-            self._views = None          # the next view shows it
-            return web.json_response({"name": name, "acked_by": record["by"],
-                                      "acked_at": record["at"]}, dumps=_dumps)
-
-        async def closing(app_):
-            self._closing.set()
-
-        app.on_shutdown.append(closing)
-        for method, path, handler, roles in (
-                ("GET", "/", index, ANYONE),
-                ("GET", "/console/{name}", asset, ANYONE),
-                ("GET", "/api/v1/hall", hall, HALL_ROLES),
-                ("GET", "/api/v1/events", events, HALL_ROLES),
-                ("POST", "/api/v1/alarms/{name}/ack", ack, ACK_ROLES)):
-            app.router.add_route(method, path, allow(roles, handler))
+    def close(self):
+        """The gateway stops: every stream ends within a tick."""
+        self._closing.set()
 
     async def _serve(self, request, resp, private, ratings):
         loop = asyncio.get_running_loop()
@@ -248,3 +203,53 @@ class Console:
                 if ratings.empty():
                     break
                 event = ratings.get_nowait()
+
+
+def add_routes(app, gw, allow):
+    """The console's routes behind the API's guard (a Gateway.http_routes entry); the live state
+    is gw.console's (a Console), reached at request time."""
+
+    async def static_file(request, name):
+        entry = gw.console.static.get(name)
+        if entry is None:
+            raise web.HTTPNotFound(reason="no such file")
+        body, kind, etag = entry
+        headers = {"Cache-Control": "no-cache", "ETag": etag, "X-Content-Type-Options": "nosniff"}
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, content_type=kind, charset="utf-8", headers=headers)
+
+    async def index(request):
+        return await static_file(request, "index.html")
+
+    async def asset(request):
+        return await static_file(request, request.match_info["name"])
+
+    async def hall(request):
+        text = (await gw.console.views())[request[ROLE] == OPERATOR][0]
+        return web.Response(text=text, content_type="application/json", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
+    async def events(request):
+        return await gw.console.stream(request, request[ROLE] == OPERATOR)
+
+    async def ack(request):
+        name = request.match_info["name"]
+        try:    # the console user's name; a bearer caller by its role
+            record = await gw.console.ack(name, request.get(USER) or request[ROLE])
+        except KeyError:
+            raise web.HTTPNotFound(reason="no such alarm") from None
+        return web.json_response({"name": name, "acked_by": record["by"], "acked_at": record["at"]},
+                                 dumps=_dumps)
+
+    async def closing(app_):
+        gw.console.close()
+
+    app.on_shutdown.append(closing)
+    for method, path, handler, roles in (
+            ("GET", "/", index, ANYONE),
+            ("GET", "/console/{name}", asset, ANYONE),
+            ("GET", "/api/v1/hall", hall, HALL_ROLES),
+            ("GET", "/api/v1/events", events, HALL_ROLES),
+            ("POST", "/api/v1/alarms/{name}/ack", ack, ACK_ROLES)):
+        app.router.add_route(method, path, allow(roles, handler))
