@@ -220,6 +220,7 @@ class Cases:
                     "staff_id": staff_id, "staff_name": staff_name, "items": ev["items"],
                     "completed_at": completed_at,
                     "deadline": completed_at + self.rating_days * 86400, "status": "open"}
+            self._check_fits(case)
             if ev["applicant"] and self.sealer is not None:
                 case["applicant"] = self.sealer.seal(ev["applicant"])
             window = dict(self.windows.get(ev["window"]) or {"staff_id": "", "staff_name": ""})
@@ -258,18 +259,9 @@ class Cases:
                 "deadline": case["deadline"], "items": case["items"]}
 
     def context(self, case):
-        """The CONTEXT record shown on the window's device."""
-        ctx = {"case_id": case["case_id"], "window": case["window"], "staff_id": case["staff_id"],
-               "staff_name": case["staff_name"], "matter_code": case["matter_code"],
-               "matter_name": case["matter_name"], "serials": case["serials"], "node": case["node"],
-               "items": case["items"], "indicators": vocab.NODE_INDICATORS[case["node"]],
-               "deadline": case["deadline"], "time": int(self.clock())}
-        if self.qr_token is not None:
-            try:
-                ctx["qr"] = self.qr_token(case["case_key"], case["deadline"])
-            except Exception:
-                log.exception("QR token failed; the case is shown without one")
-        ctx = dict((k, v) for k, v in ctx.items() if v not in ("", None, []))
+        """The CONTEXT record shown on the window's device: the case, then the glyphs its device
+        lacks and the QR matrix, as much as fits one record (gateway.glyphs)."""
+        ctx = self._base_context(case)
         modules = None
         if self.qr_link is not None and ctx.get("qr"):
             modules = qr_modules(self.qr_link(case["case_key"], case["deadline"]))
@@ -280,6 +272,29 @@ class Cases:
             if len(codec.encode_fields(schema.CONTEXT_FIELDS, with_qr)) <= schema.MAX_RECORD_BYTES:
                 return with_qr
         return ctx
+
+    def _base_context(self, case):
+        ctx = {"case_id": case["case_id"], "window": case["window"], "staff_id": case["staff_id"],
+               "staff_name": case["staff_name"], "matter_code": case["matter_code"],
+               "matter_name": case["matter_name"], "serials": case["serials"], "node": case["node"],
+               "items": case["items"], "indicators": vocab.NODE_INDICATORS[case["node"]],
+               "deadline": case["deadline"], "time": int(self.clock())}
+        if self.qr_token is not None:
+            try:
+                ctx["qr"] = self.qr_token(case["case_key"], case["deadline"])
+            except Exception:
+                log.exception("QR token failed; the case is shown without one")
+        return dict((k, v) for k, v in ctx.items() if v not in ("", None, []))
+
+    def _check_fits(self, case):
+        """Refuse (before anything is kept) a case whose CONTEXT cannot be one record: 16 serials of
+        40 Chinese characters alone take 1,900 bytes (SPEC 3.5)."""
+        size = len(codec.encode_fields(schema.CONTEXT_FIELDS,
+                                       self._base_context(dict(case, case_id=0xFFFFFFFF))))
+        if size > schema.MAX_RECORD_BYTES:
+            raise CaseError(errors.R_OVERSIZE, "the case does not fit the evaluator's CONTEXT record"
+                            " (%d bytes, at most %d): send fewer serials or items, or shorter ones"
+                            % (size, schema.MAX_RECORD_BYTES))
 
     def _push_case(self, case):
         devices = self.registry.by_window(case["window"])

@@ -137,3 +137,25 @@ def test_no_device_font_no_supplement(tmp_path):
     assert glyphs.from_config({"glyphs": {"device_font": str(tmp_path / "none.bin")}}) is None
     s = glyphs.from_config({"glyphs": {"fonts": [str(tmp_path / "none.ttf")]}})
     assert s.chain.paths == [] and s.glyphs(["\U0002020C"]) == []
+
+
+def test_a_case_too_big_for_one_context_is_refused_before_anything_is_kept(tmp_path):
+    """Printable serials make a batch of 16 Chinese serials possible: 1,900 bytes, no record."""
+    from gateway.cases import Cases
+    from gateway.registry import Registry
+    from gateway.store import Store
+    store = Store(str(tmp_path / "outbox.db"))
+    pushed = []
+    cases = Cases("hall-1", store, Registry([{"id": "win07", "window": "07", "key": "5c" * 32,
+                                                "board": "button5"}]),
+                  lambda device, ctx: pushed.append(ctx), rating_days=7)
+    cases.sign_in("07", {"staff_id": "综窗-07", "staff_name": "王喆"})
+    body = {"window": "07", "node": "completion", "matter_name": "居民身份证换领",
+            "serials": ["粤B%02d" % i + "号" * 36 for i in range(16)]}
+    with pytest.raises(CaseError) as e:
+        cases.event(body)
+    assert e.value.status == 400 and "at most 1024" in e.value.detail
+    assert pushed == [] and cases.stats["opened"] == 0 and store.backlog()["cases"] == 0
+    status, _ = cases.event(dict(body, serials=body["serials"][:4]))      # four of them fit
+    assert status == 201 and len(codec.encode(schema.CONTEXT, pushed[0])) <= schema.MAX_RECORD_BYTES
+    store.close()
