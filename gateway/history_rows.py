@@ -1,5 +1,5 @@
-"""A stored rating as a row of the console's rating history (gateway.history), and the daily
-counts the summaries read: pure functions, no I/O.
+"""A stored rating as a row of the console's rating history (gateway.history), and what its
+summaries group by: pure functions, no I/O.
 
 A row holds only the named fields of the rating and of its case's enrichment: never the
 applicant. Days and hours are the hall's local time ([console] timezone, default Asia/Shanghai).
@@ -18,15 +18,14 @@ LOCAL_STEP_S = 900       # every zone's offset is a whole number of quarter hour
 COLUMNS = ("rating_id", "time", "day", "hour", "device", "window", "staff_id", "staff_name",
            "matter_code", "matter_name", "case_id", "serial", "source", "level", "overall",
            "business", "service", "bad", "tags", "text")
-_DAY, _HOUR, _WINDOW, _STAFF_ID, _STAFF, _MATTER_CODE, _MATTER = 2, 3, 5, 6, 7, 8, 9
-_SOURCE, _LEVEL = 12, 13
-# by -> (key, label) of a row (a tuple of COLUMNS) in a summary
-GROUPS = {"window": lambda r: (r[_WINDOW], r[_WINDOW]),
-          "staff": lambda r: (r[_STAFF_ID], r[_STAFF]),
-          "matter": lambda r: (r[_MATTER_CODE] or r[_MATTER], r[_MATTER]),
-          "hour": lambda r: ("%02d" % r[_HOUR], "%02d:00" % r[_HOUR]),
-          "day": lambda r: (r[_DAY], r[_DAY])}
-_GROUP_ITEMS = tuple(GROUPS.items())
+# by -> (key, label) of a summary's rows, as SQL over the ratings table (gateway.history keeps
+# the daily counts with them)
+GROUPS = {"window": ("window", "window"),
+          "staff": ("staff_id", "MAX(staff_name)"),
+          "matter": ("CASE matter_code WHEN '' THEN matter_name ELSE matter_code END",
+                     "MAX(matter_name)"),
+          "hour": ("printf('%02d', hour)", "printf('%02d:00', hour)"),
+          "day": ("day", "day")}
 
 
 def timezone(name):
@@ -83,16 +82,3 @@ def row_of(rating, enrichment, local):
             rating.get("overall") or None, rating.get("business") or None,
             rating.get("service") or None, 1 if is_bad(rating) else 0,
             ",".join(map(str, rating.get("tags") or ())), rating.get("text") or "")
-
-
-def daily(rows):
-    """The `daily` increments of newly added rating rows: (dim, day, key, level, source, n, label)."""
-    counts, labels = {}, {}
-    for row in rows:
-        day, level, source = row[_DAY], row[_LEVEL] or 0, row[_SOURCE]
-        for dim, group in _GROUP_ITEMS:
-            key, label = group(row)
-            cell = (dim, day, key, level, source)
-            counts[cell] = counts.get(cell, 0) + 1
-            labels[cell] = label
-    return [cell + (n, labels[cell]) for cell, n in counts.items()]
