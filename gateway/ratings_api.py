@@ -30,6 +30,7 @@ from protocol import errors, vocab
 
 OPERATOR = "operator"
 MAX_DAYS = 400
+FIRST_YEAR, LAST_YEAR = 2000, 2099
 BAD_LIMIT = 500
 MAX_BODY = 4096
 STORE_UNAVAILABLE = "store_unavailable"
@@ -77,11 +78,13 @@ class RatingsApi:
         if text is None or text == "":
             return None
         try:
-            if not _DATE.match(text):
-                raise ValueError
-            return datetime.date.fromisoformat(text)
+            day = datetime.date.fromisoformat(text) if _DATE.match(text) else None
         except ValueError:
-            raise _bad_request("%s must be a date YYYY-MM-DD" % name) from None
+            day = None
+        if day is None or not FIRST_YEAR <= day.year <= LAST_YEAR:
+            raise _bad_request("%s must be a date YYYY-MM-DD from %d to %d" % (name, FIRST_YEAR,
+                                                                                LAST_YEAR))
+        return day
 
     def _period(self, query):
         day_to = self._day(query, "to") or datetime.date.fromisoformat(self.history.today())

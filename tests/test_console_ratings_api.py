@@ -151,7 +151,7 @@ def test_the_export_is_a_spreadsheet_safe_csv(live):
 
 @pytest.mark.parametrize("query", [
     "from=2025-13-01", "from=2025-1-01", "to=yesterday", "from=2025-12-03&to=2025-12-01",
-    "from=2024-01-01&to=2025-12-31", "by=applicant", "by=window&by=staff", "colour=red",
+    "from=2024-01-01&to=2025-12-31", "from=0001-01-01", "to=9999-12-31", "by=applicant", "by=window&by=staff", "colour=red",
     "limit=0", "limit=99999", "level=3", "state=closed", "window=%01A"])
 def test_bad_parameters_are_refused(live, query):
     route = "bad" if query.split("=")[0] in ("limit", "level", "state", "window") else "summary"
