@@ -135,7 +135,12 @@ def fetch(driver, method, path, headers=None):
 
 
 def test_operator_logs_in_and_a_rating_appears_live(hall, browser):
-    viewport(browser, LAPTOP)
+    browser.get(hall.base + "/")
+    wait_for(lambda: css(browser, "#login-form")[0].is_displayed(), what="the login form")
+    for name, size in (("login-phone", PHONE), ("login-laptop", LAPTOP)):
+        viewport(browser, size)
+        assert no_horizontal_scroll(browser)
+        shot(browser, name, size)
     login(browser, hall.base, *USERS["operator"])
     wait_for(lambda: "on" in css(browser, "#live")[0].get_attribute("class"), what="the live stream")
     card = '.win-card[data-window="A03"]'
