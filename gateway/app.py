@@ -116,6 +116,8 @@ class Gateway:
                                      qr_link=signer and signer.link,
                                      glyphs=glyphs_mod.from_config(cfg.raw, alarm=self.alarm),
                                      clock=clock)
+        if self.cases.glyphs is not None:     # glyphs sent with cases, missing from every font
+            self.status_hooks.append(lambda: {"glyphs": dict(self.cases.glyphs.stats)})
         self.qr_signer = signer               # receipt printers fetch a case's QR code (gateway.qr_api)
         self.http_routes.append(qr_api.add_routes)
         self.store.case_closer = self.cases   # a rated case closes in the rating's commit

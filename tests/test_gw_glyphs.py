@@ -159,3 +159,14 @@ def test_a_case_too_big_for_one_context_is_refused_before_anything_is_kept(tmp_p
     status, _ = cases.event(dict(body, serials=body["serials"][:4]))      # four of them fit
     assert status == 201 and len(codec.encode(schema.CONTEXT, pushed[0])) <= schema.MAX_RECORD_BYTES
     store.close()
+
+
+def test_the_gateways_status_counts_glyphs_sent_and_missing(tmp_path):
+    from gateway import config
+    from gateway.app import Gateway
+    cfg = config.from_dict({"gateway": {"hall": "h1", "data_dir": str(tmp_path)},
+                            "mqtt": {"host": "127.0.0.1", "port": 1}})
+    gw = Gateway(cfg)
+    gw.cases.glyphs.attach({"case_id": 1, "node": 3, "staff_name": "王䶮\U0003FFFD"})
+    assert gw.status()["glyphs"] == {"sent": 1, "missing": 1, "overflow": 0}
+    assert gw.alarms.get("glyph_missing") == 1
