@@ -141,7 +141,9 @@ class RatingsApi:
         items = await self._off_loop(lambda: self.history.bad(
             day_from, day_to, state=state, window=window, staff_id=staff_id,
             level=int(level) if level else None, limit=limit))
-        return self._json({"from": day_from, "to": day_to, "items": [self._item(i) for i in items]})
+        labels = self._tag_labels()
+        return self._json({"from": day_from, "to": day_to,
+                           "items": [self._item(i, labels) for i in items]})
 
     async def follow_up(self, request):
         rid = request.match_info["rating_id"]
@@ -165,7 +167,7 @@ class RatingsApi:
         except history_mod.FollowUpError as e:
             status = 404 if e.conflict is None else 409 if e.conflict else 400
             raise CaseError(e.reason, e.detail, status) from None
-        return self._json(self._item(item))
+        return self._json(self._item(item, self._tag_labels()))
 
     async def export(self, request):
         query = self._query(request, ("from", "to"))
@@ -178,7 +180,9 @@ class RatingsApi:
         await resp.prepare(request)
         await resp.write(("\ufeff" + _csv_line(EXPORT_COLUMNS)).encode("utf-8"))
         while items:
-            await resp.write("".join(_csv_line(self._export_row(i)) for i in items).encode("utf-8"))
+            labels = self._tag_labels()
+            await resp.write("".join(_csv_line(self._export_row(i, labels))
+                                     for i in items).encode("utf-8"))
             position, items = await self._off_loop(self.history.export, day_from, day_to, position)
         await resp.write_eof()
         return resp
@@ -191,8 +195,7 @@ class RatingsApi:
         config = getattr(self.gw, "device_config", None) or {}
         return dict((t.get("code"), t.get("label", "")) for t in config.get("tags") or ())
 
-    def _item(self, row):
-        labels = self._tag_labels()
+    def _item(self, row, labels):
         out = dict((k, row[k]) for k in ("rating_id", "time", "window", "device", "staff_id",
                                           "staff_name", "matter_code", "matter_name", "case_id",
                                           "serial", "level", "overall", "business", "service",
@@ -201,8 +204,7 @@ class RatingsApi:
         out["tags"] = [{"code": code, "label": labels.get(code, "")} for code in row["tags"]]
         return out
 
-    def _export_row(self, row):
-        labels = self._tag_labels()
+    def _export_row(self, row, labels):
         when = datetime.datetime.fromtimestamp(row["time"], self.history.tz).isoformat()
         f = row["follow_up"]
         at = (datetime.datetime.fromtimestamp(f["at"], self.history.tz).isoformat()
