@@ -140,6 +140,15 @@ def test_touch_qr_screen_opens_and_closes_and_needs_a_valid_matrix(font, tmp_pat
     inked = sum(1 for x in range(g.left_w, 320) for y in range(240) if board.display.pixel(x, y) == colors.FG)
     unit = (min(320 - g.left_w, 240) - 2 * g.pad) // (n + 8)
     assert unit >= 3 and inked == dark * unit * unit                  # every dark module, whole
+    side = (n + 8) * unit
+    x0 = g.left_w + (320 - g.left_w - side) // 2 + 4 * unit            # inside the quiet zone
+    y0 = (240 - side) // 2 + 4 * unit
+    for r in range(n):                                                  # each module where it belongs
+        for c in range(n):
+            bit = ctx["qr_modules"][1 + ((r * n + c) >> 3)] >> (7 - ((r * n + c) & 7)) & 1
+            px = board.display.pixel(x0 + c * unit + unit // 2, y0 + r * unit + unit // 2)
+            assert px == (colors.FG if bit else colors.FACE), (r, c)
+    assert all(board.display.pixel(x0 - 1 - i, y0 + 3) == colors.FACE for i in range(4 * unit))
     back = (g.pad + 5, 240 - g.pad - 5)
     assert ui.action(view, ("touch",) + back) is None
     assert board.framebuffer() == case
