@@ -354,3 +354,40 @@ def test_the_export_pages_through_a_period_once_each(history):
             break
         seen += [i["rating_id"] for i in items]
     assert seen == ["dev-a:%d" % n for n in range(1, 11)]
+
+
+RATED = st.tuples(st.integers(0, 3), st.sampled_from([None, 1, 2, 3, 4, 5]), st.integers(0, 2),
+                  st.integers(0, 47))          # window, level (None: not rated), staff, half hours
+
+
+@settings(max_examples=15, deadline=None)
+@given(plan=st.lists(RATED, max_size=40), resend=st.integers(0, 5))
+def test_the_daily_counts_are_the_ratings_counted_whatever_the_batches(tmp_path_factory, plan, resend):
+    h = History(tmp_path_factory.mktemp("daily") / "h.sqlite", clock=lambda: NOW)
+    try:
+        model = {}
+        for counter, (window, level, staff, half) in enumerate(plan, 1):
+            at = NOW - 10 * 3600 + half * 1800                 # 2025-12-03 00:00 .. 23:30 local
+            extra = {"window": "A%02d" % window, "staff_id": "10%02d" % staff}
+            rating = (stored("dev-a", counter, at=at, source=vocab.SRC_NOT_RATED, **extra)
+                      if level is None else stored("dev-a", counter, level=level, at=at, **extra))
+            h.record(rating, enrichment(staff_name="员工%d" % staff))
+            if counter % 7 == 0:
+                assert h.flush()                               # batches of every size
+            keys = {"window": "A%02d" % window, "staff": "10%02d" % staff,
+                    "hour": "%02d" % (half // 2), "day": DAY, "matter": "440300-0001"}
+            for by, key in keys.items():
+                model.setdefault(by, {}).setdefault(key, [{}, 0])
+                if level is None:
+                    model[by][key][1] += 1
+                else:
+                    counts = model[by][key][0]
+                    counts[level] = counts.get(level, 0) + 1
+        for counter in range(1, min(resend, len(plan)) + 1):     # resent: counted once
+            h.record(stored("dev-a", counter), None)
+        assert h.flush()
+        for by in ("window", "staff", "hour", "day", "matter"):
+            rows, _ = h.summary(DAY, DAY, by)
+            assert dict((k, [c, n]) for k, _, c, n in rows) == model.get(by, {}), by
+    finally:
+        h.close()
