@@ -164,6 +164,15 @@ def test_operator_logs_in_and_a_rating_appears_live(hall, browser):
     settled(browser, "#chart-hours svg.chart rect")
     assert "满意率" in text(browser) and css(browser, "#by-window tbody tr")
     shot(browser, "operator-ratings-laptop", LAPTOP)
+    click(browser, "#period-week")
+    click(browser, "#by-tab-staff")
+    wait_for(lambda: css(browser, "#by-staff") and "王䶮明" in css(browser, "#by-staff")[0].text
+             and "𠈌丽" in css(browser, "#by-staff")[0].text, what="the week by staff")
+    click(browser, "#period-custom")
+    browser.execute_script("document.getElementById('period-from').value = '2020-01-01';"
+                           "document.getElementById('period-to').value = '2020-01-02';")
+    click(browser, "#period-apply")                          # a period without ratings
+    wait_for(lambda: css(browser, "#rating-totals .tile-value")[0].text == "0", what="an empty period")
     page(browser, "bad")
     settled(browser, ".bad-item")
     (item,) = [i for i in css(browser, ".bad-item") if "等候时间太长" in i.text]
