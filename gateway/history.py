@@ -37,8 +37,7 @@ log = logging.getLogger("gateway.history")
 
 FILE_NAME = "history.sqlite"
 QUEUE_SIZE = 20_000
-BATCH = 2000
-LINGER_S = 0.5           # the writer waits this long for a batch to fill
+LINGER_S = 0.5           # the writer lets a burst gather this long (the queue holds 20 000)
 CHUNK = 1000             # ratings a transaction: the writer never holds the GIL long
 IDLE_S = 60.0            # the writer wakes at least this often (the daily prune)
 NOTE_LIMIT = 500
@@ -122,6 +121,7 @@ class History:
         self._wdb = self._rdb = None
         self._pruned_day = None
         self._queue = queue.Queue(queue_size)
+        self._wake = threading.Event()    # a flush or the stop cuts the writer's lingering short
         with self._wlock:
             self._open()
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
@@ -195,16 +195,22 @@ class History:
             self._queue.put(done, timeout=timeout)
         except queue.Full:
             return False
+        self._wake.set()
         return done.wait(timeout)
 
     def _run(self):
         stop = False
         while not stop:
             try:
-                item = self._queue.get(timeout=IDLE_S)
+                first = self._queue.get(timeout=IDLE_S)
             except queue.Empty:
-                item = None
-            batch, markers, stop = self._collect(item)
+                first = None
+            if isinstance(first, tuple):
+                # Let a burst gather: the writer wakes once a batch, not once a rating (a wake
+                # per rating costs the rating path a thread switch and the GIL each time).
+                self._wake.wait(LINGER_S)
+            self._wake.clear()
+            batch, markers, stop = self._collect(first)
             try:
                 for i in range(0, len(batch), CHUNK):
                     if i:
@@ -219,11 +225,8 @@ class History:
                     marker.set()
 
     def _collect(self, item):
-        """(ratings, flush markers, stop) from `item` on. Lingers for more (fewer, larger writes,
-        after a burst rather than inside it) unless a flush or the stop is asked for: whatever
-        was queued before those is in the batch."""
+        """(ratings, flush markers, stop): `item` and whatever is queued now."""
         batch, markers, stop = [], [], False
-        deadline = time.monotonic() + LINGER_S
         while item is not None:
             if item is _STOP:
                 stop = True
@@ -231,13 +234,10 @@ class History:
                 markers.append(item)
             else:
                 batch.append(item)
-            wait = deadline - time.monotonic()
-            if stop or markers or len(batch) >= BATCH or wait <= 0:
-                break
             try:
-                item = self._queue.get(timeout=wait)
+                item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                item = None
         return batch, markers, stop
 
     def _write(self, batch):
@@ -412,6 +412,7 @@ class History:
             self._queue.put(_STOP, timeout=timeout)
         except queue.Full:
             pass
+        self._wake.set()
         self._thread.join(timeout)
         with self._wlock, self._rlock:
             self._close_connections()
