@@ -26,6 +26,7 @@ import threading
 from aiohttp import web
 
 from gateway import hall_view as hall_view_mod
+from gateway import http_auth
 from gateway.fastcodec import is_token
 from gateway.http_guard import ROLE, SESSION, USER, Refusal
 
@@ -35,7 +36,7 @@ CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/c
 OPERATOR, TECHNICIAN, VIEWER = "operator", "technician", "viewer"
 HALL_ROLES = (OPERATOR, TECHNICIAN, VIEWER)
 ACK_ROLES = (OPERATOR, TECHNICIAN)
-ANYONE = (None, "queue") + HALL_ROLES
+ANYONE = (None,) + http_auth.ROLES
 MAX_STREAMS = 50
 HALL_EVERY_S = 0.5
 RESEND_S = 15.0

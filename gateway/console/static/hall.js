@@ -9,7 +9,10 @@ const ALARMS = {
   store_full: '存储已满', store_fill: '存储将满', store_unwritable: '存储写入失败', corrupt_store: '存储损坏',
   store_short: '存储记录缺失', replay: '重放的评价', bus_unavailable: '总线不可用', uplink_error: '上行出错',
   broker_files: '消息服务器配置', http_unauthorized: '错误凭据访问', callbacks_full: '回调队列已满',
-  dead_letters_evicted: '死信被淘汰',
+  dead_letters_evicted: '死信被淘汰', console_login_flood: '登录尝试过多', glyph_missing: '缺少字形',
+  glyph_overflow: '字形缓存已满', alert_check: '告警检查出错', alert_dropped: '告警被丢弃',
+  alert_failed: '告警发送失败', alert_store: '告警存储出错', corrupt_history: '评价历史损坏',
+  history_error: '评价历史出错', history_full: '评价历史队列已满', history_unavailable: '评价历史不可用',
 };
 const FLASH_MS = 4000;
 
