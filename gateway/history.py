@@ -4,9 +4,10 @@ staff, matter and hour, and the follow-up of each bad rating (差评, rules Art.
 The outbox (gateway.store) is the durable record; this is the hall's view of it, in a SQLite file
 of its own (<data_dir>/history.sqlite, WAL):
 - record() only enqueues (a bounded queue: the rating path never waits for it); one writer thread
-  writes batches with synchronous=NORMAL (gateway.history_rows makes the rows). A rating id
-  already there is left out: a rating recorded twice counts once. A full queue drops the rating
-  from the view (counted, alarm history_full).
+  wakes once a burst (LINGER_S) and writes it with synchronous=NORMAL, rows made by
+  gateway.history_rows, the daily counts the summaries read by SQLite in the same transaction.
+  A rating id already there is left out: a rating recorded twice counts once. A full queue
+  drops the rating from the view (counted, alarm history_full).
 - Follow-ups are operator actions: each is one transaction with synchronous=FULL. States are data
   (TRANSITIONS): pending -> verified -> handled, pending -> handled; the same state again only
   changes the note. There is no way back: a handled bad rating stays handled.
