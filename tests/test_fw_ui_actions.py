@@ -163,6 +163,9 @@ def test_large_text_makes_the_level_words_bigger(font, tmp_path):
         view = dict(case_view((1,)), large_text=large)
         assert touch_layout.Geo(ui, view).label_px == px
         assert say.say_w(ui, "非常不满意", px) <= touch_layout.Geo(ui, view).bw - 8   # one line, no "…"
+    tags = {"screen": "tags", "tags": screenshots.TAGS, "chosen": [], "large_text": 1}
+    assert [h[4] for h in touch_layout._tag_hits(ui, tags) if h[4][0] == "tag_pick"] == [
+        ("tag_pick", t["code"]) for t in screenshots.TAGS]          # every tag still reachable
     from firmware.ui.ui import builtin_words
     for px in (24, 32, 48):                            # every built-in word is smooth at every size
         assert all(say.words(ui, px).covers(w.replace("\n", "")) for w in builtin_words())

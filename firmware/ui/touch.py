@@ -34,7 +34,8 @@ class Geo:
         self.left_w = 200 if big else (136 if large else 144)
         self.label_px = (48 if large else 32) if big else (32 if large else 24)
         self.title_px = 32 if big else 24
-        self.title_h = 52 if big else 40            # the block's title and its page dots
+        # the block's title and its page dots; large words on 480x320 take a little of it
+        self.title_h = (46 if large else 52) if big else 40
         self.small_px = 32 if big else 24
         self.big_px = 48 if big else 32
         self.btn_h = 48 if big else 36              # 提交, 返回, 确定
@@ -220,7 +221,7 @@ def _tag_hits(ui, view):
     g = Geo(ui, view)
     hits = []
     chosen = view.get("chosen") or []
-    cols = 1 if g.large else 2
+    cols = 2
     cw = (g.w - g.pad * (cols + 1)) // cols
     bottom = g.h - g.pad * 2 - g.btn_h
     for i, tag in enumerate(view.get("tags") or []):
