@@ -92,6 +92,14 @@ def _disk_free(path):
         return None
 
 
+def _bus(master):
+    """An RS-485 bus (gateway.rs485_master): open or not, and its errors: polls unanswered and
+    replies found behind line noise."""
+    timeouts = sum(p.stats["timeouts"] for p in list(master.peers.values()))
+    return {"url": master.cfg.url, "open": master.port is not None, "rounds": master.rounds,
+            "errors": timeouts + master.line.get("noisy_replies", 0)}
+
+
 def gateway_health(gw, now):
     backlog = gw.store.backlog()
     oldest = backlog.get("oldest_at")
@@ -107,8 +115,7 @@ def gateway_health(gw, now):
                        "fill": round(backlog.get("fill", 0.0), 4)},
             "disk_free_bytes": _disk_free(gw.cfg.data_dir),
             "broker_connected": gw.bridge.connected.is_set(),
-            "buses": [{"url": b.cfg.url, "open": b.port is not None,
-                       "errors": b.stats.get("timeouts", 0)} for b in gw.buses]}
+            "buses": [_bus(b) for b in gw.buses]}
 
 
 def hall_views(gw, roles, last_ratings=None, acks=None, now=None):

@@ -9,11 +9,13 @@ import time
 
 import pytest
 
+from conftest import free_port
+from gateway import config as config_mod
 from gateway import console_api
 from gateway.hall_view import Acks, hall_view
 from gateway.registry import Registry
 from gw_live import STAFF, LiveGateway, gateway_config
-from gw_support import FakeDevice, device_key, make_rating
+from gw_support import HALL, FakeDevice, device_key, make_rating
 from protocol import vocab
 
 LEVEL_NAMES = ("非常满意", "满意", "基本满意", "不满意", "非常不满意")
@@ -307,3 +309,27 @@ def test_a_failing_store_ends_streams_and_answers_409_never_5xx(live, monkeypatc
         conn.close()
     status, answer = live.request("GET", "/api/v1/hall", role="viewer")
     assert status == 409 and answer["error"] == "store_unavailable"
+
+
+def test_an_rs485_bus_that_will_not_open_shows_closed_with_its_alarm(mosquitto_broker, tmp_path):
+    url = "socket://127.0.0.1:%d" % free_port()          # nobody listens: the bus cannot open
+    cfg = config_mod.from_dict({
+        "gateway": {"hall": HALL, "data_dir": str(tmp_path / "gw")},
+        "mqtt": {"host": mosquitto_broker.host, "port": mosquitto_broker.port, "client_id": "gw-bus"},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "rs485": [{"url": url}],
+        "devices": [{"id": "ev-9", "window": "A09", "key": "ab" * 32, "transport": "rs485",
+                     "bus": 0, "address": 9}]})
+    with LiveGateway(cfg) as live:
+        deadline = time.monotonic() + 10
+        alarms = []
+        while time.monotonic() < deadline and not alarms:
+            status, view = live.request("GET", "/api/v1/hall", role="viewer")
+            assert status == 200
+            alarms = [a for a in view["alarms"] if a["name"] == "bus_unavailable"]
+            time.sleep(0.1)
+        assert alarms and url in alarms[0]["detail"] and alarms[0]["acked_at"] is None
+        (bus,) = view["gateway"]["buses"]
+        assert bus["url"] == url and bus["open"] is False and bus["errors"] == 0
+        (a09,) = view["windows"]
+        assert a09["device"]["transport"] == "rs485" and a09["device"]["online"] is False
