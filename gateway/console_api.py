@@ -20,8 +20,10 @@ Every view is built once per tick for all connections, off the loop (it reads th
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import threading
+import traceback
 
 from aiohttp import web
 
@@ -29,6 +31,8 @@ from gateway import hall_view as hall_view_mod
 from gateway import http_auth
 from gateway.fastcodec import is_token
 from gateway.http_guard import ROLE, SESSION, USER, Refusal
+
+log = logging.getLogger("gateway.console")
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "console", "static")
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
@@ -153,6 +157,7 @@ class Console:
             raise Refusal(429, BUSY, "at most %d live connections" % MAX_STREAMS,
                           headers={"Retry-After": "5"})
         self._loop = asyncio.get_running_loop()
+        await self.views()              # a store that fails now is a 409, not a broken stream
         stream = (private, asyncio.Queue(RATING_QUEUE))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -163,6 +168,9 @@ class Console:
             await self._serve(request, resp, private, stream[1])
         except (ConnectionError, asyncio.CancelledError):
             pass                        # the browser went away, or the gateway stops
+        except Exception as e:          # headers sent: end the stream whole (the page reconnects)
+            log.error("event stream: %s\n%s", type(e).__name__,
+                      "".join(traceback.format_tb(e.__traceback__)))
         finally:
             self._streams.discard(stream)
         return resp

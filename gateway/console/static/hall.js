@@ -133,7 +133,7 @@ function renderHealth(box, data) {
     tile('磁盘剩余', bytes(g.disk_free_bytes), g.disk_free_bytes !== null && g.disk_free_bytes < 200e6 ? 'bad' : 'ok'),
     tile('消息服务器', g.broker_connected ? '已连接' : '已断开', g.broker_connected ? 'ok' : 'bad'),
     buses.length
-      ? buses.map((b, i) => tile(`RS-485 总线 ${i}`, b.open ? '正常' : '未打开', b.open ? (b.errors ? 'warn' : 'ok') : 'bad', `超时 ${b.errors} 次`))
+      ? buses.map((b, i) => tile(`RS-485 总线 ${i}`, b.open ? '正常' : '未打开', b.open ? (b.errors ? 'warn' : 'ok') : 'bad', `无应答或受干扰 ${b.errors} 次`))
       : tile('RS-485 总线', '未配置', ''));
 }
 
