@@ -1,0 +1,210 @@
+"""The staged rollout as a state machine (gateway.rollout): canaries first, the rest after they
+confirm; a canary failure pauses; pause/resume/cancel; a case open at the window holds the
+switch; a restarted gateway resumes from rollout.json; an operator change is whole or not at all."""
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from gateway import ota, rollout
+from tools.flashkit.bundle import Bundle
+
+KEY = bytes(range(32))
+DEVICES = ["ev-01", "ev-02", "ev-03", "ev-04"]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def make_release(tmp, version="1.1.0", files=None):
+    files = files or {"firmware/app.py": b"# app\n" * 300, "main.py": b"from firmware import main\n"}
+    path = Bundle(version, files, ["five_button"]).save(os.path.join(str(tmp), "bundle-" + version))
+    return path
+
+
+def make(tmp, busy=None, clock=None):
+    data = os.path.join(str(tmp), "data")
+    os.makedirs(data, exist_ok=True)
+    releases = ota.Releases(KEY, data)
+    return rollout.Rollouts(data, releases, busy=busy or (lambda d: False),
+                            firmware=lambda d: "1.0.0", clock=clock or Clock())
+
+
+def transfer(ro, device, size=256):
+    """Play a device that takes every chunk, then verifies: what the gateway sent, in order."""
+    steps = []
+    while True:
+        step = ro.next_step(device, size)
+        if step is None:
+            return steps
+        steps.append(step[0])
+        rel = step[1]
+        if step[0] == "offer":
+            ro.report(device, "receiving", rel.id, 0, 0)
+        elif step[0] == "chunk":
+            f, off, data = step[2], step[3], step[4]
+            end = off + len(data)
+            if end >= len(rel.data[f]) and f + 1 == len(rel.data):
+                ro.report(device, "verified", rel.id)
+            elif end >= len(rel.data[f]):
+                ro.report(device, "receiving", rel.id, f + 1, 0)
+            else:
+                ro.report(device, "receiving", rel.id, f, end)
+        elif step[0] == "commit":
+            ro.report(device, "switched", rel.id)
+            return steps
+
+
+def test_canary_first_then_the_rest(tmp_path):
+    ro = make(tmp_path)
+    rel = ro.releases.add(make_release(tmp_path))
+    r = ro.start(rel.id, DEVICES, ["ev-02"])
+    assert ro.next_step("ev-01", 256) is None            # not its phase yet
+    assert transfer(ro, "ev-02")[-1] == "commit"
+    assert ro.next_step("ev-01", 256) is None            # canary switched, not yet confirmed
+    ro.report("ev-02", "confirmed", rel.id, version="1.1.0")
+    assert r["phase"] == "rest"
+    for d in ("ev-01", "ev-03", "ev-04"):
+        assert transfer(ro, d)[-1] == "commit"
+        ro.report(d, "confirmed", rel.id, version="1.1.0")
+    assert r["status"] == "done"
+    p = r["devices"]["ev-03"]
+    assert (p["version_before"], p["version_after"], p["acked"]) == ("1.0.0", "1.1.0", rel.total)
+
+
+def test_a_failed_canary_pauses_the_rollout(tmp_path):
+    ro = make(tmp_path)
+    rel = ro.releases.add(make_release(tmp_path))
+    r = ro.start(rel.id, DEVICES, ["ev-01"])
+    transfer(ro, "ev-01")
+    ro.report("ev-01", "rolled_back", rel.id, reason="trial boot failed 3 times", version="1.0.0")
+    assert r["status"] == "paused" and "ev-01" in r["paused_reason"]
+    assert r["devices"]["ev-01"]["reason"] == "trial boot failed 3 times"
+    assert all(ro.next_step(d, 256) is None for d in DEVICES)
+    ro.resume(r["id"])                                   # the operator decides to go on
+    assert ro.next_step("ev-02", 256)[0] == "offer"
+
+
+def test_pause_resume_and_cancel_stop_chunks(tmp_path):
+    ro = make(tmp_path)
+    rel = ro.releases.add(make_release(tmp_path))
+    r = ro.start(rel.id, DEVICES, ["ev-01"])
+    assert ro.next_step("ev-01", 64)[0] == "offer"
+    ro.report("ev-01", "receiving", rel.id, 0, 0)
+    assert ro.next_step("ev-01", 64)[0] == "chunk"
+    ro.pause(r["id"])
+    assert ro.next_step("ev-01", 64) is None
+    ro.resume(r["id"])
+    step = ro.next_step("ev-01", 64)
+    assert step[0] == "chunk" and (step[2], step[3]) == (0, 0)   # from what the device has
+    ro.cancel(r["id"])
+    assert ro.next_step("ev-01", 64) is None
+    assert r["devices"]["ev-01"]["state"] == "cancelled"
+    with pytest.raises(rollout.RolloutError):
+        ro.resume(r["id"])
+
+
+def test_no_switch_while_a_case_is_open(tmp_path):
+    open_cases = {"ev-01"}
+    ro = make(tmp_path, busy=lambda d: d in open_cases)
+    rel = ro.releases.add(make_release(tmp_path))
+    ro.start(rel.id, DEVICES, ["ev-01"])
+    steps = transfer(ro, "ev-01")
+    assert "commit" not in steps and steps[-1] == "chunk"   # verified, commit held
+    open_cases.clear()
+    assert ro.next_step("ev-01", 256)[0] == "commit"
+
+
+def test_a_restart_resumes_from_rollout_json(tmp_path):
+    clock = Clock()
+    ro = make(tmp_path, clock=clock)
+    rel = ro.releases.add(make_release(tmp_path))
+    r = ro.start(rel.id, DEVICES, ["ev-01"])
+    ro.next_step("ev-01", 100)
+    ro.report("ev-01", "receiving", rel.id, 0, 0)
+    ro.next_step("ev-01", 100)
+    clock.now += rollout.SAVE_EVERY_S + 1
+    ro.report("ev-01", "receiving", rel.id, 0, 100)
+    again = make(tmp_path, clock=clock)                   # a new gateway process: files only
+    assert again.releases.get(rel.id) is not None
+    step = again.next_step("ev-01", 100)
+    assert step[0] == "chunk" and (step[2], step[3]) == (0, 100)
+    assert again.get(r["id"])["devices"]["ev-01"]["acked"] == 100
+
+
+def test_a_failed_save_changes_nothing(tmp_path, monkeypatch):
+    ro = make(tmp_path)
+    rel = ro.releases.add(make_release(tmp_path))
+    r = ro.start(rel.id, DEVICES, ["ev-01"])
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(rollout.atomic_file, "write", broken)
+    with pytest.raises(OSError):
+        ro.pause(r["id"])
+    assert ro.get(r["id"])["status"] == "running"
+
+
+def test_a_second_rollout_waits_for_the_first(tmp_path):
+    ro = make(tmp_path)
+    rel = ro.releases.add(make_release(tmp_path))
+    ro.start(rel.id, DEVICES, ["ev-01"])
+    with pytest.raises(rollout.RolloutError) as e:
+        ro.start(rel.id, DEVICES, ["ev-01"])
+    assert e.value.status == 409
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["step", "report", "pause", "resume", "cancel", "busy",
+                                          "tick", "restart"]),
+                         st.sampled_from(DEVICES),
+                         st.sampled_from(["receiving", "verified", "switched", "confirmed",
+                                          "rolled_back", "refused", "idle"]),
+                         st.integers(0, 3000)), max_size=60)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_rollout_invariants(tmp_path_factory, ops):
+    """Whatever the devices report and the operator does: no step while paused or cancelled, no
+    COMMIT to a device with an open case, no rest device served before every canary confirmed
+    (unless the operator resumed past a failure), and a restart sees the same state."""
+    tmp = tmp_path_factory.mktemp("ro")
+    clock = Clock()
+    busy = set()
+    ro = make(tmp, busy=lambda d: d in busy, clock=clock)
+    rel = ro.releases.add(make_release(tmp))
+    rid = ro.start(rel.id, DEVICES, ["ev-01"])["id"]
+    resumed_past_failure = False
+    for op, device, state, n in ops:
+        r = ro.get(rid)
+        if op == "step":
+            step = ro.next_step(device, 128)
+            if step is not None:
+                assert r["status"] == "running"
+                assert not (step[0] == "commit" and device in busy)
+                if device != "ev-01" and not resumed_past_failure:
+                    assert r["devices"]["ev-01"]["state"] == "confirmed"
+        elif op == "report":
+            ro.report(device, state, rel.id, 0, n % len(rel.data[0]))
+        elif op == "busy":
+            busy.symmetric_difference_update({device})
+        elif op == "tick":
+            clock.now += n / 100.0
+        elif op == "restart":
+            ro.flush()
+            snap = ro.snapshot()
+            ro = make(tmp, busy=lambda d: d in busy, clock=clock)
+            assert ro.snapshot() == snap
+        else:
+            try:
+                getattr(ro, op)(rid)
+            except rollout.RolloutError:
+                continue
+            if op == "resume" and r["devices"]["ev-01"]["state"] in rollout.FAILED:
+                resumed_past_failure = True
