@@ -326,6 +326,8 @@ class App:
              "staff_id": ctx.get("staff_id", ""), "window": ctx.get("window") or self.window,
              "device_time": self.time_offset + now // 1000 if self.time_offset else 0,
              "uptime_ms": now}
+        if self.cfg.get("version"):            # the tag list this rater was offered (SPEC 3.6)
+            r["tags_version"] = self.cfg["version"]
         if source == vocab.SRC_PRESS:
             for name in self.levels:
                 r[name] = self.levels[name]

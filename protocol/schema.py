@@ -133,6 +133,7 @@ RATING_FIELDS = (
     (14, "window", T, 16, 0, None),
     (15, "device_time", U, U64, 0, None), # device's idea of unix seconds at the press, 0 unknown
     (16, "uptime_ms", U, U64, 0, None),   # device monotonic ms at the press
+    (17, "tags_version", U, U32, 0, None),  # the CONFIG version whose tag list the rater was offered
     (20, "mac", B, 16, 0, None),          # HMAC-SHA256 truncated to 16 bytes (auth.py)
     (21, "gateway_time", U, U64, 0, None),  # added by the gateway, outside the MAC
     (22, "hall", T, 32, 0, None),           # added by the gateway, outside the MAC

@@ -117,13 +117,13 @@ def test_rs485_puts_the_stored_bytes_into_the_rating_frame_as_they_are(tmp_path,
     reply = bus.ask(schema.POLL, {})
     assert reply.type == schema.RATING and bus.payloads[-1] == stored
     assert schema.RATING not in encoded
-    # a stored rating with a field unknown here (17, a varint, between uptime_ms and mac)
+    # a stored rating with a field unknown here (18, a varint, between tags_version and mac)
     key = rig.cfg["key_bytes"]
     known = auth.sign(key, {"device": "win07", "counter": 2, "case_id": 34, "source": 1, "overall": 2})
     raw = real_encode(schema.RATING, known)
     mac_key, extra = bytearray(), bytearray()
     codec.put_varint(mac_key, 20 << 3 | 2)
-    codec.put_varint(extra, 17 << 3)
+    codec.put_varint(extra, 18 << 3)
     mac_at = raw.index(bytes(mac_key) + b"\x10")
     newer = raw[:mac_at] + bytes(extra) + b"\x01" + raw[mac_at:]
     assert codec.decode(schema.RATING, newer) == known    # what a decode would keep of it

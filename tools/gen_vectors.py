@@ -35,7 +35,7 @@ def _rating_unsigned():
         "node": vocab.NODE_COMPLETION, "source": vocab.SRC_PRESS,
         "overall": vocab.DISSATISFIED, "business": vocab.SATISFIED, "service": vocab.DISSATISFIED,
         "tags": [501], "text": "等待时间长", "staff_id": "S1024", "window": "A05",
-        "device_time": NOW + 2400, "uptime_ms": 3600000,
+        "device_time": NOW + 2400, "uptime_ms": 3600000, "tags_version": 7,
     }
 
 
