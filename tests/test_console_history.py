@@ -391,3 +391,26 @@ def test_the_daily_counts_are_the_ratings_counted_whatever_the_batches(tmp_path_
             assert dict((k, [c, n]) for k, _, c, n in rows) == model.get(by, {}), by
     finally:
         h.close()
+
+
+def test_damage_found_while_running_sets_the_file_aside_and_the_next_query_works(history, tmp_path):
+    from gateway.history import HistoryUnavailable
+    history.record(stored("dev-a", 1), None)
+    assert history.flush()
+
+    class Damaged:               # what SQLite answers when it meets a malformed page
+        def execute(self, *args):
+            error = sqlite3.DatabaseError("database disk image is malformed")
+            error.sqlite_errorcode = 11
+            raise error
+
+        def close(self):
+            pass
+    history._rdb = Damaged()
+    with pytest.raises(HistoryUnavailable):
+        history.summary(DAY, DAY, "window")
+    assert [name for name, _ in history.alarms] == ["corrupt_history"]
+    assert any(n.startswith("history.sqlite.corrupt-") for n in os.listdir(tmp_path))
+    assert history.summary(DAY, DAY, "window") == ([], ({}, 0))       # a fresh file
+    history.record(stored("dev-a", 2), None)
+    assert history.flush() and history.item("dev-a:2") is not None
