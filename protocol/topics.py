@@ -3,9 +3,11 @@
 device -> gateway   hall/<hall>/dev/<device>/rating        QoS 1, not retained, RATING JSON
                     hall/<hall>/dev/<device>/status        QoS 0, not retained, STATUS JSON
                     hall/<hall>/dev/<device>/availability  QoS 1, retained, "online" | "offline" (last will)
+                    hall/<hall>/dev/<device>/update_state  QoS 1, not retained, UPDATE_STATE JSON
 gateway -> device   hall/<hall>/dev/<device>/context       QoS 1, retained, CONTEXT JSON ("" = no case)
                     hall/<hall>/dev/<device>/ack           QoS 1, not retained, ACK JSON
                     hall/<hall>/dev/<device>/config        QoS 1, retained, CONFIG JSON
+                    hall/<hall>/dev/<device>/update        QoS 1, not retained, UPDATE_* JSON with "type"
 gateway             hall/<hall>/gateway/state              QoS 1, retained, "online" | "offline" (last will)
                     hall/<hall>/gateway/devices            QoS 1, retained, registry JSON
                     hall/<hall>/gateway/event              QoS 0, alarms and notable events
@@ -17,10 +19,10 @@ from protocol.codec import _is_token_char
 from protocol.errors import LocalProtocolError, ProtocolError
 
 ROOT = "hall"
-DEVICE_TO_GATEWAY = ("rating", "status", "availability")
-GATEWAY_TO_DEVICE = ("context", "ack", "config")
+DEVICE_TO_GATEWAY = ("rating", "status", "availability", "update_state")
+GATEWAY_TO_DEVICE = ("context", "ack", "config", "update")
 QOS = {"rating": 1, "status": 0, "availability": 1, "context": 1, "ack": 1, "config": 1,
-       "state": 1, "devices": 1, "event": 0}
+       "state": 1, "devices": 1, "event": 0, "update_state": 1, "update": 1}
 RETAINED = ("availability", "context", "config", "state", "devices")
 ONLINE = "online"
 OFFLINE = "offline"

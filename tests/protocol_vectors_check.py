@@ -11,9 +11,9 @@ import json
 import sys
 from binascii import hexlify, unhexlify
 
-from protocol import auth, codec, crc, errors, frame, rating, schema, timing, topics, vocab
+from protocol import auth, codec, crc, errors, frame, ota, rating, schema, timing, topics, vocab
 
-FILES = ("crc", "messages", "mac", "decoder", "invalid", "rules", "timing")
+FILES = ("crc", "messages", "mac", "decoder", "invalid", "rules", "timing", "ota")
 
 
 def _hex(data):
@@ -226,11 +226,41 @@ def _check_timing(v):
     assert got == v, "timing %d" % b
 
 
+def _check_ota(v):
+    if "plan" in v:
+        got = [list(c) for c in ota.chunk_plan(v["sizes"], v["chunk"], tuple(v["start"]))]
+        assert got == v["plan"], "chunk plan"
+        return
+    manifest = unhexlify(v["manifest"])
+    if "canonical" in v:
+        try:
+            ota.parse_manifest(manifest)
+            ok = True
+        except errors.ProtocolError:
+            ok = False
+        assert ok == v["canonical"], "canonical"
+        return
+    key = unhexlify(v["key"])
+    assert _hex(ota.release_id(manifest)) == v["release_id"], "release id"
+    assert _hex(ota.release_mac(key, manifest)) == v["mac"], "mac"
+    assert ota.verify_release(key, manifest, unhexlify(v["mac"])), "verify"
+    if "mac_input" in v:
+        assert _hex(ota.LABEL + manifest) == v["mac_input"], "mac input"
+        info = ota.parse_manifest(manifest)
+        assert info["version"] == v["version"] and info["boards"] == v["boards"], "head"
+        assert [list(f) for f in info["files"]] == v["files"], "files"
+        for i in (0, len(manifest) // 2, len(manifest) - 1):
+            bent = bytearray(manifest)
+            bent[i] ^= 1
+            assert not ota.verify_release(key, bent, unhexlify(v["mac"])), "changed byte verified"
+
+
 def cases(vector_dir):
     """Every (name, function) the vector files hold."""
     out = []
     simple = (("crc", _check_crc), ("messages", _check_message), ("mac", _check_mac),
-              ("decoder", _check_decoder), ("invalid", _check_invalid), ("timing", _check_timing))
+              ("decoder", _check_decoder), ("invalid", _check_invalid), ("timing", _check_timing),
+              ("ota", _check_ota))
     for fname, fn in simple:
         for i, v in enumerate(_load(vector_dir, fname)):
             out.append(("%s/%s" % (fname, v.get("name", v.get("baud", i))), _bind(fn, v)))

@@ -190,7 +190,7 @@ REFUSALS = [
      "serials holds more than 16 items"),
     (schema.CONTEXT, CTX + _key(4, 2) + b"\x11" + b"x" * 17, errors.R_OUT_OF_RANGE,
      "staff_name longer than 16 characters"),
-    (0x06, b"", errors.R_UNKNOWN_TYPE, "type 0x06"),
+    (0x7f, b"", errors.R_UNKNOWN_TYPE, "type 0x7f"),
     (schema.CONTEXT, _padded(1025), errors.R_OVERSIZE, "record of 1025 bytes"),
     (schema.CONTEXT, b"", errors.R_MISSING, "case_id"),
     (schema.CONTEXT, CTX + b"\x80", errors.R_TRUNCATED, "varint"),
@@ -226,7 +226,7 @@ MISUSE = [
     (schema.RATING, dict(_RAT, mac="ab"), "malformed: mac is not bytes"),
     (schema.RATING, dict(_RAT, mac=bytes(17)), "oversize: mac longer than 16 bytes"),
     (schema.RATING, {"counter": 1, "source": 1}, "%s needs device" % schema.RATING),
-    (0x06, {}, "unknown message type 6"),
+    (0x7F, {}, "unknown message type 127"),
 ]
 
 

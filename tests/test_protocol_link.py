@@ -215,11 +215,11 @@ def test_undecodable_request_is_refused_with_its_reason():
     gw = FakeGateway()
     ch = gw.bus.channel(5)
     ch.request(schema.POLL, {})
-    bad = frame.encode_frame(5, 0x06, ch.seq, b"")                   # unknown type, right seq
+    bad = frame.encode_frame(5, 0x7F, ch.seq, b"")                   # unknown type, right seq
     gw.bus.receive_data(dev.hear(bad))
     _, reply = gw.bus.next_reply()
     assert reply.type == schema.REFUSE
-    assert reply.record["reason"] == errors.R_UNKNOWN_TYPE and reply.record["request"] == 0x06
+    assert reply.record["reason"] == errors.R_UNKNOWN_TYPE and reply.record["request"] == 0x7F
     ch.request(schema.POLL, {})
     gw.bus.receive_data(dev.hear(frame.encode_frame(5, schema.POLL, ch.seq, b"\x08")))
     assert gw.bus.next_reply()[1].record["reason"] == errors.R_TRUNCATED

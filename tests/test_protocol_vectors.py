@@ -31,7 +31,7 @@ def record(config, runtime, passed, total):
 def _expected_count():
     """Vectors in the files, counted independently of the checker."""
     n = 0
-    for name in ("crc", "messages", "mac", "decoder", "invalid", "timing"):
+    for name in ("crc", "messages", "mac", "decoder", "invalid", "timing", "ota"):
         n += len(json.loads((VECTORS / ("%s.json" % name)).read_text(encoding="utf-8")))
     rules = json.loads((VECTORS / "rules.json").read_text(encoding="utf-8"))
     return n + sum(len(v) for v in rules.values())

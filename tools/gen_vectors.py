@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from protocol import auth, codec, crc, errors, frame, schema, supplement, timing, vocab  # noqa: E402
+from protocol import auth, codec, crc, errors, frame, ota, schema, supplement, timing, vocab  # noqa: E402
 
 VECTOR_DIR = os.path.join(ROOT, "protocol", "vectors")
 SPEC_PATH = os.path.join(ROOT, "protocol", "SPEC.md")
@@ -48,6 +48,39 @@ def _ack(record, rating_mac):
 # The rating each ACK example answers (its MAC is part of the ACK MAC's input, never sent).
 _ACK_ANSWERS = {"ack": "rating", "ack_duplicate": "rating", "ack_dead_letter": "rating_good",
                 "ack_no_device": "rating", "ack_rejected": "rating_good"}
+
+
+RELEASE_KEY = hashlib.sha256(b"hall-rating test release key").digest()   # documented, never real
+
+
+def release_manifest():
+    """A small release: two code files and the root main.py, for the five-button board."""
+    files = {"firmware/ota.mpy": b"\x4d\x06" + bytes(range(64)), "main.py": b"from firmware import main\nmain.run()\n",
+             "protocol/ota.mpy": "王䶮明 𠈌".encode() * 3}
+    listed = [(p, hashlib.sha256(d).hexdigest(), len(d)) for p, d in files.items()]
+    return ota.manifest_bytes("1.1.0", listed, ["five_button"]), files
+
+
+def _update_examples():
+    manifest, files = release_manifest()
+    rid = ota.release_id(manifest)
+    second = files["main.py"]
+    return [
+        ("update_offer", schema.UPDATE_OFFER, ota.offer(RELEASE_KEY, manifest), 5, 17),
+        ("update_chunk_manifest", schema.UPDATE_CHUNK,
+         {"release_id": rid, "file": 0, "offset": 0, "data": manifest[:64]}, 5, 18),
+        ("update_chunk", schema.UPDATE_CHUNK,
+         {"release_id": rid, "file": 2, "offset": 8, "data": second[8:]}, 5, 19),
+        ("update_commit", schema.UPDATE_COMMIT, {"release_id": rid}, 5, 20),
+        ("update_cancel", schema.UPDATE_CANCEL, {"release_id": rid}, 5, 21),
+        ("update_state_receiving", schema.UPDATE_STATE,
+         {"device": DEVICE, "release_id": rid, "state": ota.ST_RECEIVING, "file": 2, "offset": 8,
+          "version": "1.1.0", "running": "1.0.0", "received": 74, "total": 151}, 5, 17),
+        ("update_state_rolled_back", schema.UPDATE_STATE,
+         {"device": DEVICE, "release_id": rid, "state": ota.ST_ROLLED_BACK,
+          "reason": ota.WHY_BOOT_FAILED, "version": "1.1.0", "running": "1.0.0", "boots": 3,
+          "detail": "试运行启动失败 3 次"}, 5, 22),
+    ]
 
 
 QR_TOKEN = "U1oyMDI2MDEwMTAwMDEyNiM0.1767830400.kM2pQ8vR4sT6uW1x"
@@ -168,9 +201,9 @@ def _examples():
         ("context_supplement", schema.CONTEXT, supplement_context, 5, 15),
         ("config_voice", schema.CONFIG, config_voice, 5, 16),
         ("status", schema.STATUS, status, 5, 3),
-        ("refuse", schema.REFUSE, {"reason": errors.R_UNKNOWN_TYPE, "request": 0x06,
+        ("refuse", schema.REFUSE, {"reason": errors.R_UNKNOWN_TYPE, "request": 0x7F,
                                    "detail": "未知请求"}, 5, 13),
-    ]
+    ] + _update_examples()
 
 
 def message_vectors():
@@ -348,7 +381,10 @@ def invalid_vectors():
         _bin_case("qr_modules_too_long", schema.CONTEXT, b"\x08\x01\x40\x01\x82\x01\x99\x03"
                   + bytes(schema.QR_MODULES_BYTES + 1), r.R_OVERSIZE),
         _bin_case("volume_12", schema.CONFIG, b"\x48\x0c", r.R_OUT_OF_RANGE),
-        _bin_case("unknown_type", 0x06, b"", r.R_UNKNOWN_TYPE),
+        _bin_case("unknown_type", 0x7F, b"", r.R_UNKNOWN_TYPE),
+        _bin_case("chunk_too_long", schema.UPDATE_CHUNK, b"\x0a\x01\x01\x22\x81\x06" + bytes(769),
+                  r.R_OVERSIZE),
+        _bin_case("offer_without_mac", schema.UPDATE_OFFER, b"\x0a\x01\x01\x18\x10", r.R_MISSING),
         _bin_case("record_too_big", schema.POLL, b"\x08\x01" + b"\xf8\x07\x00" * 400, r.R_OVERSIZE),
         _bin_case("unknown_field_skipped", schema.CLEAR, b"\x08\x05\xf8\x07\x09\x82\x08\x02\xab\xcd",
                   r.R_OK),
@@ -434,6 +470,38 @@ def rule_vectors():
     }
 
 
+def ota_vectors():
+    """Release manifests (canonical or not), their ids and MACs, and chunk plans."""
+    manifest, files = release_manifest()
+    info = ota.parse_manifest(manifest)
+    other = hashlib.sha256(b"hall-rating other hall's release key").digest()
+    out = [{"name": "release", "manifest": manifest.hex(), "key": RELEASE_KEY.hex(),
+            "release_id": ota.release_id(manifest).hex(), "mac": ota.release_mac(RELEASE_KEY, manifest).hex(),
+            "mac_input": (ota.LABEL + manifest).hex(), "version": info["version"], "boards": info["boards"],
+            "files": [list(f) for f in info["files"]]},
+           {"name": "other_key", "manifest": manifest.hex(), "key": other.hex(),
+            "release_id": ota.release_id(manifest).hex(), "mac": ota.release_mac(other, manifest).hex()}]
+    text = manifest.decode()
+    bad = [("as_built", text),
+           ("crlf", text.replace("\n", "\r\n")),
+           ("no_final_lf", text[:-1]),
+           ("leading_zero_size", text.replace(" 66 ", " 066 ")),
+           ("dotdot_path", text.replace("main.py", "../main.py")),
+           ("absolute_path", text.replace("main.py", "/main.py")),
+           ("upper_hex", text.replace(info["files"][0][1], info["files"][0][1].upper())),
+           ("files_out_of_order", "\n".join([text.split("\n")[0], text.split("\n")[1], text.split("\n")[2],
+                                             text.split("\n")[4], text.split("\n")[3], text.split("\n")[5], ""])),
+           ("wrong_magic", text.replace("hall-release/1", "hall-release/2"))]
+    for name, t in bad:
+        out.append({"name": "manifest_" + name, "manifest": t.encode().hex(),
+                    "canonical": t.encode() == manifest})
+    sizes = ota.sizes(len(manifest), info["files"])
+    for chunk, start in ((64, (0, 0)), (ota.CHUNK_MAX, (0, 0)), (16, (2, 8))):
+        out.append({"name": "plan_%d_%d_%d" % (chunk, start[0], start[1]), "sizes": sizes, "chunk": chunk,
+                    "start": list(start), "plan": [list(c) for c in ota.chunk_plan(sizes, chunk, start)]})
+    return out
+
+
 def timing_vectors():
     out = []
     for baud in BAUDS:
@@ -455,7 +523,7 @@ def build_vectors():
     data = {
         "crc.json": crc_vectors(), "messages.json": message_vectors(), "mac.json": mac_vectors(),
         "decoder.json": decoder_vectors(), "invalid.json": invalid_vectors(),
-        "rules.json": rule_vectors(), "timing.json": timing_vectors(),
+        "rules.json": rule_vectors(), "timing.json": timing_vectors(), "ota.json": ota_vectors(),
     }
     out = {}
     for name, value in data.items():

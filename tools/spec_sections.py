@@ -298,7 +298,8 @@ def sec_topics():
     payload = {"rating": "RATING JSON", "status": "STATUS JSON", "availability": '`online` / `offline` (last will)',
                "context": "CONTEXT JSON, empty = no case", "ack": "ACK JSON", "config": "CONFIG JSON",
                "state": '`online` / `offline` (last will)', "devices": "registry JSON (6.3)",
-               "event": "event JSON (6.3)"}
+               "event": "event JSON (6.3)", "update_state": "UPDATE_STATE JSON",
+               "update": 'UPDATE_OFFER / _CHUNK / _COMMIT / _CANCEL JSON with `"type"` (3.10)'}
     for kind in topics.DEVICE_TO_GATEWAY + topics.GATEWAY_TO_DEVICE:
         rows.append("| `hall/<hall>/dev/<device>/%s` | %s | %d | %s | %s |" % (
             kind, "device → gateway" if kind in topics.DEVICE_TO_GATEWAY else "gateway → device",
