@@ -114,7 +114,7 @@ def test_queue_rules_rating_and_callbacks(mosquitto_broker, tmp_path, caplog):
             assert rig.gw.store.backlog()["cases"] == 0
             # Bad requests: each refused with a reason and counted.
             bad = [(None, b"{not json"), ({"window": "A01", "node": "completion", "matter_name": "x"}, None),
-                   (case_body(node="approval"), None), (case_body(serials=["SN 1"]), None),
+                   (case_body(node="approval"), None), (case_body(serials=["SN\u00071"]), None),
                    (case_body(items=[{"code": "x"}] * 9), None), (["a list"], None)]
             for body, raw in bad:
                 status, answer = await rig.call("POST", "/api/v1/cases", body, raw=raw)
