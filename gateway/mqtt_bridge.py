@@ -7,6 +7,11 @@ In:  hall/<hall>/dev/<id>/rating        RATING JSON -> gateway.intake (registry,
 Out: .../context and .../config retained (kept here and republished on every reconnect, since a
      broker without persistence forgets them); gateway/state retained "online", with the last will
      "offline"; gateway/devices retained registry (no keys); gateway/event alarms (QoS 0).
+Updates (gateway.rollout, `updates`): the device publishes UPDATE_STATE on .../update_state and
+the gateway answers on .../update (QoS 1, not retained) with what it asks for, at most
+rollout.WINDOW chunks ahead of what it has, and `pump_updates` (the gateway's loop, every
+UPDATE_PUMP_S) sends at most UPDATE_BURST records a call across the hall: paced, on the control
+connection, never the ingest connection the ratings and their ACKs use.
 What a rating gets (dead letter, ACK_REJECTED, the ACK's MAC) is gateway.intake's, the one path
 for every transport; this module moves the bytes: a rating's payload (or an oversized one's head)
 in, under the topic's device, and the intake's signed ACK out as JSON on that device's ack topic.
@@ -34,11 +39,15 @@ import paho.mqtt.client as mqtt
 from gateway import fastcodec
 from gateway.intake import Intake
 from gateway.mqtt_ingest import IngestConnection
+from gateway import ota as ota_mod
 from protocol import codec, errors, mqtt_wire, schema, topics
+from protocol import ota as proto_ota
 
 log = logging.getLogger("gateway.mqtt")
 
-_CONTROL_KINDS = ("status", "availability")
+_CONTROL_KINDS = ("status", "availability", "update_state")
+UPDATE_PUMP_S = 0.2
+UPDATE_BURST = 16       # update records a pump sends across the hall (~12 KB: paced Wi-Fi)
 _TOPIC_CACHE = 4096   # parsed topics kept (a flood of strangers' topics only empties it)
 
 
@@ -64,7 +73,10 @@ class MqttBridge:
         self._control_up = False
         self._lock = threading.Lock()
         self._links = threading.Lock()  # connected follows both links, set and cleared in order
-        self._control = {"status": self._status, "availability": self._availability}
+        self._control = {"status": self._status, "availability": self._availability,
+                         "update_state": self._update_state}
+        self.updates = None             # gateway.rollout.Rollouts, when the hall rolls out updates
+        self._update_lock = threading.Lock()
         self._intake = {"rating": self._rating}
         self.client = self._make_client()
         self.ingest = IngestConnection(cfg, topics.gateway_subscriptions(hall, ("rating",))[0],
@@ -280,3 +292,46 @@ class MqttBridge:
             self.registry.set_offline(device_id)
         else:
             self.rejections.reject("mqtt", errors.R_MALFORMED, "availability %r" % text[:20], device_id)
+
+    # --- updates ---------------------------------------------------------------------------
+    def _update_state(self, device_id, payload):
+        self.stats.setdefault("update_states", 0)
+        self.stats["update_states"] += 1
+        if self.registry.get(device_id) is None:
+            self.rejections.reject("mqtt", errors.R_UNKNOWN_DEVICE, "update_state", device_id)
+            return
+        try:
+            state = codec.from_json(schema.UPDATE_STATE, payload)
+        except errors.ProtocolError as e:
+            self.rejections.reject("mqtt", e.reason, "update_state: %s" % e.detail, device_id)
+            return
+        if state["device"] != device_id:
+            self.rejections.reject("mqtt", errors.R_MALFORMED, "update_state names %s" % state["device"],
+                                   device_id)
+            return
+        if self.updates is not None and ota_mod.report(self.updates, device_id, state):
+            self.pump_updates((device_id,))        # it asked for bytes: answer now
+
+    def pump_updates(self, device_ids=None):
+        """Publish what the rollout has for the MQTT devices (all, or `device_ids`): at most
+        UPDATE_BURST records. The number sent."""
+        if self.updates is None or not self.connected.is_set():
+            return 0
+        if device_ids is None:
+            device_ids = [d.id for d in self.registry.all() if d.transport == "mqtt"]
+        sent = 0
+        with self._update_lock:           # paho's thread (a state) and the loop (the pump)
+            for device_id in device_ids:
+                while sent < UPDATE_BURST:
+                    step = self.updates.next_step(device_id, proto_ota.CHUNK_MAX,
+                                                  window=ota_mod.MQTT_WINDOW)
+                    if step is None:
+                        break
+                    msg_type, record = ota_mod.request(step)
+                    self.client.publish(topics.device_topic(self.hall, device_id, "update"),
+                                        proto_ota.update_json(msg_type, record), qos=1)
+                    sent += 1
+                    if step[0] != "chunk":
+                        break
+        self.stats["update_records"] = self.stats.get("update_records", 0) + sent
+        return sent

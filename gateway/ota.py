@@ -3,11 +3,11 @@
 A bundle is a directory or a .zip holding manifest.json (file name -> sha256 and size, and the
 firmware version) beside its files. The gateway loads one only when every file matches its
 manifest (it never sends what its own manifest contradicts), keeps the bytes in memory to cut
-chunks from, and MACs the manifest with the hall's release key ([ota] release_key, 32 bytes hex;
-the same key `hall-flash provision` writes onto every device): HMAC-SHA256 over the label
-"hall-rating/2 release" and the manifest bytes as stored. A device installs only a manifest whose
-MAC verifies, so it runs only what its own hall released. The release id is the sha256 of those
-manifest bytes (hex). Files are numbered in the manifest's sorted order (UPDATE_CHUNK's file index).
+chunks from, and turns manifest.json into the release's canonical manifest (protocol.ota), which
+it MACs with the hall's release key ([ota] release_key, 32 bytes hex; the same key `hall-flash
+provision` writes onto every device). A device installs only a manifest whose MAC verifies, so it
+runs only what its own hall released. The release id is the sha256 of the canonical manifest
+(shown in hex). File 0 is that manifest, files 1.. follow in its order (UPDATE_CHUNK's `file`).
 
 Registered releases are remembered by path in <data_dir>/releases.json (gateway.atomic_file), so
 a restarted gateway can finish a rollout; a release whose bundle has changed on disk since is
@@ -15,20 +15,21 @@ refused at load (its id would differ).
 """
 
 import hashlib
-import hmac
 import json
 import os
 import threading
 import zipfile
 
 from gateway import atomic_file
+from protocol import ota as proto
+from protocol.errors import LocalProtocolError, ProtocolError
 
 MANIFEST = "manifest.json"
-LABEL = b"hall-rating/2 release"
-KEY_BYTES = 32
+KEY_BYTES = proto.KEY_LEN
 MAX_BUNDLE = 8 * 1024 * 1024     # an application bundle is ~1 MB with its font
-MAX_FILES = 512
+MAX_FILES = proto.FILES_MAX
 FILE_NAME = "releases.json"
+MQTT_WINDOW = 4          # chunks a device over MQTT may have in flight (QoS 1 keeps them in order)
 
 
 class ReleaseError(ValueError):
@@ -49,24 +50,17 @@ def release_key(raw_config):
     return key
 
 
-def manifest_mac(key, manifest):
-    return hmac.new(key, LABEL + manifest, hashlib.sha256).digest()
-
-
-def _safe_name(name):
-    return (isinstance(name, str) and name and not name.startswith("/") and "\\" not in name
-            and ".." not in name.split("/") and len(name) <= 200)
-
-
 class Release:
-    def __init__(self, manifest, files, key, path=""):
-        self.manifest = manifest                  # bytes, as stored in the bundle
-        self.id = hashlib.sha256(manifest).hexdigest()
-        self.mac = manifest_mac(key, manifest)
-        meta = json.loads(manifest.decode("utf-8"))
-        self.version = str(meta.get("version", ""))
-        self.names = sorted(files)
-        self.data = [files[n] for n in self.names]
+    def __init__(self, meta, files, key, path=""):
+        """`meta`: the bundle's manifest.json (checked), `files`: path -> bytes."""
+        self.manifest = proto.from_bundle(meta)             # canonical (protocol.ota)
+        info = proto.parse_manifest(self.manifest)
+        self.release_id = proto.release_id(self.manifest)   # 32 bytes, as on the wire
+        self.id = self.release_id.hex()
+        self.offer = proto.offer(key, self.manifest)         # the UPDATE_OFFER record
+        self.version = info["version"]
+        self.names = [f[0] for f in info["files"]]
+        self.data = [self.manifest] + [files[n] for n in self.names]
         self.total = sum(len(d) for d in self.data)
         self.path = path
 
@@ -124,7 +118,7 @@ def load(path, key):
                 raise ReleaseError("%s names no version" % MANIFEST)
             files, total = {}, 0
             for name, want in listed.items():
-                if not _safe_name(name) or not isinstance(want, dict):
+                if not proto.path_ok(name) or not isinstance(want, dict):
                     raise ReleaseError("%s names a bad file %r" % (MANIFEST, str(name)[:60]))
                 data = read(name)
                 total += len(data)
@@ -142,7 +136,10 @@ def load(path, key):
         raise ReleaseError("the bundle lacks %s" % e) from None
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise ReleaseError("the bundle cannot be read: %s" % e) from None
-    return Release(manifest, files, key, path)
+    try:
+        return Release(meta, files, key, path)
+    except (LocalProtocolError, ProtocolError) as e:
+        raise ReleaseError("the manifest cannot be released: %s" % e) from None
 
 
 class Releases:
@@ -190,3 +187,27 @@ class Releases:
     def all(self):
         with self._lock:
             return list(self._by_id.values())
+
+
+def request(step):
+    """(message type, record) that carries a rollout step (gateway.rollout.Rollouts.next_step)."""
+    from protocol import schema
+    kind, release = step[0], step[1]
+    if kind in ("offer", "query"):       # a device answers an offer of what it runs with its state
+        return schema.UPDATE_OFFER, release.offer
+    if kind == "chunk":
+        return schema.UPDATE_CHUNK, {"release_id": release.release_id, "file": step[2],
+                                     "offset": step[3], "data": step[4]}
+    if kind == "commit":
+        return schema.UPDATE_COMMIT, {"release_id": release.release_id}
+    raise ValueError(kind)
+
+
+def report(rollouts, device_id, state):
+    """Hand a device's UPDATE_STATE record to the rollout (True when it concerned it)."""
+    release_id = state.get("release_id") or b""
+    return rollouts.report(device_id, proto.state_name(state.get("state", 0)), bytes(release_id).hex(),
+                           state.get("file", 0), state.get("offset", 0),
+                           proto.why_name(state.get("reason", 0)) + (
+                               ": " + state["detail"] if state.get("detail") else ""),
+                           state.get("running", ""))

@@ -18,6 +18,11 @@ Schedule (why: one dead slave with a long timeout stalls a whole Modbus bus):
   dead letters, the signed ACK): committed, and only then ACKed to the device, in the same turn.
 - The CONTEXT a device should show is kept per device; an IDLE reporting another case gets it
   sent again (the device restarted), at most every RESEND_CONTEXT_S.
+- Updates (gateway.rollout, `updates`): ratings first. An update exchange (offer, chunk, commit)
+  only follows a POLL its device answered IDLE with an empty outbox, at most one per device per
+  round, and all of a round's together get at most `ota_share` of an idle round's wire time
+  (protocol.timing; on a short bus, one smallest exchange), the chunk cut to fit: a press
+  anywhere on the bus waits at most that much longer for its device's turn.
 """
 
 import logging
@@ -28,6 +33,7 @@ import serial
 import serial.rs485
 
 from gateway import intake as intake_mod
+from gateway import ota as ota_mod
 from protocol import errors, schema, timing
 from protocol.frame import MAX_FRAME
 from protocol.link import MasterBus
@@ -40,6 +46,11 @@ MAX_CHAIN = 4           # exchanges in one turn (a RATING, its ACK, the next RAT
 # A read returns after at most this long without bytes. Set once at open: assigning
 # port.timeout reconfigures a real port (tcsetattr, and TIOCSRS485 in the kernel's RS-485 mode).
 READ_TIMEOUT_S = 0.002
+OTA_SHARE = 0.3         # of an idle round's wire time that updates may take (ratings first)
+MIN_CHUNK = 16          # a chunk smaller than this is not worth its exchange's overhead
+CHUNK_HEAD = 48         # UPDATE_CHUNK's bytes besides its data (release id, file, offset)
+STATE_REPLY = 96        # what an UPDATE_STATE answer takes, about
+IDLE_POLL = (8, 4)      # POLL and IDLE payloads, about: the idle round the share is of
 
 
 def _noise(decoder):
@@ -98,6 +109,11 @@ class Rs485Master:
         # plus the margin, as a USB adapter hands bytes over in bursts (an FTDI every 16 ms).
         self._quiet_s = (timing.silence_reset_us(baud) + timing.MASTER_MARGIN_US) / 1e6
         self.line = {"noisy_replies": 0, "quiet_resets": 0}    # replies found behind noise
+        self.updates = None          # gateway.rollout.Rollouts, when the hall rolls out updates
+        self.ota_share = OTA_SHARE
+        self._ota_left_s = 0.0       # update wire time left in this round
+        self._update_fixed_s = timing.exchange_us(CHUNK_HEAD, STATE_REPLY, baud, 2000) / 1e6
+        self.ota_stats = {"exchanges": 0, "chunk_bytes": 0, "skipped_budget": 0}
 
     # --- what others ask of the bus (any thread) ---------------------------------------
     def peer(self, device_id):
@@ -170,7 +186,13 @@ class Rs485Master:
         """One pass over the bus; False when nobody was due (the caller may sleep)."""
         now = self.mono()
         busy = False
-        for device in self.registry.rs485(self.index):
+        devices = self.registry.rs485(self.index)
+        # the round's share of wire time for updates, at least one smallest update exchange (on
+        # a short bus the share alone is less, and updates would never move)
+        share = self.ota_share * timing.poll_cycle_us(
+            len(devices), self.cfg.baud, poll_payload=IDLE_POLL[0], reply_payload=IDLE_POLL[1]) / 1e6
+        self._ota_left_s = max(share, self._update_fixed_s + MIN_CHUNK * self._byte_s)
+        for device in devices:
             if self._stop.is_set():
                 break
             p = self.peer(device.id)
@@ -196,7 +218,33 @@ class Rs485Master:
             if done is not None:
                 done()
             if not self._handle(device, p, reply):
+                if msg_type == schema.POLL and reply.type == schema.IDLE and \
+                        not reply.record.get("outbox", 0):
+                    self._update_slot(device, p)     # nothing waits on this device: its update
                 return
+
+    def _update_slot(self, device, p):
+        """One update exchange for `device`, within what is left of the round's share."""
+        if self.updates is None:
+            return
+        fixed = self._update_fixed_s
+        room = int((self._ota_left_s - fixed) / self._byte_s)
+        if room < MIN_CHUNK:
+            self.ota_stats["skipped_budget"] += 1
+            return
+        step = self.updates.next_step(device.id, min(room, ota_mod.proto.CHUNK_MAX))
+        if step is None:
+            return
+        msg_type, record = ota_mod.request(step)
+        size = len(record.get("data", b""))
+        self._ota_left_s -= fixed + size * self._byte_s
+        self.ota_stats["exchanges"] += 1
+        self.ota_stats["chunk_bytes"] += size
+        reply = self.exchange(device, p, msg_type, record)
+        if reply is None:
+            self._failed(device, p)
+            return
+        self._handle(device, p, reply)
 
     def _next_request(self, device, p):
         with self._lock:
@@ -374,6 +422,10 @@ class Rs485Master:
         if reply.type == schema.RATING:
             self._rating(device, p, rec)
             return True
+        if reply.type == schema.UPDATE_STATE:
+            if self.updates is not None and rec.get("device") in (None, "", device.id):
+                ota_mod.report(self.updates, device.id, rec)
+            return False
         self.rejections.reject("rs485", errors.R_UNKNOWN_TYPE, "reply type 0x%02x" % reply.type, device.id)
         return False
 
