@@ -32,6 +32,9 @@ from gateway import console_sessions, console_users
 from gateway import http_auth
 from gateway import metrics as metrics_mod
 from gateway import mosquitto_acl
+from gateway import ota as ota_mod
+from gateway import ota_api
+from gateway import rollout as rollout_mod
 from gateway import panel as panel_mod
 from gateway import qr_api
 from gateway import window_words
@@ -148,8 +151,36 @@ class Gateway:
                                            alarm=self.alarm, clock=clock)
         self.status_hooks.append(lambda: {"history": dict(self.history.stats)})
         self.http_routes.append(ratings_api.add_routes)
+        # over-the-air updates: releases, the staged rollout, its routes ([ota] release_key,
+        # bus_share; gateway.ota, .rollout, .ota_api); the transports ask it in their free slots
+        ota_cfg = cfg.raw.get("ota") or {}
+        releases = ota_mod.Releases(ota_mod.release_key(cfg.raw), cfg.data_dir, alarm=self.alarm)
+        self.rollouts = rollout_mod.Rollouts(cfg.data_dir, releases, busy=self._case_open,
+                                             firmware=self._firmware, clock=clock, alarm=self.alarm)
+        self.bridge.updates = self.rollouts
+        for bus in self.buses:
+            bus.updates = self.rollouts
+            bus.ota_share = float(ota_cfg.get("bus_share", bus.ota_share))
+        self.http_routes.append(ota_api.add_routes)
+        self.tasks.append(self._pump_updates)
         self._stop = None
         self._runner = None
+
+    def _case_open(self, device_id):
+        """True while a case is open at the device's window (no update switch then)."""
+        device = self.registry.get(device_id)
+        return bool(device and device.window and self.cases.current_context(device.window))
+
+    def _firmware(self, device_id):
+        device = self.registry.get(device_id)
+        return device.firmware if device is not None else ""
+
+    async def _pump_updates(self):
+        from gateway.mqtt_bridge import UPDATE_PUMP_S
+        while True:
+            await asyncio.sleep(UPDATE_PUMP_S)
+            self.bridge.pump_updates()
+            self.rollouts.flush()
 
     # --- parts from config --------------------------------------------------------------
     @staticmethod
