@@ -29,7 +29,9 @@ from gateway import console_api
 from gateway import glyphs as glyphs_mod
 from gateway import history as history_mod
 from gateway import console_sessions, console_users
+from gateway import config_api
 from gateway import http_auth
+from gateway import live_config
 from gateway import metrics as metrics_mod
 from gateway import mosquitto_acl
 from gateway import ota as ota_mod
@@ -37,8 +39,8 @@ from gateway import ota_api
 from gateway import rollout as rollout_mod
 from gateway import panel as panel_mod
 from gateway import qr_api
-from gateway import window_words
 from gateway import ratings_api
+from gateway import window_words
 from gateway import session_api
 from gateway import status_display
 from gateway.committer import GroupCommitter
@@ -105,10 +107,11 @@ class Gateway:
         self.store.set_known_devices(lambda device: self.registry.get(device) is not None)
         self.rejections = Rejections(alarm=self.alarm)
         self.committer = GroupCommitter(self.store)
-        # the CONFIG of each window's devices: the hall's words, volume ... with the window's own
-        # (gateway.window_words: [device_config], [windows."<window>"])
-        self.words = window_words.WindowWords(cfg.device_config, cfg.raw.get("windows"))
-        self.device_config = self.words.config_for(None)   # the hall's own (its tag labels)
+        # each device's CONFIG: the hall's words, tags, timings ... with its window's and its own,
+        # changed live by the operator API and SIGHUP (gateway.live_config, .window_words, .config_api)
+        self.live_config = live_config.LiveConfig(cfg, self.registry.all, self._send_config,
+                                                  alarm=self.alarm)
+        self.http_routes.append(config_api.add_routes)
         self.sealer = self._sealer()
         self.callbacks = Callbacks(cfg.http.callback_url, cfg.http.callback_token, store=self.store)
         signer = self._qr_signer()
@@ -118,7 +121,7 @@ class Gateway:
                                      sealer=self.sealer, qr_token=signer and signer.token,
                                      qr_link=signer and signer.link,
                                      glyphs=glyphs_mod.from_config(cfg.raw, alarm=self.alarm),
-                                     clock=clock)
+                                     tags_version=True, clock=clock)
         if self.cases.glyphs is not None:     # glyphs sent with cases, missing from every font
             self.status_hooks.append(lambda: {"glyphs": dict(self.cases.glyphs.stats)})
         self.qr_signer = signer               # receipt printers fetch a case's QR code (gateway.qr_api)
@@ -188,6 +191,15 @@ class Gateway:
         """The hall's CONFIG from [device_config], or None; a bad one is refused at start."""
         return window_words.WindowWords(raw).config_for(None)
 
+    @property
+    def words(self):
+        return self.live_config.words
+
+    @property
+    def device_config(self):
+        """The hall's own CONFIG (its tag labels), as it is now."""
+        return self.live_config.words.config_for(None)
+
     def _sealer(self):
         if not self.cfg.privacy_key:
             return None
@@ -243,6 +255,10 @@ class Gateway:
         return bool(recent) or self.store.backlog()["fill"] >= self.cfg.alarm_ratio
 
     def push(self, device, context):
+        if context is not None and "tags_version" in context:   # the device's tag list (SPEC 3.6)
+            context = dict(context, tags_version=self.live_config.version_for(device))
+            if not context["tags_version"]:
+                del context["tags_version"]
         if device.transport == "rs485":
             for bus in self.buses:
                 if bus.index == device.bus:
@@ -296,16 +312,22 @@ class Gateway:
             pass
 
     def _provision(self, device):
-        """Give a (new or moved) device its window's config and its window's open case."""
-        config = self.words.config_for(device.window)
-        if config is not None:
-            if device.transport == "rs485":
-                for bus in self.buses:
-                    if bus.index == device.bus:
-                        bus.set_config(device.id, config)
-            else:
-                self.bridge.publish_config(device.id, config)
+        """Give a (new or moved) device its config and its window's open case."""
+        self.live_config.provision(device)
         self.push(device, self.cases.current_context(device.window) if device.window else None)
+
+    def _send_config(self, device, config):
+        """A device's CONFIG: RS-485 at its next poll, MQTT published retained."""
+        if device.transport == "rs485":
+            for bus in self.buses:
+                if bus.index == device.bus:
+                    bus.set_config(device.id, config)
+        else:
+            self.bridge.publish_config(device.id, config)
+
+    def reload(self):
+        """SIGHUP: re-read gateway.toml and apply what can change live (gateway.live_config)."""
+        return self.live_config.reload()
 
     # --- status -------------------------------------------------------------------------
     def uplink_state(self):
@@ -352,6 +374,7 @@ class Gateway:
             self.broker_files.sync(force=True)
         for device in self.registry.all():
             self._provision(device)
+        live_config.write_pid(self.cfg)     # `hall-gateway reload` signals this process
         self.bridge.start()
         for bus in self.buses:
             bus.start()
@@ -401,13 +424,15 @@ class Gateway:
         self.alerts.close()       # after the intake's last rating (bridge, buses, committer)
         self.history.close()
         self.store.close()
+        live_config.remove_pid(self.cfg)
 
     async def run_forever(self):
         await self.start()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
+                             (signal.SIGHUP, self.reload)):
             try:
-                loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError):
                 pass
         await self._stop.wait()

@@ -140,9 +140,12 @@ def qr_modules(link):
         return None
 
 
+TAGS_VERSION_ROOM = 0xFFFFFFFF   # a placeholder as large as any device's CONFIG version
+
+
 class Cases:
     def __init__(self, hall, store, registry, push, notify=None, *, rating_days, sealer=None,
-                 qr_token=None, qr_link=None, glyphs=None, clock=time.time):
+                 qr_token=None, qr_link=None, glyphs=None, tags_version=False, clock=time.time):
         self.hall = hall
         self.store = store
         self.registry = registry
@@ -153,6 +156,8 @@ class Cases:
         self.qr_token = qr_token      # qr_token(case_key, deadline) -> token text, optional
         self.qr_link = qr_link        # qr_link(case_key, deadline) -> the link its QR code holds
         self.glyphs = glyphs          # gateway.glyphs.Supplement: what the device font lacks
+        # True: each CONTEXT keeps room for the tags_version push() writes per device (SPEC 3.6)
+        self.tags_version = tags_version
         self.clock = clock
         self.stats = {"opened": 0, "no_rating": 0, "repeated": 0, "rated": 0, "not_rated": 0,
                       "unknown_case": 0}
@@ -279,6 +284,8 @@ class Cases:
                "matter_name": case["matter_name"], "serials": case["serials"], "node": case["node"],
                "items": case["items"], "indicators": vocab.NODE_INDICATORS[case["node"]],
                "deadline": case["deadline"], "time": int(self.clock())}
+        if self.tags_version:       # the largest value, so the glyphs and QR fitted leave its room
+            ctx["tags_version"] = TAGS_VERSION_ROOM
         if self.qr_token is not None:
             try:
                 ctx["qr"] = self.qr_token(case["case_key"], case["deadline"])

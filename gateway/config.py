@@ -24,7 +24,10 @@
                 (BCM numbers), blink_s (0.5)
     [windows."<window>"]  one window's screen words, tag labels, volume and large text over the
                 hall's [device_config] (texts = {key = word}, tag_labels = {code = label}, volume
-                0..10, large_text): gateway.window_words, which builds each window's CONFIG
+                0..10, large_text, tags, timings): gateway.window_words, which builds each CONFIG
+    [devices_config."<id>"]  one device's, over its window's (the same keys)
+    Live changes to these three go through the operator API (gateway.config_api), kept in
+    <data_dir>/live-config.json over this file's; SIGHUP re-reads this file (gateway.live_config).
     [uplink], [qr] ... are kept in `raw` for the parts that read them.
 """
 
@@ -114,6 +117,7 @@ class Config:
     display: DisplayConfig = field(default_factory=DisplayConfig)
     leds: LedsConfig = field(default_factory=LedsConfig)
     raw: dict = field(default_factory=dict)
+    source: str = ""            # the gateway.toml it was read from (SIGHUP re-reads it)
 
     def path(self, name):
         return name if os.path.isabs(name) else os.path.join(self.data_dir, name)
@@ -172,7 +176,8 @@ def from_dict(data, base_dir="."):
     from gateway import alerts   # [alerts] and its channels; imported here: it imports this module
     alerts.check_config(data.get("alerts"))
     from gateway import window_words   # every window's CONFIG fits one record; it imports this module
-    window_words.WindowWords(cfg.device_config, data.get("windows"))
+    placed = dict((d.get("id"), d.get("window")) for d in cfg.devices if isinstance(d, dict))
+    window_words.WindowWords(cfg.device_config, data.get("windows"), data.get("devices_config"), placed)
     if cfg.log_format not in ("auto", "json", "text"):
         raise ConfigError("[gateway] log_format must be auto, json or text")
     if not 0 < cfg.alarm_ratio <= 1 or cfg.capacity < 1:
@@ -231,6 +236,13 @@ def load(path):
     with open(path, "rb") as f:
         try:
             data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError("%s: %s" % (path, e)) from None
-    return from_dict(data, os.path.dirname(os.path.abspath(path)))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError("%s: not TOML: %s" % (path, e)) from None
+    try:
+        cfg = from_dict(data, os.path.dirname(os.path.abspath(path)))
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError) as e:   # a value of the wrong kind
+        raise ConfigError("%s: a value of the wrong kind (%s)" % (path, e)) from None
+    cfg.source = os.path.abspath(path)
+    return cfg
