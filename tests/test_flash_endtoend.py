@@ -40,7 +40,7 @@ def test_provisioned_virtual_device_boots_and_its_rating_is_accepted_by_the_gate
     with virtual_device(tmp_path, app_runner=app) as srv:
         code, out = run("provision", "--port", srv.path, "--bundle", bundle_dir(), "--board", "five_button",
                         "--transport", "mqtt", "--hall", HALL, "--window", "07", "--mqtt-host", mosquitto_broker.host,
-                        "--mqtt-port", mosquitto_broker.port, "--registry", reg, "--timeout", "2")
+                        "--mqtt-port", mosquitto_broker.port, "--registry", reg, "--new-registry", "--timeout", "2")
         assert code == 0, out
         assert app.booted.wait(WAIT), "the firmware did not boot after the reset"
         device_id = app.device.cfg["device"]

@@ -8,20 +8,22 @@ import tty
 
 import serial
 
-from tests.flash_support import run
+from tests.flash_support import micropython_image, run
 
 WRITES = {0x02, 0x03, 0x05, 0x07, 0x10, 0x11, 0xD0, 0xD1}  # flash/mem begin+data, erase
 
 
 class FakeRom:
     """An ESP32-S3 ROM bootloader on a pty: SLIP framing, answers SYNC, GET_SECURITY_INFO (chip id 9),
-    READ_REG/WRITE_REG; records every command so the test can see nothing was written to flash."""
+    READ_REG/WRITE_REG; records every command so the test can see nothing was written to flash.
+    Commands in `fail` are answered with an error (MEM_BEGIN: the stub cannot be loaded)."""
 
-    def __init__(self, chip_id=9):
+    def __init__(self, chip_id=9, fail=()):
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         self.path = os.ttyname(self.slave)
         self.chip_id = chip_id
+        self.fail = set(fail)
         self.ops = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._serve, daemon=True)
@@ -68,13 +70,15 @@ class FakeRom:
                         self._reply(op, 0x20120707, ok)
                 elif op == 0x14:  # GET_SECURITY_INFO
                     self._reply(op, 0, struct.pack("<IBBBBBBBBII", 0, 0, 0, 0, 0, 0, 0, 0, 0, self.chip_id, 0) + ok)
+                elif op in self.fail:
+                    self._reply(op, 0, b"\x01\x05\x00\x00")
                 else:
                     self._reply(op, 0, ok)
 
 
 def _image(tmp_path):
     path = tmp_path / "micropython.bin"
-    path.write_bytes(b"\xe9" + os.urandom(4000))
+    path.write_bytes(micropython_image("esp32"))
     return str(path)
 
 

@@ -5,7 +5,7 @@ import os
 import shutil
 import zipfile
 
-from tests.flash_support import bundle_dir, run
+from tests.flash_support import bundle_dir, micropython_image, run
 from tools.flashkit import bundle as bundle_mod
 from tools.flashkit import image
 from tools.flashkit.cli import REPO
@@ -47,13 +47,13 @@ def test_a_tampered_or_incomplete_bundle_is_refused(tmp_path):
 
 def test_image_filesystem_mounts_and_holds_exactly_the_expected_files(tmp_path):
     fw = tmp_path / "micropython.bin"
-    fake = b"\xe9\x03\x02\x20" + os.urandom(300 * 1024)  # stands in for MicroPython's image
+    fake = micropython_image("esp32", app_size=300 * 1024)  # laid out as MicroPython's image is
     fw.write_bytes(fake)
     out = tmp_path / "factory.bin"
     reg = str(tmp_path / "registry.json")
     code, text = run("image", "--firmware", fw, "--bundle", bundle_dir(), "--chip", "esp32", "--out", out,
                      "--device", "ev-0000aabbccdd", "--board", "five_button", "--transport", "rs485",
-                     "--window", "12", "--registry", reg)
+                     "--window", "12", "--rs485-baud", "19200", "--registry", reg, "--new-registry")
     assert code == 0, text
     data = out.read_bytes()
     assert data[0x1000:0x1000 + len(fake)] == fake
@@ -73,7 +73,7 @@ def test_image_filesystem_mounts_and_holds_exactly_the_expected_files(tmp_path):
 
 def test_image_without_device_has_no_config_and_too_small_fs_is_refused(tmp_path):
     fw = tmp_path / "mp.bin"
-    fw.write_bytes(b"\xe9" + bytes(1000))
+    fw.write_bytes(micropython_image("esp32"))
     out = tmp_path / "plain.bin"
     code, text = run("image", "--firmware", fw, "--bundle", bundle_dir(), "--out", out)
     assert code == 0, text

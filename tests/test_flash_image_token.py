@@ -5,7 +5,7 @@ import http.server
 import json
 import threading
 
-from tests.flash_support import bundle_dir, run
+from tests.flash_support import bundle_dir, micropython_image, run
 
 TOKEN = "tok-0123456789abcdef"   # HTTP headers are latin-1
 
@@ -37,11 +37,11 @@ def test_image_registers_with_the_token_from_the_environment_and_masks_it(tmp_pa
     thread.start()
     try:
         fw = tmp_path / "mp.bin"
-        fw.write_bytes(b"\xe9" + bytes(1000))
+        fw.write_bytes(micropython_image("esp32"))
         monkeypatch.setenv("FLASH_GATEWAY_TOKEN", TOKEN)
         code, text = run("image", "--firmware", fw, "--bundle", bundle_dir(), "--out", tmp_path / "f.bin",
                          "--device", "ev-0000aabbccdd", "--board", "five_button", "--transport", "rs485",
-                         "--window", "12", "--registry", "http://127.0.0.1:%d" % server.server_port)
+                         "--window", "12", "--rs485-baud", "9600", "--registry", "http://127.0.0.1:%d" % server.server_port)
     finally:
         server.shutdown()
         server.server_close()

@@ -149,7 +149,7 @@ def test_a_box_of_boards_at_once_with_summary_and_combined_exit_code(tmp_path):
         s.start()
     try:
         args = ["provision", "--bundle", bundle_dir(), "--board", "touch", "--transport", "rs485",
-                "--registry", reg, "--timeout", "1.5", "--no-reset"]
+                "--rs485-baud", "9600", "--registry", reg, "--new-registry", "--timeout", "1.5", "--no-reset"]
         for i, s in enumerate(servers):
             args += ["--port", s.path, "--window", str(10 + i)]
         args += ["--port", "/dev/ttyNOSUCH1", "--window", "13"]
@@ -174,7 +174,7 @@ def test_mqtt_secrets_are_never_printed(tmp_path):
         code, out = run("provision", "--port", srv.path, "--bundle", bundle_dir(), "--board", "touch",
                         "--transport", "mqtt", "--hall", "hall-1", "--window", "3", "--wifi-ssid", "政务大厅",
                         "--wifi-password", "wifi-Secret-王喆", "--mqtt-host", "10.0.0.2", "--mqtt-user", "dev",
-                        "--mqtt-password", "mqtt-Secret-李堃", "--registry", reg, "--timeout", "1.5")
+                        "--mqtt-password", "mqtt-Secret-李堃", "--registry", reg, "--new-registry", "--timeout", "1.5")
         assert code == 0, out
         cfg = _device_cfg(srv)
         assert cfg["wifi"] == {"ssid": "政务大厅", "password": "wifi-Secret-王喆"}

@@ -105,7 +105,7 @@ def test_command_line_device_and_tool_as_processes(tmp_path):
         tool = [sys.executable, os.path.join(repo, "tools", "flash.py")]
         assert subprocess.run(tool + ["build", "--out", out], capture_output=True).returncode == 0
         p = subprocess.run(tool + ["provision", "--port", path, "--bundle", out, "--board", "five_button",
-                                   "--transport", "rs485", "--window", "5", "--no-register"],
+                                   "--transport", "rs485", "--window", "5", "--rs485-baud", "9600", "--no-register"],
                            capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stdout + p.stderr
         p = subprocess.run(tool + ["verify", "--port", path, "--bundle", out], capture_output=True, text=True)

@@ -123,7 +123,7 @@ def test_the_device_boots_its_code_from_the_rom_and_refuses_a_damaged_image(tmp_
     with virtual_device(tmp_path, rom_size=ROM, app_runner=app) as srv:
         code, out = run("provision", "--port", srv.path, "--bundle", bundle_dir(), "--board", "five_button",
                         "--transport", "mqtt", "--hall", "hall-1", "--window", "3", "--mqtt-host", "127.0.0.1",
-                        "--mqtt-port", "9", "--registry", reg, "--timeout", "2")
+                        "--mqtt-port", "9", "--registry", reg, "--new-registry", "--timeout", "2")
         assert code == 0, out
         assert app.booted.wait(15) and app.code_from == "romfs"
         b = bundle_mod.load(bundle_dir())

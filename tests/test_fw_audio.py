@@ -122,11 +122,11 @@ def test_provisioning_with_amp_gives_the_board_its_amplifier():
     from firmware.main import board_config
     from tools.flashkit import cli, devconfig
     args = cli.parser().parse_args(["provision", "--port", "/dev/ttyUSB0", "--board", "five_button",
-                                    "--transport", "rs485", "--window", "7", "--amp"])
+                                    "--transport", "rs485", "--window", "7", "--rs485-baud", "9600", "--amp"])
     (s,) = cli._settings(args, ["/dev/ttyUSB0"])
     assert s["amp"] is True
     cfg = devconfig.build("ev-0a0b0c0d0e0f", "00" * 32, s["board"], s["transport"], window="7",
-                          address=7, amp=s["amp"])
+                          address=7, baud=s["baud"], amp=s["amp"])
     assert board_config(validate(cfg), "/data")["audio"] is True
-    plain = devconfig.build("ev-0a0b0c0d0e0f", "00" * 32, "touch", "rs485", window="7", address=7)
+    plain = devconfig.build("ev-0a0b0c0d0e0f", "00" * 32, "touch", "rs485", window="7", address=7, baud=9600)
     assert "audio" not in board_config(validate(plain), "/data")

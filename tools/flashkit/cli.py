@@ -7,11 +7,22 @@ import sys
 import time
 
 from tools.flashkit import bundle as bundle_mod
-from tools.flashkit import errors, ports as ports_mod
+from tools.flashkit import errors, hallcfg, ports as ports_mod
 from tools.flashkit.errors import BadInput, ToolError
 from tools.flashkit.report import Reporter, exit_code, table
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# in a checkout the bundle lives in its build/; installed (`pip install .`), in the working directory's
+BUILD = os.path.join(REPO if os.path.exists(os.path.join(REPO, "pyproject.toml")) else os.curdir, "build", "bundle")
+
+
+def package_version():
+    """This package's version as installed (importlib.metadata), for --version."""
+    from importlib import metadata
+    try:
+        return metadata.version("hall-rating")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install .)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +47,12 @@ def _settings_args(p, per_port=True):
     p.add_argument("--window", action="append", default=[], help="window number; one per port, in port order")
     p.add_argument("--address", action="append", type=int, default=[],
                    help="RS-485 address 1..247; one per port (default: the window number)")
-    p.add_argument("--rs485-baud", type=int, default=9600)
+    p.add_argument("--gateway-config", help="the hall gateway's gateway.toml: the RS-485 bus speed (and the "
+                   "registry file, when --registry is not given) come from it")
+    p.add_argument("--bus", type=int, help="index of the gateway's [[rs485]] bus the device is on "
+                   "(needed when it has several)")
+    p.add_argument("--rs485-baud", type=int, help="bus speed, when there is no --gateway-config; "
+                   "refused if it disagrees with the gateway's")
     p.add_argument("--amp", action="store_true",
                    help="the board has an I2S amplifier (MAX98357A, default pins): voice prompts")
     p.add_argument("--wifi-ssid")
@@ -46,31 +62,34 @@ def _settings_args(p, per_port=True):
     p.add_argument("--mqtt-user")
     p.add_argument("--mqtt-password", help="or set FLASH_MQTT_PASSWORD")
     p.add_argument("--registry", help="gateway registry file, or the gateway's URL (http://host:port)")
+    p.add_argument("--new-registry", action="store_true", help="create the registry file if it does not exist")
     p.add_argument("--gateway-token", help="the gateway API's operator token (or FLASH_GATEWAY_TOKEN)")
     p.add_argument("--no-register", action="store_true", help="skip registering with the gateway")
 
 
 def parser():
-    top = _Parser(prog="flash.py", description="Flash, provision and verify hall evaluators.",
+    top = _Parser(prog="hall-flash", description="Flash, provision and verify hall evaluators.",
                   epilog=errors.__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action="version", version="%(prog)s " + package_version())
     sub = top.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
     p = sub.add_parser("build", help="compile firmware/ and protocol/ into a bundle")
-    p.add_argument("--out", default=os.path.join(REPO, "build", "bundle"), help="bundle directory, or a .zip")
+    p.add_argument("--out", default=BUILD, help="bundle directory, or a .zip")
     p.add_argument("--board", default="all", choices=("all",) + bundle_mod.BOARDS)
     p.add_argument("--version", dest="bundle_version", help="version name (default: firmware version + content hash)")
 
     p = sub.add_parser("flash", help="write a MicroPython image with esptool")
     _port_args(p)
     p.add_argument("--image", required=True, help="MicroPython firmware .bin")
-    p.add_argument("--chip", default="esp32", help="chip the image is for (esp32, esp32s3, esp32c3, ...)")
+    p.add_argument("--chip", help="chip the image is for (default: what the image's header says; "
+                   "refused if it disagrees)")
     p.add_argument("--erase", action="store_true", help="erase the whole flash first (wipes config and keys)")
     p.add_argument("--flash-baud", type=int, default=460800)
     p.add_argument("--connect-attempts", type=int, default=3, help="esptool bootloader connect attempts")
 
     p = sub.add_parser("provision", help="copy the bundle, configure, register")
     _port_args(p)
-    p.add_argument("--bundle", default=os.path.join(REPO, "build", "bundle"))
+    p.add_argument("--bundle", default=BUILD)
     _settings_args(p)
     p.add_argument("--device", help="device id (single port only; default from the chip's unique id)")
     p.add_argument("--new-key", action="store_true", help="replace the device key even if it has one")
@@ -78,13 +97,13 @@ def parser():
 
     p = sub.add_parser("verify", help="check device files against the bundle; version and health")
     _port_args(p)
-    p.add_argument("--bundle", default=os.path.join(REPO, "build", "bundle"))
+    p.add_argument("--bundle", default=BUILD)
     p.add_argument("--registry", help="also check the gateway registry file holds the device's key")
 
     p = sub.add_parser("image", help="offline merged flash image (MicroPython + LittleFS)")
     p.add_argument("--firmware", required=True, help="MicroPython firmware .bin")
-    p.add_argument("--bundle", default=os.path.join(REPO, "build", "bundle"))
-    p.add_argument("--chip", default="esp32")
+    p.add_argument("--bundle", default=BUILD)
+    p.add_argument("--chip", help="default: what the firmware image's header says")
     p.add_argument("--out", required=True)
     p.add_argument("--fs-offset", type=lambda s: int(s, 0), default=0x200000)
     p.add_argument("--fs-size", type=lambda s: int(s, 0), default=0x200000)
@@ -137,6 +156,7 @@ def _settings(args, ports):
     addresses = list(args.address)
     if len(addresses) not in (0, n):
         raise BadInput("give one --address per port (%d ports, %d addresses)" % (n, len(addresses)))
+    baud, bus = hallcfg.bus_settings(args.gateway_config, args.bus, args.rs485_baud, args.transport)
     wifi_pw = args.wifi_password or os.environ.get("FLASH_WIFI_PASSWORD")
     mqtt_pw = args.mqtt_password or os.environ.get("FLASH_MQTT_PASSWORD")
     out = []
@@ -148,13 +168,13 @@ def _settings(args, ports):
                 raise BadInput("RS-485 needs --address (or a numeric --window 1..247 to use as the address)")
             address = int(window)
         out.append({"board": args.board, "transport": args.transport, "hall": args.hall, "window": window,
-                    "address": address, "baud": args.rs485_baud, "wifi_ssid": args.wifi_ssid,
+                    "address": address, "baud": baud, "bus": bus, "wifi_ssid": args.wifi_ssid,
                     "wifi_password": wifi_pw, "mqtt_host": args.mqtt_host, "mqtt_port": args.mqtt_port,
                     "mqtt_user": args.mqtt_user, "mqtt_password": mqtt_pw, "amp": args.amp})
     from tools.flashkit import devconfig
     for s in out:  # every port's settings are checked before any board is touched
         devconfig.build("ev-000000000000", "00" * 32, s["board"], s["transport"], window=s["window"],
-                        hall=s["hall"], address=s["address"], mqtt_host=s["mqtt_host"])
+                        hall=s["hall"], address=s["address"], baud=s["baud"], mqtt_host=s["mqtt_host"])
     if getattr(args, "device", None):
         if n != 1:
             raise BadInput("--device names one device; give exactly one --port")
@@ -165,9 +185,7 @@ def _settings(args, ports):
 def _registry(args, rep):
     if args.no_register:
         return None
-    if not args.registry:
-        raise BadInput("say where to register the device: --registry FILE_OR_URL (or --no-register)")
-    return args.registry
+    return hallcfg.registry_target(args.registry, args.gateway_config, args.new_registry)
 
 
 def _gateway_token(args, rep):
@@ -191,13 +209,17 @@ def cmd_build(args, rep):
 
 
 def cmd_flash(args, rep):
+    from tools.flashkit import esptool_log, fwimage
     from tools.flashkit.esptool_flash import flash
     ports = _ports(args)
     if not os.path.isfile(args.image):
         raise BadInput("firmware image %s does not exist" % args.image)
-    return _run_all(ports, lambda p: flash(p, args.image, args.chip, rep, erase=args.erase,
-                                           baud=args.flash_baud, connect_attempts=args.connect_attempts),
-                    rep, args.jobs)
+    info = fwimage.inspect(args.image, args.chip)
+    rep.say("%s: MicroPython %s for %s, written at 0x%x" % (args.image, info["version"], info["chip"], info["offset"]))
+    with esptool_log.capture(rep):
+        return _run_all(ports, lambda p: flash(p, args.image, info, rep, erase=args.erase,
+                                               baud=args.flash_baud, connect_attempts=args.connect_attempts),
+                        rep, args.jobs)
 
 
 def cmd_provision(args, rep):
@@ -220,13 +242,16 @@ def cmd_verify(args, rep):
     from tools.flashkit.verify import verify
     ports = _ports(args)
     b = bundle_mod.load(args.bundle)
+    if args.registry and not args.registry.startswith(("http://", "https://")):
+        hallcfg.check_registry_file(args.registry)
     return _run_all(ports, lambda p: verify(p, b, rep, registry=args.registry, baud=args.baud,
                                             timeout=args.timeout), rep, args.jobs)
 
 
 def cmd_image(args, rep):
-    from tools.flashkit import devconfig, image, registration
+    from tools.flashkit import devconfig, fwimage, image, registration
     b = bundle_mod.load(args.bundle)
+    fwimage.inspect(args.firmware, args.chip)  # a wrong firmware stops before a device is registered
     files = b.device_files()
     what = "no device config (provision it later)"
     if args.device:
@@ -246,11 +271,11 @@ def cmd_image(args, rep):
         registry = _registry(args, rep)
         what = "config for %s" % args.device
         if registry:
-            what += ", %s" % registration.register(registry, registration.spec_for(cfg, b.version),
+            what += ", %s" % registration.register(registry, registration.spec_for(cfg, b.version, s["bus"]),
                                                        _gateway_token(args, rep))
-    image.build(args.firmware, files, args.chip, args.out, args.fs_offset, args.fs_size)
-    rep.say("image %s: MicroPython + LittleFS (%d files, bundle %s) at 0x%x; %s"
-            % (args.out, len(files), b.version, args.fs_offset, what))
+    info = image.build(args.firmware, files, args.chip, args.out, args.fs_offset, args.fs_size)
+    rep.say("image %s: MicroPython %s for %s + LittleFS (%d files, bundle %s) at 0x%x; %s"
+            % (args.out, info["version"], info["chip"], len(files), b.version, args.fs_offset, what))
     return 0
 
 

@@ -40,7 +40,7 @@ def new_key():
     return binascii.hexlify(secrets.token_bytes(32)).decode()
 
 
-def build(device, key, board, transport, window="", hall="", address=None, baud=9600,
+def build(device, key, board, transport, window="", hall="", address=None, baud=None,
           wifi_ssid=None, wifi_password=None, mqtt_host=None, mqtt_port=1883, mqtt_user=None,
           mqtt_password=None, counter_floor=0, amp=False):
     cfg = {"device": device, "key": key, "board": {"profile": board}, "transport": transport,
@@ -50,6 +50,8 @@ def build(device, key, board, transport, window="", hall="", address=None, baud=
     if counter_floor:
         cfg["counter_floor"] = counter_floor
     if transport == "rs485":
+        if baud is None:  # never a silent default: the bus's speed comes from the gateway (hallcfg)
+            raise BadInput("device config: RS-485 needs the bus's baud rate")
         cfg["address"] = address
         cfg["baud"] = baud
     elif transport == "mqtt":

@@ -1,29 +1,28 @@
 """flash: write a MicroPython firmware image with esptool, after checking the chip.
 
-Uses esptool's Python API (esptool.cmds: detect_chip, erase_flash, write_flash). The expected
-chip is what the image is built for: a wrong chip stops before anything is erased.
+Uses esptool's Python API (esptool.cmds: detect_chip, erase_flash, write_flash). The image was
+checked first (tools/flashkit/fwimage.inspect: a MicroPython image, its chip and offset from its
+header); a board with another chip stops before anything is erased. esptool's own lines are
+prefixed with the port (tools/flashkit/esptool_log), so boards flashed in parallel stay apart.
 """
 
 import os
 import time
 
-from tools.flashkit.errors import BadInput, FlashError, PortError, ToolError
+from tools.flashkit import esptool_log
+from tools.flashkit.errors import FlashError, PortError, ToolError
+from tools.flashkit.fwimage import normalise
 from tools.flashkit.report import Result
 
-# where MicroPython's image starts, per chip (bootloader offset)
-OFFSETS = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0x0, "esp32c3": 0x0, "esp32c6": 0x0}
 
-
-def normalise_chip(name):
-    return name.lower().replace("-", "").replace("_", "")
-
-
-def flash(port, image, chip, reporter, erase=False, baud=460800, connect_attempts=2, esptool_api=None):
+def flash(port, image, info, reporter, erase=False, baud=460800, connect_attempts=2, esptool_api=None):
+    """Write `image` (whose fwimage.inspect() facts are `info`) to the board on `port`."""
     res = Result(port)
     t0 = time.monotonic()
     try:
-        res.detail = _flash(port, image, normalise_chip(chip), reporter, erase, baud, connect_attempts,
-                            esptool_api)
+        with esptool_log.for_port(port):
+            res.detail = _flash(port, image, info["chip"], info["offset"], reporter, erase, baud,
+                                connect_attempts, esptool_api)
         reporter.progress(port, "done", what=res.detail)
     except ToolError as exc:
         res.code = exc.code
@@ -38,11 +37,7 @@ def _api():
     return esptool.cmds
 
 
-def _flash(port, image, chip, reporter, erase, baud, attempts, api):
-    if chip not in OFFSETS:
-        raise BadInput("unknown chip %r (choose from %s)" % (chip, ", ".join(sorted(OFFSETS))))
-    if not os.path.isfile(image):
-        raise BadInput("firmware image %s does not exist" % image)
+def _flash(port, image, chip, offset, reporter, erase, baud, attempts, api):
     api = api or _api()
     reporter.progress(port, "detect")
     try:
@@ -50,7 +45,7 @@ def _flash(port, image, chip, reporter, erase, baud, attempts, api):
     except Exception as exc:
         raise _classify(port, exc) from None
     try:
-        found = normalise_chip(getattr(esp, "CHIP_NAME", "?"))
+        found = normalise(getattr(esp, "CHIP_NAME", "?"))
         if found != chip:
             raise FlashError("%s: wrong chip - found %s, the image is for %s; nothing was written"
                              % (port, esp.CHIP_NAME, chip))
@@ -64,7 +59,7 @@ def _flash(port, image, chip, reporter, erase, baud, attempts, api):
                 reporter.progress(port, "erase")
                 api.erase_flash(esp)
             reporter.progress(port, "write", what=os.path.basename(image))
-            api.write_flash(esp, [(OFFSETS[chip], image)])
+            api.write_flash(esp, [(offset, image)])
             api.reset_chip(esp, "hard-reset")
         except ToolError:
             raise
@@ -76,7 +71,7 @@ def _flash(port, image, chip, reporter, erase, baud, attempts, api):
         except Exception:
             pass
     return "%s: %s%s written at 0x%x" % (esp.CHIP_NAME, "erased, " if erase else "", os.path.basename(image),
-                                         OFFSETS[chip])
+                                         offset)
 
 
 def _classify(port, exc):

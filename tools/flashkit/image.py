@@ -4,12 +4,17 @@ MicroPython's image at the chip's bootloader offset plus a LittleFS v2 filesyste
 bundle.json and, when a device id is given, its device config with a fresh key) at the vfs
 partition, merged by esptool's merge_bin. Defaults match MicroPython's ESP32 4 MB layout
 (vfs partition at 0x200000, 2 MB, 4 KB blocks; read/prog size 32 as MicroPython mounts it).
+
+The firmware must be a MicroPython image for the chip (tools/flashkit/fwimage.py; the chip comes
+from its header unless given). With a device config the output holds the device's key, so it is
+created 0600 from its first byte (written whole under a private temp name, then renamed).
 """
 
 import littlefs
 
+from gateway import atomic_file
+from tools.flashkit import fwimage
 from tools.flashkit.errors import BadInput, FlashError
-from tools.flashkit.esptool_flash import OFFSETS, normalise_chip
 
 FS_OFFSET = 0x200000
 FS_SIZE = 0x200000
@@ -50,20 +55,21 @@ def read_littlefs(data, block=BLOCK):
 
 
 def build(firmware_image, files, chip, output, fs_offset=FS_OFFSET, fs_size=FS_SIZE):
-    chip = normalise_chip(chip)
-    if chip not in OFFSETS:
-        raise BadInput("unknown chip %r (choose from %s)" % (chip, ", ".join(sorted(OFFSETS))))
-    try:
-        with open(firmware_image, "rb") as f:
-            mp = f.read()
-    except OSError as exc:
-        raise BadInput("firmware image %s: %s" % (firmware_image, exc.strerror)) from None
-    if OFFSETS[chip] + len(mp) > fs_offset:
+    """Write the merged image to `output` (mode 0600); the firmware's inspect() facts."""
+    info = fwimage.inspect(firmware_image, chip)
+    with open(firmware_image, "rb") as f:
+        mp = f.read()
+    if info["offset"] + len(mp) > fs_offset:
         raise BadInput("the firmware image (%d KB) overlaps the filesystem at 0x%x" % (len(mp) // 1024, fs_offset))
     fs = littlefs_image(files, fs_size)
     import esptool.cmds
     try:
-        esptool.cmds.merge_bin([(OFFSETS[chip], mp), (fs_offset, fs)], chip, output=output, format="raw")
+        merged = esptool.cmds.merge_bin([(info["offset"], mp), (fs_offset, fs)], info["chip"], output=None,
+                                        format="raw")
     except Exception as exc:
         raise FlashError("esptool merge-bin failed: %s" % exc) from None
-    return output
+    try:
+        atomic_file.write(output, merged)
+    except OSError as exc:
+        raise BadInput("cannot write %s: %s" % (output, exc.strerror or exc)) from None
+    return info

@@ -22,15 +22,18 @@ import urllib.request
 
 from tools.flashkit.errors import GatewayError
 
-FIELDS = ("window", "board", "transport", "address", "key", "firmware")
+FIELDS = ("window", "board", "transport", "bus", "address", "key", "firmware")
 
 
-def spec_for(cfg, version):
-    """The registry's device spec from the device config (gateway field names)."""
+def spec_for(cfg, version, bus=None):
+    """The registry's device spec from the device config (gateway field names); `bus` is the
+    gateway's [[rs485]] index the device is on, when known."""
     spec = {"id": cfg["device"], "window": cfg.get("window") or "", "board": cfg["board"]["profile"],
             "transport": cfg["transport"], "key": cfg["key"], "firmware": version}
     if cfg["transport"] == "rs485":
         spec["address"] = cfg["address"]
+        if bus is not None:
+            spec["bus"] = bus
     return spec
 
 
