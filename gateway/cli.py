@@ -105,8 +105,18 @@ def _user_parser(sub):
                            help="read the password from the first line of stdin (else one is generated)")
 
 
+def _version():
+    """The installed package's version (importlib.metadata), for --version."""
+    from importlib import metadata
+    try:
+        return metadata.version("hall-rating")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install .)"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="hall-gateway", description="Hall rating gateway")
+    parser.add_argument("--version", action="version", version="%(prog)s " + _version())
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "run the gateway"), ("check", "validate the config"),
                        ("acl", "write Mosquitto password + ACL files from the registry")):

@@ -44,12 +44,22 @@ def _positive_float(text):
     return value
 
 
+def _version():
+    """The installed package's version (importlib.metadata), for --version."""
+    from importlib import metadata
+    try:
+        return metadata.version("hall-rating")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install .)"
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="hall-sim",
         description="A whole virtual service hall (evaluators, gateway, queueing system, central "
                     "rating API) on the real code.",
         epilog="Benchmarks: hall-sim bench NAME [--json]  (NAME: %s)" % ", ".join(bench_names()))
+    p.add_argument("--version", action="version", version="%(prog)s " + _version())
     p.add_argument("--windows", type=_positive_int, help="evaluators in the hall (default %d, "
                    "split between RS-485 and MQTT)" % DEFAULT_WINDOWS)
     p.add_argument("--rs485", type=_positive_int, help="evaluators on the RS-485 bus")
