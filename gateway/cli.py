@@ -1,5 +1,10 @@
 """hall-gateway: `hall-gateway run --config gateway.toml` starts the gateway in the foreground
-(systemd runs it like that); `hall-gateway check --config gateway.toml` validates the config;
+(systemd runs it like that); `hall-gateway check --config gateway.toml` validates everything `run`
+needs (gateway.config_check: one line per problem on stderr, exit 2; else a summary, exit 0);
+`hall-gateway reload --config gateway.toml` sends SIGHUP to the running gateway (its pid from
+<data_dir>/hall-gateway.pid; under systemd `systemctl reload hall-gateway` does the same through
+ExecReload and $MAINPID), which re-reads the file and applies the devices' config live
+(gateway.live_config; what needs a restart is logged, an error keeps the running config);
 `hall-gateway acl --config gateway.toml` writes the Mosquitto password and ACL files into
 [mqtt] broker_files and asks the broker to reload (as the running gateway does after each device
 change); `--out DIR` writes them elsewhere (no reload), `--gateway-password` overrides [mqtt]
@@ -88,6 +93,35 @@ def _user(cfg, args):
     return 0
 
 
+def _check(path):
+    from gateway import config_check
+    cfg, problems = config_check.problems(path)
+    for line in problems:
+        print("hall-gateway: %s" % line, file=sys.stderr)
+    if problems:
+        return 2
+    print(json.dumps({"hall": cfg.hall, "devices": len(cfg.devices), "buses": len(cfg.buses)}))
+    return 0
+
+
+def _reload(cfg):
+    import os
+    import signal
+    from gateway import live_config
+    pid = live_config.running_pid(cfg)
+    if pid is None:
+        print("hall-gateway: no running gateway (no live pid in %s)" % live_config.pid_path(cfg),
+              file=sys.stderr)
+        return 2
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as e:
+        print("hall-gateway: cannot signal pid %d (%s)" % (pid, e.strerror), file=sys.stderr)
+        return 2
+    print("sent SIGHUP to the gateway (pid %d): it logs what it applied" % pid)
+    return 0
+
+
 def _user_parser(sub):
     user = sub.add_parser("user", help="the console's users").add_subparsers(dest="action", required=True)
     for action, text in (("add", "add a console user"), ("passwd", "set a user's password"),
@@ -118,7 +152,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="hall-gateway", description="Hall rating gateway")
     parser.add_argument("--version", action="version", version="%(prog)s " + _version())
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "run the gateway"), ("check", "validate the config"),
+    for name, text in (("run", "run the gateway"), ("check", "validate everything run needs"),
+                       ("reload", "make the running gateway re-read its config (SIGHUP)"),
                        ("acl", "write Mosquitto password + ACL files from the registry")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", required=True)
@@ -135,23 +170,16 @@ def main(argv=None):
     level = getattr(logging, args.log_level.upper(), logging.INFO)
     requested = getattr(args, "log_format", None)
     _logging(level, requested)
+    if args.command == "check":
+        return _check(args.config)
     try:
         cfg = config_mod.load(args.config)
     except (OSError, config_mod.ConfigError) as e:
         print("hall-gateway: %s" % e, file=sys.stderr)
         return 2
     _logging(level, requested, cfg.log_format)    # the config may name the format
-    if args.command == "check":
-        from gateway import console_sessions
-        from gateway.registry import Registry
-        try:
-            console_sessions.settings(cfg.raw.get("console"))
-        except console_sessions.SettingsError as e:
-            print("hall-gateway: %s" % e, file=sys.stderr)
-            return 2
-        registry = Registry(cfg.devices)
-        print(json.dumps({"hall": cfg.hall, "devices": len(registry.all()), "buses": len(cfg.buses)}))
-        return 0
+    if args.command == "reload":
+        return _reload(cfg)
     if args.command == "acl":
         return _acl(cfg, args)
     if args.command == "user":
@@ -160,10 +188,14 @@ def main(argv=None):
     from gateway.http_auth import CredentialsError
     try:
         gateway = Gateway(cfg)
-    except CredentialsError as e:      # a broken credentials file: say which, no traceback
+    except (CredentialsError, OSError, ValueError) as e:   # a broken credentials or registry file,
+        print("hall-gateway: %s" % e, file=sys.stderr)     # a bad key, an unwritable data_dir:
+        return 2                                           # one line (`check` names them all)
+    try:
+        asyncio.run(gateway.run_forever())
+    except OSError as e:               # the HTTP port taken, say: one line, no traceback
         print("hall-gateway: %s" % e, file=sys.stderr)
         return 2
-    asyncio.run(gateway.run_forever())
     return 0
 
 

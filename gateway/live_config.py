@@ -77,6 +77,7 @@ class LiveConfig:
         self.live = {"hall": {}, "windows": {}, "devices": {}}
         self._lock = threading.RLock()
         self.sent = {}            # device id -> the CONFIG version last given to it
+        self.reloads = {"applied": 0, "refused": 0, "restart_needed": [], "error": ""}
         self.words = self._build(self.file, self.live, check_devices=False)
         saved = self._read()
         if saved is not None:
@@ -133,6 +134,10 @@ class LiveConfig:
     def version_for(self, device):
         record = self.config_for(device)
         return record["version"] if record is not None else 0
+
+    def status(self):
+        """/status "config": reloads applied and refused, sections waiting for a restart."""
+        return dict(self.reloads, live_file=os.path.exists(self.path))
 
     def view(self):
         """GET /api/v1/config: the levels (file and live) and each device's effective CONFIG with
@@ -210,9 +215,11 @@ class LiveConfig:
                 restart = restart_sections(self.cfg.raw, cfg.raw)
                 sent = self._resend()
         except (OSError, ConfigError) as e:
-            log.error("reload refused, the running config stays: %s", e)
+            log.error("reload refused, the running config stays: %s", " ".join(str(e).split()))
             self.alarm("config_reload_failed", str(e))
+            self.reloads.update(refused=self.reloads["refused"] + 1, error=str(e))
             return None
+        self.reloads.update(applied=self.reloads["applied"] + 1, restart_needed=restart, error="")
         if restart:
             log.warning("reload: [%s] changed and need a restart (not applied)", "], [".join(restart))
         log.info("reload: device config applied, %d device(s) sent a new CONFIG", len(sent))
