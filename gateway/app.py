@@ -112,6 +112,7 @@ class Gateway:
         self.live_config = live_config.LiveConfig(cfg, self.registry.all, self._send_config,
                                                   alarm=self.alarm)
         self.http_routes.append(config_api.add_routes)
+        self.status_hooks.append(lambda: {"config": self.live_config.status()})
         self.sealer = self._sealer()
         self.callbacks = Callbacks(cfg.http.callback_url, cfg.http.callback_token, store=self.store)
         signer = self._qr_signer()
