@@ -22,7 +22,8 @@ Schedule (why: one dead slave with a long timeout stalls a whole Modbus bus):
   only follows a POLL its device answered IDLE with an empty outbox, at most one per device per
   round, and all of a round's together get at most `ota_share` of an idle round's wire time
   (protocol.timing; on a short bus, one smallest exchange), the chunk cut to fit: a press
-  anywhere on the bus waits at most that much longer for its device's turn.
+  anywhere on the bus waits at most that much longer for its device's turn. The devices take
+  the update slots in turn (the round's first goes to the device after the last one served).
 """
 
 import logging
@@ -47,7 +48,7 @@ MAX_CHAIN = 4           # exchanges in one turn (a RATING, its ACK, the next RAT
 # port.timeout reconfigures a real port (tcsetattr, and TIOCSRS485 in the kernel's RS-485 mode).
 READ_TIMEOUT_S = 0.002
 OTA_SHARE = 0.3         # of an idle round's wire time that updates may take (ratings first)
-MIN_CHUNK = 16          # a chunk smaller than this is not worth its exchange's overhead
+MIN_CHUNK = 64          # a chunk smaller than this is not worth its exchange's overhead
 CHUNK_HEAD = 48         # UPDATE_CHUNK's bytes besides its data (release id, file, offset)
 STATE_REPLY = 96        # what an UPDATE_STATE answer takes, about
 IDLE_POLL = (8, 4)      # POLL and IDLE payloads, about: the idle round the share is of
@@ -112,6 +113,9 @@ class Rs485Master:
         self.updates = None          # gateway.rollout.Rollouts, when the hall rolls out updates
         self.ota_share = OTA_SHARE
         self._ota_left_s = 0.0       # update wire time left in this round
+        self._ota_from = 0           # the round's update slot goes to the first device from here
+        self._ota_served = False
+        self._pos = 0
         self._update_fixed_s = timing.exchange_us(CHUNK_HEAD, STATE_REPLY, baud, 2000) / 1e6
         self.ota_stats = {"exchanges": 0, "chunk_bytes": 0, "skipped_budget": 0}
 
@@ -192,14 +196,18 @@ class Rs485Master:
         share = self.ota_share * timing.poll_cycle_us(
             len(devices), self.cfg.baud, poll_payload=IDLE_POLL[0], reply_payload=IDLE_POLL[1]) / 1e6
         self._ota_left_s = max(share, self._update_fixed_s + MIN_CHUNK * self._byte_s)
-        for device in devices:
+        self._ota_served = False
+        for pos, device in enumerate(devices):
             if self._stop.is_set():
                 break
+            self._pos = pos
             p = self.peer(device.id)
             if p.lane == "slow" and now < p.next_slow:
                 continue
             busy = True
             self.turn(device, p)
+        if not self._ota_served:
+            self._ota_from = 0        # nobody from there on had an update: start over
         self.rounds += 1
         return busy
 
@@ -225,8 +233,8 @@ class Rs485Master:
 
     def _update_slot(self, device, p):
         """One update exchange for `device`, within what is left of the round's share."""
-        if self.updates is None:
-            return
+        if self.updates is None or self._pos < self._ota_from:
+            return                    # in turn: the devices after the last one served go first
         fixed = self._update_fixed_s
         room = int((self._ota_left_s - fixed) / self._byte_s)
         if room < MIN_CHUNK:
@@ -238,6 +246,8 @@ class Rs485Master:
         msg_type, record = ota_mod.request(step)
         size = len(record.get("data", b""))
         self._ota_left_s -= fixed + size * self._byte_s
+        self._ota_served = True
+        self._ota_from = self._pos + 1
         self.ota_stats["exchanges"] += 1
         self.ota_stats["chunk_bytes"] += size
         reply = self.exchange(device, p, msg_type, record)

@@ -1,5 +1,6 @@
-"""A TEST DOUBLE of a device's side of an over-the-air update, for the gateway's tests: not the
-firmware (firmware/ota.py is that, tested under MicroPython on its own). It keeps the protocol's
+"""A light double of a device's side of an over-the-air update, for the gateway's tests and the
+bus bench (hall_simulator.bench.ota_bus), where 32 firmware interpreters would measure the CPU
+instead of the bus: not the firmware (firmware/ota.py is that, tested under MicroPython on its own). It keeps the protocol's
 rules the gateway depends on (protocol.ota): the manifest comes as file 0 and must be canonical,
 name the offered release id and carry a MAC that verifies under the device's release key; each
 file's sha256 is checked; the device asks for the next (file, offset) it needs, so a transfer
@@ -12,7 +13,8 @@ from protocol import ota
 
 
 class UpdateDouble:
-    def __init__(self, device_id, key, running="1.0.0", boots_ok=True):
+    def __init__(self, device_id, key, running="1.0.0", boots_ok=True, auto_boot=False):
+        self.auto_boot = auto_boot   # an offer after the switch finds the trial boot done
         self.device_id = device_id
         self.key = key
         self.running = running
@@ -47,6 +49,8 @@ class UpdateDouble:
         from protocol import schema
         if msg_type == schema.UPDATE_OFFER:
             self.log.append(("offer", 0, 0, 0))
+            if self.auto_boot:
+                self.boot()
             if rec["release_id"] != self.release_id or self.state in (ota.ST_REFUSED, ota.ST_IDLE):
                 self.release_id, self.version, self.offered = rec["release_id"], rec["version"], rec
                 self.parts, self.info = [b""], None

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from gateway import ota, rollout
-from ota_double import UpdateDouble
+from hall_simulator.light_update import UpdateDouble
 from protocol import ota as proto
 from protocol import schema
 from test_gw_rs485 import FakeDevices, rig  # noqa: F401 (the fixture)
