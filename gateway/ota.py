@@ -193,7 +193,7 @@ def request(step):
     """(message type, record) that carries a rollout step (gateway.rollout.Rollouts.next_step)."""
     from protocol import schema
     kind, release = step[0], step[1]
-    if kind in ("offer", "query"):       # a device answers an offer of what it runs with its state
+    if kind == "offer":
         return schema.UPDATE_OFFER, release.offer
     if kind == "chunk":
         return schema.UPDATE_CHUNK, {"release_id": release.release_id, "file": step[2],

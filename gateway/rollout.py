@@ -9,8 +9,10 @@ gateway remembered.
 
 Per device: pending (its phase has not come) -> offering (UPDATE_OFFER) -> receiving (chunks) ->
 verified (every file checked; the COMMIT waits while a case is open at its window) -> switching
-(COMMIT sent) -> switched (trial boot, asked again every QUERY_EVERY_S) -> confirmed; or
-rolled_back / refused (by the device, with its reason), or cancelled. A canary that fails pauses
+(COMMIT sent, again every QUERY_EVERY_S until the device says switched) -> switched (on trial: the
+device reports by itself, SPEC 3.10) -> confirmed; or rolled_back / refused (by the device, with
+its reason), or cancelled. A refusal that only means "not now" (case_open, busy, not_ready) and
+a device that lost its transfer (idle) are retried, not failed. A canary that fails pauses
 the rollout (`paused_reason`); a failure in the rest is counted and the rollout goes on.
 
 Persisted in <data_dir>/rollout.json (gateway.atomic_file) at every change of state, and the
@@ -28,7 +30,9 @@ from gateway import atomic_file
 
 FILE_NAME = "rollout.json"
 SAVE_EVERY_S = 2.0
-QUERY_EVERY_S = 2.0        # a device that switched (or was sent COMMIT) is asked again this often
+QUERY_EVERY_S = 2.0        # an unanswered COMMIT is sent again this often
+RETRY = {"case_open": "verified", "busy": "offering", "not_ready": "offering",
+         "unknown_release": "offering"}    # "not now" refusals: the state to go back to
 OFFER_EVERY_S = 2.0        # an unanswered offer is sent again after this long
 WINDOW = 4                 # chunks in flight per device over MQTT (RS-485 has one per exchange)
 STALL_S = 5.0              # no progress this long over MQTT: send again from what the device has
@@ -264,10 +268,9 @@ class Rollouts:
                 p["at"] = now
                 self._keep()
                 return ("commit", release)
-            if state in ("switching", "switched") and now - p["at"] >= QUERY_EVERY_S:
+            if state == "switching" and now - p["at"] >= QUERY_EVERY_S and not self.busy(device_id):
                 p["at"] = now
-                return ("commit", release) if state == "switching" and not self.busy(device_id) \
-                    else ("query", release)
+                return ("commit", release)
             return None
 
     def report(self, device_id, state, release_id, file=0, offset=0, reason="", version=""):
@@ -282,6 +285,12 @@ class Rollouts:
                 return False
             before = p["state"]
             p["at"] = self.clock()
+            why = reason.split(":")[0]
+            if state in ("refused", "idle") and (why in RETRY or state == "idle"):
+                if before in ("offering", "receiving", "verified", "switching"):
+                    p["state"] = RETRY.get(why, "offering")
+                    p["reason"] = reason
+                state = ""                    # handled: not a failure
             if state == "receiving":
                 p["file"], p["offset"] = file, offset
                 p["acked"] = release.position(file, offset)
@@ -310,8 +319,6 @@ class Rollouts:
                     r["paused_reason"] = "canary %s %s: %s" % (device_id, state, p["reason"])
                     if self.alarm:
                         self.alarm("rollout_paused", r["paused_reason"])
-            elif state == "idle" and before in ("switching", "switched"):
-                pass                          # rebooting: asked again later
             if state != "receiving":
                 self._cursor.pop(device_id, None)
             if p["state"] != before:

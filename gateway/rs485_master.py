@@ -226,9 +226,11 @@ class Rs485Master:
             if done is not None:
                 done()
             if not self._handle(device, p, reply):
-                if msg_type == schema.POLL and reply.type == schema.IDLE and \
-                        not reply.record.get("outbox", 0):
-                    self._update_slot(device, p)     # nothing waits on this device: its update
+                # nothing waits on this device (an empty IDLE, or its update's news, which it
+                # sends only when no rating waits, SPEC 3.10): its update may have the slot
+                if msg_type == schema.POLL and (reply.type == schema.UPDATE_STATE or (
+                        reply.type == schema.IDLE and not reply.record.get("outbox", 0))):
+                    self._update_slot(device, p)
                 return
 
     def _update_slot(self, device, p):

@@ -5,7 +5,8 @@ rules the gateway depends on (protocol.ota): the manifest comes as file 0 and mu
 name the offered release id and carry a MAC that verifies under the device's release key; each
 file's sha256 is checked; the device asks for the next (file, offset) it needs, so a transfer
 resumes where its bytes stand; COMMIT is refused while a case is shown; the trial boot either
-confirms or rolls back by itself (`boots_ok`)."""
+confirms or rolls back by itself (`boots_ok`); a POLL is answered with the update's news (`news`:
+it needs bytes, or its state changed) when no rating waits (SPEC 3.10)."""
 
 import hashlib
 
@@ -14,7 +15,8 @@ from protocol import ota
 
 class UpdateDouble:
     def __init__(self, device_id, key, running="1.0.0", boots_ok=True, auto_boot=False):
-        self.auto_boot = auto_boot   # an offer after the switch finds the trial boot done
+        self.auto_boot = auto_boot   # the first poll after the switch finds the trial boot done
+        self._told = None            # the last state the gateway was given
         self.device_id = device_id
         self.key = key
         self.running = running
@@ -39,19 +41,34 @@ class UpdateDouble:
     def record(self):
         need = self._need() if self.state == ota.ST_RECEIVING else None
         f, off = need if need else (0, 0)
+        self._told = (self.state, f, off)
         return {"device": self.device_id, "release_id": self.release_id, "state": self.state,
                 "file": f, "offset": off, "reason": self.reason, "version": self.version,
                 "running": self.running,
                 "received": sum(len(p) for p in self.parts), "total": 0}
+
+    def news(self):
+        """The UPDATE_STATE a POLL gets instead of IDLE (no rating waiting), or None."""
+        if self.auto_boot:
+            self.boot()
+        if self.state == ota.ST_IDLE:
+            return None
+        need = self._need() if self.state == ota.ST_RECEIVING else None
+        f, off = need if need else (0, 0)
+        if self.state == ota.ST_RECEIVING or self._told != (self.state, f, off):
+            return self.record()
+        return None
 
     def handle(self, msg_type, rec):
         """The UPDATE_STATE record answering one UPDATE_* request."""
         from protocol import schema
         if msg_type == schema.UPDATE_OFFER:
             self.log.append(("offer", 0, 0, 0))
-            if self.auto_boot:
-                self.boot()
-            if rec["release_id"] != self.release_id or self.state in (ota.ST_REFUSED, ota.ST_IDLE):
+            if rec["release_id"] == self.release_id and self.state == ota.ST_CONFIRMED:
+                pass                                # it runs that release: confirmed
+            elif self.state == ota.ST_SWITCHED:
+                return dict(self.record(), state=ota.ST_REFUSED, reason=ota.WHY_BUSY)
+            elif rec["release_id"] != self.release_id or self.state in (ota.ST_REFUSED, ota.ST_IDLE):
                 self.release_id, self.version, self.offered = rec["release_id"], rec["version"], rec
                 self.parts, self.info = [b""], None
                 self.state, self.reason = ota.ST_RECEIVING, ota.WHY_NONE
@@ -62,8 +79,9 @@ class UpdateDouble:
         elif msg_type == schema.UPDATE_COMMIT:
             self.log.append(("commit", 0, 0, 0))
             if rec["release_id"] == self.release_id and self.state == ota.ST_VERIFIED:
-                if not self.case_open:
-                    self.state = ota.ST_SWITCHED
+                if self.case_open:
+                    return dict(self.record(), state=ota.ST_REFUSED, reason=ota.WHY_CASE_OPEN)
+                self.state = ota.ST_SWITCHED
         return self.record()
 
     def _chunk(self, f, offset, data):

@@ -71,6 +71,12 @@ class UpdatingDevices(FakeDevices):
         self.requests.append((address, req.type))
         if req.error is None and req.type in UPDATES:
             return link.reply(req, schema.UPDATE_STATE, self.doubles[address].handle(req.type, req.record))
+        if req.error is None and req.type == schema.POLL and not self.outbox[address] and \
+                not req.record.get("want_status"):
+            news = self.doubles[address].news()
+            if news is not None:
+                self.heard[address].append(req.type)
+                return link.reply(req, schema.UPDATE_STATE, news)
         return super()._answer(address, link, req)
 
 

@@ -208,3 +208,15 @@ def test_rollout_invariants(tmp_path_factory, ops):
                 continue
             if op == "resume" and r["devices"]["ev-01"]["state"] in rollout.FAILED:
                 resumed_past_failure = True
+
+
+def test_a_not_now_refusal_is_retried_and_a_real_one_fails(tmp_path):
+    ro = make(tmp_path)
+    rel = ro.releases.add(make_release(tmp_path))
+    r = ro.start(rel.id, DEVICES, ["ev-01", "ev-02"])
+    transfer(ro, "ev-01")
+    ro.report("ev-01", "refused", rel.id, reason="case_open")     # a case came up at the device
+    assert r["devices"]["ev-01"]["state"] == "verified" and r["status"] == "running"
+    assert ro.next_step("ev-01", 256)[0] == "commit"
+    ro.report("ev-02", "refused", rel.id, reason="wrong_board")
+    assert r["devices"]["ev-02"]["state"] == "refused" and r["status"] == "paused"

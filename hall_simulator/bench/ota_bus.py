@@ -9,7 +9,7 @@ the baud-accurate virtual bus (a child process), and 32 light devices (rs485.Dev
 thread of protocol.link SlaveLink loops; Poisson presses; a rating released only on an ACK that
 verifies) that also take updates through hall_simulator.light_update (the manifest's MAC under
 the hall's release key, every file's sha256, the next (file, offset) they need; the trial boot
-confirms at the next offer). The rollout is the gateway's own (gateway.ota + gateway.rollout):
+confirms at the next poll). The rollout is the gateway's own (gateway.ota + gateway.rollout):
 one canary, then the other 31.
 
 1. idle: presses for `--idle` seconds, no rollout: the baseline p99.
@@ -53,6 +53,11 @@ class UpdatingFarm(rs485.DeviceFarm):
     def _answer(self, d, req):
         if req.error is None and not req.broadcast and req.type in UPDATES:
             return d["link"].reply(req, schema.UPDATE_STATE, d["update"].handle(req.type, req.record))
+        if req.error is None and not req.broadcast and req.type == schema.POLL and not d["outbox"] \
+                and not req.record.get("want_status"):
+            news = d["update"].news()        # SPEC 3.10: the update's news instead of IDLE
+            if news is not None:
+                return d["link"].reply(req, schema.UPDATE_STATE, news)
         return super()._answer(d, req)
 
 
