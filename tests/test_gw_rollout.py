@@ -211,11 +211,14 @@ def test_rollout_invariants(tmp_path_factory, ops):
 
 
 def test_a_not_now_refusal_is_retried_and_a_real_one_fails(tmp_path):
-    ro = make(tmp_path)
+    held = {"ev-01"}
+    ro = make(tmp_path, busy=lambda d: d in held)
     rel = ro.releases.add(make_release(tmp_path))
     r = ro.start(rel.id, DEVICES, ["ev-01", "ev-02"])
-    transfer(ro, "ev-01")
-    ro.report("ev-01", "refused", rel.id, reason="case_open")     # a case came up at the device
+    transfer(ro, "ev-01")                                          # stops at verified
+    held.clear()
+    assert ro.next_step("ev-01", 256)[0] == "commit"
+    ro.report("ev-01", "refused", rel.id, reason="case_open")     # a case came up meanwhile
     assert r["devices"]["ev-01"]["state"] == "verified" and r["status"] == "running"
     assert ro.next_step("ev-01", 256)[0] == "commit"
     ro.report("ev-02", "refused", rel.id, reason="wrong_board")
