@@ -93,9 +93,9 @@ def _user(cfg, args):
     return 0
 
 
-def _check(path):
+def _check(path, offline=False):
     from gateway import config_check
-    cfg, problems = config_check.problems(path)
+    cfg, problems = config_check.problems(path, offline=offline)
     for line in problems:
         print("hall-gateway: %s" % line, file=sys.stderr)
     if problems:
@@ -161,6 +161,9 @@ def main(argv=None):
         p.add_argument("--log-format", choices=logjson.FORMATS,
                        help="json lines or text (default: [gateway] log_format, else json unless"
                             " on a terminal)")
+        if name == "check":
+            p.add_argument("--offline", action="store_true",
+                           help="the file only: not the HTTP port, serial devices or broker of this machine")
         if name == "acl":
             p.add_argument("--out", help="directory for passwords and acl "
                                          "(default: [mqtt] broker_files, then reload the broker)")
@@ -171,7 +174,7 @@ def main(argv=None):
     requested = getattr(args, "log_format", None)
     _logging(level, requested)
     if args.command == "check":
-        return _check(args.config)
+        return _check(args.config, args.offline)
     try:
         cfg = config_mod.load(args.config)
     except (OSError, config_mod.ConfigError) as e:

@@ -10,7 +10,8 @@ MQTT password: 8 at least); data_dir (created if missing, writable); the device 
 RS-485 bus (a device path that exists and this user may open, or a URL pyserial knows whose
 socket:// host resolves); the MQTT broker (it answers and takes the gateway's login, within a few
 seconds; while the gateway runs only a TCP connection is made, because the broker takes each
-login as its client id and a second login would disconnect the running gateway).
+login as its client id and a second login would disconnect the running gateway). `offline` (`check --offline`) leaves out what belongs
+to the gateway's machine and network (HTTP port, serial devices, broker): a config prepared elsewhere.
 """
 
 import errno
@@ -29,7 +30,7 @@ MIN_TOKEN = 8         # bearer tokens, the MQTT password
 BROKER_TIMEOUT_S = 3.0
 
 
-def problems(path, broker_timeout=BROKER_TIMEOUT_S):
+def problems(path, broker_timeout=BROKER_TIMEOUT_S, offline=False):
     """(cfg or None, [problem lines]); no problem: `run` has what it needs."""
     try:
         cfg = config_mod.load(path)
@@ -40,12 +41,14 @@ def problems(path, broker_timeout=BROKER_TIMEOUT_S):
     except Exception as e:      # a shape load() does not expect: still one line
         return None, ["%s: not a valid gateway config (%s)" % (path, type(e).__name__)]
     out = []
-    for check in (_console, _secrets, _data_dir, _registry, _live, _http_port, _fonts, _buses):
+    checks = (_console, _secrets, _data_dir, _registry, _live, _fonts)
+    for check in checks + (() if offline else (_http_port, _buses)):
         try:
             out.extend(check(cfg))
         except Exception as e:  # a check that trips over a value: that value is the problem
             out.append("%s: %s" % (check.__name__.strip("_"), " ".join(str(e).split()) or type(e).__name__))
-    out.extend(_broker(cfg, broker_timeout))
+    if not offline:
+        out.extend(_broker(cfg, broker_timeout))
     return cfg, out
 
 

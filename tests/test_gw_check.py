@@ -1,10 +1,13 @@
 """`hall-gateway check` (gateway.config_check): each class of problem `run` would trip over is one
 line on stderr and exit 2; never a traceback, whatever the file holds."""
 
+import logging
 import os
 import socket
 import sys
 from pathlib import Path
+
+import pytest
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -14,6 +17,16 @@ from conftest import free_port  # noqa: E402
 from gateway import cli, config_check, live_config  # noqa: E402
 
 KEY = "ab" * 32
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_kept():
+    """cli.main sets up root logging; other tests' logging stays as it was."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def write(tmp_path, text, name="gateway.toml"):
@@ -114,6 +127,7 @@ def test_fonts_serial_devices_data_dir(tmp_path, mosquitto_broker):
 def test_broker_down_or_refusing_the_login(tmp_path, mosquitto_factory):
     problems = config_check.problems(write(tmp_path, base(tmp_path, free_port())), broker_timeout=1)[1]
     assert len(problems) == 1 and "does not answer" in problems[0]
+    assert config_check.problems(str(tmp_path / "gateway.toml"), offline=True)[1] == []   # the file only
     secured = mosquitto_factory(users={"gw": "right-password"})
     login = base(tmp_path, secured.port).replace('[mqtt]\n', '[mqtt]\nusername = "gw"\npassword = "%s"\n')
     assert config_check.problems(write(tmp_path, login % "right-password"), broker_timeout=3)[1] == []

@@ -119,13 +119,13 @@ def test_the_cli_sets_up_json_logging_from_the_config(tmp_path, capsys):
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
-        assert cli.main(["check", "--config", str(config)]) == 0
+        assert cli.main(["check", "--offline", "--config", str(config)]) == 0
         formatter = root.handlers[0].formatter
         assert isinstance(formatter, logjson.JsonFormatter)
-        assert cli.main(["check", "--config", str(config), "--log-format", "text"]) == 0
+        assert cli.main(["check", "--offline", "--config", str(config), "--log-format", "text"]) == 0
         assert not isinstance(root.handlers[0].formatter, logjson.JsonFormatter)
         config.write_text('[gateway]\nhall = "h-1"\nlog_format = "yaml"\n', encoding="utf-8")
-        assert cli.main(["check", "--config", str(config)]) == 2
+        assert cli.main(["check", "--offline", "--config", str(config)]) == 2
         assert "log_format" in capsys.readouterr().err
     finally:
         root.handlers[:] = handlers

@@ -256,7 +256,7 @@ def test_cli_check_and_acl(tmp_path, capsys):
     toml = tmp_path / "gateway.toml"
     toml.write_text('[gateway]\nhall = "%s"\n\n[[devices]]\nid = "dev-a"\nwindow = "A01"\nkey = "%s"\n'
                     % (HALL, device_key("dev-a").hex()), encoding="utf-8")
-    assert cli_main(["check", "--config", str(toml)]) == 0
+    assert cli_main(["check", "--offline", "--config", str(toml)]) == 0
     assert '"devices": 1' in capsys.readouterr().out
     assert cli_main(["acl", "--config", str(toml), "--out", str(tmp_path / "m"),
                      "--gateway-password", "x"]) == 0

@@ -3,12 +3,15 @@ devices' config is applied live and reaches a device; a broken file keeps the ru
 (one log line, alarm config_reload_failed); a changed port is reported as needing a restart."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import free_port  # noqa: E402
@@ -19,6 +22,16 @@ from protocol import codec, schema  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "operator-token-1234"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_kept():
+    """cli.main sets up root logging; other tests' logging stays as it was."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def toml(tmp_path, broker, http_port, timeout_s, window_volume=None, broken=False):
