@@ -16,9 +16,12 @@ from tools.flashkit import bundle as bundle_mod
 from tools.flashkit import image
 
 
+RELEASE_KEY = "5a" * 32
+
+
 def _gateway_toml(tmp_path, *bauds):
     path = tmp_path / "gateway.toml"
-    text = '[gateway]\nhall = "hall-sz01"\ndata_dir = "data"\n'
+    text = '[gateway]\nhall = "hall-sz01"\ndata_dir = "data"\n[ota]\nrelease_key = "%s"\n' % RELEASE_KEY
     for i, baud in enumerate(bauds):
         text += '[[rs485]]\nurl = "/dev/ttyUSB%d"\nbaud = %d\n' % (i, baud)
     path.write_text(text, encoding="utf-8")
@@ -35,23 +38,26 @@ def _without(args, flag, values=1):
 
 def test_provision_takes_the_bus_speed_from_the_gateway_and_shows_progress_inside_the_font(tmp_path):
     """19,200 in gateway.toml reaches the device's config with no --rs485-baud; the registry is the
-    gateway's own (<data_dir>/registry.json). The copy reports progress within the big font (684 KB
-    once, 236 KB now), not once after it."""
+    gateway's own (<data_dir>/registry.json), and the hall's release key goes to the device unseen.
+    The copy reports progress within the big font (684 KB once, 236 KB now), not once after it."""
     gw = _gateway_toml(tmp_path, 19200)
     reg = tmp_path / "data" / "registry.json"
     with virtual_device(tmp_path) as srv:
         args = _without(_without(provision_args(srv.path, "unused"), "--rs485-baud"), "--registry")
-        code, out = run(*args, "--gateway-config", gw)
-        assert code == 0, out
+        code, first = run(*args, "--gateway-config", gw)
+        assert code == 0, first
         with open(os.path.join(srv.device.files.root, "data", "device.json"), encoding="utf-8") as f:
-            assert json.load(f)["baud"] == 19200
+            cfg = json.load(f)
+        assert cfg["baud"] == 19200 and cfg["release_key"] == RELEASE_KEY and RELEASE_KEY not in first
+        code, out = run(*args, "--rs485-baud", "19200", "--registry", reg)   # no gateway config: the key stays
+        assert code == 0 and "config unchanged" in out, out
     spec = json.loads(reg.read_text())["devices"][0]
     assert spec["id"] == "ev-240ac4123456" and spec["bus"] == 0
     font = "fonts/unifont16.bin"
     size = len(bundle_mod.load(bundle_dir()).files[font])
     assert size > 200 * 1024
-    lines = [ln for ln in out.splitlines() if re.search(r"\scopy\s.*\] \d+/\d+ %s$" % re.escape(font), ln)]
-    assert len(lines) >= 20, out   # before: one line per file at most, so one for the font
+    lines = [ln for ln in first.splitlines() if re.search(r"\scopy\s.*\] \d+/\d+ %s$" % re.escape(font), ln)]
+    assert len(lines) >= 20, first   # before: one line per file at most, so one for the font
     done = [int(re.search(r"\] (\d+)/", ln).group(1)) for ln in lines]
     assert done == sorted(done) and done[-1] - done[0] >= size * 0.8
 

@@ -165,6 +165,7 @@ def _settings(args, ports):
     if len(addresses) not in (0, n):
         raise BadInput("give one --address per port (%d ports, %d addresses)" % (n, len(addresses)))
     baud, bus = hallcfg.bus_settings(args.gateway_config, args.bus, args.rs485_baud, args.transport)
+    release_key = hallcfg.release_key(args.gateway_config)
     wifi_pw = args.wifi_password or os.environ.get("FLASH_WIFI_PASSWORD")
     mqtt_pw = args.mqtt_password or os.environ.get("FLASH_MQTT_PASSWORD")
     out = []
@@ -176,7 +177,7 @@ def _settings(args, ports):
                 raise BadInput("RS-485 needs --address (or a numeric --window 1..247 to use as the address)")
             address = int(window)
         out.append({"board": args.board, "transport": args.transport, "hall": args.hall, "window": window,
-                    "address": address, "baud": baud, "bus": bus, "wifi_ssid": args.wifi_ssid,
+                    "address": address, "baud": baud, "bus": bus, "release_key": release_key, "wifi_ssid": args.wifi_ssid,
                     "wifi_password": wifi_pw, "mqtt_host": args.mqtt_host, "mqtt_port": args.mqtt_port,
                     "mqtt_user": args.mqtt_user, "mqtt_password": mqtt_pw, "amp": args.amp})
     from tools.flashkit import devconfig
@@ -238,6 +239,7 @@ def cmd_provision(args, rep):
     for s in settings:
         rep.secret(s["wifi_password"])
         rep.secret(s["mqtt_password"])
+        rep.secret(s["release_key"])
     registry = _registry(args, rep)
     token = _gateway_token(args, rep)
     by_port = dict(zip(ports, settings))
@@ -268,13 +270,15 @@ def cmd_image(args, rep):
         s = _settings(args, ["image"])[0]
         rep.secret(s["wifi_password"])
         rep.secret(s["mqtt_password"])
+        rep.secret(s["release_key"])
         key = devconfig.new_key()
         rep.secret(key)
         cfg = devconfig.build(args.device, key, s["board"], s["transport"], window=s["window"], hall=s["hall"],
                               address=s["address"], baud=s["baud"], wifi_ssid=s["wifi_ssid"],
                               wifi_password=s["wifi_password"], mqtt_host=s["mqtt_host"],
                               mqtt_port=s["mqtt_port"], mqtt_user=s["mqtt_user"], mqtt_password=s["mqtt_password"],
-                              counter_floor=devconfig.new_counter_floor(time.time()), amp=s["amp"])
+                              counter_floor=devconfig.new_counter_floor(time.time()), amp=s["amp"],
+                              release_key=s["release_key"])
         files[devconfig.device_file()] = devconfig.encode(cfg)
         registry = _registry(args, rep)
         what = "config for %s" % args.device

@@ -42,13 +42,15 @@ def new_key():
 
 def build(device, key, board, transport, window="", hall="", address=None, baud=None,
           wifi_ssid=None, wifi_password=None, mqtt_host=None, mqtt_port=1883, mqtt_user=None,
-          mqtt_password=None, counter_floor=0, amp=False):
+          mqtt_password=None, counter_floor=0, amp=False, release_key=None):
     cfg = {"device": device, "key": key, "board": {"profile": board}, "transport": transport,
            "window": window or "", "hall": hall or ""}
     if amp:   # an I2S amplifier (MAX98357A) on the board's default pins: voice prompts
         cfg["board"]["audio"] = True
     if counter_floor:
         cfg["counter_floor"] = counter_floor
+    if release_key:  # the hall's key for over-the-air releases (firmware/ota.py checks their MAC)
+        cfg["release_key"] = release_key
     if transport == "rs485":
         if baud is None:  # never a silent default: the bus's speed comes from the gateway (hallcfg)
             raise BadInput("device config: RS-485 needs the bus's baud rate")

@@ -6,6 +6,9 @@ config (`--gateway-config gateway.toml`: the [[rs485]] table of the device's bus
 gateway.config as the gateway reads it), and a `--rs485-baud` that disagrees is refused; with no
 gateway config, `--rs485-baud` must be said. There is no default.
 
+The hall's release key ([ota] release_key of gateway.toml) goes into every device's config as
+`release_key`: a device installs over the air only what its hall's gateway MACed with it.
+
 The registry must exist: a mistyped path would otherwise become a new, empty registry the
 gateway never reads. `--new-registry` allows creating one.
 """
@@ -50,6 +53,22 @@ def bus_settings(gateway_config, bus, baud, transport):
         raise BadInput("--rs485-baud %d disagrees with the gateway's bus %d (%s) at %d baud; leave it out"
                        % (baud, bus, cfg.buses[bus].url, have))
     return have, bus
+
+
+def release_key(gateway_config):
+    """The hall's [ota] release_key (64 hex digits) from gateway.toml, or None when it has none."""
+    if gateway_config is None:
+        return None
+    value = (load_gateway_config(gateway_config).raw.get("ota") or {}).get("release_key")
+    if not value:
+        return None
+    try:
+        ok = isinstance(value, str) and len(bytes.fromhex(value)) == 32
+    except ValueError:
+        ok = False
+    if not ok:
+        raise BadInput("gateway config %s: [ota] release_key must be 32 bytes as 64 hex digits" % gateway_config)
+    return value.lower()
 
 
 def registry_target(registry, gateway_config, new_registry):

@@ -94,7 +94,9 @@ def _provision(res, port, bundle, settings, reporter, registry, token, new_key, 
             key = devconfig.new_key()
         # the counter floor stays with the device's flash; a config made anew gets a fresh one
         floor = old.get("counter_floor", 0) if kept else devconfig.new_counter_floor(time.time())
-        cfg = _config(dev_id, key, settings, floor)
+        # a re-run without the gateway's config keeps the release key the device has
+        release = settings.get("release_key") or (old.get("release_key") if kept else None)
+        cfg = _config(dev_id, key, dict(settings, release_key=release), floor)
         reporter.secret(cfg["key"])
         cfg_bytes = devconfig.encode(cfg)
         wrote_cfg = old != cfg
@@ -146,7 +148,7 @@ def _config(dev_id, key, s, counter_floor=0):
         address=s.get("address"), baud=s.get("baud"), wifi_ssid=s.get("wifi_ssid"),
         wifi_password=s.get("wifi_password"), mqtt_host=s.get("mqtt_host"), mqtt_port=s.get("mqtt_port", 1883),
         mqtt_user=s.get("mqtt_user"), mqtt_password=s.get("mqtt_password"), counter_floor=counter_floor,
-        amp=s.get("amp", False))
+        amp=s.get("amp", False), release_key=s.get("release_key"))
 
 
 def _write(fs, path, data, n, total):
