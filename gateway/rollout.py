@@ -292,11 +292,15 @@ class Rollouts:
                     p["reason"] = reason
                 state = ""                    # handled: not a failure
             if state == "receiving":
+                had = p["acked"]
                 p["file"], p["offset"] = file, offset
                 p["acked"] = release.position(file, offset)
                 p["sent"] = max(p["sent"], p["acked"])
                 cur = self._cursor.get(device_id)
-                if cur is not None and release.position(cur[0], cur[1]) < p["acked"]:
+                # the same need again (a chunk it could not use: one before it was lost) or a
+                # need past what was sent: send from what the device has
+                if cur is not None and (p["acked"] <= had or
+                                        release.position(cur[0], cur[1]) < p["acked"]):
                     self._cursor.pop(device_id, None)
                 if before in ("offering", "receiving"):
                     p["state"] = "receiving"

@@ -245,6 +245,7 @@ def live(mosquitto_broker, tmp_path):
     cfg = gateway_config(mosquitto_broker, tmp_path / "gw")
     cfg.raw["ota"] = {"release_key": KEY.hex()}
     with LiveGateway(cfg) as gw:
+        gw.broker = mosquitto_broker
         yield gw
 
 
@@ -282,3 +283,73 @@ def test_the_update_routes_are_the_operators_and_refuse_bad_input_with_4xx(live,
     assert live.request("POST", "/api/v1/rollouts/%s/cancel" % r["id"], role="operator")[1]["status"] == "cancelled"
     status, listed = live.request("GET", "/api/v1/rollouts", role="operator")
     assert status == 200 and listed["rollouts"][0]["counts"] == {"cancelled": 2}
+
+
+# --- MQTT -------------------------------------------------------------------------------------
+class MqttUpdating:
+    """A device on the hall's Mosquitto taking an update through the double: it answers every
+    request on its `update` topic with UPDATE_STATE on `update_state`; `drop` requests are lost."""
+
+    def __init__(self, broker, device_id, key=KEY):
+        import paho.mqtt.client as mqtt
+        from gw_support import HALL
+        from protocol import codec, topics
+        self.double = UpdateDouble(device_id, key)
+        self.drop = 0
+        self.topic = topics.device_topic(HALL, device_id, "update_state")
+        self.codec = codec
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="dev-" + device_id)
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe(topics.device_topic(HALL, device_id, "update"), 1)
+
+    def _on_message(self, client, userdata, message):
+        if self.drop:
+            self.drop -= 1
+            return
+        msg_type, rec = proto.parse_update_json(message.payload)
+        self.publish(self.double.handle(msg_type, rec))
+
+    def publish(self, state):
+        self.client.publish(self.topic, self.codec.to_json(schema.UPDATE_STATE, state), qos=1)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait(predicate, seconds=20):
+    import time
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_an_update_over_mqtt_survives_lost_chunks_and_confirms(live, tmp_path):
+    gw = live.gw
+    rel = gw.rollouts.releases.add(bundle(tmp_path, size=6000))
+    devices = {d: MqttUpdating(live.broker, d) for d in ("dev-a", "dev-b")}
+    try:
+        r = gw.rollouts.start(rel.id, ["dev-a", "dev-b"], ["dev-a"])
+        a = devices["dev-a"]
+        wait(lambda: a.double.state == proto.ST_RECEIVING and len(a.double.parts) > 1)
+        a.drop = 3                                # the link drops three chunks mid-transfer
+        wait(lambda: a.double.state == proto.ST_SWITCHED)
+        assert a.double.files() == dict(zip(rel.names, rel.data[1:]))
+        assert devices["dev-b"].double.log == []  # canary first
+        a.double.boot()
+        a.publish(a.double.record())              # back online: it says so by itself
+        b = devices["dev-b"]
+        wait(lambda: b.double.state == proto.ST_SWITCHED)
+        b.double.boot()
+        b.publish(b.double.record())
+        wait(lambda: r["status"] == "done")
+        sent = sum(c[3] for c in a.double.log if c[0] == "chunk")
+        assert sent < rel.total + 8 * proto.CHUNK_MAX          # resent what was lost, no restart
+    finally:
+        for d in devices.values():
+            d.close()
