@@ -162,6 +162,7 @@ def test_a_missing_registry_is_refused_unless_a_new_one_is_asked_for(tmp_path):
     assert not (tmp_path / "factory.bin").exists()
     code, out = run(*_image_args(tmp_path, fw, *device, "--new-registry"))
     assert code == 0 and json.loads(typo.read_text())["devices"][0]["id"] == "ev-0000aabbccdd"
+    assert stat.S_IMODE(typo.stat().st_mode) == 0o600   # it holds the device's key
 
 
 # -- 7 and 8. esptool's lines name their port; --version -----------------------------------------
