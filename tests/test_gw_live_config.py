@@ -199,3 +199,39 @@ def test_a_tag_list_changed_through_the_api_reaches_the_device_and_its_ratings_c
             assert stored[case2["case_id"]]["tags_version"] == new
             assert stored[case2["case_id"]]["tags"] == [801]
     asyncio.run(scenario())
+
+
+def test_over_rs485_the_new_config_is_the_devices_next_request(mosquitto_broker, tmp_path):
+    """The master gives a changed CONFIG in the device's next poll slot (gateway.rs485_master)."""
+    from test_gw_rs485 import FakeDevices
+
+    class Recording(FakeDevices):
+        def __init__(self, *a, **kw):
+            self.configs = []
+            super().__init__(*a, **kw)
+
+        def _answer(self, address, link, req):
+            if req.type == schema.CONFIG and req.record is not None:
+                self.configs.append((len(self.heard[address]), req.record["version"]))
+            return super()._answer(address, link, req)
+
+    fake = Recording([5])
+    extra = {"device_config": HALL_CONFIG, "rs485": [{"url": fake.url, "baud": 115200}],
+             "devices": [{"id": "dev-5", "window": "W5", "transport": "rs485", "address": 5,
+                          "key": device_key("dev-5").hex()}]}
+
+    async def scenario():
+        async with Rig(mosquitto_broker, tmp_path, extra=extra) as rig:
+            device = rig.gw.registry.get("dev-5")
+            old = rig.gw.live_config.version_for(device)
+            assert await asyncio.to_thread(run_until, lambda: fake.configs[-1:] == [(0, old)], [])
+            status, out = await rig.call("PUT", "/api/v1/config/windows/W5", {"tags": NEW_OVERALL})
+            at = len(fake.heard[5])
+            assert status == 200 and out["sent"] == ["dev-5"]
+            new = rig.gw.live_config.version_for(device)
+            assert await asyncio.to_thread(run_until, lambda: fake.configs[-1][1] == new, [])
+            assert fake.configs[-1][0] <= at + 1       # the next request (one may have been on the wire)
+    try:
+        asyncio.run(scenario())
+    finally:
+        fake.close()
