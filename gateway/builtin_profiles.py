@@ -53,6 +53,7 @@ GBT39046 = {
         ("device", "deviceId", "text"),
         ("counter", "deviceCounter", "int"),
         ("device_time", "deviceTime", "int"),
+        ("tags_version", "tagsVersion", "int"),          # the tag list offered (CONFIG version)
     ),
     "case_fields": (
         ("case_key", "caseKey", "text"),

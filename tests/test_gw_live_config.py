@@ -198,6 +198,10 @@ def test_a_tag_list_changed_through_the_api_reaches_the_device_and_its_ratings_c
             assert stored[case1["case_id"]]["tags"] == [701]
             assert stored[case2["case_id"]]["tags_version"] == new
             assert stored[case2["case_id"]]["tags"] == [801]
+            # and the central platform is told (GB/T 39046 profile: tagsVersion)
+            from gateway import profiles
+            sent = profiles.get("gbt39046").map_record("rating", stored[case1["case_id"]])
+            assert sent["tagsVersion"] == old and sent["tagCodes"] == "701"
     asyncio.run(scenario())
 
 
