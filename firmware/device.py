@@ -19,11 +19,13 @@ boot, after an append to an empty outbox, after a release); the MAC, which an AC
 to (SPEC 7.5), is read from those bytes at the same time.
 """
 
+import json
+
 from protocol import auth, codec, schema, vocab
 from protocol.errors import LocalProtocolError
 from firmware.app import App
 from firmware.rating_config import load_rating_config, save_rating_config, volume
-from firmware.flashfs import Fs
+from firmware.flashfs import Fs, join
 from firmware.health import Health, Uptime
 from firmware.outbox import Outbox
 from firmware.store import Store
@@ -60,6 +62,9 @@ class Device:
         self.transport = None
         self._status_at = 0
         self._head = None                   # (counter, stored bytes, MAC) of the outbox head
+        self.ota = None                     # firmware.ota.Updater while an update is under way
+        if self.fs.exists(join(root, "ota.json")) or self._pointer_news(root):
+            self._updater()
 
     # --- the main loop ------------------------------------------------------------------------
     def step(self):
@@ -82,7 +87,59 @@ class Device:
                 self.ui.tick()
         if self.transport is not None:
             self.transport.step()
+        if self.ota is not None:
+            self._ota_call(self.ota.step)
+            if self.ota is not None and self.ota.idle():
+                self.ota = None
         self.board.wdt_feed()
+
+    # --- over-the-air update (firmware/ota.py, loaded only when one is under way) -------------
+    def _pointer_news(self, root):
+        """The boot pointer (firmware/boot_select.py) says a trial runs or the gateway must hear."""
+        raw = self.fs.read(join(root, "boot.json"))
+        try:
+            p = json.loads(raw) if raw else None
+        except ValueError:
+            return False
+        return isinstance(p, dict) and bool(p.get("trial") or p.get("news"))
+
+    def _updater(self):
+        if self.ota is None:
+            from firmware.ota import Updater
+            self.ota = Updater(self, self.cfg.get("app_top") or "/")
+        return self.ota
+
+    def _ota_call(self, fn, *args):
+        """An update never stops the device: a flash error is counted and answered with `io`."""
+        try:
+            return fn(*args)
+        except OSError as e:
+            self.health.count("ota_error")
+            from protocol import ota
+            why = ota.WHY_NO_SPACE if e.args and e.args[0] == 28 else ota.WHY_IO
+            return self._updater().state(ota.ST_REFUSED, why)
+
+    def on_update(self, msg_type, record):
+        """An UPDATE_* request: the UPDATE_STATE record to answer with."""
+        up = self._updater()
+        rec = self._ota_call(up.handle, msg_type, record)
+        up.reported()
+        return rec
+
+    def update_news(self):
+        """True when the gateway should hear this device's UPDATE_STATE unasked."""
+        return self.ota is not None and self.ota.news
+
+    def update_state(self):
+        up = self._updater()
+        rec = self._ota_call(up.state)
+        up.reported()
+        return rec
+
+    def on_online(self):
+        """The transport reached the gateway: a release on trial is confirmed."""
+        if self.ota is not None:
+            self._ota_call(self.ota.online)
 
     # --- what transports call -----------------------------------------------------------------
     def on_context(self, record):

@@ -10,7 +10,7 @@ import sys
 import asyncio
 
 from firmware.device import Device
-from firmware.flashfs import Fs
+from firmware.flashfs import Fs, join
 
 try:
     from micropython import const
@@ -21,6 +21,7 @@ _LOOP_MS = const(10)
 DEFAULT_ROOT = "/data"
 DEFAULT_FONT = "/fonts/unifont16.bin"
 DEFAULT_PROMPTS = "/prompts"         # voice prompts (tools/build_prompts.py), beside the font
+DEFAULT_TOP = "/"                    # the release tools/flash.py wrote; updates go to /rel/<slot>
 
 
 def board_config(cfg, root):
@@ -105,9 +106,45 @@ async def loop(device):
             _LOOP_MS / 1000)
 
 
-def run(root=DEFAULT_ROOT, font=DEFAULT_FONT):
-    device, board, error = build(root, font)
+def run(root=DEFAULT_ROOT, font=DEFAULT_FONT, base=None, top=DEFAULT_TOP):
+    """Boot. `base` None: this is the top release's code, which chooses the release to run
+    (firmware/boot_select.py) and hands over to it; otherwise the release in top/base runs."""
+    if base is None:
+        base = select(root)
+        if base:
+            return hand_over(root, font, base, top)
+    here = join(top, base).rstrip("/") if base else ""
+    device, board, error = build(root, here + font, prompts=here + DEFAULT_PROMPTS)
     if device is None:
         print("provisioning needed:", error)
         return
     asyncio.run(loop(device))
+
+
+def select(root):
+    """The release directory this boot runs ("" = the top), a trial boot counted."""
+    from firmware import boot_select
+    try:
+        return boot_select.boot(Fs(), root)
+    finally:
+        forget("firmware.boot_select")
+
+
+def hand_over(root, font, base, top=DEFAULT_TOP):
+    """Run the release in top/base: its own firmware and protocol modules from here on. A release
+    that fails to start restarts the device, so the next boot counts one more failed trial boot
+    and boot_select rolls back after the limit."""
+    path = join(top, base)
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("firmware", "protocol"):
+            del sys.modules[name]
+    sys.path.insert(0, path)
+    try:
+        from firmware import main as release
+        release.run(root, font, base, top)
+    except Exception as e:   # a BaseException (KeyboardInterrupt, the sim's Reboot) goes through
+        print("release %s failed to start: %r" % (base, e))
+        if sys.implementation.name != "micropython":
+            raise
+        import machine   # pyright: ignore[reportMissingImports]
+        machine.reset()

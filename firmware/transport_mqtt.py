@@ -6,6 +6,9 @@
   until an ACK for its counter arrives on .../ack: a PUBACK only says the broker has it, the
   ACK says the gateway committed it. The gateway dedupes by rating id (device:counter).
 - status (QoS 0) when due.
+- update (SPEC 3.10): UPDATE_* records on .../update are answered with UPDATE_STATE on
+  .../update_state, which is also published when the update has news; connecting (availability
+  published) confirms a release on trial.
 - Wi-Fi loss: the connection is dropped and Wi-Fi reconnected, at most every WIFI_RETRY_MS.
 - login (SPEC 6.2): user = the device id, password = protocol.auth.mqtt_password(device key), the
   pair the gateway's Mosquitto password file holds (gateway/mosquitto_acl.py); mqtt.user and
@@ -69,6 +72,8 @@ class MqttTransport:
         self.client.step()
         if self.client.connected:
             self._send_rating(now)
+            if self.device.update_news():        # after the rating: ratings first (SPEC 3.10)
+                self._send_update_state(self.device.update_state())
             if self.device.status_due():
                 self.client.publish(self.t["status"], jsonform.to_json(schema.STATUS,
                                                                    self.device.status()), 0)
@@ -90,8 +95,12 @@ class MqttTransport:
             self.stats["ratings_sent"] += 1
 
     def _connected(self):
-        self.client.publish(self.t["availability"], topics.ONLINE, 1, True)
+        if self.client.publish(self.t["availability"], topics.ONLINE, 1, True) is not None:
+            self.device.on_online()              # a release on trial is confirmed
         self.sent_counter = 0                    # send the oldest rating again at once
+
+    def _send_update_state(self, record):
+        self.client.publish(self.t["update_state"], jsonform.to_json(schema.UPDATE_STATE, record), 1)
 
     def _message(self, topic, payload, retained):
         dev = self.device
@@ -110,6 +119,10 @@ class MqttTransport:
             elif kind == "config":
                 if payload:
                     dev.on_config(jsonform.from_json(schema.CONFIG, payload))
+            elif kind == "update":
+                from protocol.ota import parse_update_json
+                msg_type, record = parse_update_json(payload)
+                self._send_update_state(dev.on_update(msg_type, record))
         except ProtocolError:
             self.stats["bad_messages"] += 1
             dev.health.count("bad_message")

@@ -8,7 +8,8 @@ UART's FIFO returns from write() at once on the ESP32, so this wait is the real 
 
 A transport as firmware/device.py describes it: step() answers what the master asked. A POLL or
 an ACK is answered with the device's head(), its stored bytes put into the RATING frame as they
-are (they already are the canonical binary RATING), else IDLE.
+are (they already are the canonical binary RATING), else UPDATE_STATE when the update has news
+(SPEC 3.10: ratings first), else IDLE. UPDATE_* requests are answered with UPDATE_STATE.
 """
 
 import time
@@ -67,6 +68,8 @@ class Rs485Transport:
         rec = req.record
         if t == schema.POLL:
             dev.on_time(rec.get("time", 0))
+            if not req.broadcast:
+                dev.on_online()                 # the bus works: a release on trial is confirmed
             if rec.get("want_status") or dev.status_due():
                 return link.reply(req, schema.STATUS, dev.status()) if not req.broadcast else None
             return self._next(req)
@@ -79,6 +82,9 @@ class Rs485Transport:
             dev.on_clear(rec)
         elif t == schema.CONFIG:
             dev.on_config(rec)
+        elif schema.UPDATE_OFFER <= t <= schema.UPDATE_CANCEL:
+            state = dev.on_update(t, rec)
+            return None if req.broadcast else link.reply(req, schema.UPDATE_STATE, state)
         else:
             return None if req.broadcast else link.refuse(req, errors.R_UNKNOWN_TYPE)
         return self._idle(req)
@@ -89,6 +95,8 @@ class Rs485Transport:
         head = self.device.head()
         if head is not None:
             return encode_frame(self.link.address, schema.RATING, req.seq, head[1])
+        if self.device.update_news():           # ratings first, then what the update has to say
+            return self.link.reply(req, schema.UPDATE_STATE, self.device.update_state())
         return self._idle(req)
 
     def _idle(self, req):

@@ -217,6 +217,8 @@ def parse_update_json(text):
     """(type code, record) of an `update` topic payload; ProtocolError when it is not one."""
     import json
     from protocol import codec
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode()
     try:
         name = json.loads(text).get("type")
     except Exception:

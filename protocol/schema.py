@@ -195,6 +195,7 @@ UPDATE_STATE_FIELDS = (
     (11, "boots", U, 255, 0, None),           # trial boots so far
     (12, "image", U, 1, 0, None),             # 1: the board could take a full image (ota_0/ota_1)
     (13, "detail", S, 60, 0, None),
+    (14, "busy", U, 1, 0, None),              # 1: copying or checking on its own: send nothing
 )
 
 MESSAGES = {

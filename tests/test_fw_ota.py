@@ -1,0 +1,297 @@
+"""Over-the-air update on the device (firmware/ota.py, firmware/boot_select.py, SPEC.md 3.10): a
+release is taken in chunks beside the running one, checked, switched to, confirmed once the
+device is back online, rolled back by itself when it fails; what it refuses, and why."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fw_ota_support as S  # noqa: E402
+from fw_ota_support import NEW, Unit, commit, factory_flash, outbox_bytes, release, serve  # noqa: E402
+
+from firmware import boot_select  # noqa: E402
+from firmware.boards.sim import Reboot  # noqa: E402
+from firmware.boards.sim_io import MemUart  # noqa: E402
+from firmware.transport_rs485 import Rs485Transport  # noqa: E402
+from protocol import codec, ota, schema  # noqa: E402
+from protocol.link import MasterBus  # noqa: E402
+
+
+def unit_at(tmp_path, key=S.RELEASE_KEY, extra=None):
+    root = str(tmp_path)
+    return Unit(root, factory_flash(root), key, extra)
+
+
+def rate_one(unit, case_id=41):
+    unit.rig.context(case_id)
+    unit.rig.wait(1000)
+    unit.rig.press_level(2)
+    unit.dev.on_clear({"case_id": case_id})
+    assert outbox_bytes(unit)
+    return outbox_bytes(unit)
+
+
+def test_the_numbers_boot_select_keeps_are_protocol_otas():
+    assert (boot_select.ST_SWITCHED, boot_select.ST_CONFIRMED, boot_select.ST_ROLLED_BACK) == (
+        ota.ST_SWITCHED, ota.ST_CONFIRMED, ota.ST_ROLLED_BACK)
+    assert (boot_select.WHY_BOOT_FAILED, boot_select.WHY_NO_CONFIRM) == (ota.WHY_BOOT_FAILED,
+                                                                       ota.WHY_NO_CONFIRM)
+
+
+def test_update_switch_confirm_and_the_font_is_copied_not_sent(tmp_path):
+    unit = unit_at(tmp_path)
+    before = rate_one(unit)
+    manifest, contents = release(NEW, "1.1.0")
+    sent = []
+    state = serve(unit, manifest, contents, spoil=lambda f, off, d: sent.append((f, off, len(d))) or d)
+    assert state["state"] == ota.ST_VERIFIED and state["received"] == state["total"] == sum(map(len, contents))
+    names = [p for p, _, _ in ota.parse_manifest(manifest)["files"]]
+    sent_files = sorted(set(names[f - 1] for f, _, _ in sent if f))
+    assert sent_files == ["firmware/app.mpy", "firmware/extra.mpy"]     # font, main.py: copied
+    assert sum(n for f, _, n in sent if f == 0) == len(manifest)
+    assert unit.base == ""
+    state = commit(unit, manifest)
+    assert state["state"] == ota.ST_SWITCHED
+    assert unit.base == "rel/a" and unit.boots_whole_release()
+    ptr = boot_select.read(unit.flash, unit.root + "/data")
+    assert ptr["trial"] == 1 and ptr["boots"] == 1 and ptr["prev"]["base"] == ""
+    assert unit.dev.update_news() and unit.dev.update_state()["state"] == ota.ST_SWITCHED
+    unit.dev.on_online()
+    state = unit.dev.update_state()
+    assert state["state"] == ota.ST_CONFIRMED and state["running"] == "1.1.0"
+    assert state["release_id"] == ota.release_id(manifest)
+    assert outbox_bytes(unit) == before                  # the ratings are untouched
+    unit.reboot()
+    assert unit.base == "rel/a" and unit.dev.ota is None   # an ordinary boot loads no update code
+    # the same offer again is answered "running it"
+    assert unit.dev.on_update(schema.UPDATE_OFFER, ota.offer(S.RELEASE_KEY, manifest))["state"] == \
+        ota.ST_CONFIRMED
+
+
+def test_failed_trial_boots_roll_back_by_themselves_and_say_why(tmp_path):
+    unit = unit_at(tmp_path, extra={"trial_boots": 2})
+    before = rate_one(unit)
+    manifest, contents = release(NEW, "1.1.0")
+    assert serve(unit, manifest, contents)["state"] == ota.ST_VERIFIED
+    commit(unit, manifest)
+    assert unit.base == "rel/a"
+    unit.reboot()                      # the new release crashed before coming online: boot 2
+    assert unit.base == "rel/a"
+    unit.reboot()                      # boot 3 > 2 trial boots: back to the old one
+    assert unit.base == "" and unit.boots_whole_release()
+    state = unit.dev.update_state()
+    assert (state["state"], state["reason"], state["boots"]) == (ota.ST_ROLLED_BACK, ota.WHY_BOOT_FAILED, 2)
+    assert state["release_id"] == ota.release_id(manifest) and state["running"] == "1.0.0"
+    assert outbox_bytes(unit) == before
+    # once told, an ordinary boot again
+    unit.reboot()
+    assert unit.dev.ota is None and unit.base == ""
+
+
+def test_no_confirmation_within_the_deadline_rolls_back(tmp_path):
+    unit = unit_at(tmp_path, extra={"trial_s": 60})
+    manifest, contents = release(NEW, "1.1.0")
+    serve(unit, manifest, contents)
+    commit(unit, manifest)
+    unit.rig.wait(30000)
+    with pytest.raises(Reboot):
+        unit.rig.wait(31000)
+    unit.reboot()
+    assert unit.base == ""
+    state = unit.dev.update_state()
+    assert (state["state"], state["reason"]) == (ota.ST_ROLLED_BACK, ota.WHY_NO_CONFIRM)
+
+
+def test_a_release_under_another_key_is_refused_and_nothing_switches(tmp_path):
+    unit = unit_at(tmp_path)
+    manifest, contents = release(NEW, "6.6.6")
+    state = serve(unit, manifest, contents, key=S.OTHER_KEY)
+    assert (state["state"], state["reason"]) == (ota.ST_REFUSED, ota.WHY_BAD_MAC)
+    state = unit.dev.on_update(schema.UPDATE_COMMIT, {"release_id": ota.release_id(manifest)})
+    assert state["state"] == ota.ST_REFUSED
+    assert boot_select.read(unit.flash, unit.root + "/data") == {}
+    assert not any(p.startswith(unit.top + "/rel/") for p in unit.flash.files)
+
+
+def test_a_device_without_a_release_key_installs_nothing(tmp_path):
+    unit = unit_at(tmp_path, key=None)
+    manifest, _ = release(NEW, "1.1.0")
+    state = unit.dev.on_update(schema.UPDATE_OFFER, ota.offer(S.RELEASE_KEY, manifest))
+    assert (state["state"], state["reason"]) == (ota.ST_REFUSED, ota.WHY_NO_KEY)
+
+
+def test_a_release_for_another_board_is_refused(tmp_path):
+    unit = unit_at(tmp_path)
+    manifest, contents = release(NEW, "1.1.0", boards=("touch",))
+    state = serve(unit, manifest, contents)
+    assert (state["state"], state["reason"]) == (ota.ST_REFUSED, ota.WHY_WRONG_BOARD)
+
+
+def test_a_spoiled_chunk_is_caught_by_the_files_sha256_and_fetched_again(tmp_path):
+    unit = unit_at(tmp_path)
+    manifest, contents = release(NEW, "1.1.0")
+    spoiled = []
+
+    def spoil(f, off, data):
+        if f == 2 and off == 0 and not spoiled:
+            spoiled.append(1)
+            return b"X" + data[1:]
+        return data
+    state = serve(unit, manifest, contents, spoil=spoil)
+    assert spoiled and state["state"] == ota.ST_VERIFIED
+    commit(unit, manifest)
+    assert unit.boots_whole_release() and unit.base == "rel/a"
+
+
+def test_no_switch_while_a_case_is_on_screen(tmp_path):
+    unit = unit_at(tmp_path)
+    manifest, contents = release(NEW, "1.1.0")
+    serve(unit, manifest, contents)
+    unit.rig.context(77)
+    state = unit.dev.on_update(schema.UPDATE_COMMIT, {"release_id": ota.release_id(manifest)})
+    assert (state["state"], state["reason"]) == (ota.ST_REFUSED, ota.WHY_CASE_OPEN)
+    assert boot_select.read(unit.flash, unit.root + "/data") == {}
+    unit.dev.on_clear({"case_id": 77})
+    assert commit(unit, manifest)["state"] == ota.ST_SWITCHED
+
+
+def test_commit_before_verified_and_offers_during_a_trial_are_refused(tmp_path):
+    unit = unit_at(tmp_path)
+    manifest, contents = release(NEW, "1.1.0")
+    unit.dev.on_update(schema.UPDATE_OFFER, ota.offer(S.RELEASE_KEY, manifest))
+    state = unit.dev.on_update(schema.UPDATE_COMMIT, {"release_id": ota.release_id(manifest)})
+    assert (state["state"], state["reason"]) == (ota.ST_REFUSED, ota.WHY_NOT_READY)
+    serve(unit, manifest, contents)
+    commit(unit, manifest)
+    other, _ = release(dict(NEW, **{"main.py": b"# 1.2\n"}), "1.2.0")
+    state = unit.dev.on_update(schema.UPDATE_OFFER, ota.offer(S.RELEASE_KEY, other))
+    assert (state["state"], state["reason"]) == (ota.ST_REFUSED, ota.WHY_BUSY)
+
+
+def test_chunks_for_the_wrong_place_are_ignored_and_cancel_drops_the_release(tmp_path):
+    unit = unit_at(tmp_path)
+    manifest, _ = release(NEW, "1.1.0")
+    rid = ota.release_id(manifest)
+    unit.dev.on_update(schema.UPDATE_OFFER, ota.offer(S.RELEASE_KEY, manifest))
+    state = unit.dev.on_update(schema.UPDATE_CHUNK, {"release_id": rid, "file": 0, "offset": 50,
+                                                     "data": manifest[50:100]})
+    assert (state["file"], state.get("offset", 0)) == (0, 0)
+    state = unit.dev.on_update(schema.UPDATE_CHUNK, {"release_id": bytes(32), "data": b"x"})
+    assert (state["state"], state["reason"]) == (ota.ST_REFUSED, ota.WHY_UNKNOWN)
+    state = unit.dev.on_update(schema.UPDATE_CANCEL, {"release_id": rid})
+    assert state.get("state", 0) == ota.ST_IDLE
+
+
+def test_a_second_update_goes_into_the_other_directory_and_can_roll_back_to_the_first(tmp_path):
+    unit = unit_at(tmp_path, extra={"trial_boots": 1})
+    manifest, contents = release(NEW, "1.1.0")
+    serve(unit, manifest, contents)
+    commit(unit, manifest)
+    unit.dev.on_online()
+    second = dict(NEW, **{"firmware/app.mpy": b"M\x06second" * 40})
+    m2, c2 = release(second, "1.2.0")
+    sent = []
+    assert serve(unit, m2, c2, spoil=lambda f, off, d: sent.append(f) or d)["state"] == ota.ST_VERIFIED
+    assert set(sent) == {0, 1}         # only the manifest and the changed file travel
+    commit(unit, m2)
+    assert unit.base == "rel/b"
+    unit.reboot()                      # 2 boots > 1: back to rel/a, the first update
+    assert unit.base == "rel/a" and unit.boots_whole_release()
+    assert unit.dev.update_state()["running"] == "1.1.0"
+
+
+# --- RS-485: ratings first, then the update ------------------------------------------------------
+def test_rs485_polls_get_the_rating_first_then_the_update_state(tmp_path):
+    unit = unit_at(tmp_path)
+    manifest, _ = release(NEW, "1.1.0")
+    uart = MemUart()
+    dev = unit.dev
+    dev.transport = Rs485Transport(dev, uart, 5, 115200, lambda on: None, lambda: 0, lambda us: None)
+    bus = MasterBus()
+    ch = bus.channel(5)
+
+    def ask(msg_type, record):
+        uart.feed(ch.request(msg_type, record))
+        dev.step()
+        bus.receive_data(uart.take_tx())
+        return bus.next_reply()[1]
+    assert ask(schema.POLL, {}).type == schema.STATUS       # the first poll: the heartbeat
+    reply = ask(schema.UPDATE_OFFER, ota.offer(S.RELEASE_KEY, manifest))
+    assert reply.type == schema.UPDATE_STATE and reply.record["state"] == ota.ST_RECEIVING
+    rate_one(unit)
+    reply = ask(schema.POLL, {})
+    assert reply.type == schema.RATING                      # ratings first
+    dev.ota.news = True                                     # e.g. after a reboot mid-transfer
+    assert ask(schema.POLL, {}).type == schema.RATING       # still: the rating waits
+    counter = reply.record["counter"]
+    reply = ask(schema.ACK, unit.rig.signed_ack(counter))
+    assert reply.type == schema.UPDATE_STATE and reply.record["state"] == ota.ST_RECEIVING
+    assert "file" not in reply.record and "offset" not in reply.record and not reply.record.get("busy")
+    assert ask(schema.POLL, {}).type == schema.IDLE         # told once: IDLE again
+    reply = ask(schema.UPDATE_CHUNK, {"release_id": ota.release_id(manifest), "data": manifest[:200]})
+    assert reply.type == schema.UPDATE_STATE and reply.record["offset"] == 200
+    assert codec.decode(schema.UPDATE_STATE, codec.encode(schema.UPDATE_STATE, reply.record))
+
+
+def test_rs485_a_poll_confirms_the_trial_release(tmp_path):
+    unit = unit_at(tmp_path)
+    manifest, contents = release(NEW, "1.1.0")
+    serve(unit, manifest, contents)
+    commit(unit, manifest)
+    uart = MemUart()
+    dev = unit.dev
+    dev.transport = Rs485Transport(dev, uart, 5, 115200, lambda on: None, lambda: 0, lambda us: None)
+    bus = MasterBus()
+    replies = []
+    for _ in range(2):
+        uart.feed(bus.channel(5).request(schema.POLL, {}))
+        dev.step()
+        bus.receive_data(uart.take_tx())
+        replies.append(bus.next_reply()[1])
+        assert boot_select.read(unit.flash, unit.root + "/data")["trial"] == 0
+    assert replies[0].type == schema.STATUS
+    assert replies[1].type == schema.UPDATE_STATE and replies[1].record["state"] == ota.ST_CONFIRMED
+
+
+# --- the boot: the top release's main.run hands over to the release the pointer names -----------
+BOOT = """
+import sys
+sys.path.insert(0, %r)
+from firmware import main
+main.run(root=%r, top=%r)
+"""
+
+
+def test_boot_hands_over_to_the_pointed_release_and_a_broken_one_rolls_back(tmp_path):
+    import json
+    import subprocess
+    top = tmp_path / "top"
+    data = top / "data"
+    data.mkdir(parents=True)
+    rel = top / "rel" / "a"
+    for pkg in ("firmware", "protocol"):
+        (rel / pkg).mkdir(parents=True)
+        (rel / pkg / "__init__.py").write_text("")
+    (rel / "firmware" / "main.py").write_text(
+        "def run(root, font, base, top):\n    import firmware\n"
+        "    print('RUNNING', firmware.__file__, base)\n")
+    (data / "boot.json").write_text(json.dumps({"base": "rel/a", "release": "ab" * 32, "version": "9.0",
+                                                "trial": 1, "boots": 0, "limit": 2,
+                                                "prev": {"base": "", "release": "", "version": ""}}))
+    repo = str(Path(__file__).resolve().parent.parent)
+    script = BOOT % (repo, str(data), str(top))
+
+    def boot():
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    out = boot()
+    assert "RUNNING %s rel/a" % (rel / "firmware" / "__init__.py") in out.stdout, out.stderr
+    assert json.loads((data / "boot.json").read_text())["boots"] == 1
+    (rel / "firmware" / "main.py").write_text("raise ImportError('a broken release')\n")
+    out = boot()
+    assert out.returncode != 0 and "rel/a failed to start" in out.stdout
+    out = boot()                      # 3 boots > limit 2: the top release runs again
+    assert "provisioning needed" in out.stdout and "RUNNING" not in out.stdout, out.stderr
+    ptr = json.loads((data / "boot.json").read_text())
+    assert (ptr["base"], ptr["state"], ptr["why"]) == ("", ota.ST_ROLLED_BACK, ota.WHY_BOOT_FAILED)
