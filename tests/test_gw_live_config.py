@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fw_polling import now_ms, run_until  # noqa: E402
@@ -239,3 +240,49 @@ def test_over_rs485_the_new_config_is_the_devices_next_request(mosquitto_broker,
         asyncio.run(scenario())
     finally:
         fake.close()
+
+
+VALUES = {"volume": st.one_of(st.integers(-2, 12), st.booleans(), st.text(max_size=3)),
+          "large_text": st.one_of(st.booleans(), st.integers(0, 2)),
+          "rating_timeout_s": st.integers(-1, 4000), "thanks_s": st.integers(0, 70),
+          "idle_text": st.one_of(st.text(max_size=45), st.integers()),
+          "texts": st.dictionaries(st.sampled_from(["prompt", "thanks", "bad key", ""]),
+                                   st.text(alphabet="谢王䶮𠈌ab\x00", max_size=42), max_size=3),
+          "tags": st.one_of(st.dictionaries(st.sampled_from(["overall", "service", "nope"]),
+                                            st.lists(st.fixed_dictionaries(
+                                                {"code": st.integers(0, 10001),
+                                                 "label": st.text(alphabet="排队久x", max_size=13)}),
+                                                max_size=3), max_size=2),
+                            st.integers()),
+          "tag_labels": st.dictionaries(st.sampled_from(["701", "702", "801", "x"]),
+                                        st.text(alphabet="长y", max_size=13), max_size=2),
+          "colour": st.just("red")}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(st.tuples(st.sampled_from([("hall", None), ("windows", "A05"), ("devices", "ev-a")]),
+                                  st.dictionaries(st.sampled_from(sorted(VALUES)), st.none(), max_size=4)
+                                  .flatmap(lambda keys: st.fixed_dictionaries(
+                                      dict((k, VALUES[k]) for k in keys)))),
+                        min_size=1, max_size=5))
+def test_every_change_is_applied_whole_or_not_at_all_and_survives_a_restart(tmp_path_factory, changes):
+    tmp_path = tmp_path_factory.mktemp("live")
+    devices = [{"id": "ev-a", "window": "A05", "key": device_key("ev-a").hex()}]
+    live, sent = _live(tmp_path, devices)
+    live.provision(live.devices()[0])                  # as Gateway.start does
+    path = tmp_path / FILE_NAME
+    for (scope, name), table in changes:
+        before = (json.dumps(live.live, sort_keys=True), live.version_for(live.devices()[0]),
+                  path.read_bytes() if path.exists() else None, len(sent))
+        try:
+            live.put(scope, name, table)
+        except config_mod.ConfigError:
+            after = (json.dumps(live.live, sort_keys=True), live.version_for(live.devices()[0]),
+                     path.read_bytes() if path.exists() else None, len(sent))
+            assert after == before
+            continue
+        assert json.loads(path.read_text("utf-8")) == live.live
+        version = live.version_for(live.devices()[0])
+        assert (version != before[1]) == (len(sent) > before[3])   # sent exactly when it changed
+        again, _ = _live(tmp_path, devices)
+        assert again.version_for(again.devices()[0]) == version
