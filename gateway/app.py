@@ -143,6 +143,8 @@ class Gateway:
         self.registry.listeners.append(self._registry_changed)
         # alerts to the duty manager ([alerts]; gateway.alerts, .alert_queue, .alert_channels)
         self.alerts = alerts_mod.from_gateway(self)
+        self._tags_changed()          # alerts name every tag offered anywhere, as it changes live
+        self.live_config.listeners.append(self._tags_changed)
         self.tasks.append(self.alerts.run)
         self.http_routes.append(alerts_api.add_routes)
         # the hall console: its pages, hall view, live events, alarm acks (gateway.console_api)
@@ -325,6 +327,9 @@ class Gateway:
                     bus.set_config(device.id, config)
         else:
             self.bridge.publish_config(device.id, config)
+
+    def _tags_changed(self):
+        self.alerts.tags = self.live_config.tag_labels()
 
     def reload(self):
         """SIGHUP: re-read gateway.toml and apply what can change live (gateway.live_config)."""

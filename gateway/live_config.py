@@ -78,6 +78,7 @@ class LiveConfig:
         self._lock = threading.RLock()
         self.sent = {}            # device id -> the CONFIG version last given to it
         self.reloads = {"applied": 0, "refused": 0, "restart_needed": [], "error": ""}
+        self.listeners = []       # called after each change applied (the alerts' tag labels)
         self.words = self._build(self.file, self.live, check_devices=False)
         saved = self._read()
         if saved is not None:
@@ -130,6 +131,20 @@ class LiveConfig:
             self.send(device, record)
             self.sent[device.id] = record["version"]
             return True
+
+    def tag_labels(self):
+        """{code: label} of every tag any device is offered; the hall's label where it has one."""
+        records = [self.config_for(d) for d in self.devices()]
+        records += [self.words.config_for(w) for w in sorted(self.words.windows)]
+        records.append(self.words.config_for(None))
+        out = {}
+        for record in records:
+            out.update((t.get("code"), t.get("label", "")) for t in (record or {}).get("tags") or ())
+        return out
+
+    def _changed(self):
+        for listener in self.listeners:
+            listener()
 
     def version_for(self, device):
         record = self.config_for(device)
@@ -196,7 +211,9 @@ class LiveConfig:
                 raise ConfigError("the live configuration would exceed %d bytes" % MAX_FILE)
             atomic_file.write(self.path, text.encode("utf-8"), sync_dir=True)
             self.live, self.words = live, words
-            return self._resend()
+            sent = self._resend()
+        self._changed()
+        return sent
 
     def _resend(self):
         """Give every device whose CONFIG version changed its new CONFIG; the ids sent to."""
@@ -220,6 +237,7 @@ class LiveConfig:
             self.reloads.update(refused=self.reloads["refused"] + 1, error=str(e))
             return None
         self.reloads.update(applied=self.reloads["applied"] + 1, restart_needed=restart, error="")
+        self._changed()
         if restart:
             log.warning("reload: [%s] changed and need a restart (not applied)", "], [".join(restart))
         log.info("reload: device config applied, %d device(s) sent a new CONFIG", len(sent))

@@ -186,7 +186,7 @@ def test_a_tag_list_changed_through_the_api_reaches_the_device_and_its_ratings_c
             status, out = await rig.call("PUT", "/api/v1/config/windows/07", {"tags": NEW_OVERALL})
             assert status == 200 and out["sent"] == ["win07"]
             new = rig.gw.live_config.version_for(device)
-            assert new != old
+            assert new != old and rig.gw.alerts.tags[801] == "窗口排队久"    # a bad-rating alert names it
             assert await until(lambda: dev.dev.app.cfg["version"] == new)    # one publish cycle
             assert await until(lambda: dev.dev.outbox.depth == 0)
             await until(lambda: dev.state == "idle", timeout=8)
