@@ -119,10 +119,12 @@ class Rollouts:
             if self.alarm:
                 self.alarm("rollout_unsaved", "%s: %s" % (self.path, e))
 
-    def flush(self):
+    def flush(self, force=True):
+        """Write what is held back (the bytes counters); `force` False: only once SAVE_EVERY_S
+        has passed since the last write (the gateway's loop calls it often)."""
         with self._lock:
-            if self._dirty:
-                self._save()
+            if self._dirty and (force or self.clock() - self._saved_at >= SAVE_EVERY_S):
+                self._keep()
 
     # --- operator ------------------------------------------------------------------------
     def active(self):

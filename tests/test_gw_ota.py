@@ -353,3 +353,23 @@ def test_an_update_over_mqtt_survives_lost_chunks_and_confirms(live, tmp_path):
     finally:
         for d in devices.values():
             d.close()
+
+
+def test_a_restarted_gateway_resumes_the_rollout(mosquitto_broker, tmp_path):
+    """rollout.json and releases.json bring the rollout and its release back in a new gateway."""
+    from gw_live import LiveGateway, gateway_config
+    cfg = gateway_config(mosquitto_broker, tmp_path / "gw")
+    cfg.raw["ota"] = {"release_key": KEY.hex()}
+    with LiveGateway(cfg) as live:
+        status, rel = live.request("POST", "/api/v1/releases", {"path": bundle(tmp_path)}, role="operator")
+        status, r = live.request("POST", "/api/v1/rollouts", {"release": rel["id"], "canary": ["dev-b"]},
+                                 role="operator")
+        assert status == 201
+        live.gw.rollouts.report("dev-b", "receiving", rel["id"], 1, 512)
+        live.gw.rollouts.flush()
+    with LiveGateway(cfg) as again:
+        back = again.gw.rollouts.active()
+        assert back["id"] == r["id"] and back["status"] == "running"
+        assert back["devices"]["dev-b"]["acked"] == again.gw.rollouts.releases.get(rel["id"]).position(1, 512)
+        step = again.gw.rollouts.next_step("dev-b", 256)
+        assert step[0] == "chunk" and step[2:4] == (1, 512)

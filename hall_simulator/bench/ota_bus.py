@@ -6,7 +6,7 @@ same bus idle, at 115,200 and 9,600 baud, and the rollout's duration.
 What runs, per baud rate, in one run: the gateway's master (gateway.rs485_master.Rs485Master with
 its registry, MAC checks and durable SQLite store: hall_simulator.bench.rs485.GatewayMaster) on
 the baud-accurate virtual bus (a child process), and 32 light devices (rs485.DeviceFarm: one
-thread of protocol.link SlaveLink loops; Poisson presses; a rating released only on an ACK that
+thread of protocol.link SlaveLink loops in a child process of their own; Poisson presses; a rating released only on an ACK that
 verifies) that also take updates through hall_simulator.light_update (the manifest's MAC under
 the hall's release key, every file's sha256, the next (file, offset) they need; the trial boot
 confirms at the next poll). The rollout is the gateway's own (gateway.ota + gateway.rollout):
@@ -22,6 +22,7 @@ master's share of the line (gateway.rs485_master.OTA_SHARE), so the slow bus get
 """
 
 import argparse
+import hashlib
 import os
 import random
 import shutil
@@ -61,6 +62,69 @@ class UpdatingFarm(rs485.DeviceFarm):
         return super()._answer(d, req)
 
 
+def _farm_child(conn, url, baud, devices, press_every_s, seed):
+    """The devices in a child process (as bench rs485_master's: in the master's process they
+    would take the GIL from it, which a real bus's devices never do), run on pipe commands."""
+    import hashlib
+    sys.setswitchinterval(0.0005)
+    farm = UpdatingFarm(url, baud, devices, press_every_s, seed)
+    farm.start()
+    conn.send("ready")
+    while True:
+        command = conn.recv()
+        if command == "press":
+            farm.start_pressing()
+            conn.send(None)
+        elif command == "hold":
+            farm.stop_pressing()
+            conn.send(None)
+        elif command == "outboxes":
+            conn.send(farm.outboxes())
+        elif command == "close":
+            farm.close()
+            files = dict((d["address"], dict((p, hashlib.sha256(b).hexdigest())
+                                             for p, b in d["update"].files().items()))
+                         for d in farm.devices)
+            conn.send((dict(farm.pressed), farm.outboxes(), files))
+            return
+
+
+class FarmProcess:
+    """UpdatingFarm in a child process (spawn)."""
+
+    def __init__(self, url, baud, devices, press_every_s, seed):
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_farm_child, name="ota-devices", daemon=True,
+                                 args=(child, url, baud, devices, press_every_s, seed))
+        self._proc.start()
+        if not self._conn.poll(60) or self._conn.recv() != "ready":
+            self._proc.kill()
+            raise RuntimeError("device process did not start")
+
+    def _call(self, command):
+        self._conn.send(command)
+        if not self._conn.poll(30):
+            raise RuntimeError("device process not answering")
+        return self._conn.recv()
+
+    def start_pressing(self):
+        self._call("press")
+
+    def stop_pressing(self):
+        self._call("hold")
+
+    def outboxes(self):
+        return self._call("outboxes")
+
+    def close(self):
+        """(pressed: rating id -> monotonic press time, outboxes left, files per address)."""
+        out = self._call("close")
+        self._proc.join(10)
+        return out
+
+
 def _release(folder, kb, seed):
     from tools.flashkit.bundle import Bundle
     rng = random.Random(seed)
@@ -83,13 +147,10 @@ def run_baud(baud, devices=32, idle_s=30.0, max_rollout_s=300.0, press_every_s=N
     try:
         with BusProcess(baud=baud, rng=random.Random(seed)) as bus:
             master = rs485.GatewayMaster(bus.url, baud, devices)
-            farm = UpdatingFarm(bus.url, baud, devices, every, seed)
+            farm = FarmProcess(bus.url, baud, devices, every, seed)
             deadline = time.monotonic() + 10
             while bus.node_count() < devices + 1 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            farm.start()
-            for d in master.registry.all():
-                d.firmware = "1.0.0"
             releases = ota.Releases(KEY, folder)
             ro = rollout.Rollouts(folder, releases, firmware=lambda d: "1.0.0")
             master.master.updates = ro
@@ -112,8 +173,10 @@ def run_baud(baud, devices=32, idle_s=30.0, max_rollout_s=300.0, press_every_s=N
             drain = time.monotonic() + 15
             while farm.outboxes() and time.monotonic() < drain:
                 master.cycle()
-            p99_idle, n_idle = _p99(farm.pressed, master.committed, t_idle, t_start)
-            p99_roll, n_roll = _p99(farm.pressed, master.committed, t_start, t_end)
+            pressed, left, files = farm.close()
+            want = dict((n, hashlib.sha256(d).hexdigest()) for n, d in zip(rel.names, rel.data[1:]))
+            p99_idle, n_idle = _p99(pressed, master.committed, t_idle, t_start)
+            p99_roll, n_roll = _p99(pressed, master.committed, t_start, t_end)
             counts = {}
             for p in r["devices"].values():
                 counts[p["state"]] = counts.get(p["state"], 0) + 1
@@ -125,13 +188,12 @@ def run_baud(baud, devices=32, idle_s=30.0, max_rollout_s=300.0, press_every_s=N
                             "status": r["status"], "devices": counts,
                             "bytes_per_s": round(devices * rel.total / max(0.001, t_end - t_start), 1)},
                 "ratio": round(p99_roll / p99_idle, 3) if p99_idle and p99_roll else None,
-                "lost": len(farm.pressed) - len(master.committed),
+                "lost": len(pressed) - len([k for k in pressed if k in master.committed]),
+                "left_in_outboxes": left,
                 "duplicates": master.stats["seen_again"],
                 "master_ota": dict(master.master.ota_stats),
-                "correct": all(d["update"].files() == dict(zip(rel.names, rel.data[1:]))
-                               for d in farm.devices),
+                "correct": all(f == want for f in files.values()),
             }
-            farm.close()
             master.close()
         return out
     finally:
