@@ -186,7 +186,7 @@ class Gateway:
         while True:
             await asyncio.sleep(UPDATE_PUMP_S)
             self.bridge.pump_updates()
-            self.rollouts.flush()
+            self.rollouts.flush(force=False)
 
     # --- parts from config --------------------------------------------------------------
     @staticmethod
