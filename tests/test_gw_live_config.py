@@ -20,7 +20,7 @@ from gateway import config as config_mod  # noqa: E402
 from gateway.live_config import FILE_NAME, LiveConfig  # noqa: E402
 from gateway.registry import Registry  # noqa: E402
 from gateway.window_words import WindowWords  # noqa: E402
-from protocol import codec, schema, vocab  # noqa: E402
+from protocol import schema, vocab  # noqa: E402
 
 FONT = str(Path(__file__).resolve().parent.parent / "firmware" / "fonts" / "unifont16.bin")
 TAGS = [{"code": 701, "label": "等待时间长", "indicator": vocab.IND_OVERALL},
