@@ -51,6 +51,15 @@ def test_provision_takes_the_bus_speed_from_the_gateway_and_shows_progress_insid
         assert cfg["baud"] == 19200 and cfg["release_key"] == RELEASE_KEY and RELEASE_KEY not in first
         code, out = run(*args, "--rs485-baud", "19200", "--registry", reg)   # no gateway config: the key stays
         assert code == 0 and "config unchanged" in out, out
+        verify = ["verify", "--port", srv.path, "--bundle", bundle_dir(), "--gateway-config", gw]
+        code, out = run(*verify)
+        assert code == 0 and "1 ok" in out, out
+        cfg_path = os.path.join(srv.device.files.root, "data", "device.json")
+        with open(cfg_path, "w", encoding="utf-8") as f:   # provisioned once at the old default
+            json.dump(dict(cfg, baud=9600, release_key=None), f)
+        code, out = run(*verify)
+        assert code == 16 and "listens at 9600 baud, its bus 0 runs at 19200" in out, out
+        assert "lacks the hall's release key" in out and RELEASE_KEY not in out
     spec = json.loads(reg.read_text())["devices"][0]
     assert spec["id"] == "ev-240ac4123456" and spec["bus"] == 0
     font = "fonts/unifont16.bin"

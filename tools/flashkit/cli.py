@@ -99,6 +99,8 @@ def parser():
     _port_args(p)
     p.add_argument("--bundle", default=BUILD)
     p.add_argument("--registry", help="also check the gateway registry file holds the device's key")
+    p.add_argument("--gateway-config", help="gateway.toml: also check the device's bus speed and release key "
+                   "(and its registry file, when --registry is not given)")
 
     p = sub.add_parser("image", help="offline merged flash image (MicroPython + LittleFS)")
     p.add_argument("--firmware", required=True, help="MicroPython firmware .bin")
@@ -253,10 +255,16 @@ def cmd_verify(args, rep):
     from tools.flashkit.verify import verify
     ports = _ports(args)
     b = bundle_mod.load(args.bundle)
-    if args.registry and not args.registry.startswith(("http://", "https://")):
-        hallcfg.check_registry_file(args.registry)
-    return _run_all(ports, lambda p: verify(p, b, rep, registry=args.registry, baud=args.baud,
-                                            timeout=args.timeout), rep, args.jobs)
+    hall = registry = None
+    if args.gateway_config:
+        hall = hallcfg.hall_facts(args.gateway_config)
+        rep.secret(hall["release_key"])
+        registry = args.registry or hallcfg.load_gateway_config(args.gateway_config).registry_path
+    registry = args.registry or registry
+    if registry and not registry.startswith(("http://", "https://")):
+        hallcfg.check_registry_file(registry)
+    return _run_all(ports, lambda p: verify(p, b, rep, registry=registry, baud=args.baud,
+                                            timeout=args.timeout, hall=hall), rep, args.jobs)
 
 
 def cmd_image(args, rep):

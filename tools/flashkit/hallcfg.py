@@ -71,6 +71,12 @@ def release_key(gateway_config):
     return value.lower()
 
 
+def hall_facts(gateway_config):
+    """What verify checks a device against: {"bauds": [each bus's baud], "release_key": hex or None}."""
+    cfg = load_gateway_config(gateway_config)
+    return {"bauds": [b.baud for b in cfg.buses], "release_key": release_key(gateway_config)}
+
+
 def registry_target(registry, gateway_config, new_registry):
     """The registry to register with: the given file or URL, else the gateway config's registry
     file. A file that does not exist is refused unless `new_registry`."""

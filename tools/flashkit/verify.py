@@ -4,7 +4,9 @@ Fails (exit bit 16) naming each file that is missing, differs (tampered or old) 
 unexpected in firmware/ or protocol/, and when the device config is missing or invalid.
 On a device with a ROMFS partition (the layout provision chose, session.layout) the partition's
 image must have the bundle's ROMFS sha256, and the code must not also sit on the filesystem.
-With a registry, also checks the gateway holds the device's key (without showing it).
+With a registry, also checks the gateway holds the device's key (without showing it). With the
+gateway's config (`hall`: hallcfg.hall_facts), also that an RS-485 device listens at its bus's
+speed (a device at another speed is a silent bus) and holds the hall's release key.
 """
 
 import time
@@ -15,11 +17,11 @@ from tools.flashkit.errors import BadInput, ToolError, VerifyFailed
 from tools.flashkit.report import Result
 
 
-def verify(port, bundle, reporter, registry=None, baud=115200, timeout=5.0):
+def verify(port, bundle, reporter, registry=None, baud=115200, timeout=5.0, hall=None):
     res = Result(port)
     t0 = time.monotonic()
     try:
-        _verify(res, port, bundle, reporter, registry, baud, timeout)
+        _verify(res, port, bundle, reporter, registry, baud, timeout, hall)
     except ToolError as exc:
         res.code = exc.code
         res.detail = reporter.clean(str(exc))
@@ -28,7 +30,7 @@ def verify(port, bundle, reporter, registry=None, baud=115200, timeout=5.0):
     return res
 
 
-def _verify(res, port, bundle, reporter, registry, baud, timeout):
+def _verify(res, port, bundle, reporter, registry, baud, timeout, hall):
     reporter.progress(port, "connect")
     with session.device(port, baud, timeout) as (fs, ident):
         res.device = devconfig.device_id(ident["uid"])
@@ -63,6 +65,8 @@ def _verify(res, port, bundle, reporter, registry, baud, timeout):
             problems.append(str(exc))
         if registry and not problems:
             problems.extend(_registry_problems(registry, cfg))
+        if hall and not problems:
+            problems.extend(_hall_problems(hall, registry, cfg))
     health = "MicroPython %s, flash %d/%d KB free" % (".".join(str(x) for x in ident["version"]),
                                                       free // 1024, total // 1024)
     if running and running != bundle.version:
@@ -77,6 +81,24 @@ def _running_version(fs):
     raw = fs.read(bundle_mod.DEVICE_MANIFEST)
     m = devconfig.decode(raw)
     return m.get("version") if m else None
+
+
+def _hall_problems(hall, registry, cfg):
+    out = []
+    if cfg.get("transport") == "rs485" and hall["bauds"]:
+        bus = 0
+        if registry and not registry.startswith(("http://", "https://")):
+            from gateway.registry import Registry
+            dev = Registry(path=registry).get(cfg["device"])
+            bus = dev.bus if dev is not None else 0
+        if bus < len(hall["bauds"]) and cfg.get("baud") != hall["bauds"][bus]:
+            out.append("the device listens at %s baud, its bus %d runs at %d (re-run provision with "
+                       "--gateway-config)" % (cfg.get("baud"), bus, hall["bauds"][bus]))
+    if hall["release_key"] and cfg.get("release_key") != hall["release_key"]:
+        out.append("the device %s the hall's release key, so it would refuse the hall's updates (re-run "
+                   "provision with --gateway-config)" % ("holds another key than" if cfg.get("release_key")
+                                                         else "lacks"))
+    return out
 
 
 def _registry_problems(registry, cfg):
