@@ -210,4 +210,4 @@ def report(rollouts, device_id, state):
                            state.get("file", 0), state.get("offset", 0),
                            proto.why_name(state.get("reason", 0)) + (
                                ": " + state["detail"] if state.get("detail") else ""),
-                           state.get("running", ""))
+                           state.get("running", ""), busy=state.get("busy", 0))

@@ -245,6 +245,8 @@ class Rollouts:
                 p["at"] = now
                 return ("offer", release)
             if state == "receiving":
+                if p.get("busy") and now - p["at"] < STALL_S:
+                    return None               # working on its own (copying, hashing)
                 f, off = p["file"], p["offset"]
                 if window > 1:
                     cur = self._cursor.get(device_id)
@@ -275,8 +277,10 @@ class Rollouts:
                 return ("commit", release)
             return None
 
-    def report(self, device_id, state, release_id, file=0, offset=0, reason="", version=""):
-        """An UPDATE_STATE from `device_id`. True when it concerned the running rollout."""
+    def report(self, device_id, state, release_id, file=0, offset=0, reason="", version="",
+               busy=False):
+        """An UPDATE_STATE from `device_id` (`busy`: receiving, but copying or hashing on its own,
+        no bytes wanted now). True when it concerned the running rollout."""
         with self._lock:
             r = self.active()
             if r is None or release_id != r["release"]:
@@ -293,6 +297,9 @@ class Rollouts:
                     p["state"] = RETRY.get(why, "offering")
                     p["reason"] = reason
                 state = ""                    # handled: not a failure
+            p["busy"] = bool(busy) and state == "receiving"
+            if p["busy"]:
+                state = ""                    # its place is not news: it asks again when done
             if state == "receiving":
                 had = p["acked"]
                 p["file"], p["offset"] = file, offset

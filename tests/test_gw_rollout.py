@@ -223,3 +223,17 @@ def test_a_not_now_refusal_is_retried_and_a_real_one_fails(tmp_path):
     assert ro.next_step("ev-01", 256)[0] == "commit"
     ro.report("ev-02", "refused", rel.id, reason="wrong_board")
     assert r["devices"]["ev-02"]["state"] == "refused" and r["status"] == "paused"
+
+
+def test_a_device_busy_on_its_own_gets_no_chunks_until_it_asks(tmp_path):
+    clock = Clock()
+    ro = make(tmp_path, clock=clock)
+    rel = ro.releases.add(make_release(tmp_path))
+    r = ro.start(rel.id, DEVICES, ["ev-01"])
+    ro.next_step("ev-01", 64)
+    ro.report("ev-01", "receiving", rel.id, 1, 128)
+    ro.report("ev-01", "receiving", rel.id, busy=True)        # copying a file it already has
+    assert ro.next_step("ev-01", 64) is None
+    assert r["devices"]["ev-01"]["acked"] == rel.position(1, 128)   # no step back in progress
+    ro.report("ev-01", "receiving", rel.id, 2, 0)
+    assert ro.next_step("ev-01", 64)[2:4] == (2, 0)
