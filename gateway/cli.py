@@ -43,7 +43,11 @@ def _acl(cfg, args):
         print("hall-gateway: acl needs [mqtt] broker_files (or --out) and [mqtt] password "
               "(or --gateway-password)", file=sys.stderr)
         return 2
-    registry = Registry(cfg.devices, cfg.registry_path)
+    try:
+        registry = Registry(cfg.devices, cfg.registry_path)
+    except (OSError, ValueError) as e:     # a damaged registry file: one line, `check` says more
+        print("hall-gateway: registry %s: %s" % (cfg.registry_path, e), file=sys.stderr)
+        return 2
     user = cfg.mqtt.username or cfg.mqtt.client_id
     try:
         if args.out:

@@ -143,5 +143,15 @@ def test_no_traceback_for_a_garbage_file(tmp_path, capsys, data):
     path.write_bytes(data)
     code, out, err = run_check(str(path), capsys)
     assert code == 2 and err and all(ln.startswith("hall-gateway: ") for ln in err)
-    assert cli.main(["run", "--config", str(path), "--log-level", "ERROR"]) == 2
-    assert "Traceback" not in capsys.readouterr().err
+    for argv in (["run"], ["reload"], ["acl", "--out", str(tmp_path / "acl")], ["user", "list"]):
+        assert cli.main(argv + ["--config", str(path), "--log-level", "ERROR"]) == 2
+        assert "Traceback" not in capsys.readouterr().err
+
+
+def test_acl_with_a_damaged_registry_is_one_line(tmp_path, capsys):
+    path = write(tmp_path, base(tmp_path, free_port()))
+    os.makedirs(tmp_path / "data")
+    (tmp_path / "data" / "registry.json").write_bytes(b"\xff not json")
+    assert cli.main(["acl", "--config", path, "--out", str(tmp_path / "m"), "--gateway-password", "x" * 8]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "registry" in err[0] and "Traceback" not in err[0]
