@@ -15,8 +15,9 @@ its reason), or cancelled. A refusal that only means "not now" (case_open, busy,
 a device that lost its transfer (idle) are retried, not failed. A canary that fails pauses
 the rollout (`paused_reason`); a failure in the rest is counted and the rollout goes on.
 
-Persisted in <data_dir>/rollout.json (gateway.atomic_file) at every change of state, and the
-bytes counters at most every SAVE_EVERY_S, so a restarted gateway resumes the rollout.
+Persisted in <data_dir>/rollout.json (gateway.atomic_file): an operator's change at once, what the
+devices report by the gateway's loop (flush: a change of state within a pump, the bytes counters
+every SAVE_EVERY_S; never in a bus thread), so a restarted gateway resumes the rollout.
 """
 
 import copy
@@ -84,6 +85,7 @@ class Rollouts:
         self._lock = threading.RLock()
         self._saved_at = 0.0
         self._dirty = False
+        self._urgent = False
         self._cursor = {}                     # device id -> (file, offset, sent_at): MQTT window
         self._load()
 
@@ -100,31 +102,33 @@ class Rollouts:
             if self.alarm:
                 self.alarm("rollout_unreadable", "%s: %s" % (self.path, e))
 
-    def _save(self, force=True):
+    def _save(self):
         now = self.clock()
-        if not force and now - self._saved_at < SAVE_EVERY_S:
-            self._dirty = True
-            return
         data = json.dumps({"rollouts": self.rollouts}, ensure_ascii=False, sort_keys=True)
         atomic_file.write(self.path, data.encode("utf-8"))
         self._saved_at = now
         self._dirty = False
 
     def _keep(self, force=True):
-        """_save from a transport's thread: a failed write is alarmed and retried at the next."""
-        try:
-            self._save(force)
-        except OSError as e:
-            self._dirty = True
-            if self.alarm:
-                self.alarm("rollout_unsaved", "%s: %s" % (self.path, e))
+        """What the transports' threads change is only marked here: they never wait for a disk
+        (an fsync in the bus thread would hold every rating behind it). The gateway's loop writes
+        it (flush): a change of state at once, the bytes counters every SAVE_EVERY_S."""
+        self._dirty = True
+        self._urgent = self._urgent or force
 
     def flush(self, force=True):
-        """Write what is held back (the bytes counters); `force` False: only once SAVE_EVERY_S
-        has passed since the last write (the gateway's loop calls it often)."""
+        """Write what is held back; `force` False: a change of state, or the counters once
+        SAVE_EVERY_S has passed since the last write (the gateway's loop calls it often)."""
         with self._lock:
-            if self._dirty and (force or self.clock() - self._saved_at >= SAVE_EVERY_S):
-                self._keep()
+            if not self._dirty:
+                return
+            if force or self._urgent or self.clock() - self._saved_at >= SAVE_EVERY_S:
+                try:
+                    self._save()
+                    self._urgent = False
+                except OSError as e:
+                    if self.alarm:
+                        self.alarm("rollout_unsaved", "%s: %s" % (self.path, e))
 
     # --- operator ------------------------------------------------------------------------
     def active(self):

@@ -131,6 +131,7 @@ def test_a_restart_resumes_from_rollout_json(tmp_path):
     ro.next_step("ev-01", 100)
     clock.now += rollout.SAVE_EVERY_S + 1
     ro.report("ev-01", "receiving", rel.id, 0, 100)
+    ro.flush(force=False)                                 # the gateway's loop
     again = make(tmp_path, clock=clock)                   # a new gateway process: files only
     assert again.releases.get(rel.id) is not None
     step = again.next_step("ev-01", 100)
