@@ -155,3 +155,16 @@ def test_acl_with_a_damaged_registry_is_one_line(tmp_path, capsys):
     assert cli.main(["acl", "--config", path, "--out", str(tmp_path / "m"), "--gateway-password", "x" * 8]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "registry" in err[0] and "Traceback" not in err[0]
+
+
+def test_a_live_config_file_that_no_longer_fits_is_named(tmp_path, mosquitto_broker):
+    path = write(tmp_path, base(tmp_path, mosquitto_broker.port))
+    os.makedirs(tmp_path / "data")
+    live = tmp_path / "data" / live_config.FILE_NAME
+    for content in (b"\xff{", b'{"hall": {"volume": 99}}', b'{"windows": []}'):
+        live.write_bytes(content)
+        problems = config_check.problems(path)[1]
+        assert len(problems) == 1 and live_config.FILE_NAME in problems[0], (content, problems)
+    live.write_text('{"hall": {"volume": 9}, "windows": {"A05": {"texts": {"thanks": "谢谢 王䶮明"}}}}',
+                    encoding="utf-8")
+    assert config_check.problems(path)[1] == []
