@@ -23,7 +23,7 @@ UPDATES = (schema.UPDATE_OFFER, schema.UPDATE_CHUNK, schema.UPDATE_COMMIT)
 
 def bundle(tmp, version="1.1.0", size=1500, name="b"):
     files = {"firmware/app.py": os.urandom(size), "main.py": b"from firmware import main\n",
-             "firmware/fonts/名.bin".replace("名", "ming"): b"\x00" * 700}
+             "fonts/ming.bin": b"\x00" * 700}
     return Bundle(version, files, ["five_button"]).save(os.path.join(str(tmp), name))
 
 
