@@ -20,6 +20,7 @@ to (SPEC 7.5), is read from those bytes at the same time.
 """
 
 import json
+import sys
 
 from protocol import auth, codec, schema, vocab
 from protocol.errors import LocalProtocolError
@@ -106,17 +107,21 @@ class Device:
     def _updater(self):
         if self.ota is None:
             from firmware.ota import Updater
-            self.ota = Updater(self, self.cfg.get("app_top") or "/")
+            # the release directories sit on the device's top; a host's sim device keeps its own
+            top = self.cfg.get("app_top") or ("/" if sys.implementation.name == "micropython"
+                                              else join(self.board.fs_root, "app"))
+            self.ota = Updater(self, top)
         return self.ota
 
     def _ota_call(self, fn, *args):
-        """An update never stops the device: a flash error is counted and answered with `io`."""
+        """An update never stops the device: a failure (a flash error, a file that went bad) is
+        counted and answered with `io` (`no_space` when the flash is full)."""
         try:
             return fn(*args)
-        except OSError as e:
+        except Exception as e:
             self.health.count("ota_error")
             from protocol import ota
-            why = ota.WHY_NO_SPACE if e.args and e.args[0] == 28 else ota.WHY_IO
+            why = ota.WHY_NO_SPACE if isinstance(e, OSError) and e.args and e.args[0] == 28 else ota.WHY_IO
             return self._updater().state(ota.ST_REFUSED, why)
 
     def on_update(self, msg_type, record):

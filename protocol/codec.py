@@ -12,9 +12,11 @@ JSON form: an object keyed by field name; B fields are lowercase hex, M fields n
 A record in memory is a plain dict in that same shape (bytes for B fields).
 """
 
+import sys
+
 from protocol import errors
 from protocol.errors import ProtocolError, LocalProtocolError
-from protocol.schema import U, S, T, B, M, MESSAGES, REQUIRED, MAX_RECORD_BYTES
+from protocol.schema import U, S, T, B, M, REQUIRED, MAX_RECORD_BYTES, table
 
 _WT_VARINT = 0
 _WT_LEN = 2
@@ -272,7 +274,7 @@ def _check_utf8(raw, name):
 
 
 def fields_of(msg_type):
-    fields = MESSAGES.get(msg_type)
+    fields = table(msg_type)
     if fields is None:
         raise ProtocolError(errors.R_UNKNOWN_TYPE, "type 0x%02x" % msg_type)
     return fields
@@ -288,7 +290,7 @@ def check_required(msg_type, record, err: type = ProtocolError):
 
 def encode(msg_type, record):
     """Canonical binary payload of a message. Raises LocalProtocolError if the record is invalid."""
-    fields = MESSAGES.get(msg_type)
+    fields = table(msg_type)
     if fields is None:
         raise LocalProtocolError("unknown message type %r" % msg_type)
     check_required(msg_type, record, LocalProtocolError)
@@ -335,3 +337,7 @@ def from_obj(fields, obj, depth=0):
 def dumps(obj):
     from protocol import jsonform
     return jsonform.dumps(obj)
+
+
+if sys.implementation.name != "micropython":   # a host has the RAM: every table from the start
+    from protocol import update_records  # noqa: E402,F401

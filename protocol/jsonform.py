@@ -13,7 +13,7 @@ from protocol import errors
 from protocol.codec import (_check, _check_utf8, _is_default, _sized, _utf8, check_required,
                             encode_fields, fields_of)
 from protocol.errors import LocalProtocolError, ProtocolError
-from protocol.schema import B, M, MAX_RECORD_BYTES, MESSAGES, S, T, U
+from protocol.schema import B, M, MAX_RECORD_BYTES, S, T, U, table
 
 
 def to_obj(fields, record):
@@ -89,7 +89,7 @@ def _check_scalars(text, name):
 def to_json(msg_type, record):
     """Canonical JSON text of a valid record (SPEC.md 3.3): keys in field-number order, no spaces,
     non-ASCII text as raw UTF-8. Identical on CPython and MicroPython (whose dicts keep no order)."""
-    fields = MESSAGES.get(msg_type)
+    fields = table(msg_type)
     if fields is None:
         raise LocalProtocolError("unknown message type %r" % msg_type)
     check_required(msg_type, record, LocalProtocolError)

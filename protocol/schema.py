@@ -165,46 +165,15 @@ REFUSE_FIELDS = (
     (3, "detail", S, 60, 0, None),
 )
 
-RELEASE = (1, "release_id", B, 32, 0, None)   # sha256 of the release's canonical manifest
-UPDATE_OFFER_FIELDS = (
-    RELEASE,
-    (2, "version", T, 24, 0, None),
-    (3, "manifest_size", U, 16384, 0, None),  # ota.MANIFEST_MAX
-    (4, "mac", B, 16, 0, None),               # ota.release_mac under the hall's release key
-    (5, "total", U, U32, 0, None),            # bytes of every file (informative)
-)
-UPDATE_CHUNK_FIELDS = (
-    RELEASE,
-    (2, "file", U, 255, 0, None),             # 0 = the manifest, 1.. = its files in order
-    (3, "offset", U, U32, 0, None),
-    (4, "data", B, 768, 0, None),             # ota.CHUNK_MAX
-)
-UPDATE_COMMIT_FIELDS = (RELEASE,)
-UPDATE_CANCEL_FIELDS = (RELEASE,)
-UPDATE_STATE_FIELDS = (
-    (1, "device", T, 24, 0, None),
-    (2, "release_id", B, 32, 0, None),        # the release this state is about (none: idle)
-    (3, "state", U, 7, 0, None),              # ota.ST_*
-    (4, "file", U, 255, 0, None),             # next bytes needed: file ...
-    (5, "offset", U, U32, 0, None),           # ... at offset (receiving only)
-    (6, "reason", U, U8, 0, None),            # ota.WHY_*: why refused or rolled back
-    (7, "version", T, 24, 0, None),           # that release's version
-    (8, "running", T, 24, 0, None),           # the version running now
-    (9, "received", U, U32, 0, None),         # bytes in place (copied or received)
-    (10, "total", U, U32, 0, None),           # bytes the release needs in all
-    (11, "boots", U, 255, 0, None),           # trial boots so far
-    (12, "image", U, 1, 0, None),             # 1: the board could take a full image (ota_0/ota_1)
-    (13, "detail", S, 60, 0, None),
-    (14, "busy", U, 1, 0, None),              # 1: copying or checking on its own: send nothing
-)
-
 MESSAGES = {
     POLL: POLL_FIELDS, ACK: ACK_FIELDS, CONTEXT: CONTEXT_FIELDS, CLEAR: CLEAR_FIELDS,
     CONFIG: CONFIG_FIELDS, IDLE: IDLE_FIELDS, RATING: RATING_FIELDS, STATUS: STATUS_FIELDS,
-    REFUSE: REFUSE_FIELDS, UPDATE_OFFER: UPDATE_OFFER_FIELDS, UPDATE_CHUNK: UPDATE_CHUNK_FIELDS,
-    UPDATE_COMMIT: UPDATE_COMMIT_FIELDS, UPDATE_CANCEL: UPDATE_CANCEL_FIELDS,
-    UPDATE_STATE: UPDATE_STATE_FIELDS,
+    REFUSE: REFUSE_FIELDS,
 }
+# The update records' tables (protocol/update_records.py) join MESSAGES and REQUIRED on first use
+# (table()): a device that is not being updated never holds them (about 1.1 KB of RAM). On a host,
+# importing protocol.codec loads them at once.
+UPDATE_TYPES = (UPDATE_OFFER, UPDATE_CHUNK, UPDATE_COMMIT, UPDATE_CANCEL, UPDATE_STATE)
 
 # Most bytes a record's binary encoding may take, whatever the transport: it must fit one RS-485
 # frame (frame.MAX_PAYLOAD). Field limits alone would allow more (a CONFIG of 16 texts of 40
@@ -219,15 +188,21 @@ REQUIRED = {
     RATING: ("device", "counter", "source"),
     STATUS: ("device",),
     REFUSE: ("reason",),
-    UPDATE_OFFER: ("release_id", "manifest_size", "mac"),
-    UPDATE_CHUNK: ("release_id", "data"),
-    UPDATE_COMMIT: ("release_id",),
-    UPDATE_CANCEL: ("release_id",),
-    UPDATE_STATE: ("device",),
 }
 
 # Rating fields the MAC does not cover: the MAC itself and what the gateway adds on the way.
 MAC_EXCLUDED = ("mac", "gateway_time", "hall")
+
+
+
+
+def table(msg_type):
+    """The field table of a message type, or None when it has none."""
+    fields = MESSAGES.get(msg_type)
+    if fields is None and msg_type in UPDATE_TYPES:
+        from protocol import update_records  # noqa: F401 (fills MESSAGES and REQUIRED)
+        fields = MESSAGES.get(msg_type)
+    return fields
 
 
 _NAMES = ("TYPE_NAMES",)

@@ -51,7 +51,7 @@ def factory_flash(root, cut_at=0, torn=0.5):
 class Unit:
     """One device on a fake flash, rebooted as main.run does: boot_select.boot first."""
 
-    def __init__(self, root, flash, key=RELEASE_KEY, extra=None):
+    def __init__(self, root, flash, key=RELEASE_KEY, extra=None, clock=None, net=None):
         self.root = root
         self.flash = flash
         self.top = root + "/app"
@@ -59,7 +59,8 @@ class Unit:
         for k in extra or ():
             self.cfg_extra[k] = extra[k]
         self.base = boot_select.boot(flash, root + "/data")
-        self.rig = Rig("five_button", root=root + "/data", fs=flash, extra=self.cfg_extra)
+        self.rig = Rig("five_button", root=root + "/data", fs=flash, extra=self.cfg_extra, clock=clock,
+                       net=net)
 
     @property
     def dev(self):

@@ -295,3 +295,64 @@ def test_boot_hands_over_to_the_pointed_release_and_a_broken_one_rolls_back(tmp_
     assert "provisioning needed" in out.stdout and "RUNNING" not in out.stdout, out.stderr
     ptr = json.loads((data / "boot.json").read_text())
     assert (ptr["base"], ptr["state"], ptr["why"]) == ("", ota.ST_ROLLED_BACK, ota.WHY_BOOT_FAILED)
+
+
+# --- MQTT: the update topic in, update_state out, against a real Mosquitto ------------------------
+def test_mqtt_update_topic_in_order_and_the_state_out(mosquitto_broker, tmp_path):
+    import json
+    import time
+    import paho.mqtt.client as paho
+    from fw_polling import now_ms, run_until
+    from firmware.main import attach_transport
+    from protocol import topics
+    hall = "sz-futian"
+    root = str(tmp_path)
+    unit = Unit(root, factory_flash(root), extra={
+        "transport": "mqtt", "hall": hall,
+        "mqtt": {"host": mosquitto_broker.host, "port": mosquitto_broker.port, "keepalive": 5}},
+        clock=now_ms, net="tcp")
+    dev = unit.dev
+    attach_transport(dev, unit.rig.board, unit.rig.cfg)
+    states = []
+    gw = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="gw-ota-test")
+    gw.on_message = lambda c, u, m: states.append(json.loads(m.payload))
+    gw.connect(mosquitto_broker.host, mosquitto_broker.port)
+    gw.subscribe(topics.device_topic(hall, "win07", "update_state"), 1)
+    gw.loop_start()
+    assert run_until(lambda: dev.transport.client.connected, [dev.step])
+    time.sleep(0.2)
+    manifest, _ = release(NEW, "1.1.0")
+    rid = ota.release_id(manifest)
+    topic = topics.device_topic(hall, "win07", "update")
+    # the offer and the manifest's chunks back to back: one topic keeps them in order
+    gw.publish(topic, ota.update_json(schema.UPDATE_OFFER, ota.offer(S.RELEASE_KEY, manifest)), 1)
+    for off in range(0, len(manifest), 100):
+        gw.publish(topic, ota.update_json(schema.UPDATE_CHUNK, {"release_id": rid, "offset": off,
+                                                                "data": manifest[off:off + 100]}), 1)
+    assert run_until(lambda: any(s.get("file", 0) > 0 or s.get("busy") for s in states), [dev.step],
+                     timeout=10), states
+    assert states[0]["state"] == ota.ST_RECEIVING and states[0]["release_id"] == rid.hex()
+    offsets = [s.get("offset", 0) for s in states if s.get("file", 0) == 0 and not s.get("busy")]
+    assert offsets == list(range(0, len(manifest), 100))   # every chunk taken, in order
+    gw.loop_stop()
+    gw.disconnect()
+
+
+def test_a_full_flash_is_answered_no_space_and_the_device_keeps_rating(tmp_path):
+    unit = unit_at(tmp_path)
+    manifest, contents = release(NEW, "1.1.0")
+    unit.dev.on_update(schema.UPDATE_OFFER, ota.offer(S.RELEASE_KEY, manifest))
+    real = unit.flash.open
+
+    def full(path, mode):
+        if "a" in mode:
+            raise OSError(28)
+        return real(path, mode)
+    unit.flash.open = full
+    state = unit.dev.on_update(schema.UPDATE_CHUNK, {"release_id": ota.release_id(manifest),
+                                                     "data": manifest[:100]})
+    assert (state["state"], state["reason"]) == (ota.ST_REFUSED, ota.WHY_NO_SPACE)
+    assert unit.dev.health.errors["ota_error"] == 1
+    unit.flash.open = real
+    rate_one(unit, 51)                 # the device still takes ratings
+    assert serve(unit, manifest, contents)["state"] == ota.ST_VERIFIED   # and the update resumes
