@@ -415,9 +415,9 @@ class Updater:
     def state(self, state=None, why=0):
         """The UPDATE_STATE record; `state`/`why` for an answer that changes nothing durable."""
         ptr = self.pointer
+        image = image_capable()   # said, not used: the application bundle is what is updated
         rec = {"device": self.dev.cfg["device"], "running": ptr.get("version") or FIRMWARE_VERSION,
-               "image": image_capable(),
-               "detail": "application bundle" + ("" if image_capable() else "; no ota_0/ota_1")}
+               "image": image, "detail": "application bundle" + ("" if image else "; no ota_0/ota_1")}
         p = self.p
         if p:
             rec["release_id"] = unhexlify(p["release"])

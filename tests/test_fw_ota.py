@@ -356,3 +356,26 @@ def test_a_full_flash_is_answered_no_space_and_the_device_keeps_rating(tmp_path)
     unit.flash.open = real
     rate_one(unit, 51)                 # the device still takes ratings
     assert serve(unit, manifest, contents)["state"] == ota.ST_VERIFIED   # and the update resumes
+
+
+def test_full_image_update_is_detected_only_with_ota_0_and_ota_1(tmp_path, monkeypatch):
+    import types
+    from firmware import ota as fw_ota
+
+    class Partition:
+        TYPE_APP = 0
+        labels = ("factory",)
+
+        @classmethod
+        def find(cls, kind, label=None):
+            return [label] if label in cls.labels else []
+    monkeypatch.setitem(sys.modules, "esp32", types.SimpleNamespace(Partition=Partition))
+    assert fw_ota.image_capable() == 0
+    unit = unit_at(tmp_path)
+    manifest, _ = release(NEW, "1.1.0")
+    state = unit.dev.on_update(schema.UPDATE_OFFER, ota.offer(S.RELEASE_KEY, manifest))
+    assert state["image"] == 0 and state["detail"] == "application bundle; no ota_0/ota_1"
+    Partition.labels = ("ota_0", "ota_1")
+    assert fw_ota.image_capable() == 1
+    state = unit.dev.update_state()
+    assert state["image"] == 1 and state["detail"] == "application bundle"
