@@ -379,3 +379,20 @@ def test_full_image_update_is_detected_only_with_ota_0_and_ota_1(tmp_path, monke
     assert fw_ota.image_capable() == 1
     state = unit.dev.update_state()
     assert state["image"] == 1 and state["detail"] == "application bundle"
+
+
+def test_the_broker_acl_lets_a_device_read_only_its_own_update_topic():
+    from gateway import mosquitto_acl
+
+    class Dev:
+        def __init__(self, dev_id):
+            self.id, self.transport, self.key = dev_id, "mqtt", bytes(32)
+
+    class Registry:
+        def all(self):
+            return [Dev("win07"), Dev("win08")]
+    acl = mosquitto_acl.acl_file("sz", Registry(), "gateway").split("\n\n")
+    mine = [block for block in acl if block.startswith("user win07")][0].splitlines()
+    assert "topic read hall/sz/dev/win07/update" in mine
+    assert "topic write hall/sz/dev/win07/update_state" in mine
+    assert not [line for line in mine if "win08" in line or line.endswith("/#")]
