@@ -4,8 +4,27 @@ Each module has main(argv) -> exit status and prints, with --json, one JSON obje
 {"name": ..., "figures": {...}, "ratio": measured against a baseline from the same run}.
 """
 
+import functools
 import json
+import logging
 import math
+
+
+def quiet_gateway(level):
+    """Decorator: the gateway's loggers at `level` while the benchmark runs, as they were after
+    (the suite runs benchmarks in its own process; a level left behind would hide later tests' logs)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            logger = logging.getLogger("gateway")
+            before = logger.level
+            logger.setLevel(level)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                logger.setLevel(before)
+        return run
+    return wrap
 
 
 def percentile(values, p):

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 
-from hall_simulator.bench import emit, percentile
+from hall_simulator.bench import emit, percentile, quiet_gateway
 from hall_simulator.bench.drain import rss_mb
 from protocol import vocab
 
@@ -123,8 +123,8 @@ def time_route(port, path, token, requests):
     return out
 
 
+@quiet_gateway(logging.CRITICAL)
 def run(windows, per_day, days, requests, workdir):
-    logging.getLogger("gateway").setLevel(logging.CRITICAL)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()

@@ -24,6 +24,7 @@ ACKs and PUBACKs, outside our callbacks (and paho's idle control connection).
 import argparse
 import hashlib
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -34,6 +35,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from hall_simulator.bench import quiet_gateway
 from protocol import auth, codec, schema, topics, vocab
 
 HALL = "bench-hall"
@@ -165,9 +167,8 @@ def _stage_figures(totals, cpu_s, count):
     return dict((name, round(value, 1)) for name, value in stages.items())
 
 
+@quiet_gateway(logging.ERROR)
 def run_gateway(broker, count, devices, workdir, stages=False, history=False):
-    import logging
-    logging.getLogger("gateway").setLevel(logging.ERROR)
     from gateway.config import MqttConfig
     from gateway.mqtt_bridge import MqttBridge
     from gateway.registry import Registry
