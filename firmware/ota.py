@@ -30,6 +30,7 @@ from firmware.health import FIRMWARE_VERSION
 PROGRESS = "ota.json"
 NEW_MANIFEST = "ota_manifest.txt"
 _STEP = 4096                 # bytes copied or hashed per main-loop turn
+ROMFS = "/rom"               # where a ROMFS partition is mounted
 TRIAL_S = 600
 
 IDLE, RECEIVING, VERIFIED, REFUSED = ota.ST_IDLE, ota.ST_RECEIVING, ota.ST_VERIFIED, ota.ST_REFUSED
@@ -160,7 +161,11 @@ class Updater:
         if k in self.p.get("fetch", ()) or self._running_files().get(path) != sha:
             return None
         src = join(self._slot_dir(self._base()), path)
-        return src if self.fs.exists(src) else None
+        if self.fs.exists(src):
+            return src
+        if not self._base() and self.fs.exists(join(ROMFS, path)):
+            return join(ROMFS, path)     # the top release's code in a ROMFS partition (flash.py)
+        return None
 
     # --- what the gateway asks -----------------------------------------------------------------
     def handle(self, msg_type, rec):

@@ -396,3 +396,20 @@ def test_the_broker_acl_lets_a_device_read_only_its_own_update_topic():
     assert "topic read hall/sz/dev/win07/update" in mine
     assert "topic write hall/sz/dev/win07/update_state" in mine
     assert not [line for line in mine if "win08" in line or line.endswith("/#")]
+
+
+def test_code_of_the_top_release_in_a_romfs_partition_is_copied_from_there(tmp_path, monkeypatch):
+    from firmware import ota as fw_ota
+    root = str(tmp_path)
+    flash = factory_flash(root)
+    rom = root + "/rom"
+    flash.files[rom + "/firmware/app.mpy"] = flash.files.pop(root + "/app/firmware/app.mpy")
+    monkeypatch.setattr(fw_ota, "ROMFS", rom)
+    unit = Unit(root, flash)
+    same = dict(NEW, **{"firmware/app.mpy": S.OLD["firmware/app.mpy"]})
+    manifest, contents = release(same, "1.1.1")
+    sent = []
+    assert serve(unit, manifest, contents, spoil=lambda f, off, d: sent.append(f) or d)["state"] == \
+        ota.ST_VERIFIED
+    names = [p for p, _, _ in ota.parse_manifest(manifest)["files"]]
+    assert sorted(set(names[f - 1] for f in sent if f)) == ["firmware/extra.mpy"]
