@@ -53,8 +53,8 @@ def boot(fs, root):
     pointer names (the boot count is then lost, never the release)."""
     p = read(fs, root)
     if p.get("trial"):
-        boots = p.get("boots", 0) + 1
-        if boots > p.get("limit", TRIAL_BOOTS):
+        boots = _count(p.get("boots")) + 1
+        if boots > (_count(p.get("limit")) or TRIAL_BOOTS):
             p = rollback(p, WHY_BOOT_FAILED)
         else:
             p["boots"] = boots
@@ -63,7 +63,13 @@ def boot(fs, root):
             write(fs, root, p)
         except OSError:
             pass
-    return p.get("base", "")
+    base = p.get("base", "")
+    return base if isinstance(base, str) else ""
+
+
+def _count(value):
+    """A count from the pointer; 0 for anything that is not a small whole number."""
+    return value if isinstance(value, int) and 0 <= value < 1000 else 0
 
 
 def switch(fs, root, base, release, version, limit=TRIAL_BOOTS):

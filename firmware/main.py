@@ -110,7 +110,7 @@ def run(root=DEFAULT_ROOT, font=DEFAULT_FONT, base=None, top=DEFAULT_TOP):
     """Boot. `base` None: this is the top release's code, which chooses the release to run
     (firmware/boot_select.py) and hands over to it; otherwise the release in top/base runs."""
     if base is None:
-        base = select(root)
+        base = select(root, top)
         if base:
             return hand_over(root, font, base, top)
     here = join(top, base).rstrip("/") if base else ""
@@ -121,13 +121,15 @@ def run(root=DEFAULT_ROOT, font=DEFAULT_FONT, base=None, top=DEFAULT_TOP):
     asyncio.run(loop(device))
 
 
-def select(root):
+def select(root, top=DEFAULT_TOP):
     """The release directory this boot runs ("" = the top), a trial boot counted."""
     from firmware import boot_select
+    fs = Fs()
     try:
-        return boot_select.boot(Fs(), root)
+        base = boot_select.boot(fs, root)
     finally:
         forget("firmware.boot_select")
+    return base if base and fs.exists(join(top, base)) else ""   # a directory gone: the top
 
 
 def hand_over(root, font, base, top=DEFAULT_TOP):

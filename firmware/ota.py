@@ -65,6 +65,11 @@ def _key(text):
     return key if len(key) == ota.KEY_LEN else None
 
 
+def _number(value, low, high, default):
+    """A device config number, or its default when it is absent or not a whole number in range."""
+    return value if isinstance(value, int) and low <= value <= high else default
+
+
 def _hex(b):
     return hexlify(bytes(b)).decode()
 
@@ -77,8 +82,8 @@ class Updater:
         self.top = top
         cfg = device.cfg
         self.key = _key(cfg.get("release_key"))
-        self.limit = cfg.get("trial_boots", boot_select.TRIAL_BOOTS)
-        self.trial_ms = cfg.get("trial_s", TRIAL_S) * 1000
+        self.limit = _number(cfg.get("trial_boots"), 1, 20, boot_select.TRIAL_BOOTS)
+        self.trial_ms = _number(cfg.get("trial_s"), 10, 86400, TRIAL_S) * 1000
         self.pointer = boot_select.read(self.fs, self.root)
         self.p = self._load()
         self.files = None         # [(path, sha256 hex, size)] of the release being received

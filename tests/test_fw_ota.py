@@ -413,3 +413,24 @@ def test_code_of_the_top_release_in_a_romfs_partition_is_copied_from_there(tmp_p
         ota.ST_VERIFIED
     names = [p for p, _, _ in ota.parse_manifest(manifest)["files"]]
     assert sorted(set(names[f - 1] for f in sent if f)) == ["firmware/extra.mpy"]
+
+
+def test_a_bad_pointer_or_trial_setting_still_boots_a_release(tmp_path):
+    root = str(tmp_path)
+    flash = factory_flash(root)
+    for junk in (b"{not json", b"[1, 2]", b'{"base": 5, "trial": 1, "boots": "x", "limit": null}'):
+        flash.files[root + "/data/boot.json"] = bytearray(junk)
+        assert boot_select.boot(flash, root + "/data") == ""
+    unit = Unit(root, flash, extra={"trial_boots": "three", "trial_s": -1})
+    assert unit.dev._updater().limit == 3 and unit.dev.ota.trial_ms == 600000
+
+
+def test_a_pointer_at_a_directory_that_is_gone_boots_the_top(tmp_path):
+    import json
+    from firmware import main
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "boot.json").write_text(json.dumps({"base": "rel/b", "release": "cd" * 32}))
+    assert main.select(str(data), str(tmp_path)) == ""
+    (tmp_path / "rel" / "b").mkdir(parents=True)
+    assert main.select(str(data), str(tmp_path)) == "rel/b"
