@@ -434,3 +434,20 @@ def test_a_pointer_at_a_directory_that_is_gone_boots_the_top(tmp_path):
     assert main.select(str(data), str(tmp_path)) == ""
     (tmp_path / "rel" / "b").mkdir(parents=True)
     assert main.select(str(data), str(tmp_path)) == "rel/b"
+
+
+def test_rs485_a_broadcast_chunk_is_taken_by_the_device_that_needs_it_and_not_answered(tmp_path):
+    from protocol import frame
+    unit = unit_at(tmp_path)
+    manifest, _ = release(NEW, "1.1.0")
+    uart = MemUart()
+    dev = unit.dev
+    dev.transport = Rs485Transport(dev, uart, 5, 115200, lambda on: None, lambda: 0, lambda us: None)
+    dev.on_update(schema.UPDATE_OFFER, ota.offer(S.RELEASE_KEY, manifest))
+    rid = ota.release_id(manifest)
+    for off in (100, 0, 0):          # not needed yet: ignored; needed: taken; again: ignored
+        chunk = {"release_id": rid, "offset": off, "data": manifest[off:off + 100]}
+        uart.feed(frame.encode_frame(frame.BROADCAST, schema.UPDATE_CHUNK, 9, codec.encode(schema.UPDATE_CHUNK, chunk)))
+        dev.step()
+        assert uart.take_tx() == b""
+    assert dev.update_state()["offset"] == 100
