@@ -13,7 +13,8 @@ verified (every file checked; the COMMIT waits while a case is open at its windo
 device reports by itself, SPEC 3.10) -> confirmed; or rolled_back / refused (by the device, with
 its reason), or cancelled. A refusal that only means "not now" (case_open, busy, not_ready) and
 a device that lost its transfer (idle) are retried, not failed. A canary that fails pauses
-the rollout (`paused_reason`); a failure in the rest is counted and the rollout goes on.
+the rollout (`paused_reason`); a failure in the rest is counted and the rollout goes on. At most
+`parallel` devices take chunks at once (PARALLEL); the next starts when one has them all.
 
 Persisted in <data_dir>/rollout.json (gateway.atomic_file): an operator's change at once, what the
 devices report by the gateway's loop (flush: a change of state within a pump, the bytes counters
@@ -39,6 +40,10 @@ WINDOW = 4                 # chunks in flight per device over MQTT (RS-485 has o
 STALL_S = 5.0              # no progress this long over MQTT: send again from what the device has
 
 DONE = ("confirmed", "rolled_back", "refused", "cancelled")
+TRANSFERRING = ("offering", "receiving")
+PARALLEL = 2               # devices taking chunks at once: a receiving device answers every POLL
+                           # with its state (~100 bytes, not IDLE's 10, SPEC 3.10), and the bus
+                           # moves about one chunk a round whatever the number
 FAILED = ("rolled_back", "refused")
 ACTIVE = ("running", "paused")
 
@@ -74,13 +79,14 @@ def _progress(device_id, canary, version_before):
 
 class Rollouts:
     def __init__(self, data_dir, releases, busy=lambda device_id: False, firmware=lambda d: "",
-                 clock=time.time, alarm=None):
+                 clock=time.time, alarm=None, parallel=PARALLEL):
         self.path = os.path.join(data_dir, FILE_NAME)
         self.releases = releases              # gateway.ota.Releases
         self.busy = busy                      # device id -> True while a case is open at its window
         self.firmware = firmware              # device id -> its running version (registry)
         self.clock = clock
         self.alarm = alarm
+        self.parallel = max(1, int(parallel))
         self.rollouts = []
         self._lock = threading.RLock()
         self._saved_at = 0.0
@@ -353,10 +359,14 @@ class Rollouts:
                 r["phase"] = "rest"
         if r["status"] != "running":
             return
+        active = sum(p["state"] in TRANSFERRING for p in devices)
         for p in devices:
+            if active >= self.parallel:
+                break
             if p["state"] == "pending" and (p["canary"] or r["phase"] == "rest"):
                 p["state"] = "offering"
                 p["at"] = 0.0
+                active += 1
         if all(p["state"] in DONE for p in devices):
             r["status"] = "done"
             r["finished"] = self.clock()
