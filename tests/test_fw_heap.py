@@ -16,7 +16,8 @@ def test_heap_resident_bytes_per_profile(micropython):
     # an RS-485 five_button device loads none of what only other devices need
     loaded = set(five["modules"])
     for name in ("protocol.jsonform", "protocol.link", "protocol.rating", "protocol.topics",
-                 "firmware.mqtt_client", "firmware.transport_mqtt", "firmware.ui.touch"):
+                 "firmware.mqtt_client", "firmware.transport_mqtt", "firmware.ui.touch",
+                 "firmware.ota", "firmware.boot_select", "protocol.ota", "protocol.update_records"):
         assert name not in loaded, name
     assert {"protocol.slave", "firmware.transport_rs485", "firmware.ui.mono"} <= loaded
     # the device file's parsing and validation run at boot only and are dropped again
