@@ -124,11 +124,15 @@ class Device:
             why = ota.WHY_NO_SPACE if isinstance(e, OSError) and e.args and e.args[0] == 28 else ota.WHY_IO
             return self._updater().state(ota.ST_REFUSED, why)
 
-    def on_update(self, msg_type, record):
-        """An UPDATE_* request: the UPDATE_STATE record to answer with."""
+    def on_update(self, msg_type, record, answered=True):
+        """An UPDATE_* request: the UPDATE_STATE record to answer with. `answered` False (an
+        RS-485 broadcast): nobody hears the answer, so the next poll gets it."""
         up = self._updater()
         rec = self._ota_call(up.handle, msg_type, record)
-        up.reported()
+        if answered:
+            up.reported()
+        else:
+            up.news = True
         return rec
 
     def update_news(self):

@@ -83,7 +83,7 @@ class Rs485Transport:
         elif t == schema.CONFIG:
             dev.on_config(rec)
         elif schema.UPDATE_OFFER <= t <= schema.UPDATE_CANCEL:
-            state = dev.on_update(t, rec)
+            state = dev.on_update(t, rec, not req.broadcast)
             return None if req.broadcast else link.reply(req, schema.UPDATE_STATE, state)
         else:
             return None if req.broadcast else link.refuse(req, errors.R_UNKNOWN_TYPE)

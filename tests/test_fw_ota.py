@@ -450,4 +450,5 @@ def test_rs485_a_broadcast_chunk_is_taken_by_the_device_that_needs_it_and_not_an
         uart.feed(frame.encode_frame(frame.BROADCAST, schema.UPDATE_CHUNK, 9, codec.encode(schema.UPDATE_CHUNK, chunk)))
         dev.step()
         assert uart.take_tx() == b""
+    assert dev.update_news()           # the next poll without a rating waiting says where it is
     assert dev.update_state()["offset"] == 100
