@@ -374,3 +374,33 @@ def test_a_restarted_gateway_resumes_the_rollout(mosquitto_broker, tmp_path):
         assert back["devices"]["dev-b"]["acked"] == again.gw.rollouts.releases.get(rel["id"]).position(1, 512)
         step = again.gw.rollouts.next_step("dev-b", 256)
         assert step[0] == "chunk" and step[2:4] == (1, 512)
+
+
+def test_no_update_route_answers_5xx_whatever_the_body(live, tmp_path):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    path = bundle(tmp_path)
+    rel = live.request("POST", "/api/v1/releases", {"path": path}, role="operator")[1]
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                               lambda inner: st.lists(inner, max_size=4) |
+                               st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+    bodies = st.one_of(
+        json_values,
+        st.fixed_dictionaries({"release": st.sampled_from([rel["id"], "", "王䶮明", "𠈌" * 70]),
+                               "canary": st.lists(st.sampled_from(["dev-a", "dev-b", "x", ""]), max_size=3)},
+                              optional={"devices": st.lists(st.sampled_from(["dev-a", "dev-b", "y"]),
+                                                            max_size=3)}),
+        st.fixed_dictionaries({"path": st.sampled_from([path, path + "/manifest.json", "", "/", "\u0000"])}))
+    routes = st.sampled_from(["/api/v1/releases", "/api/v1/rollouts", "/api/v1/rollouts/r1/pause",
+                              "/api/v1/rollouts/r1/resume", "/api/v1/rollouts/r1/cancel",
+                              "/api/v1/rollouts/%E7%8E%8B/pause"])
+
+    @settings(max_examples=80, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(route=routes, body=bodies)
+    def one(route, body):
+        status, answer = live.request("POST", route, body, role="operator")
+        assert status < 500, (route, body, status, answer)
+        if status >= 400:
+            assert isinstance(answer, dict) and answer.get("error"), (route, status, answer)
+    one()
+    assert live.request("GET", "/api/v1/rollouts", role="operator")[0] == 200
