@@ -437,14 +437,15 @@ def test_a_rated_case_closes_in_the_ratings_own_commit(tmp_path):
 def test_openapi_document_matches_the_routes():
     import os
     import yaml
-    from gateway import config_api, console_api, qr_api, ratings_api, session_api
+    from gateway import alerts_api, config_api, console_api, ota_api, qr_api, ratings_api, session_api
     from gateway.queue_api import make_app
 
     class Stub:
         cfg = config_mod.from_dict({"gateway": {"hall": HALL}})
         sessions = object()                        # the console's login routes are documented too
         http_routes = [session_api.add_routes, ratings_api.add_routes, qr_api.add_routes,
-                       console_api.add_routes, config_api.add_routes]
+                       console_api.add_routes, config_api.add_routes, alerts_api.add_routes,
+                       ota_api.add_routes]
     doc_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "queue-api.yaml")
     with open(doc_path, encoding="utf-8") as f:
         doc = yaml.safe_load(f)
