@@ -75,6 +75,10 @@ def build_parser():
                    help="time acceleration: simulated seconds per real second (default 1)")
     p.add_argument("--seed", type=int, help="makes a run repeatable (default: random, printed)")
     p.add_argument("--chaos", choices=CHAOS_LEVELS, default="none", help="fault injection level")
+    p.add_argument("--rollout", action="store_true",
+                   help="a staged over-the-air update while citizens rate: idle for half the "
+                        "opening hours, then a canary and the rest, a power cut mid-transfer, a "
+                        "broken release rolling back; the hall stays open until it is done")
     p.add_argument("--report", metavar="PATH", help="write the JSON report here")
     p.add_argument("--screenshots", metavar="DIR", help="save every screen as PNG here")
     p.add_argument("--console-port", type=_positive_int, metavar="PORT",

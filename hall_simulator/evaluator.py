@@ -10,6 +10,12 @@ sim board, in its own thread, with its own flash directory, and a citizen in fro
   random prefix of the bytes, as flash does), or the power goes between two loop turns; either
   way the Device object and everything in RAM is dropped and a fresh one boots from the flash
   directory after `down_s`. The UART / Wi-Fi connection is dropped too.
+- Boot as firmware.main.run does: boot_select.boot first (a trial boot counted, a trial that spent
+  its boots rolled back), then the chosen release directory is started: its own firmware/main.py,
+  when it has one, is run as a module (a release whose entry raises fails to start, which is a
+  crash: the watchdog restarts the device and boot_select counts one more failed trial boot); the
+  device code itself stays the host's (one interpreter serves every evaluator). A COMMIT's Reboot
+  is a reboot, not a crash.
 - The citizen: when the screen shows a new case, a citizens.Visit decides the keys; presses go
   through board.press() and the real five-button UI. On a touch board (spec.profile "touch") a
   citizens.TouchVisit decides taps at screen points, through board.touch() and the real touch UI.
@@ -28,12 +34,13 @@ import time
 
 from protocol import rating as rating_rules
 from protocol import vocab
+from firmware import boot_select
 from firmware import main as fw_main
-from firmware.boards.sim import PowerCut, make_board
+from firmware.boards.sim import PowerCut, Reboot, make_board
 from firmware.boards.sim_io import SimNet
 from firmware.config import load_device, save_device, validate
 from firmware.device import Device
-from firmware.flashfs import Fs
+from firmware.flashfs import Fs, join
 from hall_simulator import citizens
 
 LOOP_S = 0.004
@@ -122,7 +129,7 @@ class Spec:
     """What provisioning gives one evaluator."""
 
     def __init__(self, device, key_hex, window, transport, root, address=0, baud=9600,
-                 profile="five_button", hall="", mqtt=None):
+                 profile="five_button", hall="", mqtt=None, release_key=""):
         self.device = device
         self.key_hex = key_hex
         self.window = window
@@ -133,6 +140,7 @@ class Spec:
         self.profile = profile
         self.hall = hall
         self.mqtt = mqtt or {}
+        self.release_key = release_key      # hex: the hall's [ota] release key, as provisioned
 
     def device_json(self):
         cfg = {"device": self.device, "key": self.key_hex, "window": self.window,
@@ -142,6 +150,8 @@ class Spec:
             cfg.update(address=self.address, baud=self.baud)
         else:
             cfg.update(hall=self.hall, mqtt=dict(self.mqtt))
+        if self.release_key:
+            cfg["release_key"] = self.release_key
         return cfg
 
 
@@ -183,11 +193,12 @@ class Evaluator:
         self.acked_at = {}             # (device, counter) -> wall time the outbox released it
         self.citizens = True           # False: nobody stands at this window any more
         self.stats = {"confirmed": 0, "not_rated": 0, "presses": 0, "taps": 0, "power_cuts": 0,
-                      "crashes": 0, "cases": 0, "wifi_drops": 0}
+                      "crashes": 0, "cases": 0, "wifi_drops": 0, "reboots": 0,
+                      "failed_starts": 0}
         self._stop = threading.Event()
         self._cut = None               # (down_s, mode) requested by chaos
         self._thread = None
-        os.makedirs(spec.root, exist_ok=True)
+        os.makedirs(self.app_top(), exist_ok=True)   # the top release's place (a device's "/")
         save_device(self.fs, spec.root, validate(spec.device_json()))
 
     @property
@@ -196,7 +207,7 @@ class Evaluator:
 
     # --- life -------------------------------------------------------------------------------------
     def start(self):
-        self._boot()
+        self._try_boot()
         self._thread = threading.Thread(target=self._run, name="eval-" + self.id, daemon=True)
         self._thread.start()
 
@@ -208,6 +219,7 @@ class Evaluator:
 
     def _boot(self):
         cfg = load_device(self.fs, self.spec.root)
+        self._start_release(boot_select.boot(self.fs, self.spec.root))
         uart = None
         if cfg["transport"] == "rs485":
             from hall_simulator.bus_uart import BusUart
@@ -222,6 +234,26 @@ class Evaluator:
         self.visit_case = 0
         self.boots += 1
 
+    def app_top(self):
+        """Where the release directories live (firmware.device's default for a host device)."""
+        return join(self.spec.root, "app")
+
+    def _start_release(self, base):
+        """firmware.main.hand_over's part the sim can play: the chosen release's entry module
+        runs (a fresh module object, so nothing of it stays in sys.modules)."""
+        if not base:
+            return
+        entry = os.path.join(self.app_top(), base, "firmware", "main.py")
+        if not os.path.exists(entry):
+            return
+        with open(entry, "rb") as f:
+            code = compile(f.read(), entry, "exec")
+        exec(code, {"__name__": "release_main", "__file__": entry})
+
+    def running_version(self):
+        """The version the boot pointer names ("" = the release tools/flash.py wrote)."""
+        return boot_select.read(self.fs, self.spec.root).get("version", "")
+
     def _unplug(self):
         if self.uart is not None:
             self.uart.close()
@@ -235,11 +267,18 @@ class Evaluator:
             if cut is not None and cut[1] == "now":
                 self._power_off(cut[0])
                 continue
+            if self.device is None:    # it did not start: the watchdog restarts it
+                self._power_off(0.2, cut=False)
+                continue
             try:
                 with self.lock:
                     self._turn()
             except PowerCut:
                 self._power_off(self._cut[0] if self._cut else 0.5)
+                continue
+            except Reboot:             # the device restarts itself (an update's switch)
+                self.stats["reboots"] += 1
+                self._power_off(0.05, cut=False)
                 continue
             except Exception as exc:   # a firmware crash: the watchdog reboots the device
                 self.stats["crashes"] += 1
@@ -248,18 +287,31 @@ class Evaluator:
                 continue
             time.sleep(LOOP_S)
 
-    def _power_off(self, down_s):
+    def _power_off(self, down_s, cut=True):
         with self.lock:
-            self._cut = None
-            self.fs.cut_in = 0
-            self.stats["power_cuts"] += 1
+            if cut:
+                self._cut = None
+                self.fs.cut_in = 0
+                self.stats["power_cuts"] += 1
             self.device = None
             self._unplug()
         self._stop.wait(down_s)
         if self._stop.is_set():
             return
         with self.lock:
+            self._try_boot()
+
+    def _try_boot(self):
+        """Boot; a release that fails to start (or a cut during the boot's pointer write) leaves
+        the device off, and the loop restarts it as the watchdog would."""
+        try:
             self._boot()
+        except PowerCut:
+            self.device = None
+        except Exception as exc:
+            self.stats["failed_starts"] += 1
+            self.on_event("failed_start", self.id, repr(exc))
+            self.device = None
 
     # --- one loop turn: the citizen, the firmware, what the screen shows ----------------------------
     @property

@@ -157,6 +157,7 @@ class Hall:
         self.console_logins = []              # [(user, role, password)] printed at start
         self.console_port = console_port      # the gateway's HTTP port (its console); None: any free
         self.console_host = console_host
+        self.script = self.script_result = None   # async fn(hall) played while the hall is open
 
     # --- wiring -------------------------------------------------------------------------------
     def _confirm(self, entry):
@@ -208,7 +209,8 @@ class Hall:
                      "username": self.mqtt_login[0], "password": self.mqtt_login[1],
                      "broker_files": self.broker_files, "broker_pid_file": self.broker.pid_file},
             "http": {"host": self.console_host, "port": http_port, "callback_url": callback_url,
-                     "queue_token": self.queue_token},
+                     "queue_token": self.queue_token, "operator_token": self.operator_token},
+            "ota": {"release_key": self.release_key},
             "uplink": {"url": central_url, "profile": "gbt39046", "gateway_id": "gw-" + HALL_ID},
             # the status OLED as it would run on the Pi (gateway/panel.py), drawn into a PNG here
             "display": {"png_path": OLED_PNG, "refresh_s": 1.0},
@@ -244,6 +246,8 @@ class Hall:
         http_port = self.console_port or free_port()
         http_url = "http://127.0.0.1:%d" % http_port
         self.queue_token = os.urandom(24).hex()     # the gateway's [http] queue_token
+        self.operator_token = os.urandom(24).hex()  # ... operator_token (the update routes)
+        self.release_key = device_key(self.seed, "release")   # [ota] release_key, on every device
         self.api = queue_sim.QueueApiClient(http_url, token=self.queue_token)
         self.queue.api = self.api
         config = self._gateway_config(http_port, self.central.url, self.callbacks.url)
@@ -256,7 +260,8 @@ class Hall:
             mqtt_cfg = {"host": self.broker.host, "port": self.broker.port, "keepalive": 30}
             spec = Spec(dev, device_key(self.seed, dev), dev[1:], "rs485" if dev in rs else "mqtt",
                         os.path.join(self.workdir, "flash", dev), address=i + 1, baud=self.baud,
-                        profile=self.board_of(dev), hall=HALL_ID, mqtt=mqtt_cfg)
+                        profile=self.board_of(dev), hall=HALL_ID, mqtt=mqtt_cfg,
+                        release_key=self.release_key)
             ev = Evaluator(spec, self.clock, self._confirm, mix=self.mix, seed=self.seed,
                            bus_url=self.bus.url if self.bus else None)
             self.evaluators[dev] = ev
@@ -339,14 +344,23 @@ class Hall:
         self.started_wall = time.time()
         queue_task = asyncio.ensure_future(self.queue.run())
         chaos_task = asyncio.ensure_future(self.chaos.run(asyncio.get_running_loop().time()))
+        # a script (hall_simulator.rollout) plays during the opening hours, which last until it ends
+        script = asyncio.ensure_future(self.script(self)) if self.script else None
         tick = 1.0 if self.out.isatty() else 5.0
-        while time.monotonic() - started < real_duration and not self.interrupted.is_set():
+        next_line = started + tick
+        while (time.monotonic() - started < real_duration or script and not script.done()) \
+                and not self.interrupted.is_set():
             left = max(0.0, real_duration - (time.monotonic() - started))
             try:
-                await asyncio.wait_for(self.interrupted.wait(), min(tick, left))
+                await asyncio.wait_for(self.interrupted.wait(), min(tick, left) if left else 0.5)
             except asyncio.TimeoutError:
                 pass
-            await self.progress(started, real_duration)
+            if time.monotonic() >= next_line or left == 0.0 and not script:
+                next_line = time.monotonic() + tick
+                await self.progress(started, real_duration)
+        if script is not None:
+            script.cancel()           # (done already, unless the hall was closed early)
+            self.script_result = (await asyncio.gather(script, return_exceptions=True))[0]
         if self.interrupted.is_set():
             for ev in self.evaluators.values():
                 ev.citizens = False      # no press after the interrupt: what was confirmed drains

@@ -56,6 +56,10 @@ async def run_async(options, out=None, hall_kwargs=None):
     shots = getattr(options, "screenshots", None)
     if shots is None and getattr(options, "default_files", False):
         shots = os.path.join(hall.workdir, "screenshots")
+    rollout = None
+    if getattr(options, "rollout", False):
+        from hall_simulator import rollout
+        hall.script = rollout.script(idle_s=options.duration / options.speed / 2)
     out.write(intro(options, hall, touch))
     out.flush()
     loop = asyncio.get_running_loop()
@@ -72,6 +76,8 @@ async def run_async(options, out=None, hall_kwargs=None):
         out.flush()
         drained = await hall.run(shots)
         result = hall.report(drained)
+        if rollout is not None:
+            result.update(rollout.figures(hall, hall.confirmations))
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)

@@ -229,7 +229,45 @@ def ok(report):
     destroyed, nothing changed without authority."""
     return (report["confirmed"] > 0 and report["lost"] == 0 and report["duplicates"] == 0
             and not report.get("forged_accepted") and not report.get("ratings_destroyed")
-            and not report.get("unauthorised_changes"))
+            and not report.get("unauthorised_changes") and rollout_ok(report.get("rollout")))
+
+
+def rollout_ok(ro):
+    """(--rollout) every device on the new release, canary first, the power-cut device resumed,
+    the broken release rolled back by itself, no device on neither release; True without one."""
+    if ro is None:
+        return True
+    back = ro.get("rollback") or {}
+    return ("error" not in ro and ro["all_updated"] and ro["canary_first"] and not ro["on_neither"]
+            and ro["power_cut"].get("resumed", False) and back.get("state") == "rolled_back")
+
+
+def rollout_lines(ro):
+    """The summary's lines about a rollout (hall_simulator.rollout.figures)."""
+    if "error" in ro:
+        return ["rollout: did not run: %s" % ro["error"]]
+    lat = ro["latency_p99_ms"]
+    cut = ro["power_cut"]
+    back = ro.get("rollback") or {}
+    versions = {}
+    for d, v in sorted(ro["devices"].items()):
+        versions.setdefault("%s -> %s" % (v["before"], v["after"]), []).append(d)
+    lines = ["rollout %s (%d bytes): %s in %.1f s, canary %s first: %s" % (
+        ro["version"], ro["bytes"], ro["status"], ro["duration_s"], ro["canary"],
+        "yes" if ro["canary_first"] else "NO"),
+        "  versions: %s" % "; ".join("%s %s" % (k, ",".join(ds)) for k, ds in versions.items()),
+        "  power cut mid-transfer: %s at %s bytes, resumed from %s: %s" % (
+            cut.get("device"), cut.get("acked_at_cut"), cut.get("resumed_from"),
+            "yes" if cut.get("resumed") else "NO"),
+        "  broken release %s on %s: %s (%s), now %s" % (
+            back.get("version"), back.get("device"), back.get("state"), back.get("reason"),
+            ro["devices"].get(back.get("device"), {}).get("after")),
+        "  press->central p99 idle %s ms (%d) / during the rollout %s ms (%d): ratio %s%s" % (
+            lat["idle"], lat["idle_samples"], lat["rollout"], lat["rollout_samples"], lat["ratio"],
+            " (above 1.5x)" if lat["ratio"] and lat["ratio"] > 1.5 else "")]
+    if ro["on_neither"]:
+        lines.append("  ON NEITHER RELEASE: %s" % ", ".join(ro["on_neither"]))
+    return lines
 
 
 def summary(report):
@@ -266,6 +304,8 @@ def summary(report):
         missed = [k for k, v in report["attack_hits"].items() if not v]
         if missed:
             lines.append("  attacks that reached nothing: %s" % ", ".join(missed))
+    if report.get("rollout") is not None:
+        lines += rollout_lines(report["rollout"])
     lines.append("verdict: %s%s" % ("OK" if ok(report) else "FAILED",
                                     " (the hall was closed early)" if report.get("interrupted") else ""))
     return "\n".join(lines)

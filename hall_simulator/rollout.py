@@ -1,0 +1,231 @@
+"""`hall-sim --rollout`: a staged over-the-air update across the running hall while citizens keep
+rating, driven the way an operator would, through the gateway's update routes (gateway.ota_api).
+
+    hall.script = rollout.script(idle_s=20)      # before hall.run(); figures(hall) afterwards
+
+The play: the hall runs idle for `idle_s` (the latency baseline); two bundles are built with the
+build tool's Bundle (tools.flashkit.bundle) and registered (POST /api/v1/releases); a rollout of
+the good one starts with w01 as the canary, then the rest (POST /api/v1/rollouts); the last device
+has its power cut mid-transfer (the chaos power cut: hall_faults) and must resume; when every
+device confirmed, the broken release goes to one device, whose trial boots fail (its
+firmware/main.py raises at import: the evaluator's boot runs the release's entry as
+firmware.main.hand_over would) until boot_select rolls it back by itself, and the device says why.
+
+The releases are small (a root main.py, firmware/main.py and one data file of DATA_BYTES): the
+hall's own code is the host's, and a full bundle (the 684 KB font) would take many minutes at
+9,600 baud; the transfer, resume, verify, switch, trial and rollback are the real ones.
+"""
+
+import asyncio
+import json
+import os
+import time
+
+import aiohttp
+
+from hall_simulator import hall_faults
+from hall_simulator import report as report_mod
+from tools.flashkit.bundle import ROOT_MAIN, Bundle
+
+VERSION = "1.1.0"
+BROKEN_VERSION = "1.1.1"
+FACTORY = "1.0.0"            # firmware.health.FIRMWARE_VERSION: the release tools/flash.py wrote
+DATA_BYTES = 2 * 1024
+POLL_S = 0.1
+ROLLOUT_MAX_S = 300.0        # real seconds a rollout may take before the play gives up
+BROKEN_MAIN = b'raise ImportError("this release was built without its firmware")\n'
+FW_MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "firmware", "main.py")
+
+
+def bundles(workdir):
+    """(good bundle dir, broken bundle dir) under workdir/releases."""
+    with open(FW_MAIN, "rb") as f:
+        main = f.read()
+    data = bytes((i * 131 + (i >> 8)) & 0xFF for i in range(DATA_BYTES))
+    boards = ["five_button", "touch"]
+    good = Bundle(VERSION, {"main.py": ROOT_MAIN, "firmware/main.py": main,
+                            "prompts/notes.bin": data}, boards)
+    broken = Bundle(BROKEN_VERSION, {"main.py": ROOT_MAIN, "firmware/main.py": BROKEN_MAIN}, boards)
+    base = os.path.join(workdir, "releases")
+    os.makedirs(base, exist_ok=True)
+    return good.save(os.path.join(base, VERSION)), broken.save(os.path.join(base, BROKEN_VERSION))
+
+
+class Operator:
+    """The operator's side of the update routes, with the hall's operator token."""
+
+    def __init__(self, url, token):
+        self.url = url
+        self.session = aiohttp.ClientSession(headers={"Authorization": "Bearer " + token})
+
+    async def call(self, method, path, body=None):
+        async with self.session.request(method, self.url + path, json=body) as r:
+            answer = await r.json(content_type=None)
+            if r.status >= 300:
+                raise RuntimeError("%s %s: %d %s" % (method, path, r.status, answer))
+            return answer
+
+    async def rollout(self, rollout_id):
+        """The rollout, or None while the gateway is away (a restart)."""
+        try:
+            for r in (await self.call("GET", "/api/v1/rollouts"))["rollouts"]:
+                if r["id"] == rollout_id:
+                    return r
+        except (aiohttp.ClientError, RuntimeError, ValueError):
+            return None
+        return None
+
+    async def close(self):
+        await self.session.close()
+
+
+class Watch:
+    """What the play saw of one rollout: when each device first left `pending` and confirmed."""
+
+    def __init__(self):
+        self.started = {}      # device -> wall time it first was past pending
+        self.done = {}         # device -> wall time it reached a final state
+        self.last = None
+
+    def see(self, r):
+        now = time.time()
+        self.last = r
+        for p in r["devices"]:
+            if p["state"] != "pending":
+                self.started.setdefault(p["device"], now)
+            if p["state"] in ("confirmed", "rolled_back", "refused", "cancelled"):
+                self.done.setdefault(p["device"], now)
+
+
+async def _follow(op, rid, watch, until, step=None):
+    end = time.monotonic() + ROLLOUT_MAX_S
+    while time.monotonic() < end:
+        r = await op.rollout(rid)
+        if r is not None:
+            watch.see(r)
+            if step is not None:
+                await step(r)
+            if until(r):
+                return True
+        await asyncio.sleep(POLL_S)
+    return False
+
+
+def script(idle_s=20.0, canary="w01", cut_down_s=1.0):
+    """The play, as an async fn(hall) for Hall.script; returns what figures() reports."""
+
+    async def play(hall):
+        out = {"idle_from": time.time()}
+        await asyncio.sleep(idle_s)
+        good_dir, broken_dir = await asyncio.to_thread(bundles, hall.workdir)
+        op = Operator(hall.gateway.http_url, hall.operator_token)
+        try:
+            good = await op.call("POST", "/api/v1/releases", {"path": good_dir})
+            devices = sorted(hall.evaluators)
+            victim = devices[-1] if len(devices) > 2 else None
+            broken_at = next((d for d in devices if d not in (canary, victim)), canary)
+            before = {d: hall.evaluators[d].running_version() or FACTORY for d in devices}
+            out.update(start=time.time(), release=good["id"], version=VERSION, bytes=good["bytes"],
+                       canary=canary, versions_before=before)
+            r = await op.call("POST", "/api/v1/rollouts",
+                              {"release": good["id"], "canary": [canary], "devices": devices})
+            watch, cut = Watch(), {}
+            hooks = hall_faults.hooks(hall)
+
+            async def cut_mid_transfer(r):
+                p = next((p for p in r["devices"] if p["device"] == victim), None)
+                if p is None or cut or p["state"] != "receiving" or not 0 < p["acked"] < r["bytes"]:
+                    return
+                cut.update(device=victim, acked_at_cut=p["acked"], at=time.time())
+                ev = hall.evaluators[victim]
+                cut["boots"] = await hooks["power_cut"](victim, cut_down_s, 0.99)
+                cut["resumed_from"] = None
+                cut["boot_seen"] = ev.boots
+
+            async def step(r):
+                await cut_mid_transfer(r)
+                if cut.get("resumed_from") is None and "boot_seen" in cut:
+                    p = next(p for p in r["devices"] if p["device"] == victim)
+                    if p["state"] in ("receiving", "verified", "switching", "switched", "confirmed"):
+                        cut["resumed_from"] = p["acked"] if p["state"] == "receiving" else r["bytes"]
+                        cut["state_after"] = p["state"]
+
+            finished = await _follow(op, r["id"], watch, lambda r: r["status"] in ("done", "cancelled"),
+                                     step)
+            out.update(end=time.time(), finished=finished, rollout=watch.last, power_cut=cut,
+                       started_at=watch.started, done_at=watch.done)
+            # the broken release to one device: its trial boots fail, it rolls back by itself
+            broken = await op.call("POST", "/api/v1/releases", {"path": broken_dir})
+            rb = await op.call("POST", "/api/v1/rollouts",
+                               {"release": broken["id"], "canary": [broken_at], "devices": [broken_at]})
+            bw = Watch()
+            await _follow(op, rb["id"], bw, lambda r: r["devices"][0]["state"] in
+                          ("rolled_back", "confirmed", "refused", "cancelled"))
+            last = bw.last["devices"][0] if bw.last else {}
+            if bw.last and bw.last["status"] in ("running", "paused"):
+                await op.call("POST", "/api/v1/rollouts/%s/cancel" % rb["id"])
+            out["broken"] = {"device": broken_at, "version": BROKEN_VERSION, "state": last.get("state"),
+                             "reason": last.get("reason"), "version_after": last.get("version_after"),
+                             "failed_starts": hall.evaluators[broken_at].stats["failed_starts"]}
+        finally:
+            await op.close()
+        out["versions_after"] = {d: hall.evaluators[d].running_version() or FACTORY
+                                 for d in sorted(hall.evaluators)}
+        return out
+
+    return play
+
+
+def _p99(values):
+    v = report_mod.percentile(values, 99)
+    return None if v is None else round(v, 1)
+
+
+def figures(hall, confirmations):
+    """{"rollout": ...} for the report: versions before/after per device (the gateway's rollout
+    report and the device's own boot pointer), canary first, the resumed device, the rollback,
+    and press -> central p99 while idle against during the rollout (the same run)."""
+    played = hall.script_result
+    if not isinstance(played, dict) or "start" not in played:
+        return {"rollout": {"error": repr(played)[:300]}}
+    view = report_mod.central_view(hall.store.path)
+    ratings = view["ratings"]
+    idle, during = [], []
+    for e in confirmations:
+        r = ratings.get(e["rating_id"])
+        if e.get("source") != report_mod.PRESS or r is None or not e.get("at"):
+            continue
+        ms = max(0.0, (r["received_at"] - e["at"]) * 1000.0)
+        if e["at"] < played["start"]:
+            idle.append(ms)
+        elif e["at"] <= played["end"]:
+            during.append(ms)
+    ro = played.get("rollout") or {"devices": [], "status": "?"}
+    per = {p["device"]: p for p in ro["devices"]}
+    canary = played["canary"]
+    rest_started = [t for d, t in played["started_at"].items() if d != canary]
+    canary_done = played["done_at"].get(canary)
+    after = played.get("versions_after", {})
+    known = {FACTORY, VERSION}
+    devices = {}
+    for d, before in played["versions_before"].items():
+        p = per.get(d, {})
+        devices[d] = {"before": before, "after": after.get(d), "gateway_before": p.get("version_before"),
+                      "gateway_after": p.get("version_after"), "state": p.get("state"),
+                      "canary": bool(p.get("canary"))}
+    cut = played.get("power_cut") or {}
+    resumed = bool(cut) and per.get(cut.get("device"), {}).get("state") == "confirmed" and \
+        cut.get("resumed_from") is not None and cut["resumed_from"] > 0
+    i99, d99 = _p99(idle), _p99(during)
+    out = {"release": played["release"], "version": played["version"], "bytes": played["bytes"],
+           "status": ro.get("status"), "duration_s": round(played["end"] - played["start"], 1),
+           "canary": canary, "canary_first": bool(canary_done) and all(t >= canary_done for t in rest_started),
+           "devices": devices,
+           "all_updated": all(v["after"] == VERSION for v in devices.values()),
+           "on_neither": sorted(d for d, v in devices.items() if v["after"] not in known),
+           "power_cut": dict(cut, resumed=resumed), "rollback": played.get("broken"),
+           "latency_p99_ms": {"idle": i99, "rollout": d99, "idle_samples": len(idle),
+                              "rollout_samples": len(during),
+                              "ratio": round(d99 / i99, 2) if i99 and d99 is not None else None}}
+    return {"rollout": json.loads(json.dumps(out))}
