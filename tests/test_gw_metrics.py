@@ -98,10 +98,11 @@ def test_devices_backlog_age_and_privacy(mosquitto_broker, tmp_path):
             assert families["hall_gateway_bus_errors"].type == "counter"
 
             # The evaluator reports its status: online, heard at the gateway's time, its outbox.
-            device.publish("status", codec.to_json(schema.STATUS, {
-                "device": "dev-a", "firmware": "1.4.0", "outbox": 4, "counter": 0}))
-
+            # Sent again until heard: "connected" can come before the gateway's subscriptions
+            # are in place, and a status sent in between reaches nobody.
             async def online():
+                device.publish("status", codec.to_json(schema.STATUS, {
+                    "device": "dev-a", "firmware": "1.4.0", "outbox": 4, "counter": 0}))
                 s, _ = parse(await scrape(gw))
                 return s if s["hall_gateway_device_online", a] == 1 else None
             samples = await until(online, "dev-a online")
