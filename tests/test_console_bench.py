@@ -1,5 +1,5 @@
 """`hall-sim bench console` runs (reduced: 4 windows, one day) and reports its figures in the
-shape the README and the integrator read; no timing is asserted (benchmarks measure that)."""
+shape the README reads; no timing is asserted (benchmarks measure that)."""
 
 import json
 
