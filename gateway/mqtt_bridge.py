@@ -263,21 +263,28 @@ class MqttBridge:
         self.stats["ratings"] += 1
         self._queue(self.intake.from_json("mqtt", device_id, payload, self._ack))
 
+    def _device_record(self, kind, msg_type, device_id, payload):
+        """A registered device's own JSON record of `msg_type` on its `kind` topic, or None (the
+        refusal counted): unknown device, undecodable, or naming another device."""
+        if self.registry.get(device_id) is None:
+            self.rejections.reject("mqtt", errors.R_UNKNOWN_DEVICE, kind, device_id)
+            return None
+        try:
+            record = codec.from_json(msg_type, payload)
+        except errors.ProtocolError as e:
+            self.rejections.reject("mqtt", e.reason, "%s: %s" % (kind, e.detail), device_id)
+            return None
+        if record["device"] != device_id:
+            self.rejections.reject("mqtt", errors.R_MALFORMED, "%s names %s" % (kind, record["device"]),
+                                   device_id)
+            return None
+        return record
+
     def _status(self, device_id, payload):
         self.stats["status"] += 1
-        if self.registry.get(device_id) is None:
-            self.rejections.reject("mqtt", errors.R_UNKNOWN_DEVICE, "status", device_id)
-            return
-        try:
-            status = codec.from_json(schema.STATUS, payload)
-        except errors.ProtocolError as e:
-            self.rejections.reject("mqtt", e.reason, "status: %s" % e.detail, device_id)
-            return
-        if status["device"] != device_id:
-            self.rejections.reject("mqtt", errors.R_MALFORMED, "status names %s" % status["device"],
-                                   device_id)
-            return
-        self.registry.status_report(device_id, status)
+        status = self._device_record("status", schema.STATUS, device_id, payload)
+        if status is not None:
+            self.registry.status_report(device_id, status)
 
     def _availability(self, device_id, payload):
         self.stats["availability"] += 1
@@ -297,17 +304,8 @@ class MqttBridge:
     def _update_state(self, device_id, payload):
         self.stats.setdefault("update_states", 0)
         self.stats["update_states"] += 1
-        if self.registry.get(device_id) is None:
-            self.rejections.reject("mqtt", errors.R_UNKNOWN_DEVICE, "update_state", device_id)
-            return
-        try:
-            state = codec.from_json(schema.UPDATE_STATE, payload)
-        except errors.ProtocolError as e:
-            self.rejections.reject("mqtt", e.reason, "update_state: %s" % e.detail, device_id)
-            return
-        if state["device"] != device_id:
-            self.rejections.reject("mqtt", errors.R_MALFORMED, "update_state names %s" % state["device"],
-                                   device_id)
+        state = self._device_record("update_state", schema.UPDATE_STATE, device_id, payload)
+        if state is None:
             return
         if self.updates is not None and ota_mod.report(self.updates, device_id, state):
             self.pump_updates((device_id,))        # it asked for bytes: answer now
