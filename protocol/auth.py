@@ -12,6 +12,9 @@ to the receiving device's id (an RS-485 ACK may omit it; the verifier knows its 
 16-byte MAC of the rating it answers. That MAC is not sent: the device puts in its own outbox
 head's, so an ACK the gateway gave for anything else (junk, a forged or another device's rating
 under our counter) never verifies against the rating we hold.
+
+A SETTLE (SPEC 3.11) lets a device forget the custody copies of ratings the central API holds;
+it is signed the same way over its own label (no rating MAC: it names counters, not one rating).
 """
 
 import hashlib
@@ -25,6 +28,7 @@ MAC_LEN = 16
 KEY_LEN = 32
 LABEL = b"hall-rating/1 rating\x00"
 ACK_LABEL = b"hall-rating/2 ack\x00"   # /2: bound to the rating MAC (never verifies as /1)
+SETTLE_LABEL = b"hall-rating/2 settle\x00"
 MQTT_LABEL = b"hall-mqtt-password/1"
 _BLOCK = 64
 
@@ -111,6 +115,34 @@ def verify_ack(key, device_id, ack, rating_mac):
     if not mac or len(mac) != MAC_LEN or not rating_mac or len(rating_mac) != MAC_LEN:
         return False
     return _same(ack_mac(key, device_id, ack, rating_mac), mac)
+
+
+def settle_signed_bytes(device_id, settle):
+    """The exact bytes a SETTLE's MAC covers (SPEC 3.11): every field but `mac`, with `device` =
+    device_id, under its own label, so it is never taken for a rating's or an ACK's MAC."""
+    core = {}
+    for name in settle:
+        if name != "mac":
+            core[name] = settle[name]
+    core["device"] = device_id
+    return SETTLE_LABEL + bytes(encode_fields(schema.SETTLE_FIELDS, core))
+
+
+def sign_settle(key, device_id, settle):
+    """A copy of `settle` carrying its MAC for device `device_id` (the gateway's side)."""
+    if len(key) != KEY_LEN:
+        raise LocalProtocolError("device keys are %d bytes" % KEY_LEN)
+    out = dict(settle)
+    out["mac"] = hmac_sha256(key, settle_signed_bytes(device_id, out))[:MAC_LEN]
+    return out
+
+
+def verify_settle(key, device_id, settle):
+    """True when the SETTLE was signed for device `device_id` under `key`. Constant-time compare."""
+    mac = settle.get("mac")
+    if not mac or len(mac) != MAC_LEN or len(key) != KEY_LEN:
+        return False
+    return _same(hmac_sha256(key, settle_signed_bytes(device_id, settle))[:MAC_LEN], mac)
 
 
 def mqtt_password(key):

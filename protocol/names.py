@@ -19,7 +19,7 @@ TYPE_NAMES = {_s.POLL: "poll", _s.ACK: "ack", _s.CONTEXT: "context", _s.CLEAR: "
               _s.CONFIG: "config", _s.IDLE: "idle", _s.RATING: "rating", _s.STATUS: "status",
               _s.REFUSE: "refuse", _s.UPDATE_OFFER: "update_offer", _s.UPDATE_CHUNK: "update_chunk",
               _s.UPDATE_COMMIT: "update_commit", _s.UPDATE_CANCEL: "update_cancel",
-              _s.UPDATE_STATE: "update_state"}
+              _s.UPDATE_STATE: "update_state", _s.SETTLE: "settle"}
 
 LEVEL_NAMES = {
     _v.VERY_SATISFIED: "非常满意",

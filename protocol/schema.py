@@ -38,6 +38,8 @@ UPDATE_CHUNK = 0x07   # bytes of file <file> (0 = the manifest) at <offset>
 UPDATE_COMMIT = 0x08  # switch to the verified release <id> (never while a case is on screen)
 UPDATE_CANCEL = 0x09  # drop the release <id> being received
 UPDATE_STATE = 0x85   # where my update stands and which bytes I need next
+# Custody (SPEC.md 3.11): which of my acknowledged ratings the central API holds now.
+SETTLE = 0x0A   # your ratings below <settled> are settled upstream; my store is <generation>
 
 
 
@@ -77,6 +79,14 @@ COUNTER = (               # a named error counter in a status report
 POLL_FIELDS = (
     (1, "time", U, U64, 0, None),         # gateway wall clock, unix seconds (clock sync)
     (2, "want_status", U, 1, 0, None),    # 1: answer with STATUS rather than IDLE/RATING
+)
+SETTLE_FIELDS = (                         # answered like a POLL (SPEC.md 3.11)
+    (1, "device", T, 24, 0, None),
+    (2, "generation", U, U64, 0, None),   # the gateway store's id, random, never 0
+    (3, "settled", U, U32, 0, None),      # every counter below this is held by the central API
+    (4, "seq", U, U64, 0, None),          # strictly increasing within a generation
+    (5, "reoffer", U, 1, 0, None),        # 1: offer every custody copy again
+    (6, "mac", B, 16, 0, None),           # HMAC-SHA256/16 under the device key (auth.settle_mac)
 )
 ACK_FIELDS = (
     (1, "device", T, 24, 0, None),
@@ -121,6 +131,8 @@ CONFIG_FIELDS = (
 IDLE_FIELDS = (
     (1, "outbox", U, U32, 0, None),       # ratings waiting in flash
     (2, "case_id", U, U32, 0, None),      # case on screen, 0 = none
+    (3, "custody", U, U32, 0, None),      # acknowledged ratings kept until settled (SPEC 3.11)
+    (4, "generation", U, U64, 0, None),   # the last SETTLE generation taken, 0 = none
 )
 RATING_FIELDS = (
     (1, "device", T, 24, 0, None),
@@ -143,6 +155,7 @@ RATING_FIELDS = (
     (20, "mac", B, 16, 0, None),          # HMAC-SHA256 truncated to 16 bytes (auth.py)
     (21, "gateway_time", U, U64, 0, None),  # added by the gateway, outside the MAC
     (22, "hall", T, 32, 0, None),           # added by the gateway, outside the MAC
+    (23, "reoffer", U, 1, 0, None),         # 1: a custody copy offered again (SPEC 3.11), outside the MAC
 )
 STATUS_FIELDS = (
     (1, "device", T, 24, 0, None),
@@ -158,6 +171,8 @@ STATUS_FIELDS = (
     (11, "safe_mode", U, 1, 0, None),
     (12, "errors", M, 0, 16, COUNTER),
     (13, "rssi_neg", U, 200, 0, None),    # Wi-Fi signal as -dBm (0 = not on Wi-Fi)
+    (14, "custody", U, U32, 0, None),     # acknowledged ratings kept until settled (SPEC 3.11)
+    (15, "custody_oldest", U, U64, 0, None),  # device_time of the oldest of them, 0 = none/unknown
 )
 REFUSE_FIELDS = (
     (1, "reason", U, U8, 0, None),        # errors.R_*
@@ -168,7 +183,7 @@ REFUSE_FIELDS = (
 MESSAGES = {
     POLL: POLL_FIELDS, ACK: ACK_FIELDS, CONTEXT: CONTEXT_FIELDS, CLEAR: CLEAR_FIELDS,
     CONFIG: CONFIG_FIELDS, IDLE: IDLE_FIELDS, RATING: RATING_FIELDS, STATUS: STATUS_FIELDS,
-    REFUSE: REFUSE_FIELDS,
+    REFUSE: REFUSE_FIELDS, SETTLE: SETTLE_FIELDS,
 }
 # The update records' tables (protocol/update_records.py) join MESSAGES and REQUIRED on first use
 # (table()): a device that is not being updated never holds them (about 1.1 KB of RAM). On a host,
@@ -188,10 +203,11 @@ REQUIRED = {
     RATING: ("device", "counter", "source"),
     STATUS: ("device",),
     REFUSE: ("reason",),
+    SETTLE: ("generation", "seq"),
 }
 
 # Rating fields the MAC does not cover: the MAC itself and what the gateway adds on the way.
-MAC_EXCLUDED = ("mac", "gateway_time", "hall")
+MAC_EXCLUDED = ("mac", "gateway_time", "hall", "reoffer")
 
 
 

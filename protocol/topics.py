@@ -8,6 +8,7 @@ gateway -> device   hall/<hall>/dev/<device>/context       QoS 1, retained, CONT
                     hall/<hall>/dev/<device>/ack           QoS 1, not retained, ACK JSON
                     hall/<hall>/dev/<device>/config        QoS 1, retained, CONFIG JSON
                     hall/<hall>/dev/<device>/update        QoS 1, not retained, UPDATE_* JSON with "type"
+                    hall/<hall>/dev/<device>/settle        QoS 1, retained, SETTLE JSON (custody, SPEC 3.11)
 gateway             hall/<hall>/gateway/state              QoS 1, retained, "online" | "offline" (last will)
                     hall/<hall>/gateway/devices            QoS 1, retained, registry JSON
                     hall/<hall>/gateway/event              QoS 0, alarms and notable events
@@ -20,10 +21,10 @@ from protocol.errors import LocalProtocolError, ProtocolError
 
 ROOT = "hall"
 DEVICE_TO_GATEWAY = ("rating", "status", "availability", "update_state")
-GATEWAY_TO_DEVICE = ("context", "ack", "config", "update")
+GATEWAY_TO_DEVICE = ("context", "ack", "config", "update", "settle")
 QOS = {"rating": 1, "status": 0, "availability": 1, "context": 1, "ack": 1, "config": 1,
-       "state": 1, "devices": 1, "event": 0, "update_state": 1, "update": 1}
-RETAINED = ("availability", "context", "config", "state", "devices")
+       "state": 1, "devices": 1, "event": 0, "update_state": 1, "update": 1, "settle": 1}
+RETAINED = ("availability", "context", "config", "state", "devices", "settle")
 ONLINE = "online"
 OFFLINE = "offline"
 

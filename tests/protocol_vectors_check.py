@@ -54,6 +54,8 @@ def _check_message(v):
 def _check_mac(v):
     if "ack" in v:
         return _check_ack_mac(v)
+    if "settle" in v:
+        return _check_settle_mac(v)
     key = unhexlify(v["key"])
     signed = codec.from_json(schema.RATING, v["rating"])
     assert _hex(signed["mac"]) == v["mac"], "mac in record"
@@ -64,14 +66,33 @@ def _check_mac(v):
     assert _hex(auth.signed_bytes(bare)) == v["signed_bytes"], "signed bytes"
     assert _hex(auth.rating_mac(key, bare)) == v["mac"], "mac"
     assert auth.verify(key, signed), "verify"
-    assert auth.sign(key, bare) == _without(signed, ("gateway_time", "hall")), "sign"
+    assert auth.sign(key, bare) == _without(signed, ("gateway_time", "hall", "reoffer")), "sign"
     tampered = dict(signed)
     tampered["counter"] = signed["counter"] + 1
     assert not auth.verify(key, tampered), "tampered counter verified"
     outside = dict(signed)
     outside["gateway_time"] = 1
     outside["hall"] = "elsewhere"
-    assert auth.verify(key, outside), "gateway fields are outside the MAC"
+    outside["reoffer"] = 1 - signed.get("reoffer", 0)
+    assert auth.verify(key, outside), "gateway fields and the re-offer flag are outside the MAC"
+
+
+def _check_settle_mac(v):
+    key = unhexlify(v["key"])
+    dev = v["device"]
+    signed = codec.from_json(schema.SETTLE, v["settle"])
+    assert _hex(signed["mac"]) == v["mac"], "mac in record"
+    bare = _without(signed, ("mac",))
+    assert _hex(auth.settle_signed_bytes(dev, bare)) == v["signed_bytes"], "signed bytes"
+    assert auth.sign_settle(key, dev, bare) == signed, "sign"
+    assert auth.verify_settle(key, dev, signed), "verify"
+    assert auth.verify_settle(key, dev, _without(signed, ("device",))), "device omitted"
+    assert not auth.verify_settle(key, dev + "x", signed), "verified for another device"
+    assert not auth.verify_settle(key, dev, bare), "unsigned verified"
+    for name in ("settled", "seq", "generation", "reoffer"):
+        tampered = dict(signed)
+        tampered[name] = signed.get(name, 0) ^ 1
+        assert not auth.verify_settle(key, dev, tampered), "tampered %s verified" % name
 
 
 def _check_ack_mac(v):

@@ -91,6 +91,32 @@ def test_the_mqtt_password_is_the_first_16_bytes_of_the_hmac_of_its_label_in_hex
 
 def test_the_rating_mac_leaves_out_what_the_gateway_adds():
     signed = auth.sign(KEY, RATING)
-    assert auth.verify(KEY, dict(signed, gateway_time=1764720000, hall="futian-1"))
+    assert auth.verify(KEY, dict(signed, gateway_time=1764720000, hall="futian-1", reoffer=1))
     assert not auth.verify(KEY, dict(signed, counter=8))
-    assert set(schema.MAC_EXCLUDED) == {"mac", "gateway_time", "hall"}
+    assert set(schema.MAC_EXCLUDED) == {"mac", "gateway_time", "hall", "reoffer"}
+
+
+SETTLE = {"generation": 0x1F2E3D4C5B6A7988, "settled": 1043, "seq": 7}
+
+
+def test_the_settle_mac_is_hmac_sha256_over_its_label_and_the_record_naming_the_device():
+    from protocol import codec
+    signed = auth.sign_settle(KEY, "win07", SETTLE)
+    body = codec.encode(schema.SETTLE, dict(SETTLE, device="win07"))
+    want = hmac.new(KEY, b"hall-rating/2 settle\x00" + bytes(body), hashlib.sha256).digest()[:16]
+    assert signed["mac"] == want and "device" not in signed
+    assert auth.verify_settle(KEY, "win07", signed)
+    assert auth.verify_settle(KEY, "win07", dict(signed, device="win07"))
+
+
+def test_a_settle_verifies_only_unaltered_for_its_own_device_and_key():
+    signed = auth.sign_settle(KEY, "win07", SETTLE)
+    assert not auth.verify_settle(KEY, "win08", signed)          # another device's
+    assert not auth.verify_settle(KEY[::-1], "win07", signed)    # another key
+    for name, value in (("settled", 1044), ("seq", 8), ("generation", 1), ("reoffer", 1)):
+        assert not auth.verify_settle(KEY, "win07", dict(signed, **{name: value})), name
+    assert not auth.verify_settle(KEY, "win07", dict(signed, mac=signed["mac"][:15]))
+    assert not auth.verify_settle(KEY, "win07", {k: v for k, v in signed.items() if k != "mac"})
+    # the labels differ: a settle MAC is never an ACK MAC over the same numbers
+    assert auth.settle_signed_bytes("win07", SETTLE)[:21] != auth.ack_signed_bytes(
+        "win07", {"counter": 1}, bytes(16))[:21]

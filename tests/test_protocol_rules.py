@@ -123,7 +123,7 @@ def test_topics_build_and_parse():
     assert topics.gateway_subscriptions("h") == ["hall/h/dev/+/rating", "hall/h/dev/+/status",
                                                  "hall/h/dev/+/availability", "hall/h/dev/+/update_state"]
     assert topics.device_subscriptions("h", "d") == ["hall/h/dev/d/context", "hall/h/dev/d/ack",
-                                                     "hall/h/dev/d/config", "hall/h/dev/d/update"]
+                                                     "hall/h/dev/d/config", "hall/h/dev/d/update", "hall/h/dev/d/settle"]
     for bad in ("hall/h/dev/d/x", "hall/h/dev/+/rating", "hall/#/gateway/state", "x/h/gateway/state",
                 "hall/h/gateway", "hall/h/dev/王喆/rating", "hall/h/dev/%s/rating" % ("d" * 33)):
         with pytest.raises(ProtocolError):

@@ -45,6 +45,14 @@ def _ack(record, rating_mac):
     return auth.sign_ack(TEST_KEY, DEVICE, record, rating_mac)
 
 
+# A SETTLE (SPEC 3.11): the store 0x5EED..., every counter of DEVICE below 1043 held upstream.
+SETTLE_EXAMPLE = {"device": DEVICE, "generation": 0x5EED0A11C0FFEE01, "settled": 1043, "seq": 41}
+
+
+def _settle(record):
+    return auth.sign_settle(TEST_KEY, DEVICE, record)
+
+
 # The rating each ACK example answers (its MAC is part of the ACK MAC's input, never sent).
 _ACK_ANSWERS = {"ack": "rating", "ack_duplicate": "rating", "ack_dead_letter": "rating_good",
                 "ack_no_device": "rating", "ack_rejected": "rating_good"}
@@ -201,6 +209,11 @@ def _examples():
         ("context_supplement", schema.CONTEXT, supplement_context, 5, 15),
         ("config_voice", schema.CONFIG, config_voice, 5, 16),
         ("status", schema.STATUS, status, 5, 3),
+        ("rating_reoffer", schema.RATING, dict(signed, reoffer=1), 5, 17),
+        ("idle_custody", schema.IDLE, {"custody": 12, "generation": SETTLE_EXAMPLE["generation"]}, 5, 18),
+        ("settle", schema.SETTLE, _settle(SETTLE_EXAMPLE), 5, 19),
+        ("settle_reoffer", schema.SETTLE, _settle(dict(SETTLE_EXAMPLE, seq=SETTLE_EXAMPLE["seq"] + 1,
+                                                       reoffer=1)), 5, 20),
         ("refuse", schema.REFUSE, {"reason": errors.R_UNKNOWN_TYPE, "request": 0x7F,
                                    "detail": "未知请求"}, 5, 13),
     ] + _update_examples()
@@ -252,6 +265,12 @@ def mac_vectors():
                     "ack": codec.to_json(msg_type, record), "rating_mac": answered.hex(),
                     "signed_bytes": auth.ack_signed_bytes(DEVICE, record, answered).hex(),
                     "mac": record["mac"].hex()})
+    for name, msg_type, record, _, _ in _examples():
+        if msg_type == schema.SETTLE:
+            out.append({"name": name, "key": TEST_KEY.hex(), "device": DEVICE,
+                        "settle": codec.to_json(msg_type, record),
+                        "signed_bytes": auth.settle_signed_bytes(DEVICE, record).hex(),
+                        "mac": record["mac"].hex()})
     return out
 
 

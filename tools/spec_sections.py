@@ -285,7 +285,7 @@ def sec_sizes():
     rows = ["| message | payload bytes | frame bytes | overhead | time at 9,600 | time at 115,200 |",
             "|---|---|---|---|---|---|"]
     for name in ("poll", "poll_empty", "idle", "idle_busy", "rating", "rating_good", "ack", "context",
-                 "context_supplement", "status"):
+                 "context_supplement", "status", "settle", "idle_custody"):
         n = len(mv[name]["binary"]) // 2
         rows.append("| %s | %d | %d | %d | %.2f ms | %.2f ms |" % (
             name, n, n + frame.OVERHEAD, frame.OVERHEAD, timing.frame_us(n, 9600) / 1000.0,
@@ -299,7 +299,8 @@ def sec_topics():
                "context": "CONTEXT JSON, empty = no case", "ack": "ACK JSON", "config": "CONFIG JSON",
                "state": '`online` / `offline` (last will)', "devices": "registry JSON (6.3)",
                "event": "event JSON (6.3)", "update_state": "UPDATE_STATE JSON",
-               "update": 'UPDATE_OFFER / _CHUNK / _COMMIT / _CANCEL JSON with `"type"` (3.10)'}
+               "update": 'UPDATE_OFFER / _CHUNK / _COMMIT / _CANCEL JSON with `"type"` (3.10)',
+               "settle": "SETTLE JSON (custody, 3.11)"}
     for kind in topics.DEVICE_TO_GATEWAY + topics.GATEWAY_TO_DEVICE:
         rows.append("| `hall/<hall>/dev/<device>/%s` | %s | %d | %s | %s |" % (
             kind, "device → gateway" if kind in topics.DEVICE_TO_GATEWAY else "gateway → device",
