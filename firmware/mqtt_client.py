@@ -23,6 +23,7 @@ from protocol import mqtt_wire as wire
 from protocol.mqtt_wire import MqttError, connect_packet, publish_packet  # noqa: F401 (API)
 
 _MAX_PACKET = const(8192)
+_RX_ROOM = const(8197)          # the longest packet: its body and a 5-byte fixed header
 _MAX_INFLIGHT = const(8)
 _RETRY_MS = const(5000)
 _CONNACK_TIMEOUT_MS = const(10000)
@@ -187,13 +188,19 @@ class MqttClient:
             self.tx = self.tx[n:]
 
     def _read(self):
-        """Take what the socket has; True when the broker closed the connection."""
+        """Take what the socket has, at most one whole packet's worth beyond what the buffer
+        holds: a burst of packets (update chunks) waits in the socket, TCP's flow control holding
+        the broker back, until the packets before it are handled. True when the broker closed
+        the connection. A packet longer than _MAX_PACKET is refused by parse_packet."""
         sock = self.sock
         if sock is None:
             return False
         while True:
+            room = _RX_ROOM - len(self.rx)
+            if room <= 0:
+                return False
             try:
-                data = sock.recv(1024)
+                data = sock.recv(room if room < 1024 else 1024)
             except OSError as e:
                 if _would_block(e):
                     return False
@@ -203,8 +210,6 @@ class MqttClient:
             if not data:
                 return True
             self.rx.extend(data)
-            if len(self.rx) > _MAX_PACKET + 5:
-                raise MqttError("receive buffer overflow")
 
     def _handle(self, now):
         rx = self.rx

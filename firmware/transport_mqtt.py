@@ -8,7 +8,10 @@
 - status (QoS 0) when due.
 - update (SPEC 3.10): UPDATE_* records on .../update are answered with UPDATE_STATE on
   .../update_state, which is also published when the update has news; connecting (availability
-  published) confirms a release on trial.
+  published) confirms a release on trial. One UPDATE_STATE in flight at a time: while it waits
+  for its PUBACK, newer answers replace one another and the latest goes when it is acknowledged.
+  So a burst of chunks never fills the client's in-flight table, which the rating needs, nor
+  gets the gateway to answer each stale state with chunks of its own.
 - Wi-Fi loss: the connection is dropped and Wi-Fi reconnected, at most every WIFI_RETRY_MS.
 - login (SPEC 6.2): user = the device id, password = protocol.auth.mqtt_password(device key), the
   pair the gateway's Mosquitto password file holds (gateway/mosquitto_acl.py); mqtt.user and
@@ -53,6 +56,8 @@ class MqttTransport:
         self.sent_counter = 0
         self.sent_at = 0
         self._json = None                        # (counter, JSON text) of the head
+        self._state_pid = None                   # the UPDATE_STATE in flight (QoS 1 packet id)
+        self._state = None                       # the latest UPDATE_STATE not yet published
         self.wifi_at = None
         self.stats = {"ratings_sent": 0, "bad_messages": 0, "wifi_reconnects": 0}
 
@@ -73,7 +78,8 @@ class MqttTransport:
         if self.client.connected:
             self._send_rating(now)
             if self.device.update_news():        # after the rating: ratings first (SPEC 3.10)
-                self._send_update_state(self.device.update_state())
+                self._state = self.device.update_state()
+            self._send_update_state()
             if self.device.status_due():
                 self.client.publish(self.t["status"], jsonform.to_json(schema.STATUS,
                                                                    self.device.status()), 0)
@@ -99,8 +105,16 @@ class MqttTransport:
             self.device.on_online()              # a release on trial is confirmed
         self.sent_counter = 0                    # send the oldest rating again at once
 
-    def _send_update_state(self, record):
-        self.client.publish(self.t["update_state"], jsonform.to_json(schema.UPDATE_STATE, record), 1)
+    def _send_update_state(self):
+        """The latest UPDATE_STATE, once the one before it is acknowledged (the client resends
+        that one after a reconnect)."""
+        if self._state is None or (self._state_pid and not self.client.is_acked(self._state_pid)):
+            return
+        pid = self.client.publish(self.t["update_state"],
+                                  jsonform.to_json(schema.UPDATE_STATE, self._state), 1)
+        if pid is not None:
+            self._state_pid = pid
+            self._state = None
 
     def _message(self, topic, payload, retained):
         dev = self.device
@@ -122,7 +136,8 @@ class MqttTransport:
             elif kind == "update":
                 from protocol.ota import parse_update_json
                 msg_type, record = parse_update_json(payload)
-                self._send_update_state(dev.on_update(msg_type, record))
+                self._state = dev.on_update(msg_type, record)
+                self._send_update_state()
         except ProtocolError:
             self.stats["bad_messages"] += 1
             dev.health.count("bad_message")
