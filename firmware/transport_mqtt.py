@@ -108,7 +108,11 @@ class MqttTransport:
     def _send_update_state(self):
         """The latest UPDATE_STATE, once the one before it is acknowledged (the client resends
         that one after a reconnect)."""
-        if self._state is None or (self._state_pid and not self.client.is_acked(self._state_pid)):
+        if self._state_pid:
+            if not self.client.is_acked(self._state_pid):
+                return
+            self._state_pid = None
+        if self._state is None:
             return
         pid = self.client.publish(self.t["update_state"],
                                   jsonform.to_json(schema.UPDATE_STATE, self._state), 1)

@@ -93,6 +93,7 @@ class Rollouts:
         self._dirty = False
         self._urgent = False
         self._cursor = {}                     # device id -> (file, offset, sent_at): MQTT window
+        self._restarted = {}                  # device id -> the need the window last restarted at
         self._load()
 
     # --- persistence --------------------------------------------------------------------
@@ -316,11 +317,18 @@ class Rollouts:
                 p["acked"] = release.position(file, offset)
                 p["sent"] = max(p["sent"], p["acked"])
                 cur = self._cursor.get(device_id)
+                if p["acked"] > had:
+                    self._restarted.pop(device_id, None)
                 # the same need again (a chunk it could not use: one before it was lost) or a
-                # need past what was sent: send from what the device has
-                if cur is not None and (p["acked"] <= had or
-                                        release.position(cur[0], cur[1]) < p["acked"]):
+                # need past what was sent: send from what the device has. Only once per need:
+                # the chunks already on their way behind the lost one each get the same answer,
+                # and a restart for every one of them would send the window again and again
+                if cur is not None and release.position(cur[0], cur[1]) < p["acked"]:
                     self._cursor.pop(device_id, None)
+                elif cur is not None and p["acked"] <= had and \
+                        self._restarted.get(device_id) != p["acked"]:
+                    self._cursor.pop(device_id, None)
+                    self._restarted[device_id] = p["acked"]
                 if before in ("offering", "receiving"):
                     p["state"] = "receiving"
             elif state == "verified":
@@ -344,6 +352,7 @@ class Rollouts:
                         self.alarm("rollout_paused", r["paused_reason"])
             if state != "receiving":
                 self._cursor.pop(device_id, None)
+                self._restarted.pop(device_id, None)
             if p["state"] != before:
                 self._advance(r)
                 self._keep()

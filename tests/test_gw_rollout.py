@@ -238,3 +238,36 @@ def test_a_device_busy_on_its_own_gets_no_chunks_until_it_asks(tmp_path):
     assert r["devices"]["ev-01"]["acked"] == rel.position(1, 128)   # no step back in progress
     ro.report("ev-01", "receiving", rel.id, 2, 0)
     assert ro.next_step("ev-01", 64)[2:4] == (2, 0)
+
+
+def test_a_lost_mqtt_chunk_restarts_the_window_once_not_once_per_chunk_behind_it(tmp_path):
+    """Over MQTT a chunk lost on the way gets the device's same need back from every chunk behind
+    it: the gateway sends from that need once; the other echoes send nothing (each resending
+    the window made a storm that choked a Wi-Fi device); a resend lost too goes after STALL_S."""
+    clock = Clock()
+    ro = make(tmp_path, clock=clock)
+    rel = ro.releases.add(make_release(tmp_path))
+    ro.start(rel.id, DEVICES, ["ev-01"])
+    assert ro.next_step("ev-01", 64, window=4)[0] == "offer"
+    ro.report("ev-01", "receiving", rel.id, 1, 0)
+
+    def window():
+        out = []
+        while True:
+            step = ro.next_step("ev-01", 64, window=4)
+            if step is None:
+                return out
+            out.append(step[2:4])
+
+    assert window() == [(1, 0), (1, 64), (1, 128), (1, 192)]
+    ro.report("ev-01", "receiving", rel.id, 1, 0)    # (1, 0) was lost: the answer to (1, 64)
+    assert window() == [(1, 0), (1, 64), (1, 128), (1, 192)]
+    ro.report("ev-01", "receiving", rel.id, 1, 0)    # the answers to (1, 128) and (1, 192)
+    ro.report("ev-01", "receiving", rel.id, 1, 0)
+    assert window() == []
+    clock.now += rollout.STALL_S                     # the resend was lost as well
+    assert window() == [(1, 0), (1, 64), (1, 128), (1, 192)]
+    ro.report("ev-01", "receiving", rel.id, 1, 64)   # it arrived: progress, on from the window
+    assert window() == [(1, 256)]
+    ro.report("ev-01", "receiving", rel.id, 1, 64)   # a later loss is news again
+    assert window()[0] == (1, 64)
