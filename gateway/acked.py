@@ -20,21 +20,23 @@ class AckedSidecar:
         self._fd = None
 
     def check(self, held, db_path):
-        """At open: the file holds `held` records; alarm if fewer were held than acknowledged."""
+        """At open: the file holds `held` records; alarm (and True) if fewer were held than
+        acknowledged."""
         self.count = held
         if self._fd is None:
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as e:
                 log.warning("no acknowledgement sidecar (%s): a short store goes unnoticed", e)
-                return
+                return False
         said = os.pread(self._fd, 64, 0)
         try:
             said = int(said) if said else None
         except ValueError:
             log.warning("acknowledgement sidecar unreadable (%r): starting it afresh", said[:32])
             said = None
-        if said is not None and said > held:
+        short = said is not None and said > held
+        if short:
             self._alarm("store_short", "%s holds %d stored records but %d were acknowledged: %d"
                         " missing" % (db_path, held, said, said - held))
         self.add(0)
@@ -42,6 +44,7 @@ class AckedSidecar:
             os.ftruncate(self._fd, len(_text(0)))   # an old longer text's tail
         except OSError:
             pass
+        return short
 
     def add(self, n):
         """After each commit that stored something: one pwrite, no fsync. A killed process's write

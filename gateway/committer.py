@@ -28,11 +28,15 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, rating, enrichment, done, reject=None):
-        item = (rating, enrichment) if reject is None else (rating, enrichment, reject)
+    def submit(self, rating, enrichment, done, reject=None, reoffer=False):
+        """`reoffer`: a verified custody copy offered again (SPEC 3.11, gateway.store)."""
+        if reoffer:
+            item = (rating, enrichment, reject, True)
+        else:
+            item = (rating, enrichment) if reject is None else (rating, enrichment, reject)
         self._queue.put((item, done))
 
-    def commit_now(self, rating, enrichment=None, reject=None, timeout=30.0):
+    def commit_now(self, rating, enrichment=None, reject=None, reoffer=False, timeout=30.0):
         """Blocking helper (RS-485 thread): submit and wait for the durable result."""
         box = []
         event = threading.Event()
@@ -40,7 +44,7 @@ class GroupCommitter:
         def done(result):
             box.append(result)
             event.set()
-        self.submit(rating, enrichment, done, reject)
+        self.submit(rating, enrichment, done, reject, reoffer)
         if not event.wait(timeout):
             return (vocab.ACK_RETRY, errors.R_STORE_FULL)
         return box[0]

@@ -16,6 +16,12 @@ authenticate as the sender's own (bad or no MAC, another device's rating, a payl
 decode, an oversized one) is kept as a dead letter (evidence, counted per device) and answered
 ACK_REJECTED, which no device releases on. A rating on behalf of a device not in the registry is
 counted and neither kept nor answered: nobody holds its key.
+
+A RATING with `reoffer` = 1 is a custody copy offered again (SPEC 3.11): the flag is taken off
+the record (it is outside the MAC and never kept or uploaded) and, when custody is on
+(`custody`), handed to the store as the item's fourth element, which lets a verified copy
+whose id is not stored be committed at or below the device's mark. With custody off it is
+ignored: the copy meets 7.3's replay rule like any other rating.
 """
 
 import json
@@ -75,8 +81,10 @@ def commit(pending, committer):
 
 
 class Intake:
-    def __init__(self, hall, registry, rejections, enrich=None, on_rating=None, clock=time.time):
+    def __init__(self, hall, registry, rejections, enrich=None, on_rating=None, clock=time.time,
+                 custody=True):
         self.hall = hall
+        self.custody = custody          # [custody] enabled: a re-offered copy may be committed
         self.registry = registry
         self.rejections = rejections
         self.enrich = enrich or (lambda rating: None)
@@ -124,6 +132,7 @@ class Intake:
         device_id = device.id
         counter = rating["counter"]
         mac = rating_mac_of(rating)
+        reoffer = bool(rating.pop("reoffer", 0)) and self.custody
         if rating["device"] != device_id:
             # Another device's rating (genuine or not) from this sender: kept as received, filed
             # under the sender, never an answer it releases on.
@@ -144,7 +153,7 @@ class Intake:
             self.registry.rated(device_id, counter, result[0] == vocab.ACK_STORED)
             if self.on_rating is not None:
                 self.on_rating(rating, result, enrichment)
-        return (rating, enrichment), done
+        return ((rating, enrichment, None, True) if reoffer else (rating, enrichment)), done
 
     def _reject(self, where, device_id, counter, mac, reason, detail, item, is_authentic, reply):
         """Keep what may not be committed as a rating as a dead letter, count it, and answer it

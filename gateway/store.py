@@ -20,6 +20,10 @@ recorded; the uplink drains it. Rules:
   salvaged into a fresh file (gateway.set_aside): the hall never stalls.
 - A sidecar `<db>-acked` holds how many records were acknowledged as stored; a file that comes
   back holding fewer (a -wal file lost after a kill, an old copy restored) raises `store_short`.
+- Custody (SPEC 3.11, gateway.custody): the store has a generation (meta), new with a new file,
+  a salvaged one or one that came back short; settled(device) is the device's lowest counter still
+  queued, else its mark + 1. A re-offered copy (item[3]) not stored is committed even at or below
+  the mark, and the flag is not kept.
 - A rated case closes inside its rating's group commit, from data its `case_closer` hands over
   before the transaction (gateway.case_state), and an opened case is written from the data
   Cases hands to commit_case: no transaction calls out of the store.
@@ -36,7 +40,7 @@ import sqlite3
 import threading
 import time
 
-from gateway import deadletters, set_aside, store_file
+from gateway import custody, deadletters, set_aside, store_file
 from gateway.acked import AckedSidecar
 from gateway.case_state import CaseState
 from gateway.ledger import Ledger, dead_row, digest, rating_digest
@@ -75,8 +79,12 @@ class Store:
         self.alarms = {}          # alarm name -> times raised
         self._alarm_throttle = Throttle(ALARM_LOG_EVERY_S)
         self.stats = {"stored": 0, "duplicates": 0, "dead_letters": 0, "refused_full": 0,
-                      "commits": 0, "uploaded": 0, "rejected": 0, "retried": 0, "dead_evicted": 0}
+                      "commits": 0, "uploaded": 0, "rejected": 0, "retried": 0, "dead_evicted": 0,
+                      "reoffered": 0}
         self.moved_aside = []     # paths of corrupt files set aside
+        self.pending = custody.PendingCounters()
+        self.generation = 0
+        self._renew_generation = False
         now = self._now
         self.queue = UploadQueue(capacity, alarm_ratio, self._alarm, self.stats)
         self.ledger = Ledger(deadletters.Buckets(min(dead_per_device, self.dead_capacity),
@@ -114,6 +122,7 @@ class Store:
         self.moved_aside.append(aside)
         self._db = store_file.connect(self.path)
         salvaged, detail = set_aside.salvage_into(self._db, aside)
+        self._renew_generation = True     # its marks may be below what it had acknowledged
         self._alarm("corrupt_store", "database %s unusable (%s); set aside as %s, %d rows salvaged"
                     " (%s)" % (self.path, error, aside, salvaged, detail))
 
@@ -121,8 +130,12 @@ class Store:
         self.queue.load(self._db)
         self.case_state.load(self._db)
         self.ledger.load(self._db)
+        self.pending.load(self._db)
         # quick_check read the whole file: counting `ids` is cheap now
-        self._acked.check(self._db.execute("SELECT COUNT(*) FROM ids").fetchone()[0], self.path)
+        short = self._acked.check(self._db.execute("SELECT COUNT(*) FROM ids").fetchone()[0],
+                                  self.path)
+        self.generation = custody.load_generation(self._db, self._renew_generation or short)
+        self._renew_generation = False
 
     def set_known_devices(self, known):
         """known(device) -> bool: the registry's word on which devices have their own bucket of
@@ -173,7 +186,7 @@ class Store:
 
         item = (rating, enrichment) or (rating, enrichment, reject_reason): a rating the caller
         already found invalid (bad MAC ...), or a RawPayload, is kept as a dead letter with that
-        reason. Storing a rating also closes its case when the case_closer says so."""
+        reason; (rating, enrichment, None, True): a verified copy a device re-offered (SPEC 3.11). Storing a rating also closes its case when the case_closer says so."""
         rids = [None if len(item) > 2 and item[2] else rating_rules.rating_id(item[0]) for item in items]
         closings = self._closings(items, rids)
         with self._lock:
@@ -211,7 +224,7 @@ class Store:
         known = ledger.stored_digests(db, [rid for rid in rids if rid is not None])
         committed_hwm = ledger.hwm
         room = queue.capacity - queue.pending()
-        outbox_rows, id_rows, closing = [], [], []
+        outbox_rows, id_rows, closing, stored, reoffered = [], [], [], [], 0
         for i, (item, rid) in enumerate(zip(items, rids)):
             rating = item[0]
             if rid is None:
@@ -220,8 +233,11 @@ class Store:
                 continue
             device, counter = rating["device"], rating["counter"]
             d = rating_digest(rating)
-            verdict = rating_rules.verdict(counter, hwm.get(device, committed_hwm.get(device, 0)),
-                                           known.get(rid), d)
+            mark = hwm.get(device, committed_hwm.get(device, 0))
+            verdict = rating_rules.verdict(counter, mark, known.get(rid), d)
+            reoffer = len(item) > 3 and item[3]
+            if reoffer:
+                verdict = custody.reoffer_verdict(verdict, known.get(rid))
             if verdict[0] == vocab.ACK_DUPLICATE:
                 results.append(verdict)
                 continue
@@ -238,7 +254,9 @@ class Store:
                                 record_json(rating_upload_record(rating, item[1])), now))
             id_rows.append((rid, d))
             known[rid] = d
-            hwm[device] = counter
+            hwm[device] = max(counter, mark)      # a re-offered copy may lie below the mark
+            stored.append((device, counter))
+            reoffered += 1 if reoffer else 0
             results.append((vocab.ACK_STORED, errors.R_OK))
             if closings is not None and closings[i] is not None:
                 closing.append(closings[i])
@@ -248,7 +266,7 @@ class Store:
         plan = ledger.prune_dead(db, ledger.insert_dead(db, dead_rows)) if dead_rows else None
         txn, closed = self._close_cases_in(db, closing) if closing else (None, ())
         # Memory follows the file only once the transaction has committed (_after_ratings).
-        return results, (hwm, len(outbox_rows), plan, replays, full, txn, closed)
+        return results, (hwm, stored, reoffered, plan, replays, full, txn, closed)
 
     def _close_cases_in(self, db, closings):
         """The group's closings, under a savepoint: their failure is rolled back and logged, and
@@ -272,10 +290,12 @@ class Store:
         db.execute("ROLLBACK TO closings")
         return None, ()
 
-    def _after_ratings(self, results, hwm, added, plan, replays, full, txn, closed):
+    def _after_ratings(self, results, hwm, stored, reoffered, plan, replays, full, txn, closed):
         if txn is not None:
             self.case_state.after(txn, closed)
         self.ledger.note_marks(hwm)
+        self.pending.add(stored)
+        added = len(stored)
         self.queue.added(KIND_RATING, added)
         if added:
             self._acked.add(added)
@@ -283,6 +303,7 @@ class Store:
             self.ledger.after_prune(plan)
         stats = self.stats
         stats["commits"] += 1
+        stats["reoffered"] += reoffered
         for ack, _ in results:
             stats[_STAT_OF_ACK[ack]] += 1
         for rid in replays:
@@ -352,6 +373,7 @@ class Store:
             if plan is not None:
                 self.ledger.after_prune(plan)
             self.queue.settled(settlement, removed)
+            self.pending.remove(settlement.gone)
 
     def backlog(self):
         with self._lock:
@@ -415,6 +437,13 @@ class Store:
     def hwm(self, device):
         with self._lock:
             return self.ledger.hwm.get(device, 0)
+
+    def settled(self, device):
+        """SPEC 3.11: the device's lowest counter still waiting for the central API, else its
+        committed high-water mark + 1. O(1) amortised (gateway.custody.PendingCounters)."""
+        with self._lock:
+            lowest = self.pending.lowest(device)
+            return lowest if lowest is not None else self.ledger.hwm.get(device, 0) + 1
 
     def dead_letters(self, limit=100, device=None, before_id=None):
         """Dead letters newest first, `limit` of them: of one device only if given, with ids
