@@ -26,6 +26,7 @@ from gateway import alerts as alerts_mod
 from gateway import alerts_api
 from gateway import cases as cases_mod
 from gateway import console_api
+from gateway import custody as custody_mod
 from gateway import glyphs as glyphs_mod
 from gateway import history as history_mod
 from gateway import console_sessions, console_users
@@ -130,12 +131,22 @@ class Gateway:
         self.store.case_closer = self.cases   # a rated case closes in the rating's commit
         # One rating path for every transport; the bridge and the buses only move its bytes.
         self.intake = Intake(cfg.hall, self.registry, self.rejections, enrich=self.cases.enrich,
-                             on_rating=self.on_rating, clock=clock)
+                             on_rating=self.on_rating, clock=clock, custody=cfg.custody.enabled)
         self.bridge = MqttBridge(cfg.mqtt, cfg.hall, self.registry, self.committer, self.rejections,
                                  store=self.store, clock=clock, intake=self.intake)
         self.buses = [Rs485Master(bus, i, cfg.hall, self.registry, self.committer, self.rejections,
                                   alarm=self.alarm, clock=clock, intake=self.intake)
                       for i, bus in enumerate(cfg.buses)]
+        # custody (SPEC 3.11, [custody]): SETTLE to every device, in place of a POLL on RS-485,
+        # retained on MQTT; what devices hold shows in /status, the console and /metrics
+        self.custody = custody_mod.Custody(self.store, self.registry, cfg.custody.enabled, clock)
+        self.custody.rs485_every_s = cfg.custody.rs485_every_s
+        if cfg.custody.enabled:
+            self.bridge.custody = self.custody
+            for bus in self.buses:
+                bus.custody = self.custody
+            self.tasks.append(lambda: self.custody.run(self.bridge))
+        self.status_hooks.append(lambda: {"custody": self.custody.summary()})
         self.uplink = None
         self.panel = panel_mod.from_config(cfg, self.display_snapshot, self.uplink_state,
                                            self.alarms_active)

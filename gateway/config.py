@@ -28,6 +28,10 @@
     [devices_config."<id>"]  one device's, over its window's (the same keys)
     Live changes to these three go through the operator API (gateway.config_api), kept in
     <data_dir>/live-config.json over this file's; SIGHUP re-reads this file (gateway.live_config).
+    [custody]   enabled (true): devices keep each acknowledged rating until the central API holds
+                it, and re-offer it to a new store (SETTLE, SPEC 3.11, gateway.custody); false: no
+                SETTLE is sent and a re-offered rating is taken as any other. rs485_every_s (60):
+                a SETTLE for a moved mark to an RS-485 device, at most this often
     [uplink], [qr] ... are kept in `raw` for the parts that read them.
 """
 
@@ -92,6 +96,12 @@ LED_NAMES = tuple(DEFAULT_PINS)
 
 
 @dataclass
+class CustodyConfig:
+    enabled: bool = True
+    rs485_every_s: float = 60.0
+
+
+@dataclass
 class LedsConfig:
     enabled: bool = False
     pins: dict = field(default_factory=lambda: dict(DEFAULT_PINS))
@@ -116,6 +126,7 @@ class Config:
     device_config: dict = field(default_factory=dict)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     leds: LedsConfig = field(default_factory=LedsConfig)
+    custody: CustodyConfig = field(default_factory=CustodyConfig)
     raw: dict = field(default_factory=dict)
     source: str = ""            # the gateway.toml it was read from (SIGHUP re-reads it)
 
@@ -168,6 +179,12 @@ def from_dict(data, base_dir="."):
     cfg.display = _section(DisplayConfig, _enabled_when_present(data, "display"), "display")
     cfg.leds = _section(LedsConfig, _enabled_when_present(data, "leds"), "leds")
     _check_panel(cfg)
+    cfg.custody = _section(CustodyConfig, data.get("custody"), "custody")
+    every = cfg.custody.rs485_every_s
+    if not isinstance(cfg.custody.enabled, bool):
+        raise ConfigError("[custody] enabled must be true or false")
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every <= 86400:
+        raise ConfigError("[custody] rs485_every_s must be a number of seconds from 0 to 86400")
     cfg.raw = data
     try:   # [console] timezone, history_days and [console.grading] (gateway.history)
         history.settings(data.get("console"))

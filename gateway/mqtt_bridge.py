@@ -76,6 +76,7 @@ class MqttBridge:
         self._control = {"status": self._status, "availability": self._availability,
                          "update_state": self._update_state}
         self.updates = None             # gateway.rollout.Rollouts, when the hall rolls out updates
+        self.custody = None             # gateway.custody.Custody, when custody is on
         self._update_lock = threading.Lock()
         self._intake = {"rating": self._rating}
         self.client = self._make_client()
@@ -177,9 +178,15 @@ class MqttBridge:
         self._publish_retained(topics.device_topic(self.hall, device_id, "config"),
                                codec.to_json(schema.CONFIG, config))
 
+    def publish_settle(self, device_id, settle):
+        """A device's SETTLE (SPEC 3.11), retained: a device that connects learns the store's
+        generation and its settled mark at once (gateway.custody decides when)."""
+        self._publish_retained(topics.device_topic(self.hall, device_id, "settle"),
+                               codec.to_json(schema.SETTLE, settle))
+
     def forget_device(self, device_id):
         """Clear the retained topics of a removed device."""
-        for kind in ("context", "config"):
+        for kind in ("context", "config", "settle"):
             topic = topics.device_topic(self.hall, device_id, kind)
             with self._lock:
                 self._retained.pop(topic, None)
@@ -285,6 +292,8 @@ class MqttBridge:
         status = self._device_record("status", schema.STATUS, device_id, payload)
         if status is not None:
             self.registry.status_report(device_id, status)
+            if self.custody is not None:
+                self.custody.status(device_id, status)
 
     def _availability(self, device_id, payload):
         self.stats["availability"] += 1

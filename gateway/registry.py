@@ -78,6 +78,8 @@ class RegisteredDevice:
         self.last_seen = 0.0
         self.rssi = None           # Wi-Fi signal in dBm, from STATUS (None: not reported)
         self.outbox = 0
+        self.custody = 0           # ratings it keeps until the central API holds them (SPEC 3.11)
+        self.custody_oldest = 0    # device_time of the oldest of them (STATUS), 0: none/unknown
         self.case_id = 0
         self.counter = 0
         self.errors = {}
@@ -119,7 +121,9 @@ class RegisteredDevice:
         del out["key"]
         out.update({"online": self.online, "since": round(self.since, 3),
                     "last_seen": round(self.last_seen, 3), "rssi": self.rssi,
-                    "outbox": self.outbox, "case_id": self.case_id, "counter": self.counter,
+                    "outbox": self.outbox, "custody": self.custody,
+                    "custody_oldest": self.custody_oldest or None,
+                    "case_id": self.case_id, "counter": self.counter,
                     "errors": dict(self.errors), "lane": self.lane, "ratings": self.ratings})
         return out
 
@@ -293,7 +297,8 @@ class Registry:
         """A STATUS record from the device."""
         errors_ = dict((c.get("name", "?"), c.get("count", 0)) for c in status.get("errors", []))
         changes = {"outbox": status.get("outbox", 0), "case_id": status.get("case_id", 0),
-                   "counter": status.get("counter", 0)}
+                   "counter": status.get("counter", 0), "custody": status.get("custody", 0),
+                   "custody_oldest": status.get("custody_oldest", 0)}
         device = self.seen(device_id, **changes)
         if device is not None:
             with self._lock:

@@ -24,6 +24,8 @@ Schedule (why: one dead slave with a long timeout stalls a whole Modbus bus):
   (protocol.timing; on a short bus, one smallest exchange), the chunk cut to fit: a press
   anywhere on the bus waits at most that much longer for its device's turn. The devices take
   the update slots in turn (the round's first goes to the device after the last one served).
+- Custody (gateway.custody, `custody`): a SETTLE goes in place of a POLL when it is due, and the
+  device answers it as it answers a POLL; its IDLE and STATUS say what it holds.
 """
 
 import logging
@@ -52,6 +54,7 @@ MIN_CHUNK = 64          # a chunk smaller than this is not worth its exchange's 
 CHUNK_HEAD = 48         # UPDATE_CHUNK's bytes besides its data (release id, file, offset)
 STATE_REPLY = 96        # what an UPDATE_STATE answer takes, about
 IDLE_POLL = (8, 4)      # POLL and IDLE payloads, about: the idle round the share is of
+_POLLS = (schema.POLL, schema.SETTLE)   # a SETTLE is answered as a POLL (SPEC 3.11)
 
 
 def _noise(decoder):
@@ -111,6 +114,7 @@ class Rs485Master:
         self._quiet_s = (timing.silence_reset_us(baud) + timing.MASTER_MARGIN_US) / 1e6
         self.line = {"noisy_replies": 0, "quiet_resets": 0}    # replies found behind noise
         self.updates = None          # gateway.rollout.Rollouts, when the hall rolls out updates
+        self.custody = None          # gateway.custody.Custody, when custody is on
         self.ota_share = OTA_SHARE
         self._ota_left_s = 0.0       # update wire time left in this round
         self._ota_from = 0           # the round's update slot goes to the first device from here
@@ -228,7 +232,7 @@ class Rs485Master:
             if not self._handle(device, p, reply):
                 # nothing waits on this device (an empty IDLE, or its update's news, which it
                 # sends only when no rating waits, SPEC 3.10): its update may have the slot
-                if msg_type == schema.POLL and (reply.type == schema.UPDATE_STATE or (
+                if msg_type in _POLLS and (reply.type == schema.UPDATE_STATE or (
                         reply.type == schema.IDLE and not reply.record.get("outbox", 0))):
                     self._update_slot(device, p)
                 return
@@ -285,6 +289,11 @@ class Rs485Master:
                 def done():
                     p.config_sent = cfg
                 return schema.CONFIG, cfg, done
+        # outside the lock: the mark is read under the store's, which a group commit holds
+        settle = self.custody.rs485_settle(device.id) if self.custody is not None else None
+        if settle is not None:
+            return (schema.SETTLE,) + settle
+        with self._lock:
             p.polls += 1
             p.stats["polls"] += 1
             want = 1 if p.polls % STATUS_EVERY == 1 else 0
@@ -412,7 +421,10 @@ class Rs485Master:
             return False
         rec = reply.record
         if reply.type == schema.IDLE:
-            self.registry.seen(device.id, outbox=rec.get("outbox", 0), case_id=rec.get("case_id", 0))
+            self.registry.seen(device.id, outbox=rec.get("outbox", 0), case_id=rec.get("case_id", 0),
+                               custody=rec.get("custody", 0))
+            if self.custody is not None:
+                self.custody.idle(device.id, rec)
             with self._lock:
                 if (p.context is not None and rec.get("case_id", 0) != p.context["case_id"]
                         and self.mono() - p.context_sent_at >= RESEND_CONTEXT_S):
@@ -425,9 +437,13 @@ class Rs485Master:
                                        device.id)
                 return False
             self.registry.status_report(device.id, rec)
+            if self.custody is not None:
+                self.custody.status(device.id, rec)
             return False
         if reply.type == schema.REFUSE:
             p.stats["refused"] += 1
+            if rec.get("request") == schema.SETTLE and self.custody is not None:
+                self.custody.refused(device.id)
             self.registry.count_error(device.id, "refused_%s" % errors.REASON_NAMES.get(rec.get("reason"), "?"))
             log.info("device %s refused type 0x%02x: %s", device.id, rec.get("request", 0), rec.get("detail", ""))
             return False
