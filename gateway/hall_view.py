@@ -38,7 +38,8 @@ def _device(d):
     return {"id": d["id"], "name": d["name"], "transport": d["transport"], "online": d["online"],
             "since": d["since"] or None, "last_seen": d["last_seen"] or None,
             "firmware": d["firmware"], "outbox": d["outbox"], "errors": sum(d["errors"].values()),
-            "rssi": d["rssi"], "bus": d["bus"], "address": d["address"]}
+            "rssi": d["rssi"], "bus": d["bus"], "address": d["address"],
+            "custody": d.get("custody", 0), "custody_oldest": d.get("custody_oldest")}
 
 
 def _last_rating(summary, private):

@@ -19,6 +19,8 @@ dashboards use):
     uplink_state{state} oldest_pending_age_seconds disk_free_bytes alert_queue_depth
     device_online / device_last_seen_timestamp_seconds / device_outbox {device,window,transport}
     bus_open{bus} bus_rounds_total{bus} bus_noise_bytes_total{bus} bus_errors_total{bus,kind}
+    custody (SPEC 3.11): store_generation_info{generation} (16 hex digits), reoffered_total,
+    device_custody / device_custody_oldest_age_seconds {device,window,transport}
 """
 
 import logging
@@ -78,6 +80,7 @@ class GatewayCollector:
             yield from gw.uplink.status.families()
         yield from self._health(gw, backlog)
         yield from self._devices(gw)
+        yield from self._custody(gw)
         yield from self._buses(gw)
 
     # --- the families older dashboards read -------------------------------------------------
@@ -180,6 +183,30 @@ class GatewayCollector:
             if device.last_seen:
                 seen.add_metric(key, float(device.last_seen))
         return online, seen, outbox
+
+    @staticmethod
+    def _custody(gw):
+        """What devices keep until the central API holds it, and the store they last settled with."""
+        info = _gauge("hall_gateway_store_generation_info",
+                      "The store's generation (custody: a new one makes devices re-offer)",
+                      labels=("generation",))
+        info.add_metric(["%016x" % gw.store.generation], 1.0)
+        yield info
+        yield CounterMetricFamily("hall_gateway_reoffered", "Ratings committed from copies that "
+                                  "devices offered again", value=gw.store.stats.get("reoffered", 0))
+        labels = ("device", "window", "transport")
+        held = _gauge("hall_gateway_device_custody", "Acknowledged ratings the device keeps until "
+                      "the central API holds them, as it last reported", labels=labels)
+        age = _gauge("hall_gateway_device_custody_oldest_age_seconds",
+                     "Age of the oldest of them (absent: none or unknown)", labels=labels)
+        now = gw.clock()
+        for device in sorted(gw.registry.all(), key=lambda d: d.id):
+            key = [device.id, device.window, device.transport]
+            held.add_metric(key, float(device.custody))
+            if device.custody and device.custody_oldest:
+                age.add_metric(key, max(0.0, now - device.custody_oldest))
+        yield held
+        yield age
 
     @staticmethod
     def _buses(gw):

@@ -29,7 +29,7 @@ STAFF = "王䶮明"
 APPLICANT = {"name": "𠈌丽华", "id_number": "44030119900101123X", "phone": "13912345678"}
 # Every label /metrics may carry: ids, codes and states. A new label must be added here on purpose.
 LABELS = {"kind", "result", "where", "reason", "name", "event", "outcome", "state", "device",
-          "window", "transport", "bus"}
+          "window", "transport", "bus", "generation"}
 PROMETHEUS_OWN = {"up"}      # what Prometheus adds per target
 
 

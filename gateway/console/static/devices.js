@@ -3,9 +3,16 @@
 // once: the gateway never gives a key back.
 
 import {api, get} from './api.js';
-import {h, clear, when, toast, transportName} from './util.js';
+import {h, clear, when, ago, toast, transportName} from './util.js';
 
 const BOARDS = {five_button: '五键', touch: '触摸屏'};
+
+// Ratings the evaluator keeps until the central platform holds them (custody), and how old the
+// oldest is: a count rising for hours means the uplink is not getting them through.
+export function custodyText(d, now = Date.now() / 1000) {
+  if (!d.custody) return '0';
+  return d.custody_oldest ? `${d.custody} 条 · 最早 ${ago(Math.max(0, now - d.custody_oldest))}前` : `${d.custody} 条`;
+}
 
 function newKey() {
   const bytes = new Uint8Array(32);
@@ -47,6 +54,7 @@ export function mount(view) {
       h('td', {}, h('code', {text: d.id})), h('td', {text: d.name || '—'}), h('td', {text: d.window || '—'}),
       h('td', {text: transportName(d.transport)}), h('td', {class: 'num', text: d.transport === 'rs485' ? String(d.bus) : '—'}),
       h('td', {class: 'num', text: d.transport === 'rs485' ? String(d.address) : '—'}), h('td', {text: d.firmware || '—'}),
+      h('td', {class: 'custody', text: custodyText(d)}),
       h('td', {}, h('span', {class: `badge ${d.online ? 'on' : 'off'}`, text: d.online ? '在线' : '离线'}), ' ', h('span', {class: 'muted', text: d.last_seen ? when(d.last_seen) : ''})),
       h('td', {class: 'actions'},
         act('改名', 'rename', () => { const name = prompt(`${d.id} 的新名称`, d.name); if (name !== null) change('PATCH', `/api/v1/devices/${encodeURIComponent(d.id)}`, {name: name.trim()}); }),
@@ -63,8 +71,8 @@ export function mount(view) {
     try {
       const devices = await get('/api/v1/devices');
       clear(table, h('div', {class: 'table-wrap'}, h('table', {class: 'data devices'},
-        h('thead', {}, h('tr', {}, ['设备编号', '名称', '窗口', '通信', '总线', '地址', '固件', '状态', '操作'].map((t) => h('th', {text: t})))),
-        h('tbody', {}, devices.length ? devices.map(row) : h('tr', {}, h('td', {colspan: 9, class: 'muted', text: '尚无设备'}))))));
+        h('thead', {}, h('tr', {}, ['设备编号', '名称', '窗口', '通信', '总线', '地址', '固件', '待中心确认', '状态', '操作'].map((t) => h('th', {text: t})))),
+        h('tbody', {}, devices.length ? devices.map(row) : h('tr', {}, h('td', {colspan: 10, class: 'muted', text: '尚无设备'}))))));
     } catch (e) {
       clear(table, h('p', {class: 'error', text: `读取失败：${e.message}`}));
     }

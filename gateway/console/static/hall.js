@@ -176,6 +176,7 @@ function fillCard(card, w, now) {
     fact('通信', d.transport === 'rs485' ? `RS-485 · 地址 ${d.address}` : transportName(d.transport)),
     fact('固件', d.firmware || '—'),
     fact('设备待传', String(d.outbox)),
+    fact('待中心确认', d.custody ? (d.custody_oldest ? `${d.custody} 条 · 最早 ${ago(Math.max(0, now - d.custody_oldest))}前` : `${d.custody} 条`) : '0'),
     d.transport === 'rs485' ? fact('总线错误', String(d.errors)) : fact('Wi-Fi 信号', d.rssi ? `${d.rssi} dBm` : '—')) : null;
   const rating = h('div', {class: 'last-rating'}, ...(w.last_rating ? lastRating(w.last_rating) : [h('span', {class: 'muted', text: '最近评价 —'})]));
   clear(card, head, staff, facts, rating);
