@@ -1,0 +1,150 @@
+"""A Wi-Fi evaluator's custody as SPEC 3.11 has it, over a real broker (a paho client: the device
+side of the gateway's custody tests), and the reference central API on a loop thread of its own."""
+
+import asyncio
+import threading
+import time
+
+from gw_support import WAIT, FakeDevice, device_key
+from hall_simulator.central_api import CentralServer
+from hall_simulator.central_store import CentralStore
+from protocol import auth, codec, schema, vocab
+from uplink_support import SECRET
+
+
+class CustodyDevice(FakeDevice):
+    """Outbox, custody and the SETTLE rules of SPEC 3.11; `deaf` ignores SETTLEs (a device that
+    has not heard them yet). deliver() sends re-offers first, then the outbox, one at a time."""
+
+    def __init__(self, broker, device_id):
+        self.lock = threading.Lock()
+        self.outbox = []                # ratings not yet released
+        self.custody = {}               # counter -> [rating, marked for re-offer]
+        self.generation = 0
+        self.seq = 0
+        self.settles = []               # SETTLEs taken
+        self.forged_settles = 0
+        self.deaf = False
+        super().__init__(broker, device_id)
+
+    def _on_message(self, client, userdata, message):
+        if message.topic.endswith("/settle") and message.payload:
+            self._settle(codec.from_json(schema.SETTLE, message.payload))
+        super()._on_message(client, userdata, message)
+
+    def _settle(self, settle):
+        if self.deaf:
+            return
+        if not auth.verify_settle(device_key(self.device_id), self.device_id, settle):
+            self.forged_settles += 1
+            return
+        with self.lock:
+            if settle["generation"] != self.generation:
+                self.generation = settle["generation"]
+                for copy in self.custody.values():
+                    copy[1] = True
+            elif settle["seq"] <= self.seq:
+                return
+            if settle.get("reoffer"):
+                for copy in self.custody.values():
+                    copy[1] = True
+            for counter in [c for c, (_, marked) in self.custody.items()
+                            if c < settle.get("settled", 0) and not marked]:
+                del self.custody[counter]
+            self.seq = settle["seq"]
+            self.settles.append(settle)
+
+    def held(self):
+        with self.lock:
+            return sorted(self.custody)
+
+    def press(self, rating):
+        with self.lock:
+            self.outbox.append(rating)
+
+    def deliver(self):
+        """Send until nothing is left; the ACK results in order."""
+        results = []
+        while True:
+            with self.lock:
+                marked = sorted(c for c, (_, m) in self.custody.items() if m)
+                if marked:
+                    rating, reoffer = self.custody[marked[0]][0], True
+                elif self.outbox:
+                    rating, reoffer = self.outbox[0], False
+                else:
+                    return results
+            obj = codec.to_obj(schema.RATING_FIELDS, rating)
+            if reoffer:
+                obj["reoffer"] = 1
+            self.publish("rating", codec.dumps(obj).encode())
+            ack = self.ack()
+            assert ack["counter"] == rating["counter"]
+            results.append(ack["result"])
+            if not vocab.device_releases(ack["result"]):
+                continue
+            with self.lock:
+                if reoffer:
+                    self.custody[rating["counter"]][1] = False
+                else:
+                    self.outbox.pop(0)
+                    self.custody[rating["counter"]] = [rating, False]
+
+    def status(self, counter):
+        oldest = min((r.get("device_time", 0) for r, _ in self.custody.values()), default=0)
+        record = {"device": self.device_id, "firmware": "test", "outbox": len(self.outbox),
+                  "counter": counter, "custody": len(self.custody), "custody_oldest": oldest}
+        self.publish("status", codec.to_json(schema.STATUS, record))
+
+
+class CentralThread:
+    """The reference central API on its own loop thread, at a fixed port, stopped and started
+    again on demand (the uplink is down meanwhile); its store outlives the server."""
+
+    def __init__(self, path, port):
+        self.store = CentralStore(path)
+        self.port = port
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = None
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def start(self):
+        self.server = CentralServer(self.store, port=self.port, secrets={"*": SECRET})
+        self._run(self.server.start())
+
+    def stop(self):
+        if self.server is not None:
+            self._run(self.server.stop())
+            self.server = None
+
+    def rating_ids(self):
+        async def read():
+            return [r["rating_id"] for r in self.store.ratings(limit=100000)]
+        return self._run(read())
+
+    def report(self):
+        async def read():
+            return self.store.report()
+        return self._run(read())
+
+    def close(self):
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.store.close()
+
+
+def until(predicate, what, timeout=WAIT * 2):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.02)
