@@ -27,6 +27,14 @@ Kinds and what the hook must do (hall.py provides them):
                   gateway, broker or device's Wi-Fi was up
   wifi_drop       an MQTT evaluator loses Wi-Fi for `seconds`
   hostile         a rogue client on the hall's LAN and bus (hall_simulator.hostile) attacks once
+  gateway_replaced  the gateway's SD card dies while the central API is down, and a spare Pi
+                  takes over (hall_simulator.gateway_spare): the central API's port resets every
+                  connection for `before_s` (longer, up to CAP_S, until the gateway's store holds
+                  a rating waiting for it), the gateway is SIGKILLed, its data directory replaced
+                  by one holding only the installed configuration, the gateway started again after
+                  `down_s`; the central API stays down `outage_s` more, then comes back (hits:
+                  ratings that were waiting in the dead store's upload queue). Never together with
+                  gateway_kill or uplink_outage (EXCLUDES)
 Times are real seconds since the run started. Faults stop at `quiet_tail` before the end, so the
 drain at the end measures recovery, not a fault still in progress.
 
@@ -39,6 +47,7 @@ starts before the previous one of its kind is over, and a hook raises Skipped wh
 """
 
 import asyncio
+import heapq
 import logging
 import random
 
@@ -46,11 +55,12 @@ log = logging.getLogger("hall_simulator.chaos")
 
 LEVELS = ("none", "standard", "harsh", "hostile")
 KINDS = ("gateway_kill", "broker_restart", "uplink_outage", "uplink_5xx", "uplink_429",
-         "uplink_slow", "bus_noise", "bus_cut", "power_cut", "wifi_drop", "hostile")
+         "uplink_slow", "bus_noise", "bus_cut", "power_cut", "wifi_drop", "hostile",
+         "gateway_replaced")
 # Mean real seconds between two faults of a kind at "standard" (harsh: a third of it).
 MEAN_GAP_S = {"gateway_kill": 60, "broker_restart": 70, "uplink_outage": 50, "uplink_5xx": 40,
               "uplink_429": 45, "uplink_slow": 55, "bus_noise": 35, "bus_cut": 40, "power_cut": 15,
-              "wifi_drop": 30, "hostile": 600}
+              "wifi_drop": 30, "hostile": 600, "gateway_replaced": 300}
 HOSTILE_GAP_S = 25.0   # mean real seconds between attack campaigns at the "hostile" level
 WINDOW_S = 3.0     # how long a central-side incident lasts after its first hit, standard
 CAP_S = 20.0       # how long a fault waits for something to hit at most (armed incidents ...)
@@ -63,7 +73,11 @@ SPAN = {"gateway_kill": lambda p: p["down_s"] + KILL_START_S,
         "uplink_outage": lambda p: p["seconds"],
         "bus_noise": lambda p: p["seconds"],
         "bus_cut": lambda p: p["seconds"],
-        "hostile": lambda p: p["limit_s"]}
+        "hostile": lambda p: p["limit_s"],
+        "gateway_replaced": lambda p: p["before_s"] + p["down_s"] + KILL_START_S + p["outage_s"]}
+# Kinds that never overlap one another (each way): a replaced gateway is its own kill and outage.
+EXCLUDES = {"gateway_replaced": ("gateway_kill", "uplink_outage"),
+            "gateway_kill": ("gateway_replaced",), "uplink_outage": ("gateway_replaced",)}
 
 
 class Skipped(Exception):
@@ -116,13 +130,24 @@ def _params(kind, rng, harsh, devices):
         return {"device": rng.choice(devices["mqtt"]), "seconds": round(rng.uniform(2.0, 8.0) * f, 2)}
     if kind == "hostile":
         return {"flood": 5000 if harsh else 2000, "seed": rng.randrange(1 << 30), "limit_s": 30.0}
+    if kind == "gateway_replaced":
+        return {"before_s": round(rng.uniform(2.0, 5.0) * f, 2),
+                "down_s": round(rng.uniform(0.5, 2.0) * f, 2),
+                "outage_s": round(rng.uniform(2.0, 6.0) * f, 2)}
     raise ValueError(kind)
 
 
-def schedule(level, duration_s, seed, rs485=(), mqtt=(), warmup_s=3.0, quiet_tail=None):
-    """The fault events of a run, sorted by time. `rs485` / `mqtt`: device ids on each transport."""
+def schedule(level, duration_s, seed, rs485=(), mqtt=(), warmup_s=3.0, quiet_tail=None,
+             kinds=None, params=None):
+    """The fault events of a run, sorted by time. `rs485` / `mqtt`: device ids on each transport;
+    `kinds`: only these kinds (default all); `params` {kind: {name: value}} over each event's own
+    (a gateway_replaced's `outage_s`, say). An event of a lasting kind (SPAN) that the run has
+    room for is placed so that it is over before the quiet tail."""
     if level not in LEVELS:
         raise ValueError("chaos level %r (known: %s)" % (level, ", ".join(LEVELS)))
+    unknown = set(kinds or ()) - set(KINDS)
+    if unknown:
+        raise ValueError("chaos kind %s (known: %s)" % (", ".join(sorted(unknown)), ", ".join(KINDS)))
     if level == "none":
         return []
     rng = random.Random("chaos/%s/%s" % (seed, level))
@@ -134,15 +159,23 @@ def schedule(level, duration_s, seed, rs485=(), mqtt=(), warmup_s=3.0, quiet_tai
     end = duration_s - quiet_tail
     if end <= warmup_s:
         return []
-    kinds = [k for k in KINDS if NEEDS.get(k) is None or devices[NEEDS[k]]]
+    kinds = [k for k in KINDS if (NEEDS.get(k) is None or devices[NEEDS[k]])
+             and (kinds is None or k in kinds)]
+
+    def make(kind, at):
+        p = _params(kind, rng, harsh, devices)
+        p.update((params or {}).get(kind, {}))
+        if kind == "gateway_replaced":      # long: over before the quiet tail when there is room
+            at = max(warmup_s, min(at, end - SPAN[kind](p)))
+        return Event(at, kind, p)
+
     events = []
     # every kind once, spread over the window in a shuffled order, so short runs see them all
     order = list(kinds)
     rng.shuffle(order)
-    slot = (end - warmup_s) / len(order)
+    slot = (end - warmup_s) / len(order) if order else 0.0
     for i, kind in enumerate(order):
-        at = warmup_s + slot * (i + rng.uniform(0.1, 0.9))
-        events.append(Event(at, kind, _params(kind, rng, harsh, devices)))
+        events.append(make(kind, warmup_s + slot * (i + rng.uniform(0.1, 0.9))))
     # more at random: a Poisson process per kind
     for kind in kinds:
         gap = MEAN_GAP_S[kind] / (3.0 if harsh else 1.0)
@@ -150,7 +183,7 @@ def schedule(level, duration_s, seed, rs485=(), mqtt=(), warmup_s=3.0, quiet_tai
             gap = HOSTILE_GAP_S
         t = warmup_s + rng.expovariate(1.0 / gap)
         while t < end:
-            events.append(Event(t, kind, _params(kind, rng, harsh, devices)))
+            events.append(make(kind, t))
             t += rng.expovariate(1.0 / gap)
     events.sort(key=lambda e: e.at_s)
     if hostile:
@@ -161,15 +194,33 @@ def schedule(level, duration_s, seed, rs485=(), mqtt=(), warmup_s=3.0, quiet_tai
 
 
 def spaced(events):
-    """`events` (sorted) without those starting while an earlier one of their kind (SPAN) lasts.
-    The earliest of each kind is always kept, so every kind planned is still played."""
+    """`events` (sorted) without those starting while an earlier one of their kind (SPAN), or of a
+    kind they exclude (EXCLUDES), lasts. The earliest of each kind is always kept, so every kind
+    planned is still played: when one of another kind is in the way, it starts once that is over."""
     busy_until = {}
-    out = []
+    deferred = set()
+    first = {}
     for event in events:
+        first.setdefault(event.kind, event)
+    pending = [(e.at_s, i, e) for i, e in enumerate(events)]
+    heapq.heapify(pending)
+    out = []
+    while pending:
+        _, i, event = heapq.heappop(pending)
         span = SPAN.get(event.kind)
+        if event.at_s < busy_until.get(event.kind, float("-inf")) or (
+                event.kind in deferred and first[event.kind] is not event):
+            continue
+        blocked = max((busy_until.get(k, float("-inf")) for k in EXCLUDES.get(event.kind, ())),
+                      default=float("-inf"))
+        if event.at_s < blocked:
+            if first[event.kind] is event:
+                deferred.add(event.kind)     # (the rest of its kind waits for it)
+                event.at_s = blocked
+                heapq.heappush(pending, (event.at_s, i, event))
+            continue
+        deferred.discard(event.kind)
         if span is not None:
-            if event.at_s < busy_until.get(event.kind, float("-inf")):
-                continue
             busy_until[event.kind] = event.at_s + span(event.params)
         out.append(event)
     return out

@@ -2,6 +2,7 @@
 
     hall-sim --windows 16 --duration 45 --seed 11 --report r.json
     hall-sim --chaos standard --rs485 8 --mqtt 8 --touch 4 --speed 10
+    hall-sim --chaos-kinds gateway_replaced --outage 600 --windows 32 --speed 5 --duration 1500
     hall-sim bench rs485 --json
 
 The hall itself lives in hall_simulator.hall (run(options) -> exit status); benchmarks are the
@@ -75,6 +76,17 @@ def build_parser():
                    help="time acceleration: simulated seconds per real second (default 1)")
     p.add_argument("--seed", type=int, help="makes a run repeatable (default: random, printed)")
     p.add_argument("--chaos", choices=CHAOS_LEVELS, default="none", help="fault injection level")
+    p.add_argument("--chaos-kinds", metavar="KIND[,KIND...]",
+                   help="only these fault kinds (e.g. gateway_replaced), at the --chaos level's "
+                        "rate; default every kind")
+    p.add_argument("--outage", type=_positive_float, metavar="SECONDS",
+                   help="simulated seconds the central API stays down after a gateway_replaced's "
+                        "spare gateway starts (real seconds: SECONDS / --speed); default the "
+                        "schedule's few seconds")
+    p.add_argument("--custody", choices=("on", "off"), default="on",
+                   help="the gateway's [custody] (evaluators keep what it acknowledged until the "
+                        "central API holds it, and offer it again to a new store); off: a lost "
+                        "store loses what it held (default on)")
     p.add_argument("--rollout", action="store_true",
                    help="a staged over-the-air update while citizens rate: idle for half the "
                         "opening hours, then a canary and the rest, a power cut mid-transfer, a "
@@ -141,6 +153,22 @@ def parse_hall_args(argv):
         options.touch = plan_touch(options.touch, options.mqtt)
     except ValueError as e:
         parser.error(str(e))
+    if options.chaos_kinds is not None:
+        from hall_simulator import chaos
+        options.chaos_kinds = [k.strip() for k in options.chaos_kinds.split(",") if k.strip()]
+        unknown = sorted(set(options.chaos_kinds) - set(chaos.KINDS))
+        if unknown or not options.chaos_kinds:
+            parser.error("--chaos-kinds: %s (known: %s)" % (", ".join(unknown) or "none given",
+                                                            ", ".join(chaos.KINDS)))
+        if options.chaos == "none":
+            options.chaos = "standard"
+    if options.outage is not None:
+        from hall_simulator import chaos
+        # warmup, the wait for a rating in the store, the spare's start, the quiet tail (real s)
+        need = options.outage / options.speed + 5.0 + 10.0 + 4.0 + chaos.KILL_START_S + 15.0
+        if options.duration / options.speed < need:
+            parser.error("--outage %g needs --duration %.0f at least (at --speed %g)"
+                         % (options.outage, need * options.speed, options.speed))
     if options.baud is None:
         options.baud = auto_baud(options.speed)
     options.default_files = True     # report and screenshots in the run's directory unless given

@@ -158,6 +158,7 @@ class Hall:
         self.console_port = console_port      # the gateway's HTTP port (its console); None: any free
         self.console_host = console_host
         self.script = self.script_result = None   # async fn(hall) played while the hall is open
+        self.gateway_tables = {}              # more gateway.toml tables: {"custody": {...}}
 
     # --- wiring -------------------------------------------------------------------------------
     def _confirm(self, entry):
@@ -221,6 +222,7 @@ class Hall:
         }
         if rs:
             sections["rs485"] = [{"url": self.bus.url, "baud": self.baud}]
+        sections.update(self.gateway_tables)
         sections["devices"] = devices
         os.makedirs(sections["gateway"]["data_dir"], exist_ok=True)
         self.console_logins = console_logins(sections["gateway"]["data_dir"])

@@ -3,11 +3,10 @@ hall, and how many operations it hit. Faults of one kind never overlap: one stil
 the next raise chaos.Skipped."""
 
 import asyncio
-import socket
-import struct
 import time
 
 from hall_simulator import chaos as chaos_mod
+from hall_simulator import spare_gateway
 
 
 def hooks(hall):
@@ -48,23 +47,13 @@ def hooks(hall):
         if hall._outage_end is not None:
             raise chaos_mod.Skipped("an outage is in progress")
         cut = [0]
-
-        def refuse(reader, writer):
-            cut[0] += 1
-            transport = writer.transport
-            try:       # linger 0: a reset, as a host that lost its service
-                transport.get_extra_info("socket").setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except (OSError, AttributeError):
-                pass
-            transport.abort()
-
         start = time.monotonic()
         hall._outage_end = start + seconds
         await hall.central.stop_listening()
         refuser = None
         try:
-            refuser = await asyncio.start_server(refuse, hall.central.host, hall.central.port)
+            refuser = await asyncio.start_server(spare_gateway.reset_connections(cut),
+                                                 hall.central.host, hall.central.port)
             while True:
                 now = time.monotonic()
                 if hall._outage_end == 0.0 or (now >= hall._outage_end and (
@@ -182,8 +171,13 @@ def hooks(hall):
         finally:
             _free(hall, "hostile")
 
+    async def gateway_replaced(before_s, down_s, outage_s, cap_s=chaos_mod.CAP_S):
+        """A spare Pi in place of the gateway while the central API is down (its docstring)."""
+        return await spare_gateway.gateway_replaced(hall, before_s, down_s, outage_s, cap_s)
+
     return {"gateway_kill": gateway_kill, "broker_restart": broker_restart,
-            "uplink_outage": uplink_outage, "uplink_5xx": uplink_5xx, "uplink_429": uplink_429,
+            "gateway_replaced": gateway_replaced, "uplink_outage": uplink_outage,
+            "uplink_5xx": uplink_5xx, "uplink_429": uplink_429,
             "uplink_slow": uplink_slow, "bus_noise": bus_noise, "bus_cut": bus_cut,
             "power_cut": power_cut, "wifi_drop": wifi_drop, "hostile": hostile}
 

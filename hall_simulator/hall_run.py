@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from hall_simulator import report
+from hall_simulator import chaos, report, spare_gateway
 from hall_simulator.hall import DRAIN_MAX_S, INTERRUPTED_DRAIN_S, Hall
 
 
@@ -21,8 +21,10 @@ def intro(options, hall, touch):
         "  %d evaluators: %d on the RS-485 bus (five-button, %d baud), %d on Wi-Fi/MQTT "
         "(%d five-button, %d touch)" % (options.rs485 + options.mqtt, options.rs485, hall.baud,
                                         options.mqtt, five, touch),
-        "  %g simulated seconds of opening hours at x%g speed (about %.0f s), chaos: %s"
-        % (options.duration, options.speed, options.duration / options.speed, options.chaos),
+        "  %g simulated seconds of opening hours at x%g speed (about %.0f s), chaos: %s%s%s"
+        % (options.duration, options.speed, options.duration / options.speed, options.chaos,
+           " (%s only)" % ", ".join(options.chaos_kinds) if getattr(options, "chaos_kinds", None)
+           else "", ", custody off" if getattr(options, "custody", "on") == "off" else ""),
         "  files: %s  (gateway.log, central.db, confirmed.jsonl)" % hall.workdir,
     ]
     return "\n".join(lines) + "\n"
@@ -52,6 +54,12 @@ async def run_async(options, out=None, hall_kwargs=None):
         kwargs.setdefault("console_host", options.console_host)
     hall = Hall(options.rs485, options.mqtt, options.seed, speed=options.speed,
                 chaos=options.chaos, duration_s=options.duration, out=out, touch=touch, **kwargs)
+    custody = getattr(options, "custody", "on") != "off"
+    if not custody:
+        hall.gateway_tables["custody"] = {"enabled": False}
+    if hall.chaos_events is None and (getattr(options, "chaos_kinds", None)
+                                      or getattr(options, "outage", None)):
+        hall.chaos_events = chaos_events(options, hall)
     report_path = getattr(options, "report", None) or os.path.join(hall.workdir, "report.json")
     shots = getattr(options, "screenshots", None)
     if shots is None and getattr(options, "default_files", False):
@@ -76,6 +84,9 @@ async def run_async(options, out=None, hall_kwargs=None):
         out.flush()
         drained = await hall.run(shots)
         result = hall.report(drained)
+        figures = spare_gateway.figures(hall, custody)
+        if figures is not None:
+            result["custody"] = figures
         if rollout is not None:
             result.update(rollout.figures(hall, hall.confirmations))
     finally:
@@ -85,7 +96,10 @@ async def run_async(options, out=None, hall_kwargs=None):
     result["options"] = {"windows": options.rs485 + options.mqtt, "rs485": options.rs485,
                          "mqtt": options.mqtt, "touch": touch, "duration": options.duration,
                          "speed": options.speed, "seed": options.seed, "chaos": options.chaos,
-                         "baud": hall.baud, "report": report_path, "screenshots": shots}
+                         "baud": hall.baud, "report": report_path, "screenshots": shots,
+                         "chaos_kinds": getattr(options, "chaos_kinds", None),
+                         "outage": getattr(options, "outage", None),
+                         "custody": "on" if custody else "off"}
     with open(report_path, "w", encoding="utf-8") as f:
         json.dump(result, f, ensure_ascii=False, indent=2, sort_keys=True)
     out.write(report.summary(result) + "\n")
@@ -96,6 +110,19 @@ async def run_async(options, out=None, hall_kwargs=None):
     if shots:
         out.write("screenshots: %s (%d PNG)\n" % (shots, len(getattr(hall, "screenshots", ()))))
     return (0 if report.ok(result) else 1), result
+
+
+def chaos_events(options, hall):
+    """The fault schedule of --chaos-kinds / --outage (simulated seconds, made real by --speed),
+    as Hall.run would plan it otherwise."""
+    real_duration = options.duration / options.speed
+    rs, mq = hall.device_ids()
+    params = {}
+    if getattr(options, "outage", None):
+        params["gateway_replaced"] = {"outage_s": round(options.outage / options.speed, 3)}
+    return chaos.schedule(options.chaos, real_duration, options.seed, rs485=rs, mqtt=mq,
+                          warmup_s=min(5.0, real_duration * 0.1),
+                          kinds=getattr(options, "chaos_kinds", None), params=params)
 
 
 def threading_main():

@@ -26,6 +26,14 @@ Figures (the issue's list):
                    the central API holds for another case
   ratings_destroyed  confirmed ratings a device released (the gateway's ACK) that the central API
                    never got: `lost` for good, as no retransmission can bring them back
+  custody          (a gateway replaced, or --custody off) the ratings the dead stores held for the
+                   central API (dead_store_pending), how many of them it holds in the end
+                   (recovered: the evaluators offered them again) and not (not_recovered, the
+                   confirmed among them in `lost` too), its `duplicate` answers since the first
+                   replacement (central_duplicates_since: copies offered again that it already
+                   had), and the evaluators' own counts since their last boot, where their
+                   firmware keeps them: copies offered again (reoffered), copies dropped for room
+                   (custody_dropped)
   unauthorised_changes  (hostile runs) 2xx answers to unauthenticated writes, an anonymous MQTT
                    login accepted, staff names or levels in unauthenticated reads, registry
                    entries the simulator did not make; attack_hits counts what each attack reached
@@ -294,6 +302,8 @@ def summary(report):
         if report.get("chaos_skipped"):
             lines.append("  skipped (one of the kind still running): %s" % ", ".join(
                 "%s %d" % kv for kv in sorted(report["chaos_skipped"].items())))
+    if report.get("custody") is not None:
+        lines += custody_lines(report["custody"], report["lost"])
     if "forged_accepted" in report:
         lines.append("forged accepted %d  ratings destroyed %d  unauthorised changes %d" % (
             report["forged_accepted"], report["ratings_destroyed"],
@@ -309,6 +319,22 @@ def summary(report):
     lines.append("verdict: %s%s" % ("OK" if ok(report) else "FAILED",
                                     " (the hall was closed early)" if report.get("interrupted") else ""))
     return "\n".join(lines)
+
+
+def custody_lines(c, lost):
+    """The summary's lines about replaced gateways (hall_simulator.spare_gateway.figures)."""
+    line = "custody %s: gateways replaced %d, ratings in the dead stores %d, at the central API " \
+           "now %d, never %d (%d of them confirmed to a citizen)" % (
+               "on" if c["enabled"] else "OFF", c["replacements"], c["dead_store_pending"],
+               c["recovered"], c["not_recovered"], c["not_recovered_confirmed"])
+    lines = [line, "  central duplicate answers since the replacement %d%s; lost in all %d" % (
+        c["central_duplicates_since"],
+        "".join(", %s %d" % (what, c[name]) for name, what in (
+            ("reoffered", "copies offered again"), ("custody_dropped", "copies dropped for room"))
+            if c.get(name) is not None), lost)]
+    if c["replacements"] and not c["dead_store_pending"]:
+        lines.append("  NOT EXERCISED: no dead store held a rating for the central API")
+    return lines
 
 
 def _split(lat):
