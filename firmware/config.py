@@ -12,6 +12,8 @@ Device file `device.json`:
   wifi        {"ssid", "password"}: here only, never inside `board`; main.make_board hands it
               to the board of an MQTT device
   window      window number shown on idle, outbox_capacity (default 500)
+  custody     keep acknowledged ratings until the gateway says the central API holds them, and
+              offer them again to a new gateway store (SPEC 3.11; default true)
   counter_floor  rating counters start above it (default 0); provisioning a wiped device sets it
               to the unix time, so a rating id (device:counter) is never used twice (SPEC 7.2)
 """
@@ -47,7 +49,8 @@ def validate(cfg):
     if not isinstance(cfg, dict):
         raise ConfigError("not an object")
     out = {"board": {"profile": "five_button"}, "transport": "rs485", "address": 1, "baud": 9600,
-           "hall": "", "mqtt": {}, "wifi": {}, "window": "", "outbox_capacity": 500, "counter_floor": 0}
+           "hall": "", "mqtt": {}, "wifi": {}, "window": "", "outbox_capacity": 500, "counter_floor": 0,
+           "custody": True}
     out.update(cfg)
     if not _token(out.get("device")):
         raise ConfigError("device: a token of 1..24 characters [A-Za-z0-9._-]")
@@ -80,6 +83,8 @@ def validate(cfg):
     cap = out["outbox_capacity"]
     if not isinstance(cap, int) or not 1 <= cap <= 5000:
         raise ConfigError("outbox_capacity: 1..5000")
+    if not isinstance(out["custody"], bool):
+        raise ConfigError("custody: true or false")
     floor = out["counter_floor"]
     if not isinstance(floor, int) or not 0 <= floor <= COUNTER_FLOOR_MAX:
         raise ConfigError("counter_floor: 0..%d" % COUNTER_FLOOR_MAX)

@@ -12,11 +12,14 @@ is any object with:
 Neither the device nor the app ever asks which transport it has.
 
 The rating a transport offers is head(): (counter, stored bytes, MAC) of the oldest rating in the
-outbox. The stored bytes are the rating's canonical binary encoding (App._save appends exactly
-codec.encode(RATING, signed record)), so RS-485 puts them into its RATING frame as they are and
-MQTT builds its JSON from them once per head. The flash is read only when the head changes (at
-boot, after an append to an empty outbox, after a release); the MAC, which an ACK must be bound
-to (SPEC 7.5), is read from those bytes at the same time.
+outbox, or, while custody copies are marked for re-offer (SPEC 3.11), of the lowest of them, its
+stored bytes followed by field 23 `reoffer` = 1 (outside the MAC, and after every stored field,
+so the bytes stay canonical). The stored bytes are the rating's canonical binary
+encoding (App._save appends exactly codec.encode(RATING, signed record)), so RS-485 puts them
+into its RATING frame as they are and MQTT builds its JSON from them once per head. The flash is
+read only when the head changes (at boot, after an append to an empty outbox, after a release or
+a SETTLE); the MAC, which an ACK must be bound to (SPEC 7.5), is read from those bytes at the
+same time.
 """
 
 import json
@@ -32,6 +35,8 @@ from firmware.outbox import Outbox
 from firmware.store import Store
 
 _MAC_FIELD = tuple(f for f in schema.RATING_FIELDS if f[1] == "mac")   # the MAC alone
+_TIME_FIELD = tuple(f for f in schema.RATING_FIELDS if f[1] == "device_time")
+_REOFFER = b"\xb8\x01\x01"   # RATING field 23 (varint key 23 << 3) = 1: a custody copy offered again
 
 
 class Device:
@@ -44,7 +49,8 @@ class Device:
         self.uptime = Uptime(board.ticks_ms)
         self.health = Health(self.store, board.profile, cfg["device"], self.uptime, board.free_heap)
         self.safe_mode = self.health.boot()
-        self.outbox = Outbox(self.fs, root, cfg.get("outbox_capacity", 500)).open()
+        self.outbox = Outbox(self.fs, root, cfg.get("outbox_capacity", 500),
+                             custody=cfg.get("custody", True), count=self.health.count).open()
         self.app = App(board.profile, cfg["device"], cfg["key_bytes"], self.outbox, self.health,
                        self.uptime, load_rating_config(self.fs, root), self.store,
                        cfg.get("window", ""), cfg.get("counter_floor", 0))
@@ -62,7 +68,9 @@ class Device:
             self.audio = Player(board.audio, prompts, self.health)
         self.transport = None
         self._status_at = 0
-        self._head = None                   # (counter, stored bytes, MAC) of the outbox head
+        self._head = None                   # (counter, bytes, MAC) of what head() offers
+        self._again = False                 # ... and it is a custody copy offered again
+        self._oldest = None                 # (counter, device_time) of the oldest custody copy
         self.ota = None                     # firmware.ota.Updater while an update is under way
         if self.fs.exists(join(root, "ota.json")) or self._pointer_news(root):
             self._updater()
@@ -174,9 +182,9 @@ class Device:
 
     def on_ack(self, record):
         """Settle a rating. True when the outbox let it go. Only an ACK signed under our key for the
-        very rating at our outbox head counts (SPEC 7.5): its MAC covers that rating's MAC, so
-        whoever talks on the bus or the broker can neither forge one nor get the gateway to sign
-        one for junk sent under our counter."""
+        very rating head() offers counts (SPEC 7.5): its MAC covers that rating's MAC, so whoever
+        talks on the bus or the broker can neither forge one nor get the gateway to sign one for
+        junk sent under our counter. A re-offered custody copy is answered the same way."""
         if record.get("device") not in (None, "", self.cfg["device"]):
             self.health.count("ack_foreign")
             return False
@@ -191,8 +199,9 @@ class Device:
         if not vocab.device_releases(result):
             self.health.count("ack_rejected" if result == vocab.ACK_REJECTED else "ack_retry")
             return False
+        ob = self.outbox
         try:
-            released = self.outbox.release(head[0])
+            released = ob.unmark(head[0]) if self._again else ob.release(head[0])
         except OSError:
             self.health.count("flash_error")
             return False
@@ -201,25 +210,56 @@ class Device:
         self._head = None
         return released
 
-    def head(self):
-        """(counter, stored bytes, MAC) of the oldest unacknowledged rating, or None. The outbox
-        knows its head's counter in RAM; the flash is read only when that counter changes."""
+    def on_settle(self, record):
+        """A SETTLE (SPEC 3.11): the gateway's store is `generation`, the central API holds our
+        ratings below `settled`. Taken only when signed under our key for our own id; a new
+        generation or `reoffer` marks every custody copy for re-offer; a stale seq is ignored.
+        True when it was taken."""
+        cfg = self.cfg
+        if (record.get("device") not in (None, "", cfg["device"])
+                or not auth.verify_settle(cfg["key_bytes"], cfg["device"], record)):
+            self.health.count("settle_forged")
+            return False
         ob = self.outbox
-        if not ob.depth:
-            self._head = None
-            return None
-        counter = ob.counters[0]
+        gen = record.get("generation", 0)
+        seq = record.get("seq", 0)
+        mark = gen != ob.generation
+        if not mark and seq <= ob.seq:
+            self.health.count("settle_stale")   # a replay, or a reordering
+            return False
+        try:
+            ob.settle(gen, seq, record.get("settled", 0), mark or bool(record.get("reoffer")))
+        except OSError:
+            self.health.count("flash_error")
+            return False
+        self._head = None
+        return True
+
+    def head(self):
+        """(counter, stored bytes, MAC) of what to offer: the lowest custody copy marked for
+        re-offer (its bytes with `reoffer` = 1), else the oldest unacknowledged rating, or None.
+        The outbox knows both counters in RAM; the flash is read only when the head changes."""
+        ob = self.outbox
+        counter = ob.reoffer_head()
+        again = counter is not None
+        if not again:
+            if not ob.depth:
+                self._head = None
+                return None
+            counter = ob.counters[0]
         head = self._head
-        if head is None or head[0] != counter:
+        if head is None or head[0] != counter or self._again != again:
             self._head = None
             try:
-                raw = ob.get(counter)
+                raw = ob.copy(counter) if again else ob.get(counter)
             except OSError:
                 raw = None
             if raw is None:
                 self.health.count("flash_error")   # tried again on the next turn
                 return None
-            head = self._head = (counter, raw, codec.decode_fields(_MAC_FIELD, raw).get("mac"))
+            mac = codec.decode_fields(_MAC_FIELD, raw).get("mac")
+            head = self._head = (counter, raw + _REOFFER if again else raw, mac)
+            self._again = again
         return head
 
     def next_rating(self):
@@ -228,7 +268,9 @@ class Device:
         return codec.decode(schema.RATING, head[1]) if head is not None else None
 
     def idle_record(self):
-        return {"outbox": self.outbox.depth, "case_id": self.app.case_id()}
+        ob = self.outbox
+        return {"outbox": ob.depth, "case_id": self.app.case_id(), "custody": ob.kept,
+                "generation": ob.generation}
 
     def status_due(self):
         interval = self.app.cfg["status_interval_s"] * 1000
@@ -236,4 +278,20 @@ class Device:
 
     def status(self, rssi_neg=0):
         self._status_at = self.uptime.now() or 1
-        return self.health.status(self.outbox, self.outbox.high, self.app.case_id(), rssi_neg)
+        ob = self.outbox
+        return self.health.status(ob, ob.high, self.app.case_id(), rssi_neg, self.custody_oldest())
+
+    def custody_oldest(self):
+        """device_time of the oldest custody copy (0: none or unknown); read when that changes."""
+        ob = self.outbox
+        if not ob.kept:
+            return 0
+        counter = ob.runs[0]
+        if self._oldest is None or self._oldest[0] != counter:
+            try:
+                raw = ob.copy(counter)
+            except OSError:
+                raw = None
+            t = codec.decode_fields(_TIME_FIELD, raw).get("device_time", 0) if raw else 0
+            self._oldest = (counter, t)
+        return self._oldest[1]

@@ -75,7 +75,7 @@ class Health:
         except OSError:
             self.count("flash_error")
 
-    def status(self, outbox, counter, case_id, rssi_neg=0):
+    def status(self, outbox, counter, case_id, rssi_neg=0, custody_oldest=0):
         names = sorted(self.errors)[:_MAX_STATUS_COUNTERS]
         return {
             "device": self.device, "firmware": FIRMWARE_VERSION, "board": self.board,
@@ -83,5 +83,5 @@ class Health:
             "outbox": outbox.depth, "outbox_capacity": outbox.capacity, "counter": counter,
             "case_id": case_id, "boots": self.boots, "safe_mode": 1 if self.safe_mode else 0,
             "errors": [{"name": n[:16], "count": min(self.errors[n], 0xFFFFFFFF)} for n in names],
-            "rssi_neg": rssi_neg,
+            "rssi_neg": rssi_neg, "custody": outbox.kept, "custody_oldest": custody_oldest,
         }

@@ -1,7 +1,9 @@
 """MQTT over Wi-Fi: topics from protocol.topics, JSON from protocol.jsonform.
 
 - availability: "online" retained at each connect; the last will says "offline".
-- context / ack / config are subscribed (QoS 1). A retained empty context means "no case".
+- context / ack / config / settle are subscribed (QoS 1). A retained empty context means "no
+  case". A SETTLE (retained, SPEC 3.11) goes to the device, which marks custody copies for
+  re-offer; head() then offers them first, their JSON carrying "reoffer": 1.
 - the oldest unacknowledged rating is published (QoS 1) and published again every RESEND_MS
   until an ACK for its counter arrives on .../ack: a PUBACK only says the broker has it, the
   ACK says the gateway committed it. The gateway dedupes by rating id (device:counter).
@@ -137,6 +139,9 @@ class MqttTransport:
             elif kind == "config":
                 if payload:
                     dev.on_config(jsonform.from_json(schema.CONFIG, payload))
+            elif kind == "settle":                   # retained: the current one at each connect
+                if payload:
+                    dev.on_settle(jsonform.from_json(schema.SETTLE, payload))
             elif kind == "update":
                 from protocol.ota import parse_update_json
                 msg_type, record = parse_update_json(payload)

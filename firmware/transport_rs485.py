@@ -9,7 +9,8 @@ UART's FIFO returns from write() at once on the ESP32, so this wait is the real 
 A transport as firmware/device.py describes it: step() answers what the master asked. A POLL or
 an ACK is answered with the device's head(), its stored bytes put into the RATING frame as they
 are (they already are the canonical binary RATING), else UPDATE_STATE when the update has news
-(SPEC 3.10: ratings first), else IDLE. UPDATE_* requests are answered with UPDATE_STATE.
+(SPEC 3.10: ratings first), else IDLE. A SETTLE (SPEC 3.11) is taken by the device and then
+answered exactly as a POLL. UPDATE_* requests are answered with UPDATE_STATE.
 """
 
 import time
@@ -66,8 +67,11 @@ class Rs485Transport:
             return link.refuse(req, refusal_reason(req.error))
         t = req.type
         rec = req.record
-        if t == schema.POLL:
-            dev.on_time(rec.get("time", 0))
+        if t == schema.POLL or t == schema.SETTLE:
+            if t == schema.SETTLE:
+                dev.on_settle(rec)
+            else:
+                dev.on_time(rec.get("time", 0))
             if not req.broadcast:
                 dev.on_online()                 # the bus works: a release on trial is confirmed
             if rec.get("want_status") or dev.status_due():

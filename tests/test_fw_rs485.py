@@ -84,7 +84,7 @@ def test_a_rating_over_the_bus_from_context_to_ack(tmp_path):
     bare = rig.signed_ack(1, vocab.ACK_STORED)
     del bare["device"]                                    # the address says who it is for
     done = exchange(rig, wire, bus, ch, schema.ACK, bare)
-    assert done.type == schema.IDLE and done.record == {} and rig.dev.outbox.depth == 0
+    assert done.type == schema.IDLE and done.record == {"custody": 1} and rig.dev.outbox.depth == 0
     st = exchange(rig, wire, bus, ch, schema.POLL, {"want_status": 1})
     assert st.type == schema.STATUS and st.record["counter"] == 1 and st.record["firmware"]
 
