@@ -12,27 +12,21 @@ from protocol import auth, codec, schema, vocab
 from uplink_support import SECRET
 
 
-class CustodyDevice(FakeDevice):
-    """Outbox, custody and the SETTLE rules of SPEC 3.11; `deaf` ignores SETTLEs (a device that
-    has not heard them yet). deliver() sends re-offers first, then the outbox, one at a time."""
+class Custody:
+    """A device's outbox and custody by SPEC 3.11's rules (the gateway tests' model of a device)."""
 
-    def __init__(self, broker, device_id):
-        self.lock = threading.Lock()
+    def __init__(self, device_id):
+        self.device_id = device_id
+        self.lock = threading.RLock()
         self.outbox = []                # ratings not yet released
         self.custody = {}               # counter -> [rating, marked for re-offer]
         self.generation = 0
         self.seq = 0
         self.settles = []               # SETTLEs taken
         self.forged_settles = 0
-        self.deaf = False
-        super().__init__(broker, device_id)
+        self.deaf = False               # ignores SETTLEs (has not heard them yet)
 
-    def _on_message(self, client, userdata, message):
-        if message.topic.endswith("/settle") and message.payload:
-            self._settle(codec.from_json(schema.SETTLE, message.payload))
-        super()._on_message(client, userdata, message)
-
-    def _settle(self, settle):
+    def settle(self, settle):
         if self.deaf:
             return
         if not auth.verify_settle(device_key(self.device_id), self.device_id, settle):
@@ -62,39 +56,73 @@ class CustodyDevice(FakeDevice):
         with self.lock:
             self.outbox.append(rating)
 
+    def head(self):
+        """(rating, reoffer) to send next: re-offers first, lowest counter first; else None."""
+        with self.lock:
+            marked = sorted(c for c, (_, m) in self.custody.items() if m)
+            if marked:
+                return self.custody[marked[0]][0], True
+            return (self.outbox[0], False) if self.outbox else None
+
+    def released(self, rating, reoffer):
+        with self.lock:
+            if reoffer:
+                self.custody[rating["counter"]][1] = False
+            elif self.outbox and self.outbox[0]["counter"] == rating["counter"]:
+                self.outbox.pop(0)
+                self.custody[rating["counter"]] = [rating, False]
+
+    def wire(self, rating, reoffer):
+        obj = codec.to_obj(schema.RATING_FIELDS, rating)
+        if reoffer:
+            obj["reoffer"] = 1
+        return obj
+
+    def status_record(self, counter):
+        with self.lock:
+            oldest = min((r.get("device_time", 0) for r, _ in self.custody.values()), default=0)
+            return {"device": self.device_id, "firmware": "test", "outbox": len(self.outbox),
+                    "counter": counter, "custody": len(self.custody), "custody_oldest": oldest}
+
+
+class CustodyDevice(FakeDevice):
+    """A Wi-Fi evaluator with custody: deliver() sends one rating at a time until none is left."""
+
+    def __init__(self, broker, device_id):
+        self.model = Custody(device_id)
+        super().__init__(broker, device_id)
+
+    def __getattr__(self, name):        # the model's state and rules (generation, held, press ...)
+        return getattr(self.__dict__["model"], name)
+
+    def __setattr__(self, name, value):
+        if name in ("deaf",):
+            setattr(self.model, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def _on_message(self, client, userdata, message):
+        if message.topic.endswith("/settle") and message.payload:
+            self.model.settle(codec.from_json(schema.SETTLE, message.payload))
+        super()._on_message(client, userdata, message)
+
     def deliver(self):
         """Send until nothing is left; the ACK results in order."""
         results = []
         while True:
-            with self.lock:
-                marked = sorted(c for c, (_, m) in self.custody.items() if m)
-                if marked:
-                    rating, reoffer = self.custody[marked[0]][0], True
-                elif self.outbox:
-                    rating, reoffer = self.outbox[0], False
-                else:
-                    return results
-            obj = codec.to_obj(schema.RATING_FIELDS, rating)
-            if reoffer:
-                obj["reoffer"] = 1
-            self.publish("rating", codec.dumps(obj).encode())
+            head = self.model.head()
+            if head is None:
+                return results
+            rating, reoffer = head
+            self.publish("rating", codec.dumps(self.model.wire(rating, reoffer)).encode())
             ack = self.ack()
             assert ack["counter"] == rating["counter"]
             results.append(ack["result"])
-            if not vocab.device_releases(ack["result"]):
-                continue
-            with self.lock:
-                if reoffer:
-                    self.custody[rating["counter"]][1] = False
-                else:
-                    self.outbox.pop(0)
-                    self.custody[rating["counter"]] = [rating, False]
+            if vocab.device_releases(ack["result"]):
+                self.model.released(rating, reoffer)
 
     def status(self, counter):
-        oldest = min((r.get("device_time", 0) for r, _ in self.custody.values()), default=0)
-        record = {"device": self.device_id, "firmware": "test", "outbox": len(self.outbox),
-                  "counter": counter, "custody": len(self.custody), "custody_oldest": oldest}
-        self.publish("status", codec.to_json(schema.STATUS, record))
+        self.publish("status", codec.to_json(schema.STATUS, self.model.status_record(counter)))
 
 
 class CentralThread:
