@@ -34,6 +34,9 @@ ROMFS = "/rom"               # where a ROMFS partition is mounted
 TRIAL_S = 600
 
 IDLE, RECEIVING, VERIFIED, REFUSED = ota.ST_IDLE, ota.ST_RECEIVING, ota.ST_VERIFIED, ota.ST_REFUSED
+# screens a citizen who has just rated (or not) still reads: no switch (a reboot) under them; the
+# rating they made goes out meanwhile, ahead of the restart
+_CITIZEN = ("thanks", "not_rated")
 
 # (state, event) -> next state of ota.json: every move the updater makes with it. The trial states
 # (switched, confirmed, rolled back) live in the pointer (boot_select).
@@ -242,7 +245,8 @@ class Updater:
             return self.state(ota.ST_REFUSED, ota.WHY_UNKNOWN)
         if self.p["state"] != VERIFIED:
             return self.state(ota.ST_REFUSED, ota.WHY_NOT_READY)
-        if self.dev.app.case_id():
+        app = self.dev.app
+        if app.case_id() or app.state in _CITIZEN:
             return self.state(ota.ST_REFUSED, ota.WHY_CASE_OPEN)   # ask again once it is closed
         self._go("commit")
         self.pointer = boot_select.switch(self.fs, self.root, self.p["slot"], rid, self.p["version"],

@@ -29,7 +29,8 @@ def rate_one(unit, case_id=41):
     unit.rig.wait(1000)
     unit.rig.press_level(2)
     unit.dev.on_clear({"case_id": case_id})
-    assert outbox_bytes(unit)
+    unit.rig.wait(unit.dev.app.cfg["thanks_s"] * 1000 + 100)     # the thank-you is over
+    assert outbox_bytes(unit) and unit.dev.app.state not in ("thanks", "not_rated")
     return outbox_bytes(unit)
 
 
@@ -154,6 +155,23 @@ def test_no_switch_while_a_case_is_on_screen(tmp_path):
     assert (state["state"], state["reason"]) == (ota.ST_REFUSED, ota.WHY_CASE_OPEN)
     assert boot_select.read(unit.flash, unit.root + "/data") == {}
     unit.dev.on_clear({"case_id": 77})
+    assert commit(unit, manifest)["state"] == ota.ST_SWITCHED
+
+
+def test_no_switch_under_the_thank_you_of_a_citizen_who_has_just_rated(tmp_path):
+    """The COMMIT can come the moment the case closes: the reboot would cut the thank-you off
+    and hold the rating just made until the device is back. Not now (case_open, asked again)."""
+    unit = unit_at(tmp_path)
+    manifest, contents = release(NEW, "1.1.0")
+    serve(unit, manifest, contents)
+    unit.rig.context(78)
+    unit.rig.wait(1000)
+    unit.rig.press_level(2)
+    assert unit.dev.app.state == "thanks" and not unit.dev.app.case_id()
+    state = unit.dev.on_update(schema.UPDATE_COMMIT, {"release_id": ota.release_id(manifest)})
+    assert (state["state"], state["reason"]) == (ota.ST_REFUSED, ota.WHY_CASE_OPEN)
+    assert boot_select.read(unit.flash, unit.root + "/data") == {}
+    unit.rig.wait(unit.dev.app.cfg["thanks_s"] * 1000 + 100)
     assert commit(unit, manifest)["state"] == ota.ST_SWITCHED
 
 
