@@ -13,6 +13,9 @@ The boot runs on the sim board of each profile through firmware.main.build() as 
 read and validated by the boot-only firmware.config (dropped again), Device with the UI, and the
 transport the config names (five_button: RS-485, answering one POLL; touch: MQTT over Wi-Fi,
 not connected).
+The device's outbox holds CUSTODY_COPIES acknowledged ratings in custody (SPEC 3.11), all marked
+for re-offer by a new gateway store, so custody at its largest (the default outbox_capacity) and
+the re-offered copy the device holds are measured too (custody_log()).
 Then it puts a case on the screen (the greeting playing from the real prompt files into the sim
 board's amplifier, firmware/audio.py's buffers allocated), collects garbage and reports the bytes
 still allocated beyond an interpreter that has only the runtime's own modules imported:
@@ -41,6 +44,9 @@ if __package__ in (None, ""):  # run as a script: make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 RESULT_PREFIX = "FW_HEAP "
+HEAP_ROOT = "/tmp/heap"
+CUSTODY_COPIES = 500     # the default outbox_capacity: custody full
+_CUSTODY_GAP_EVERY = 100  # a burnt counter every 100 ratings: the copies lie in five runs
 PROFILES = ("five_button", "touch")
 RUNTIME_MODULES = ("os", "binascii")
 
@@ -124,6 +130,8 @@ assert dev.app.state == "case", dev.app.state
 assert board.audio.played == [("greet", 5)] and dev.audio.playing, "the greeting is not playing"
 if profile == "five_button":
     assert board.uart.take_tx()[:2] == b"\\xa5\\x5a", "no reply to the POLL"
+assert dev.outbox.kept == %(custody)d, dev.outbox.kept
+dev.head()          # a custody copy offered again, its bytes held as an outbox head would be
 _a = await _alloc()
 _parts.append(("boot", _a - _prev))
 _mods = sorted(k for k in sys.modules if k.startswith("firmware") or k.startswith("protocol"))
@@ -178,8 +186,36 @@ ROMFS_PROMPTS = "/prompts"                  # firmware.main.DEFAULT_PROMPTS (bes
 FS_PROMPTS = "/repo/firmware/prompts"
 
 
-def _script(profile, breakdown, romfs=False):
-    return SCRIPT % {"profile": profile, "prefix": RESULT_PREFIX, "runtime": RUNTIME_MODULES,
+def custody_log(copies=CUSTODY_COPIES):
+    """The bytes of an outbox.log holding `copies` custody copies (ratings of the measured device,
+    signed under its key), marked for re-offer by a new generation, written by the firmware's own
+    outbox (firmware/outbox.py) on the host."""
+    import os
+    import tempfile
+    from firmware.flashfs import Fs
+    from firmware.outbox import Outbox
+    from protocol import auth, codec, schema
+    key = bytes.fromhex("5c" * 32)
+    with tempfile.TemporaryDirectory() as root:
+        ob = Outbox(Fs(), root, copies + 1, custody=True).open()
+        c = 1700000000
+        for i in range(copies):
+            c += 2 if i and i % _CUSTODY_GAP_EVERY == 0 else 1
+            rec = auth.sign(key, {"device": "win07", "counter": c, "case_id": 1000 + i,
+                                  "serials": ["SZ2024%05d" % i], "node": 3, "source": 1,
+                                  "overall": 1, "staff_id": "A0123", "window": "07",
+                                  "device_time": 1700000000 + 60 * i, "uptime_ms": 1000 * i})
+            ob.append(c, codec.encode(schema.RATING, rec))
+            ob.release(c)
+        if copies:
+            ob.settle(0x1234567890ABCDEF, 1, 0, True)
+        ob.compact()
+        with open(os.path.join(root, "outbox.log"), "rb") as f:
+            return f.read()
+
+
+def _script(profile, breakdown, romfs=False, custody=CUSTODY_COPIES):
+    return SCRIPT % {"custody": custody, "profile": profile, "prefix": RESULT_PREFIX, "runtime": RUNTIME_MODULES,
                      "order": IMPORT_ORDER[profile] if breakdown else (), "poll": poll_frame_hex(),
                      "prelude": ROMFS_PRELUDE if romfs else "", "font": ROMFS_FONT if romfs else FS_FONT,
                      "prompts": ROMFS_PROMPTS if romfs else FS_PROMPTS}
@@ -201,18 +237,22 @@ def romfs_files(files):
 
 
 
-def measure_detail(files, run_micropython, breakdown=False, romfs=False) -> dict:
+def measure_detail(files, run_micropython, breakdown=False, romfs=False, custody=CUSTODY_COPIES,
+                   profiles=PROFILES) -> dict:
     """{profile: {"bytes": n, "parts": [(module or "boot", bytes)], "modules": [loaded],
     "late": [loaded by the boot itself, not imported before it], "from": [top folders the
     modules came from: "repo" or "rom"]}} or {profile: "failed: ..."}.
     With breakdown, every module of IMPORT_ORDER is imported before the boot, so the "boot" part
     is what the running firmware allocates beyond its modules (see data_bytes).
-    With romfs, the modules run from a ROMFS image (romfs_files) instead of .mpy files."""
+    With romfs, the modules run from a ROMFS image (romfs_files) instead of .mpy files.
+    `custody`: how many custody copies the device's outbox holds at boot (custody_log)."""
     out = {}
     if romfs:
         files = romfs_files(files)
-    for profile in PROFILES:
-        r = run_micropython(_script(profile, breakdown, romfs), files=files, trees=())
+    files = dict(files)
+    files[HEAP_ROOT + "/outbox.log"] = custody_log(custody)
+    for profile in profiles:
+        r = run_micropython(_script(profile, breakdown, romfs, custody), files=files, trees=())
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
         if r.returncode != 0 or not lines:
             out[profile] = "failed: " + (r.stderr.strip() or r.stdout.strip())[-300:]
