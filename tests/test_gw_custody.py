@@ -386,3 +386,29 @@ def test_the_broker_lets_each_device_read_its_own_settle_topic_only():
     assert "topic read %s" % topics.device_topic(HALL, "w01", "settle") in w01
     assert "w02" not in w01 and "write %s" % topics.device_topic(HALL, "w01", "settle") not in w01
     assert "user gateway\ntopic readwrite hall/%s/#" % HALL in acl
+
+
+def test_check_names_a_bad_custody_section(tmp_path):
+    from gateway import config_check
+    path = tmp_path / "gateway.toml"
+    for bad, word in (('enabled = "yes"', "enabled"), ("every = 3", "every"),
+                      ("rs485_every_s = -1", "rs485_every_s")):
+        path.write_text('[gateway]\nhall = "%s"\ndata_dir = "%s"\n[custody]\n%s\n'
+                        % (HALL, tmp_path / "data", bad))
+        cfg, problems = config_check.problems(str(path), offline=True)
+        assert cfg is None and len(problems) == 1 and "[custody]" in problems[0] and word in problems[0]
+    path.write_text('[gateway]\nhall = "%s"\ndata_dir = "%s"\n[custody]\nenabled = false\n'
+                    % (HALL, tmp_path / "data"))
+    cfg, problems = config_check.problems(str(path), offline=True)
+    assert problems == [] and cfg.custody.enabled is False
+
+
+def test_a_reoffer_request_reaches_an_mqtt_device_once(custody):
+    c = custody
+    c.mqtt_due(["dev-a"], 1)
+    status = {"device": "dev-a", "counter": 9, "outbox": 0, "custody": 3}
+    c.status("dev-a", status)
+    ((_, record),) = c.mqtt_due(["dev-a"], 1)
+    assert record["reoffer"] == 1 and auth.verify_settle(device_key("dev-a"), "dev-a", record)
+    c.status("dev-a", status)
+    assert c.mqtt_due(["dev-a"], 1) == []
