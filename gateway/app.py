@@ -318,8 +318,10 @@ class Gateway:
             self.broker_files.sync()       # its login and ACL before its config and context
         if what in ("added", "updated"):
             self._provision(device)
-        elif what == "removed" and device.transport == "mqtt":
-            self.bridge.forget_device(device.id)
+        elif what == "removed":
+            self.custody.forget(device.id)         # a device added again later starts afresh
+            if device.transport == "mqtt":
+                self.bridge.forget_device(device.id)
         try:
             self.bridge.publish_devices()
         except Exception:

@@ -203,6 +203,10 @@ class Custody:
                 p.reoffer, p.reoffer_for = True, counter
                 self.stats["reoffer_requests"] += 1
 
+    def forget(self, device_id):
+        with self._lock:
+            self._peers.pop(device_id, None)
+
     # --- RS-485: a SETTLE in place of a POLL --------------------------------------------------
     def rs485_settle(self, device_id):
         """(SETTLE record, done) to send instead of this turn's POLL, or None. done() is called

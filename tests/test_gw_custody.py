@@ -412,3 +412,10 @@ def test_a_reoffer_request_reaches_an_mqtt_device_once(custody):
     assert record["reoffer"] == 1 and auth.verify_settle(device_key("dev-a"), "dev-a", record)
     c.status("dev-a", status)
     assert c.mqtt_due(["dev-a"], 1) == []
+
+
+def test_a_device_removed_and_added_again_gets_its_settle_again(custody):
+    assert len(custody.mqtt_due(["dev-a"], 1)) == 1
+    assert custody.mqtt_due(["dev-a"], 1) == []
+    custody.forget("dev-a")               # the registry removed it (its retained topic cleared)
+    assert len(custody.mqtt_due(["dev-a"], 1)) == 1

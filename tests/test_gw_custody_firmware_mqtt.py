@@ -9,7 +9,6 @@ the reference central API.
   with every rating once.
 """
 
-import random
 import time
 
 from conftest import free_port
