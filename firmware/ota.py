@@ -240,8 +240,8 @@ class Updater:
 
     def _commit(self, rid, mine):
         if not mine:
-            if rid == self.pointer.get("release"):
-                return self.state()
+            if rid in (self.pointer.get("release"), self.pointer.get("failed")):
+                return self.state()                  # switched to it or back from it: say so
             return self.state(ota.ST_REFUSED, ota.WHY_UNKNOWN)
         if self.p["state"] != VERIFIED:
             return self.state(ota.ST_REFUSED, ota.WHY_NOT_READY)

@@ -10,7 +10,10 @@ gateway remembered.
 Per device: pending (its phase has not come) -> offering (UPDATE_OFFER) -> receiving (chunks) ->
 verified (every file checked; the COMMIT waits while a case is open at its window) -> switching
 (COMMIT sent, again every QUERY_EVERY_S until the device says switched) -> switched (on trial: the
-device reports by itself, SPEC 3.10) -> confirmed; or rolled_back / refused (by the device, with
+device reports by itself, SPEC 3.10; its report is news it tells once, and an RS-485 reply can be
+lost, so the COMMIT is sent again every QUERY_EVERY_S as a question, which a device already on
+the release, or back from it, answers with where it stands) -> confirmed; or rolled_back /
+refused (by the device, with
 its reason), or cancelled. A refusal that only means "not now" (case_open, busy, not_ready) and
 a device that lost its transfer (idle) are retried, not failed. A canary that fails pauses
 the rollout (`paused_reason`); a failure in the rest is counted and the rollout goes on. At most
@@ -283,7 +286,8 @@ class Rollouts:
                 p["at"] = now
                 self._keep()
                 return ("commit", release)
-            if state == "switching" and now - p["at"] >= QUERY_EVERY_S and not self.busy(device_id):
+            if state in ("switching", "switched") and now - p["at"] >= QUERY_EVERY_S and \
+                    not self.busy(device_id):
                 p["at"] = now
                 return ("commit", release)
             return None

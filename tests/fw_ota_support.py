@@ -142,6 +142,7 @@ def update_to_the_end(root, cut_at, torn):
     unit.rig.context(31)
     unit.rig.wait(1000)
     unit.rig.press_level(2)
+    unit.rig.wait(unit.dev.app.cfg["thanks_s"] * 1000 + 100)   # no switch under the thank-you
     before = outbox_bytes(unit)
     if not before:
         return 0, ["no rating in the outbox"]

@@ -86,6 +86,10 @@ def test_failed_trial_boots_roll_back_by_themselves_and_say_why(tmp_path):
     assert (state["state"], state["reason"], state["boots"]) == (ota.ST_ROLLED_BACK, ota.WHY_BOOT_FAILED, 2)
     assert state["release_id"] == ota.release_id(manifest) and state["running"] == "1.0.0"
     assert outbox_bytes(unit) == before
+    # the gateway that missed the news asks with the COMMIT again: the answer is the rollback
+    again = unit.dev.on_update(schema.UPDATE_COMMIT, {"release_id": ota.release_id(manifest)})
+    assert (again["state"], again["reason"]) == (ota.ST_ROLLED_BACK, ota.WHY_BOOT_FAILED)
+    assert unit.base == ""
     # once told, an ordinary boot again
     unit.reboot()
     assert unit.dev.ota is None and unit.base == ""

@@ -271,3 +271,21 @@ def test_a_lost_mqtt_chunk_restarts_the_window_once_not_once_per_chunk_behind_it
     assert window() == [(1, 256)]
     ro.report("ev-01", "receiving", rel.id, 1, 64)   # a later loss is news again
     assert window()[0] == (1, 64)
+
+
+def test_a_switched_device_whose_report_was_lost_is_asked_again(tmp_path):
+    """A device tells once that its trial confirmed (or rolled back); an RS-485 reply can be lost:
+    the gateway sends the COMMIT again every QUERY_EVERY_S, which the device answers with where
+    it stands, and the rollout goes on."""
+    clock = Clock()
+    ro = make(tmp_path, clock=clock)
+    rel = ro.releases.add(make_release(tmp_path))
+    r = ro.start(rel.id, DEVICES, ["ev-01"])
+    assert transfer(ro, "ev-01")[-1] == "commit"
+    assert r["devices"]["ev-01"]["state"] == "switched"
+    assert ro.next_step("ev-01", 256) is None                # the device's own report first
+    clock.now += rollout.QUERY_EVERY_S                       # ... which was lost
+    assert ro.next_step("ev-01", 256)[0] == "commit"
+    assert ro.next_step("ev-01", 256) is None                # one question a period
+    ro.report("ev-01", "confirmed", rel.id, version="1.1.0")
+    assert r["devices"]["ev-01"]["state"] == "confirmed" and r["phase"] == "rest"
