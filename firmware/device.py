@@ -232,8 +232,7 @@ class Device:
         except OSError:
             self.health.count("flash_error")
             return False
-        self._head = None
-        return True
+        return True                             # head() sees for itself whether its head moved
 
     def head(self):
         """(counter, stored bytes, MAC) of what to offer: the lowest custody copy marked for

@@ -57,7 +57,7 @@ class MqttTransport:
             self.client.subscribe(self.t[kind], topics.QOS[kind])
         self.sent_counter = 0
         self.sent_at = 0
-        self._json = None                        # (counter, JSON text) of the head
+        self._json = None                        # (stored bytes, JSON text) of the head
         self._state_pid = None                   # the UPDATE_STATE in flight (QoS 1 packet id)
         self._state = None                       # the latest UPDATE_STATE not yet published
         self.wifi_at = None
@@ -94,9 +94,11 @@ class MqttTransport:
         counter = head[0]
         if counter == self.sent_counter and now - self.sent_at < _RESEND_MS:
             return
-        if self._json is None or self._json[0] != counter:
+        # keyed by the head's bytes, not its counter: a rating acknowledged and then offered
+        # again from custody has the same counter and other bytes (reoffer = 1)
+        if self._json is None or self._json[0] is not head[1]:
             self._json = None                    # the old head's text is garbage before the new
-            self._json = (counter, jsonform.to_json(schema.RATING, self.device.next_rating()))
+            self._json = (head[1], jsonform.to_json(schema.RATING, self.device.next_rating()))
         if self.client.publish(self.t["rating"], self._json[1], 1) is not None:
             self.sent_counter = counter
             self.sent_at = now
