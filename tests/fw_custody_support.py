@@ -99,9 +99,10 @@ def open_outbox(flash, capacity, keep=True):
     return Outbox(flash, "/ob", capacity, 3, custody=keep).open()
 
 
-def play(flash, ops, progress, capacity, keep=True):
+def play(flash, ops, progress, capacity, keep=True, journal=None):
     """Run ops on a custody outbox; progress[0] is the index of the op under way. PowerCut
-    escapes."""
+    escapes. `journal`: {"promised": set, "releasing": set} of appends that returned and
+    releases that were called."""
     ob = open_outbox(flash, capacity, keep)
     for j in range(len(ops)):
         progress[0] = j
@@ -110,10 +111,14 @@ def play(flash, ops, progress, capacity, keep=True):
         if k == "a":
             try:
                 ob.append(ob.high + 1, payload_for(ob.high + 1))
+                if journal is not None:
+                    journal["promised"].add(ob.high)
             except OutboxFull:
                 pass
         elif k == "r":
             if ob.counters:
+                if journal is not None:
+                    journal["releasing"].add(ob.counters[0])
                 assert ob.release(ob.counters[0])
         elif k == "s":
             ob.settle(op[1], op[2], op[3], op[4])

@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 sys.path.insert(0, str(Path(__file__).parent))
 import fw_custody_support as cs  # noqa: E402
 from fw_custody_support import Model, OPS, cut_everywhere, outbox_state  # noqa: E402
-from fw_flash_support import FakeFlash, payload_for  # noqa: E402
+from fw_flash_support import FakeFlash, PowerCut, payload_for  # noqa: E402
 from reorder_flash import ReorderFlash  # noqa: E402
 
 from firmware import outbox as ob_mod  # noqa: E402
@@ -231,6 +231,27 @@ op = st.one_of(st.just(("a",)), st.just(("r",)), st.just(("u",)), st.just(("c",)
 @given(st.lists(op, max_size=18), st.sampled_from([0.0, 0.5, 1.0]))
 def test_power_cut_at_every_step_of_any_custody_sequence(ops, torn):
     assert cut_everywhere(ops, torn)[1] == []
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(op, min_size=1, max_size=14), st.integers(1, 60), st.integers(1, 80),
+       st.sampled_from([0.0, 0.5, 1.0]))
+def test_a_second_cut_during_recovery(ops, first_cut, second_cut, torn):
+    """A cut, then a second one while the rebooted device carries on: no rating whose append
+    returned leaves the outbox unless its release was called, every held rating reads back
+    intact, and outbox plus custody stay within the capacity."""
+    journal = {"promised": set(), "releasing": set()}
+    flash = FakeFlash(cut_at=first_cut, torn=torn)
+    for cut in (first_cut, second_cut):
+        flash = FakeFlash(flash.files, cut_at=cut, torn=torn)
+        try:
+            cs.play(flash, ops, [0], 5, True, journal)
+        except PowerCut:
+            pass
+    ob = cs.open_outbox(FakeFlash(flash.files), 5)
+    assert journal["promised"] - journal["releasing"] <= set(ob.counters)
+    assert cs.check_bytes(ob) == []
+    assert ob.depth + ob.kept <= 5
 
 
 # --- the checks catch a broken outbox ------------------------------------------------------
