@@ -241,13 +241,20 @@ def ok(report):
 
 
 def rollout_ok(ro):
-    """(--rollout) every device on the new release, canary first, the power-cut device resumed,
-    the broken release rolled back by itself, no device on neither release; True without one."""
+    """(--rollout) every device on the new release, canary first, every power-cut device resumed,
+    the broken release rolled back by itself, no device on neither release; True without one.
+    The press -> committed p99 ratio (rollout / idle, goal 1.5: rollout.RATIO_GOAL) is reported
+    beside it, not part of it: in the simulated hall both p99s swing with the host's load (every
+    evaluator is a thread of one process), and on a short bus the gateway gives an update one
+    smallest exchange a round even where its share of an idle round is less (gateway.rs485_master),
+    so the ratio there says more about the host than about the rollout."""
     if ro is None:
         return True
     back = ro.get("rollback") or {}
+    cuts = ro.get("power_cuts") or {}
     return ("error" not in ro and ro["all_updated"] and ro["canary_first"] and not ro["on_neither"]
-            and ro["power_cut"].get("resumed", False) and back.get("state") == "rolled_back")
+            and bool(cuts) and all(c.get("resumed") for c in cuts.values())
+            and back.get("state") == "rolled_back")
 
 
 def rollout_lines(ro):
@@ -255,7 +262,6 @@ def rollout_lines(ro):
     if "error" in ro:
         return ["rollout: did not run: %s" % ro["error"]]
     lat = ro["latency_p99_ms"]
-    cut = ro["power_cut"]
     back = ro.get("rollback") or {}
     versions = {}
     for d, v in sorted(ro["devices"].items()):
@@ -263,16 +269,22 @@ def rollout_lines(ro):
     lines = ["rollout %s (%d bytes): %s in %.1f s, canary %s first: %s" % (
         ro["version"], ro["bytes"], ro["status"], ro["duration_s"], ro["canary"],
         "yes" if ro["canary_first"] else "NO"),
-        "  versions: %s" % "; ".join("%s %s" % (k, ",".join(ds)) for k, ds in versions.items()),
-        "  power cut mid-transfer: %s at %s bytes, resumed from %s: %s" % (
-            cut.get("device"), cut.get("acked_at_cut"), cut.get("resumed_from"),
-            "yes" if cut.get("resumed") else "NO"),
+        "  versions: %s" % "; ".join("%s %s" % (k, ",".join(ds)) for k, ds in versions.items())]
+    for d, cut in sorted((ro.get("power_cuts") or {}).items()):
+        lines.append("  power cut mid-transfer: %s (%s) at %s bytes, resumed from %s: %s" % (
+            d, cut.get("transport"), cut.get("acked_at_cut"), cut.get("resumed_from"),
+            "yes" if cut.get("resumed") else "NO"))
+    if not ro.get("power_cuts"):
+        lines.append("  power cut mid-transfer: NONE")
+    lines += [
         "  broken release %s on %s: %s (%s), now %s" % (
             back.get("version"), back.get("device"), back.get("state"), back.get("reason"),
             ro["devices"].get(back.get("device"), {}).get("after")),
-        "  press->central p99 idle %s ms (%d) / during the rollout %s ms (%d): ratio %s%s" % (
-            lat["idle"], lat["idle_samples"], lat["rollout"], lat["rollout_samples"], lat["ratio"],
-            " (above 1.5x)" if lat["ratio"] and lat["ratio"] > 1.5 else "")]
+        "  press->committed p99 idle %s ms (%d samples, %s s) / during the rollout %s ms (%d): "
+        "p99_ratio %s (%s)" % (
+            lat["idle"], lat["idle_samples"], ro.get("idle_s"), lat["rollout"],
+            lat["rollout_samples"], ro.get("p99_ratio"),
+            "within 1.5x" if ro.get("p99_ratio_ok") else "ABOVE 1.5x")]
     if ro["on_neither"]:
         lines.append("  ON NEITHER RELEASE: %s" % ", ".join(ro["on_neither"]))
     return lines

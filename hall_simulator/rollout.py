@@ -3,15 +3,21 @@ rating, driven the way an operator would, through the gateway's update routes (g
 
     hall.script = rollout.script(idle_s=20)      # before hall.run(); figures(hall) afterwards
 
-The play: the hall runs idle for `idle_s` (the latency baseline); two bundles are built with the
-build tool's Bundle (tools.flashkit.bundle) and registered (POST /api/v1/releases); a rollout of
-the good one starts with w01 as the canary, then the rest (POST /api/v1/rollouts); the last device
-has its power cut mid-transfer (the chaos power cut: hall_faults) and must resume; when every
-device confirmed, the broken release goes to one device, whose trial boots fail (its
-firmware/main.py raises at import: the evaluator's boot runs the release's entry as
-firmware.main.hand_over would) until boot_select rolls it back by itself, and the device says why.
+The play: after WARMUP_S, the hall runs idle for `idle_s` and until `idle_samples` presses have
+been committed (the latency baseline, at most IDLE_MAX_S); two bundles are built with the build tool's Bundle
+(tools.flashkit.bundle) and registered (POST /api/v1/releases); a rollout of the good one starts
+with w01 as the canary, then the rest (POST /api/v1/rollouts); one bus device and one Wi-Fi
+device other than the canary have their power cut mid-transfer (the chaos power cut:
+hall_faults) and must resume; when every device confirmed, the broken release goes to one
+device, whose trial boots fail (its firmware/main.py raises at import: the evaluator's boot runs
+the release's entry as firmware.main.hand_over would) until boot_select rolls it back by itself,
+and the device says why.
 
-The releases are small (a root main.py, firmware/main.py and one data file of DATA_BYTES): the
+Latency is press -> committed: from the press to the gateway's ACK releasing the rating from the
+device's outbox (the ACK goes out after the commit), p99 while idle against p99 during the
+rollout of the same run; `ratio` is their quotient, which should stay within RATIO_GOAL.
+
+The releases are small (a root main.py, firmware/main.py and one data file of `data_bytes`): the
 hall's own code is the host's, and a full bundle (the 684 KB font) would take many minutes at
 9,600 baud; the transfer, resume, verify, switch, trial and rollback are the real ones.
 """
@@ -33,16 +39,20 @@ FACTORY = "1.0.0"            # firmware.health.FIRMWARE_VERSION: the release too
 DATA_BYTES = 2 * 1024
 POLL_S = 0.1
 ROLLOUT_MAX_S = 300.0        # real seconds a rollout may take before the play gives up
+WARMUP_S = 5.0               # real seconds after the opening before the idle part counts
+IDLE_SAMPLES = 100           # committed presses the idle part waits for (its p99's samples)
+IDLE_MAX_S = 120.0           # real seconds the idle part may wait for them
+RATIO_GOAL = 1.5             # press -> committed p99 during the rollout / idle, at most
 BROKEN_MAIN = b'raise ImportError("this release was built without its firmware")\n'
 FW_MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "firmware", "main.py")
 
 
-def bundles(workdir):
+def bundles(workdir, data_bytes=DATA_BYTES):
     """(good bundle dir, broken bundle dir) under workdir/releases."""
     with open(FW_MAIN, "rb") as f:
         main = f.read()
-    data = bytes((i * 131 + (i >> 8)) & 0xFF for i in range(DATA_BYTES))
+    data = bytes((i * 131 + (i >> 8)) & 0xFF for i in range(data_bytes))
     boards = ["five_button", "touch"]
     good = Bundle(VERSION, {"main.py": ROOT_MAIN, "firmware/main.py": main,
                             "prompts/notes.bin": data}, boards)
@@ -105,59 +115,96 @@ async def _follow(op, rid, watch, until, step=None):
         if r is not None:
             watch.see(r)
             if step is not None:
-                await step(r)
+                step(r)
             if until(r):
                 return True
         await asyncio.sleep(POLL_S)
     return False
 
 
-def script(idle_s=20.0, canary="w01", cut_down_s=1.0):
-    """The play, as an async fn(hall) for Hall.script; returns what figures() reports."""
+async def _idle(hall, idle_s, samples):
+    """The idle part: `idle_s`, and until `samples` presses since it began were committed."""
+    began = time.time()
+    await asyncio.sleep(idle_s)
+    end = time.monotonic() + IDLE_MAX_S
+    while time.monotonic() < end and len(_committed(hall, began, time.time())) < samples:
+        await asyncio.sleep(0.5)
+
+
+def victims(hall, canary):
+    """The devices whose power is cut mid-transfer: the last bus device and the last Wi-Fi device
+    other than the canary (one of each the hall has)."""
+    out = []
+    for transport in ("rs485", "mqtt"):
+        ids = [d for d in sorted(hall.evaluators)
+               if hall.evaluators[d].spec.transport == transport and d != canary]
+        if ids:
+            out.append(ids[-1])
+    return out
+
+
+class PowerCuts:
+    """Cuts each victim's power once, mid-transfer (some bytes acknowledged, not all), and notes
+    where its transfer stood when the device was back."""
+
+    def __init__(self, hall, devices, down_s):
+        self.hall = hall
+        self.cuts = {d: {} for d in devices}
+        self.down_s = down_s
+        self.tasks = []
+        self.hook = hall_faults.hooks(hall)["power_cut"]
+
+    def step(self, r):
+        for p in r["devices"]:
+            cut = self.cuts.get(p["device"])
+            if cut is None:
+                continue
+            if not cut and p["state"] == "receiving" and 0 < p["acked"] < r["bytes"]:
+                cut.update(device=p["device"], acked_at_cut=p["acked"], at=time.time(),
+                           transport=self.hall.evaluators[p["device"]].spec.transport)
+                self.tasks.append(asyncio.ensure_future(self._cut(p["device"])))
+            elif cut.get("boots") and cut.get("resumed_from") is None and p["state"] in (
+                    "receiving", "verified", "switching", "switched", "confirmed"):
+                cut["resumed_from"] = p["acked"] if p["state"] == "receiving" else r["bytes"]
+                cut["state_after"] = p["state"]
+
+    async def _cut(self, device):
+        self.cuts[device]["boots"] = await self.hook(device, self.down_s, 0.99)
+
+    async def close(self):
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def script(idle_s=20.0, canary="w01", cut_down_s=1.0, idle_samples=None, data_bytes=None):
+    """The play, as an async fn(hall) for Hall.script; returns what figures() reports.
+    `idle_samples` and `data_bytes` default to IDLE_SAMPLES and DATA_BYTES as they are when the
+    play starts (a reduced run lowers them)."""
 
     async def play(hall):
+        await asyncio.sleep(WARMUP_S)     # the opening rush (every window's first case) is not idle
         out = {"idle_from": time.time()}
-        await asyncio.sleep(idle_s)
-        good_dir, broken_dir = await asyncio.to_thread(bundles, hall.workdir)
+        await _idle(hall, idle_s, IDLE_SAMPLES if idle_samples is None else idle_samples)
+        good_dir, broken_dir = await asyncio.to_thread(
+            bundles, hall.workdir, DATA_BYTES if data_bytes is None else data_bytes)
         op = Operator(hall.gateway.http_url, hall.operator_token)
         try:
             good = await op.call("POST", "/api/v1/releases", {"path": good_dir})
             devices = sorted(hall.evaluators)
-            # the power cut: a bus device other than the canary (see the report: an MQTT device
-            # cut mid-transfer did not come back online in the sim, not understood yet)
-            bus = [d for d in devices if hall.evaluators[d].spec.transport == "rs485" and d != canary]
-            victim = bus[-1] if bus else None
-            broken_at = next((d for d in devices if d not in (canary, victim)), canary)
+            cuts = PowerCuts(hall, victims(hall, canary), cut_down_s)
+            broken_at = next((d for d in devices if d != canary and d not in cuts.cuts), canary)
             before = {d: hall.evaluators[d].running_version() or FACTORY for d in devices}
             out.update(start=time.time(), release=good["id"], version=VERSION, bytes=good["bytes"],
                        canary=canary, versions_before=before)
             r = await op.call("POST", "/api/v1/rollouts",
                               {"release": good["id"], "canary": [canary], "devices": devices})
-            watch, cut = Watch(), {}
-            hooks = hall_faults.hooks(hall)
-
-            async def cut_mid_transfer(r):
-                p = next((p for p in r["devices"] if p["device"] == victim), None)
-                if p is None or cut or p["state"] != "receiving" or not 0 < p["acked"] < r["bytes"]:
-                    return
-                cut.update(device=victim, acked_at_cut=p["acked"], at=time.time())
-                ev = hall.evaluators[victim]
-                cut["boots"] = await hooks["power_cut"](victim, cut_down_s, 0.99)
-                cut["resumed_from"] = None
-                cut["boot_seen"] = ev.boots
-
-            async def step(r):
-                await cut_mid_transfer(r)
-                if cut.get("resumed_from") is None and "boot_seen" in cut:
-                    p = next(p for p in r["devices"] if p["device"] == victim)
-                    if p["state"] in ("receiving", "verified", "switching", "switched", "confirmed"):
-                        cut["resumed_from"] = p["acked"] if p["state"] == "receiving" else r["bytes"]
-                        cut["state_after"] = p["state"]
-
-            finished = await _follow(op, r["id"], watch, lambda r: r["status"] in ("done", "cancelled"),
-                                     step)
-            out.update(end=time.time(), finished=finished, rollout=watch.last, power_cut=cut,
-                       started_at=watch.started, done_at=watch.done)
+            watch = Watch()
+            finished = await _follow(op, r["id"], watch,
+                                     lambda r: r["status"] in ("done", "cancelled"), cuts.step)
+            out.update(end=time.time(), finished=finished, rollout=watch.last,
+                       power_cuts=cuts.cuts, started_at=watch.started, done_at=watch.done)
+            await cuts.close()
+            if not finished:              # given up: the broken release needs the gateway free
+                await op.call("POST", "/api/v1/rollouts/%s/cancel" % r["id"])
             # the broken release to one device: its trial boots fail, it rolls back by itself
             broken = await op.call("POST", "/api/v1/releases", {"path": broken_dir})
             rb = await op.call("POST", "/api/v1/rollouts",
@@ -180,30 +227,36 @@ def script(idle_s=20.0, canary="w01", cut_down_s=1.0):
     return play
 
 
+def _committed(hall, since, until):
+    """Press -> committed (ms) of the presses between `since` and `until` (wall time) that the
+    gateway's ACK has released from their device's outbox."""
+    acked = {}
+    for ev in list(hall.evaluators.values()):
+        acked.update(ev.acked_at)
+    out = []
+    for e in list(hall.confirmations):
+        if e.get("source") != report_mod.PRESS or not since <= e.get("at", 0) < until:
+            continue
+        at = acked.get((e["device"], e["counter"]))
+        if at is not None:
+            out.append(max(0.0, (at - e["at"]) * 1000.0))
+    return out
+
+
 def _p99(values):
     v = report_mod.percentile(values, 99)
     return None if v is None else round(v, 1)
 
 
-def figures(hall, confirmations):
+def figures(hall, confirmations=None):
     """{"rollout": ...} for the report: versions before/after per device (the gateway's rollout
-    report and the device's own boot pointer), canary first, the resumed device, the rollback,
-    and press -> central p99 while idle against during the rollout (the same run)."""
+    report and the device's own boot pointer), canary first, the resumed devices, the rollback,
+    and press -> committed p99 while idle against during the rollout (the same run)."""
     played = hall.script_result
     if not isinstance(played, dict) or "start" not in played:
         return {"rollout": {"error": repr(played)[:300]}}
-    view = report_mod.central_view(hall.store.path)
-    ratings = view["ratings"]
-    idle, during = [], []
-    for e in confirmations:
-        r = ratings.get(e["rating_id"])
-        if e.get("source") != report_mod.PRESS or r is None or not e.get("at"):
-            continue
-        ms = max(0.0, (r["received_at"] - e["at"]) * 1000.0)
-        if e["at"] < played["start"]:
-            idle.append(ms)
-        elif e["at"] <= played["end"]:
-            during.append(ms)
+    idle = _committed(hall, played["idle_from"], played["start"])
+    during = _committed(hall, played["start"], played["end"])
     ro = played.get("rollout") or {"devices": [], "status": "?"}
     per = {p["device"]: p for p in ro["devices"]}
     canary = played["canary"]
@@ -217,18 +270,21 @@ def figures(hall, confirmations):
         devices[d] = {"before": before, "after": after.get(d), "gateway_before": p.get("version_before"),
                       "gateway_after": p.get("version_after"), "state": p.get("state"),
                       "canary": bool(p.get("canary"))}
-    cut = played.get("power_cut") or {}
-    resumed = bool(cut) and per.get(cut.get("device"), {}).get("state") == "confirmed" and \
-        cut.get("resumed_from") is not None and cut["resumed_from"] > 0
+    cuts = {}
+    for d, cut in (played.get("power_cuts") or {}).items():
+        cuts[d] = dict(cut, device=d, resumed=bool(cut) and per.get(d, {}).get("state") == "confirmed"
+                       and (cut.get("resumed_from") or 0) > 0)
     i99, d99 = _p99(idle), _p99(during)
+    ratio = round(d99 / i99, 2) if i99 and d99 is not None else None
     out = {"release": played["release"], "version": played["version"], "bytes": played["bytes"],
            "status": ro.get("status"), "duration_s": round(played["end"] - played["start"], 1),
+           "idle_s": round(played["start"] - played["idle_from"], 1),
            "canary": canary, "canary_first": bool(canary_done) and all(t >= canary_done for t in rest_started),
            "devices": devices,
            "all_updated": all(v["after"] == VERSION for v in devices.values()),
            "on_neither": sorted(d for d, v in devices.items() if v["after"] not in known),
-           "power_cut": dict(cut, resumed=resumed), "rollback": played.get("broken"),
+           "power_cuts": cuts, "rollback": played.get("broken"),
            "latency_p99_ms": {"idle": i99, "rollout": d99, "idle_samples": len(idle),
-                              "rollout_samples": len(during),
-                              "ratio": round(d99 / i99, 2) if i99 and d99 is not None else None}}
+                              "rollout_samples": len(during), "ratio": ratio},
+           "p99_ratio": ratio, "p99_ratio_ok": ratio is not None and ratio <= RATIO_GOAL}
     return {"rollout": json.loads(json.dumps(out))}
