@@ -80,9 +80,9 @@ def build_parser():
                    help="only these fault kinds (e.g. gateway_replaced), at the --chaos level's "
                         "rate; default every kind")
     p.add_argument("--outage", type=_positive_float, metavar="SECONDS",
-                   help="simulated seconds the central API stays down after a gateway_replaced's "
-                        "spare gateway starts (real seconds: SECONDS / --speed); default the "
-                        "schedule's few seconds")
+                   help="simulated seconds the central API is down around a gateway_replaced "
+                        "(real seconds: SECONDS / --speed): the gateway dies two thirds into it, "
+                        "the spare runs the last third; default the schedule's few seconds")
     p.add_argument("--custody", choices=("on", "off"), default="on",
                    help="the gateway's [custody] (evaluators keep what it acknowledged until the "
                         "central API holds it, and offer it again to a new store); off: a lost "
@@ -164,8 +164,8 @@ def parse_hall_args(argv):
             options.chaos = "standard"
     if options.outage is not None:
         from hall_simulator import chaos
-        # warmup, the wait for a rating in the store, the spare's start, the quiet tail (real s)
-        need = options.outage / options.speed + 5.0 + 10.0 + 4.0 + chaos.KILL_START_S + 15.0
+        # the warmup, the spare's start after a down time, the quiet tail (real seconds)
+        need = options.outage / options.speed + 5.0 + 4.0 + chaos.KILL_START_S + 15.0
         if options.duration / options.speed < need:
             parser.error("--outage %g needs --duration %.0f at least (at --speed %g)"
                          % (options.outage, need * options.speed, options.speed))

@@ -84,7 +84,7 @@ async def run_async(options, out=None, hall_kwargs=None):
         out.flush()
         drained = await hall.run(shots)
         result = hall.report(drained)
-        figures = spare_gateway.figures(hall, custody)
+        figures = spare_gateway.figures(hall, custody, await spare_gateway.read_status(hall))
         if figures is not None:
             result["custody"] = figures
         if rollout is not None:
@@ -114,12 +114,16 @@ async def run_async(options, out=None, hall_kwargs=None):
 
 def chaos_events(options, hall):
     """The fault schedule of --chaos-kinds / --outage (simulated seconds, made real by --speed),
-    as Hall.run would plan it otherwise."""
+    as Hall.run would plan it otherwise. --outage is the central API's whole outage around a
+    gateway_replaced: the gateway dies two thirds into it (the dead store holds what came
+    meanwhile), the spare runs the last third with the central API still away."""
     real_duration = options.duration / options.speed
     rs, mq = hall.device_ids()
     params = {}
-    if getattr(options, "outage", None):
-        params["gateway_replaced"] = {"outage_s": round(options.outage / options.speed, 3)}
+    if getattr(options, "outage", None):      # the spare starts two thirds into the outage
+        real = options.outage / options.speed
+        params["gateway_replaced"] = {"before_s": round(real * 2 / 3, 3),
+                                      "outage_s": round(real / 3, 3)}
     return chaos.schedule(options.chaos, real_duration, options.seed, rs485=rs, mqtt=mq,
                           warmup_s=min(5.0, real_duration * 0.1),
                           kinds=getattr(options, "chaos_kinds", None), params=params)

@@ -31,9 +31,11 @@ Figures (the issue's list):
                    (recovered: the evaluators offered them again) and not (not_recovered, the
                    confirmed among them in `lost` too), its `duplicate` answers since the first
                    replacement (central_duplicates_since: copies offered again that it already
-                   had), and the evaluators' own counts since their last boot, where their
-                   firmware keeps them: copies offered again (reoffered), copies dropped for room
-                   (custody_dropped)
+                   had), the gateway's ratings committed from copies offered again since it
+                   started (reoffered_committed), and the evaluators' own counts since their last
+                   boot, where their firmware keeps them: copies offered again (reoffered), copies
+                   dropped for room (custody_dropped), cases refused as one already rated
+                   (repeat_case: a case id handed out again)
   unauthorised_changes  (hostile runs) 2xx answers to unauthenticated writes, an anonymous MQTT
                    login accepted, staff names or levels in unauthenticated reads, registry
                    entries the simulator did not make; attack_hits counts what each attack reached
@@ -342,7 +344,9 @@ def custody_lines(c, lost):
     lines = [line, "  central duplicate answers since the replacement %d%s; lost in all %d" % (
         c["central_duplicates_since"],
         "".join(", %s %d" % (what, c[name]) for name, what in (
-            ("reoffered", "copies offered again"), ("custody_dropped", "copies dropped for room"))
+            ("reoffered_committed", "committed from copies offered again"),
+            ("reoffered", "copies offered again"), ("custody_dropped", "copies dropped for room"),
+            ("repeat_case", "cases refused as already rated"))
             if c.get(name) is not None), lost)]
     if c["replacements"] and not c["dead_store_pending"]:
         lines.append("  NOT EXERCISED: no dead store held a rating for the central API")

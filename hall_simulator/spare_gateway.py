@@ -83,6 +83,15 @@ def reset_connections(counter):
     return refuse
 
 
+async def read_status(hall):
+    """The running gateway's /status, None while it is away."""
+    from hall_simulator.screens import gateway_status
+    try:
+        return await asyncio.to_thread(gateway_status, hall.gateway.http_url, 2.0)
+    except (OSError, ValueError):
+        return None
+
+
 async def _ratings_waiting(hall):
     """Ratings the running gateway holds for the central API (its /status), 0 when unknown."""
     from hall_simulator.screens import gateway_status
@@ -94,7 +103,8 @@ async def _ratings_waiting(hall):
 
 
 def _central_retransmissions(hall):
-    row = hall.store.db.execute("SELECT value FROM counters WHERE name = 'retransmissions'").fetchone()
+    row = hall.store.db.execute(
+        "SELECT value FROM counters WHERE name = 'retransmissions'").fetchone()
     return row[0] if row else 0
 
 
@@ -123,6 +133,8 @@ async def gateway_replaced(hall, before_s, down_s, outage_s, cap_s=chaos_mod.CAP
                     now >= start + before_s and await _ratings_waiting(hall)):
                 break
             await asyncio.sleep(0.1)
+        if ended():
+            return 0                 # the hall is recovering: no replacement after all
         record = {"began_s": round(start - (hall.started_at or start), 3),
                   "retransmissions_before": _central_retransmissions(hall)}
         hall.gateway.kill()
@@ -152,12 +164,15 @@ async def gateway_replaced(hall, before_s, down_s, outage_s, cap_s=chaos_mod.CAP
         await central.listen()
 
 
-def figures(hall, custody=True):
+def figures(hall, custody=True, gateway_status=None):
     """The report's `custody` figures (None when no gateway was replaced and custody is on):
     the ratings (and "not rated" events) the dead stores held for the central API, and which of
     them it holds in the end,
     read from the central API's own database; its `duplicate` answers (retransmissions) since the
-    first replacement, re-offered copies it already had among them."""
+    first replacement, re-offered copies it already had among them; the running gateway's count of
+    ratings committed from re-offered copies (its /status `custody`, since it started:
+    reoffered_committed); the evaluators' counts (reoffered, custody_dropped, and repeat_case:
+    cases refused as one already rated, by id)."""
     replaced = getattr(hall, "replaced", None) or []
     if not replaced and custody:
         return None
@@ -175,7 +190,10 @@ def figures(hall, custody=True):
            "kept_files": replaced[0]["kept"] if replaced else []}
     if missing:
         out["not_recovered_ids"] = missing[:50]
-    for name in ("reoffered", "custody_dropped"):
+    gateway_custody = (gateway_status or {}).get("custody")
+    if isinstance(gateway_custody, dict) and "reoffered" in gateway_custody:
+        out["reoffered_committed"] = gateway_custody["reoffered"]
+    for name in ("reoffered", "custody_dropped", "repeat_case"):     # since each one's last boot
         n = _device_counter(hall, name)
         if n is not None:
             out[name] = n
@@ -183,11 +201,16 @@ def figures(hall, custody=True):
 
 
 def _device_counter(hall, name):
-    """The evaluators' firmware counter `name` added up (None when the firmware keeps none)."""
+    """The evaluators' firmware counter `name` added up (None when their firmware keeps none):
+    the device's and its outbox's `stats`, its health's error counts (a name never counted is 0)."""
     total = None
     for ev in hall.evaluators.values():
-        for part in (ev.device, getattr(ev.device, "outbox", None)):
-            stats = getattr(part, "stats", None)
+        device = ev.device
+        outbox = getattr(device, "outbox", None)
+        for stats in (getattr(device, "stats", None), getattr(outbox, "stats", None)):
             if isinstance(stats, dict) and name in stats:
                 total = (total or 0) + stats[name]
+        errors = getattr(getattr(device, "health", None), "errors", None)
+        if name == "repeat_case" and isinstance(errors, dict):
+            total = (total or 0) + errors.get(name, 0)
     return total
