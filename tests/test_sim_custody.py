@@ -131,3 +131,84 @@ def test_a_replacement_never_runs_during_a_kill_or_an_outage(tmp_path):
         with pytest.raises(chaos.Skipped):
             asyncio.run(spare_gateway.gateway_replaced(h, 1.0, 1.0, 1.0))
         setattr(h, busy, False if busy == "_killing" else None)
+
+
+class _Gateway:
+    """Stands in for GatewayProcess: starts and kills counted, no HTTP (its /status is away)."""
+    http_url = "http://127.0.0.1:9"
+
+    def __init__(self):
+        self.running, self.kills, self.starts = True, 0, 0
+
+    def kill(self):
+        self.running = False
+        self.kills += 1
+
+    def start(self):
+        self.running = True
+        self.starts += 1
+
+    async def wait_ready(self):
+        await asyncio.sleep(0.1)
+
+
+async def _post(session, url):
+    import aiohttp
+    try:
+        async with session.post(url + "/v1/batches", data=b"{}") as resp:
+            return resp.status
+    except aiohttp.ClientError:
+        return "cut"
+
+
+async def _while(task, url):
+    """POSTs to the central API while `task` runs: the answers of those that ended before it."""
+    import aiohttp
+    out = []
+    async with aiohttp.ClientSession() as session:
+        while not task.done():
+            answer = await _post(session, url)
+            if not task.done():
+                out.append(answer)
+            await asyncio.sleep(0.05)
+        return out, await _post(session, url)
+
+
+def test_the_hook_keeps_the_central_api_away_around_the_kill_and_counts_the_dead_stores_ratings(
+        tmp_path):
+    from hall_simulator.central_api import CentralServer
+    from hall_simulator.central_store import CentralStore
+
+    async def body():
+        store = CentralStore(str(tmp_path / "central.db"))
+        central = CentralServer(store, port=0)
+        await central.start()
+        h = hall.Hall(1, 1, seed=1, workdir=str(tmp_path / "hall"))
+        h.central, h.store, h.gateway = central, store, _Gateway()
+        data = tmp_path / "hall" / "gateway"
+        data.mkdir(parents=True)
+        (data / "console-users.toml").write_text("users")
+        db = sqlite3.connect(str(data / "outbox.db"))
+        db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, kind TEXT, key TEXT)")
+        db.executemany("INSERT INTO outbox (kind, key) VALUES (?,?)",
+                       [("rating", "w01:4"), ("rating", "w02:9"), ("case", "c")])
+        db.commit()
+        db.close()
+        try:
+            fault = asyncio.ensure_future(spare_gateway.gateway_replaced(
+                h, before_s=0.3, down_s=0.3, outage_s=0.5, cap_s=0.5))
+            during, after = await _while(fault, central.url)
+            return h, await fault, during, after
+        finally:
+            await central.stop()
+            store.close()
+
+    h, hits, during, after = asyncio.run(body())
+    assert hits == 2 and h.replaced[0]["pending"] == ["w01:4", "w02:9"]
+    assert (h.gateway.kills, h.gateway.starts, h.gateway.running) == (1, 1, True)
+    # away for the whole fault (every request cut), answering again once it is over
+    assert len(during) >= 5 and set(during) == {"cut"} and after != "cut", (during, after)
+    data = tmp_path / "hall" / "gateway"
+    assert sorted(os.listdir(data)) == ["console-users.toml"]
+    assert (tmp_path / "hall" / "gateway-dead-1" / "outbox.db").exists()
+    assert h._outage_end is None and not h._killing
