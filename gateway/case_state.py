@@ -19,6 +19,20 @@ def _json(value):
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+CASE_EPOCH = 1704067200    # 2024-01-01 UTC
+CASES_PER_S = 4            # a store hands out fewer case ids than this per second on average
+
+
+def first_case_id(now):
+    """A new store's first case id: CASES_PER_S per second since CASE_EPOCH, so it lies above
+    every id an earlier store of the hall handed out (as a device's counter floor does, SPEC 7.2:
+    a hall opens far fewer than 4 cases a second, averaged since its store began). Devices keep
+    the last case ids they were rated on and refuse a case id again, so a spare gateway that
+    started at 1 would show cases nobody could rate. Good until 2057; after that, 1 again."""
+    n = int((now - CASE_EPOCH) * CASES_PER_S)
+    return n if 0 < n <= 0xFFFFFFFF else 1
+
+
 class StateTxn:
     """The state table and the callback queue inside one of the store's transactions: what
     opening a case (commit_case's opening) and closing one may touch."""
@@ -122,10 +136,12 @@ class CaseState:
             db.execute("UPDATE callbacks SET attempts = attempts + 1 WHERE id=?", (failed,))
 
     @staticmethod
-    def next_case_id(db):
-        """A hall-wide case id never handed out twice, across restarts (1 .. 2**32-1)."""
+    def next_case_id(db, now):
+        """A hall-wide case id never handed out twice, across restarts (1 .. 2**32-1), nor by a
+        new store after the old one was lost (a spare gateway): a store's first id is
+        first_case_id(now), above any id an earlier store handed out."""
         row = db.execute("SELECT value FROM meta WHERE name='case_seq'").fetchone()
-        n = int(row[0]) + 1 if row else 1
+        n = int(row[0]) + 1 if row else first_case_id(now)
         if n > 0xFFFFFFFF:
             n = 1
         db.execute("INSERT OR REPLACE INTO meta VALUES ('case_seq', ?)", (str(n),))

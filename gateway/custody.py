@@ -48,7 +48,7 @@ def new_generation():
             return value
 
 
-def _meta_int(db, name):
+def meta_int(db, name):
     row = db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
     try:
         return int(row[0]) if row else 0
@@ -59,7 +59,7 @@ def _meta_int(db, name):
 def load_generation(db, renew=False):
     """The store's generation; made and written (its own transaction) when it has none, or anew
     when `renew` (the store lost what it had acknowledged)."""
-    generation = 0 if renew else _meta_int(db, GENERATION)
+    generation = 0 if renew else meta_int(db, GENERATION)
     if not 0 < generation < 1 << 64:
         generation = new_generation()
         with Txn(db):
@@ -168,7 +168,7 @@ class Custody:
             self._seq = seq = max(int(self.clock() * 1000), self._seq + 1)
             if seq >= self._seq_floor:
                 self._seq_floor = seq + SEQ_RESERVE_MS
-                self.store.state_put(SEQ_FLOOR, self._seq_floor)
+                self.store.meta_put(SEQ_FLOOR, self._seq_floor)
             return seq
 
     def record(self, device_id, reoffer=False):
@@ -300,10 +300,7 @@ def _speaks(record):
 
 
 def _read_floor(store):
-    for name, value in store.state_items(SEQ_FLOOR):
-        if name == SEQ_FLOOR and isinstance(value, int):
-            return value
-    return 0
+    return store.meta_int(SEQ_FLOOR)
 
 
 def reoffer_verdict(verdict, stored_digest):

@@ -331,7 +331,7 @@ class Store:
                 self.ledger.add(db, [(key, digest(text.encode("utf-8")))])
                 if opening is not None:
                     case, window_name, window = opening
-                    case["case_id"] = window["case_id"] = self.case_state.next_case_id(db)
+                    case["case_id"] = window["case_id"] = self.case_state.next_case_id(db, self.clock())
                     txn = self.case_state.txn(db)
                     txn.put("case:%d" % case["case_id"], case)
                     txn.put("window:" + window_name, window)
@@ -390,6 +390,16 @@ class Store:
         with self._lock:
             self._guarded(lambda: self.case_state.txn(self._db).delete(name))
 
+    def meta_put(self, name, value):
+        """A number in the store's own meta rows (custody's seq floor), apart from the cases' state."""
+        with self._lock:
+            self._guarded(lambda: self._db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)",
+                                                   (name, str(int(value)))))
+
+    def meta_int(self, name):
+        with self._lock:
+            return custody.meta_int(self._db, name)
+
     def state_items(self, prefix=""):
         with self._lock:
             return self.case_state.items(self._db, prefix)
@@ -431,7 +441,7 @@ class Store:
     def next_case_id(self):
         """A hall-wide case id that is never handed out twice, across restarts (1 .. 2**32-1)."""
         with self._lock:
-            return self._guarded(lambda: self.case_state.next_case_id(self._db))
+            return self._guarded(lambda: self.case_state.next_case_id(self._db, self.clock()))
 
     # --- inspection ----------------------------------------------------------------------
     def hwm(self, device):
