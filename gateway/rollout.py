@@ -17,7 +17,10 @@ refused (by the device, with
 its reason), or cancelled. A refusal that only means "not now" (case_open, busy, not_ready) and
 a device that lost its transfer (idle) are retried, not failed. A canary that fails pauses
 the rollout (`paused_reason`); a failure in the rest is counted and the rollout goes on. At most
-`parallel` devices take chunks at once (PARALLEL); the next starts when one has them all.
+`parallel` devices take chunks at once (PARALLEL); the next starts when one has them all. A
+device that says nothing for SILENT_S while offered or receiving (switched off, unplugged) gives
+its place up: it goes `waiting` (reason `no_answer`) and is offered again after AGAIN_S, once the
+pending devices have had their turn, so one dead evaluator never holds the hall's rollout.
 
 Persisted in <data_dir>/rollout.json (gateway.atomic_file): an operator's change at once, what the
 devices report by the gateway's loop (flush: a change of state within a pump, the bytes counters
@@ -41,6 +44,9 @@ RETRY = {"case_open": "verified", "busy": "offering", "not_ready": "offering",
 OFFER_EVERY_S = 2.0        # an unanswered offer is sent again after this long
 WINDOW = 4                 # chunks in flight per device over MQTT (RS-485 has one per exchange)
 STALL_S = 5.0              # no progress this long over MQTT: send again from what the device has
+
+SILENT_S = 120.0           # offered or receiving and not a word this long: give the place up
+AGAIN_S = 300.0            # a device that gave its place up is offered again after this long
 
 DONE = ("confirmed", "rolled_back", "refused", "cancelled")
 TRANSFERRING = ("offering", "receiving")
@@ -130,6 +136,7 @@ class Rollouts:
         """Write what is held back; `force` False: a change of state, or the counters once
         SAVE_EVERY_S has passed since the last write (the gateway's loop calls it often)."""
         with self._lock:
+            self._sweep()
             if not self._dirty:
                 return
             if force or self._urgent or self.clock() - self._saved_at >= SAVE_EVERY_S:
@@ -235,7 +242,7 @@ class Rollouts:
         if r is None or r["status"] != "running":
             return None
         p = r["devices"].get(device_id)
-        if p is None or p["state"] in DONE or p["state"] == "pending":
+        if p is None or p["state"] in DONE or p["state"] in ("pending", "waiting"):
             return None
         release = self.releases.get(r["release"])
         if release is None:
@@ -305,7 +312,9 @@ class Rollouts:
             if p is None or release is None or p["state"] in DONE:
                 return False
             before = p["state"]
-            p["at"] = self.clock()
+            p["at"] = p["heard"] = self.clock()
+            if before == "waiting":
+                before = p["state"] = "offering"   # back: it answers an offer made before
             why = reason.split(":")[0]
             if state in ("refused", "idle") and (why in RETRY or state == "idle"):
                 if before in ("offering", "receiving", "verified", "switching"):
@@ -364,6 +373,29 @@ class Rollouts:
                 self._keep(force=False)
             return True
 
+    def _sweep(self):
+        """A device silent for SILENT_S while offered or receiving gives its place up (waiting);
+        a waiting one gets its turn again after AGAIN_S (_advance)."""
+        r = self.active()
+        if r is None or r["status"] != "running":
+            return
+        now = self.clock()
+        changed = False
+        for p in r["devices"].values():
+            if p["state"] in TRANSFERRING and now - p.get("heard", now) >= SILENT_S:
+                p["state"] = "waiting"
+                p["reason"] = "no_answer: nothing heard for %d s" % SILENT_S
+                p["heard"] = now
+                self._cursor.pop(p["device"], None)
+                changed = True
+        waiting = any(p["state"] == "waiting" and now - p.get("heard", 0) >= AGAIN_S
+                      for p in r["devices"].values())
+        if changed or waiting:
+            before = [p["state"] for p in r["devices"].values()]
+            self._advance(r)
+            if changed or before != [p["state"] for p in r["devices"].values()]:
+                self._keep()
+
     def _advance(self, r):
         """Start the devices whose phase has come; finish the rollout when nothing is left."""
         devices = r["devices"].values()
@@ -373,12 +405,17 @@ class Rollouts:
         if r["status"] != "running":
             return
         active = sum(p["state"] in TRANSFERRING for p in devices)
-        for p in devices:
+        now = self.clock()
+        turn = [p for p in devices if p["state"] == "pending"] + sorted(
+            (p for p in devices if p["state"] == "waiting" and now - p.get("heard", 0) >= AGAIN_S),
+            key=lambda p: p.get("heard", 0))
+        for p in turn:
             if active >= self.parallel:
                 break
-            if p["state"] == "pending" and (p["canary"] or r["phase"] == "rest"):
+            if p["canary"] or r["phase"] == "rest":
                 p["state"] = "offering"
                 p["at"] = 0.0
+                p["heard"] = now              # the silence is counted from the offer
                 active += 1
         if all(p["state"] in DONE for p in devices):
             r["status"] = "done"

@@ -289,3 +289,41 @@ def test_a_switched_device_whose_report_was_lost_is_asked_again(tmp_path):
     assert ro.next_step("ev-01", 256) is None                # one question a period
     ro.report("ev-01", "confirmed", rel.id, version="1.1.0")
     assert r["devices"]["ev-01"]["state"] == "confirmed" and r["phase"] == "rest"
+
+
+def test_a_silent_device_gives_its_place_up_and_is_offered_again_later(tmp_path):
+    """Two places (PARALLEL): ev-02 and ev-03 switched off before the rollout never answer their
+    offers; after SILENT_S they wait (no_answer) and ev-04 gets a place; ev-02, back on, is offered
+    again after AGAIN_S and finishes; the rollout is done only when every device is."""
+    clock = Clock()
+    ro = make(tmp_path, clock=clock)
+    rel = ro.releases.add(make_release(tmp_path))
+    r = ro.start(rel.id, DEVICES, ["ev-01"])
+    transfer(ro, "ev-01")
+    ro.report("ev-01", "confirmed", rel.id, version="1.1.0")
+    states = lambda: {d: p["state"] for d, p in ro.get(r["id"])["devices"].items()}  # noqa: E731
+    assert states() == {"ev-01": "confirmed", "ev-02": "offering", "ev-03": "offering", "ev-04": "pending"}
+    for d in ("ev-02", "ev-03"):
+        assert ro.next_step(d, 256)[0] == "offer"           # nobody there to answer
+    clock.now += rollout.SILENT_S - 1
+    ro.flush()
+    assert states()["ev-04"] == "pending"                   # not yet
+    clock.now += 2
+    ro.flush()
+    got = states()
+    assert got["ev-02"] == got["ev-03"] == "waiting" and got["ev-04"] == "offering", got
+    assert ro.get(r["id"])["devices"]["ev-02"]["reason"].startswith("no_answer")
+    assert ro.next_step("ev-02", 256) is None                # a waiting device gets nothing
+    transfer(ro, "ev-04")
+    ro.report("ev-04", "confirmed", rel.id, version="1.1.0")
+    ro.flush()
+    assert states()["ev-02"] == "waiting" and ro.get(r["id"])["status"] == "running"
+    clock.now += rollout.AGAIN_S
+    ro.flush()
+    assert states()["ev-02"] == states()["ev-03"] == "offering"
+    transfer(ro, "ev-02")                                   # ev-02 is back on
+    ro.report("ev-02", "confirmed", rel.id, version="1.1.0")
+    assert ro.get(r["id"])["status"] == "running"           # ev-03 is still off
+    assert ro.cancel(r["id"])["devices"]["ev-03"]["state"] == "cancelled"
+    saved = make(tmp_path, clock=clock).get(r["id"])
+    assert saved["devices"]["ev-02"]["state"] == "confirmed" and saved["status"] == "cancelled"
