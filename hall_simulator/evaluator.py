@@ -10,6 +10,10 @@ sim board, in its own thread, with its own flash directory, and a citizen in fro
   random prefix of the bytes, as flash does), or the power goes between two loop turns; either
   way the Device object and everything in RAM is dropped and a fresh one boots from the flash
   directory after `down_s`. The UART / Wi-Fi connection is dropped too.
+- Power cut mid-update: cut_mid_update(down_s, share) cuts the power between two loop turns once
+  the update under way holds `share` of the release's bytes but not all of them (checked after
+  each turn, in the evaluator's own thread); `update_cut` then says what the device held on
+  flash when the power went and what it held when it was back.
 - Boot as firmware.main.run does: boot_select.boot first (a trial boot counted, a trial that spent
   its boots rolled back), then the chosen release directory is started: its own firmware/main.py,
   when it has one, is run as a module (a release whose entry raises fails to start, which is a
@@ -35,6 +39,7 @@ import time
 from protocol import rating as rating_rules
 from protocol import vocab
 from firmware import boot_select
+from firmware import ota as fw_ota
 from firmware import main as fw_main
 from firmware.boards.sim import PowerCut, Reboot, make_board
 from firmware.boards.sim_io import SimNet
@@ -197,6 +202,8 @@ class Evaluator:
                       "failed_starts": 0}
         self._stop = threading.Event()
         self._cut = None               # (down_s, mode) requested by chaos
+        self._update_cut = None        # (down_s, share): cut_mid_update armed
+        self.update_cut = None         # what the device held at that cut and after it
         self._thread = None
         os.makedirs(self.app_top(), exist_ok=True)   # the top release's place (a device's "/")
         save_device(self.fs, spec.root, validate(spec.device_json()))
@@ -230,6 +237,11 @@ class Evaluator:
         fw_main.attach_transport(device, board, cfg)
         self.board, self.device = board, device
         self.seen_counter = device.outbox.high
+        cut = self.update_cut
+        if cut is not None and "resumed_from" not in cut:
+            held = self._update_held()
+            cut["resumed_from"] = held[0] if held else None    # None: no update on flash
+            cut["boots"] = 1
         self.visit = None
         self.visit_case = 0
         self.boots += 1
@@ -273,6 +285,8 @@ class Evaluator:
             try:
                 with self.lock:
                     self._turn()
+                    if self._update_cut is not None:
+                        self._check_update_cut()
             except PowerCut:
                 self._power_off(self._cut[0] if self._cut else 0.5)
                 continue
@@ -409,6 +423,45 @@ class Evaluator:
             timer = threading.Timer(1.0, self._cut_now_if_still_armed)
             timer.daemon = True
             timer.start()
+
+    def cut_mid_update(self, down_s=0.5, share=0.5):
+        """Cut the power once, between two loop turns, when the update under way holds at least
+        `share` of the release's bytes and not all of them (the first turn after which it does: a
+        turn takes at most the gateway's window of chunks, so a release larger than two windows
+        cannot step over its half); then
+        `update_cut` = {"held", "total", "file", "at", "boots", "resumed_from"}: the bytes on
+        flash when the power went, in the gateway's terms (manifest and files, as a rollout's
+        `acked`), and those the device found on flash at the next boot."""
+        with self.lock:
+            self.update_cut = None
+            self._update_cut = (down_s, share)
+
+    def disarm_update_cut(self):
+        with self.lock:
+            self._update_cut = None
+
+    def _update_held(self):
+        """(bytes held, release bytes) of the update this device is receiving, or None."""
+        dev = self.device
+        up = dev.ota if dev is not None else None
+        p = up.p if up is not None else None
+        if not p or p.get("state") != fw_ota.RECEIVING:
+            return None
+        rec = {}
+        up._progress(rec)
+        held = rec["received"] + (p["size"] if p["file"] else 0)
+        return held, p["size"] + p.get("total", 0)
+
+    def _check_update_cut(self):
+        armed = self._update_cut
+        held = self._update_held() if armed is not None else None
+        down_s, share = armed if armed is not None else (0, 0)
+        if held is None or not share * held[1] <= held[0] < held[1]:
+            return
+        self._update_cut = None
+        self.update_cut = {"held": held[0], "total": held[1], "file": self.device.ota.p["file"],
+                           "at": time.time(), "boots": 0}
+        self._cut = (down_s, "now")
 
     def _cut_now_if_still_armed(self):
         cut = self._cut

@@ -7,11 +7,11 @@ The play: after WARMUP_S, the hall runs idle for `idle_s` and until `idle_sample
 been committed (the latency baseline, at most IDLE_MAX_S); two bundles are built with the build tool's Bundle
 (tools.flashkit.bundle) and registered (POST /api/v1/releases); a rollout of the good one starts
 with w01 as the canary, then the rest (POST /api/v1/rollouts); one bus device and one Wi-Fi
-device other than the canary have their power cut mid-transfer (the chaos power cut:
-hall_faults) and must resume; when every device confirmed, the broken release goes to one
-device, whose trial boots fail (its firmware/main.py raises at import: the evaluator's boot runs
-the release's entry as firmware.main.hand_over would) until boot_select rolls it back by itself,
-and the device says why.
+device other than the canary have their power cut mid-transfer (once each holds half the
+release: the evaluator's cut_mid_update) and must resume from what they held; when every
+device confirmed, the broken release goes to one device, whose trial boots fail (its
+firmware/main.py raises at import: the evaluator's boot runs the release's entry as
+firmware.main.hand_over would) until boot_select rolls it back by itself, and the device says why.
 
 Latency is press -> committed: from the press to the gateway's ACK releasing the rating from the
 device's outbox (the ACK goes out after the commit), p99 while idle against p99 during the
@@ -29,7 +29,7 @@ import time
 
 import aiohttp
 
-from hall_simulator import hall_faults
+from hall_simulator import chaos as chaos_mod
 from hall_simulator import report as report_mod
 from tools.flashkit.bundle import ROOT_MAIN, Bundle
 
@@ -38,6 +38,7 @@ BROKEN_VERSION = "1.1.1"
 FACTORY = "1.0.0"            # firmware.health.FIRMWARE_VERSION: the release tools/flash.py wrote
 DATA_BYTES = 2 * 1024
 POLL_S = 0.1
+CUT_SHARE = 0.5              # a victim's power goes once it holds this share of the release
 ROLLOUT_MAX_S = 600.0        # real seconds a rollout may take before the play gives up
 WARMUP_S = 5.0               # real seconds after the opening before the idle part counts
 IDLE_SAMPLES = 100           # committed presses the idle part waits for (its p99's samples)
@@ -144,34 +145,52 @@ def victims(hall, canary):
 
 
 class PowerCuts:
-    """Cuts each victim's power once, mid-transfer (some bytes acknowledged, not all), and notes
-    where its transfer stood when the device was back."""
+    """Cuts each victim's power once, mid-transfer: the device itself goes down between two of
+    its loop turns once it holds CUT_SHARE of the release and not all of it (the sim evaluator's
+    cut_mid_update, armed before the rollout starts, so no poll of the operator's can miss the
+    moment), and notes what it held on flash then and when it was back, and where the gateway
+    saw its transfer after the boot."""
 
     def __init__(self, hall, devices, down_s):
         self.hall = hall
         self.cuts = {d: {} for d in devices}
         self.down_s = down_s
         self.tasks = []
-        self.hook = hall_faults.hooks(hall)["power_cut"]
+
+    def arm(self):
+        for d in self.cuts:
+            self.hall.evaluators[d].cut_mid_update(self.down_s, CUT_SHARE)
+            self.tasks.append(asyncio.ensure_future(self._watch(d)))
+
+    async def _watch(self, device):
+        """Fills the device's entry once the power went and it booted again."""
+        ev = self.hall.evaluators[device]
+        while ev.update_cut is None:
+            await asyncio.sleep(0.05)
+        end = time.monotonic() + self.down_s + chaos_mod.CAP_S
+        while "resumed_from" not in ev.update_cut and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        cut = dict(ev.update_cut)
+        self.cuts[device].update(device=device, acked_at_cut=cut["held"], at=cut["at"],
+                                 transport=ev.spec.transport, file_at_cut=cut["file"],
+                                 boots=cut["boots"], resumed_from=cut.get("resumed_from"))
 
     def step(self, r):
         for p in r["devices"]:
             cut = self.cuts.get(p["device"])
-            if cut is None:
-                continue
-            if not cut and p["state"] == "receiving" and 0 < p["acked"] < r["bytes"]:
-                cut.update(device=p["device"], acked_at_cut=p["acked"], at=time.time(),
-                           transport=self.hall.evaluators[p["device"]].spec.transport)
-                self.tasks.append(asyncio.ensure_future(self._cut(p["device"])))
-            elif cut.get("boots") and cut.get("resumed_from") is None and p["state"] in (
+            if cut and cut.get("boots") and cut.get("state_after") is None and p["state"] in (
                     "receiving", "verified", "switching", "switched", "confirmed"):
-                cut["resumed_from"] = p["acked"] if p["state"] == "receiving" else r["bytes"]
                 cut["state_after"] = p["state"]
-
-    async def _cut(self, device):
-        self.cuts[device]["boots"] = await self.hook(device, self.down_s, 0.99)
+                cut["gateway_acked_after"] = p["acked"] if p["state"] == "receiving" else r["bytes"]
 
     async def close(self):
+        """Disarms; a device whose power went is waited for (its boot is at most down_s and
+        chaos.CAP_S away), one that was never cut keeps an empty entry."""
+        for d, task in zip(self.cuts, self.tasks):
+            ev = self.hall.evaluators[d]
+            ev.disarm_update_cut()
+            if ev.update_cut is None:
+                task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
@@ -195,6 +214,7 @@ def script(idle_s=20.0, canary="w01", cut_down_s=1.0, idle_samples=None, data_by
             before = {d: hall.evaluators[d].running_version() or FACTORY for d in devices}
             out.update(start=time.time(), release=good["id"], version=VERSION, bytes=good["bytes"],
                        canary=canary, versions_before=before)
+            cuts.arm()
             r = await op.call("POST", "/api/v1/rollouts",
                               {"release": good["id"], "canary": [canary], "devices": devices})
             watch = Watch()
