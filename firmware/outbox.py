@@ -21,15 +21,14 @@ Compaction writes the live records to `outbox.new` and renames it over the log (
 LittleFS and POSIX); a leftover `outbox.new` at boot is an unfinished compaction and is removed.
 The log also keeps the highest counter ever written, so counters never go backwards.
 RAM: two lists of small ints (counter, file offset) per live rating, ~8 bytes each. Custody
-copies are held as runs of consecutive counters (8 bytes a run, whatever its length: counters
-are issued one after the other and enter custody in order, so a run breaks only at a burnt
-counter or where a SETTLE kept marked copies); their bytes are found by a log scan, since
-re-offer is rare.
+copies are held as runs of consecutive counters (firmware/custody_runs.py, 8 bytes a run); their
+bytes are found by a log scan, since re-offer is rare.
 Outbox and custody share `capacity`: a new rating drops the oldest custody copy when they fill
 it; only an outbox alone at capacity refuses (OutboxFull).
 """
 
 from firmware.flashfs import join
+from firmware.custody_runs import add as _add, bisect as _bisect, runs_of as _runs_of
 from protocol.codec import get_varint, put_varint   # the one varint (loaded on every device anyway)
 
 from array import array
@@ -75,35 +74,6 @@ def encode_record(kind, payload):
     c = crc32(body) & 0xFFFFFFFF
     return (bytes((_MAGIC,)) + body[:3] + bytes((c & 0xFF, (c >> 8) & 0xFF, (c >> 16) & 0xFF, c >> 24))
             + body[3:])
-
-
-def _bisect(a, c):
-    """The index of the first item of sorted `a` not below `c`."""
-    lo = 0
-    hi = len(a)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] < c:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-def _add(runs, c):
-    """Put counter `c`, above every counter in `runs`, into the flat [first, last, ...] runs."""
-    if len(runs) and runs[-1] + 1 == c:
-        runs[-1] = c
-    elif not len(runs) or runs[-1] < c:
-        runs.append(c)
-        runs.append(c)
-
-
-def _runs_of(counters):
-    runs = array("I")
-    for c in counters:
-        _add(runs, c)
-    return runs
 
 
 def read_records(f, pos=0):
