@@ -49,6 +49,8 @@ def test_a_blank_replacement_gateway_loses_nothing(tmp_path):
     c = r["custody"]
     assert r["confirmed"] > 0 and r["lost"] == 0 and r["duplicates"] == 0, text
     assert c["recovered"] == c["dead_store_pending"] and c["not_recovered"] == 0, text
+    # the spare's case ids lie above the dead store's: no evaluator refuses a case as rated before
+    assert c["repeat_case"] == 0, text
     assert r["drained"] and status == 0 and "verdict: OK" in text, text
 
 
