@@ -184,7 +184,8 @@ class Device:
         """Settle a rating. True when the outbox let it go. Only an ACK signed under our key for the
         very rating head() offers counts (SPEC 7.5): its MAC covers that rating's MAC, so whoever
         talks on the bus or the broker can neither forge one nor get the gateway to sign one for
-        junk sent under our counter. A re-offered custody copy is answered the same way."""
+        junk sent under our counter. A re-offered custody copy is answered the same way, and its
+        ACK must also name the generation the device took last (the MAC covers it)."""
         if record.get("device") not in (None, "", self.cfg["device"]):
             self.health.count("ack_foreign")
             return False
@@ -195,11 +196,16 @@ class Device:
         if not auth.verify_ack(self.cfg["key_bytes"], self.cfg["device"], record, head[2]):
             self.health.count("ack_forged")
             return False
+        ob = self.outbox
+        if self._again and record.get("generation", 0) != ob.generation:
+            # an ACK for a re-offered copy from another store (an old one's, replayed) proves
+            # nothing about the store that now holds custody (SPEC 3.11)
+            self.health.count("ack_stale")
+            return False
         result = record.get("result", 0)
         if not vocab.device_releases(result):
             self.health.count("ack_rejected" if result == vocab.ACK_REJECTED else "ack_retry")
             return False
-        ob = self.outbox
         try:
             released = ob.unmark(head[0]) if self._again else ob.release(head[0])
         except OSError:

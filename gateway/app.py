@@ -45,7 +45,7 @@ from gateway import window_words
 from gateway import session_api
 from gateway import status_display
 from gateway.committer import GroupCommitter
-from gateway.intake import Intake
+from gateway.intake import Intake, generation_of
 from gateway.mqtt_bridge import MqttBridge
 from gateway.queue_api import Callbacks, make_app
 from gateway.registry import Registry
@@ -131,7 +131,8 @@ class Gateway:
         self.store.case_closer = self.cases   # a rated case closes in the rating's commit
         # One rating path for every transport; the bridge and the buses only move its bytes.
         self.intake = Intake(cfg.hall, self.registry, self.rejections, enrich=self.cases.enrich,
-                             on_rating=self.on_rating, clock=clock, custody=cfg.custody.enabled)
+                             on_rating=self.on_rating, clock=clock, custody=cfg.custody.enabled,
+                             generation=generation_of(self.committer))
         self.bridge = MqttBridge(cfg.mqtt, cfg.hall, self.registry, self.committer, self.rejections,
                                  store=self.store, clock=clock, intake=self.intake)
         self.buses = [Rs485Master(bus, i, cfg.hall, self.registry, self.committer, self.rejections,

@@ -59,11 +59,13 @@ def answer(result, is_authentic):
     return result
 
 
-def ack_record(device_id, counter, result, key=None, rating_mac=None):
+def ack_record(device_id, counter, result, key=None, rating_mac=None, generation=0):
     """The ACK for `device_id`'s rating `counter`: every field written (zeros too), signed under
     `key` and bound to the answered rating's MAC (SPEC 7.5); unsigned when key is None (the device
-    has left the registry meanwhile: it ignores an unsigned ACK)."""
-    ack = {"device": device_id, "counter": counter, "result": result[0], "reason": result[1]}
+    has left the registry meanwhile: it ignores an unsigned ACK). `generation`: the store's, when
+    the rating was a re-offered custody copy (SPEC 3.11), else 0."""
+    ack = {"device": device_id, "counter": counter, "result": result[0], "reason": result[1],
+           "generation": generation}
     if key is not None:
         ack["mac"] = ack_mac(key, device_id, ack, rating_mac)
     return ack
@@ -80,11 +82,17 @@ def commit(pending, committer):
     return result
 
 
+def generation_of(committer):
+    """The generation of the store behind `committer`, read at each use (a salvage renews it)."""
+    return lambda: getattr(committer.store, "generation", 0)
+
+
 class Intake:
     def __init__(self, hall, registry, rejections, enrich=None, on_rating=None, clock=time.time,
-                 custody=True):
+                 custody=True, generation=lambda: 0):
         self.hall = hall
         self.custody = custody          # [custody] enabled: a re-offered copy may be committed
+        self.generation = generation    # the store's generation, named in a re-offered copy's ACK
         self.registry = registry
         self.rejections = rejections
         self.enrich = enrich or (lambda rating: None)
@@ -132,30 +140,34 @@ class Intake:
         device_id = device.id
         counter = rating["counter"]
         mac = rating_mac_of(rating)
-        reoffer = bool(rating.pop("reoffer", 0)) and self.custody
+        # the store's generation answers a re-offered copy, custody on or off (SPEC 3.11): the
+        # device takes no other ACK for it, and a copy it cannot settle would hold its outbox
+        again = self.generation() if rating.pop("reoffer", 0) else 0
+        reoffer = bool(again) and self.custody
         if rating["device"] != device_id:
             # Another device's rating (genuine or not) from this sender: kept as received, filed
             # under the sender, never an answer it releases on.
             return self._reject(where, device_id, counter, mac, errors.R_WRONG_DEVICE,
-                                "names %s" % rating["device"], as_received(), False, reply)
+                                "names %s" % rating["device"], as_received(), False, reply, again)
         problem = self.registry.check_rating(rating, device_id, signed)
         rating["hall"] = self.hall
         rating["gateway_time"] = int(self.clock())
         if problem is not None:
             problem, is_authentic = authenticate(device.key, rating, problem, signed)
             return self._reject(where, device_id, counter, mac, problem[0], problem[1], rating,
-                                is_authentic, reply)
+                                is_authentic, reply, again)
 
         enrichment = self.enrich(rating)
 
         def done(result):
-            self._answer(reply, device_id, counter, result, mac)
+            self._answer(reply, device_id, counter, result, mac, again)
             self.registry.rated(device_id, counter, result[0] == vocab.ACK_STORED)
             if self.on_rating is not None:
                 self.on_rating(rating, result, enrichment)
         return ((rating, enrichment, None, True) if reoffer else (rating, enrichment)), done
 
-    def _reject(self, where, device_id, counter, mac, reason, detail, item, is_authentic, reply):
+    def _reject(self, where, device_id, counter, mac, reason, detail, item, is_authentic, reply,
+                generation=0):
         """Keep what may not be committed as a rating as a dead letter, count it, and answer it
         once kept: releasing only when it verifiably is this device's own (SPEC 7.3)."""
         self.rejections.reject(where, reason, "rating %s:%d: %s" % (device_id, counter, detail),
@@ -164,7 +176,8 @@ class Intake:
 
         def done(result):
             if mac is not None:
-                self._answer(reply, device_id, counter, answer(result, is_authentic), mac)
+                self._answer(reply, device_id, counter, answer(result, is_authentic), mac,
+                             generation)
         return (item, None, reason), done
 
     def _undecoded(self, where, device_id, payload, error, reply):
@@ -180,9 +193,9 @@ class Intake:
                 self._answer(reply, device_id, counter, answer(result, False), mac)
         return (raw, None, error.reason), done
 
-    def _answer(self, reply, device_id, counter, result, mac):
+    def _answer(self, reply, device_id, counter, result, mac, generation=0):
         device = self.registry.get(device_id)
-        reply(ack_record(device_id, counter, result, device and device.key, mac))
+        reply(ack_record(device_id, counter, result, device and device.key, mac, generation))
 
 
 def _raw(payload, device_id):

@@ -37,7 +37,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from gateway import fastcodec
-from gateway.intake import Intake
+from gateway.intake import Intake, generation_of
 from gateway.mqtt_ingest import IngestConnection
 from gateway import ota as ota_mod
 from protocol import codec, errors, mqtt_wire, schema, topics
@@ -61,7 +61,8 @@ class MqttBridge:
         self.rejections = rejections
         self.store = store
         # on_rating: called (rating, (ack, reason)) after the commit
-        self.intake = intake or Intake(hall, registry, rejections, enrich, on_rating, clock)
+        self.intake = intake or Intake(hall, registry, rejections, enrich, on_rating, clock,
+                                       generation=generation_of(committer))
         self.clock = clock
         self.connected = threading.Event()
         self.stats = {"messages": 0, "ratings": 0, "acks": 0, "status": 0, "availability": 0,

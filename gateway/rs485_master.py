@@ -91,7 +91,8 @@ class Rs485Master:
         self.registry = registry
         self.committer = committer
         self.rejections = rejections
-        self.intake = intake or intake_mod.Intake(hall, registry, rejections, enrich, on_rating, clock)
+        self.intake = intake or intake_mod.Intake(hall, registry, rejections, enrich, on_rating, clock,
+                                                  generation=intake_mod.generation_of(committer))
         self.alarm = alarm
         self.clock = clock
         self.mono = mono

@@ -86,7 +86,7 @@ SETTLE_FIELDS = (                         # answered like a POLL (SPEC.md 3.11)
     (3, "settled", U, U32, 0, None),      # every counter below this is held by the central API
     (4, "seq", U, U64, 0, None),          # strictly increasing within a generation
     (5, "reoffer", U, 1, 0, None),        # 1: offer every custody copy again
-    (6, "mac", B, 16, 0, None),           # HMAC-SHA256/16 under the device key (auth.settle_mac)
+    (6, "mac", B, 16, 0, None),           # HMAC-SHA256/16 under the device key (auth.sign_settle)
 )
 ACK_FIELDS = (
     (1, "device", T, 24, 0, None),
@@ -94,6 +94,7 @@ ACK_FIELDS = (
     (3, "result", U, 4, 0, None),         # vocab.ACK_*
     (4, "reason", U, U8, 0, None),        # errors.R_* for dead letters
     (5, "mac", B, 16, 0, None),           # HMAC-SHA256/16 under the device key (auth.ack_mac)
+    (6, "generation", U, U64, 0, None),   # the store's, answering a re-offered copy (SPEC 3.11)
 )
 CONTEXT_FIELDS = (
     (1, "case_id", U, U32, 0, None),      # gateway-assigned, unique in the hall, never 0

@@ -27,8 +27,14 @@ def held_mac(rig, counter):
     return codec.decode(schema.RATING, raw)["mac"]
 
 
-def ack(rig, counter, result=0):
+def ack(rig, counter, result=0, generation=None):
+    """The gateway's ACK: for a re-offered copy it names the store's generation (SPEC 3.11), by
+    default the one the device took last."""
     rec = {"device": "win07", "counter": counter, "result": result}
+    if generation is None and rig.dev.outbox.marked(counter):
+        generation = rig.dev.outbox.generation
+    if generation:
+        rec["generation"] = generation
     return auth.sign_ack(rig.cfg["key_bytes"], "win07", rec, held_mac(rig, counter))
 
 
@@ -101,6 +107,12 @@ def flow_custody_rs485(rig):
     t, rec, _ = bus.ask(schema.ACK, wrong)
     assert t == schema.RATING and rec["counter"] == 1 and rec["reoffer"] == 1
     assert errors_of(rig, "ack_forged") == 1
+    # the lost store's own ACK for copy 1, replayed: genuine, but it names no generation or
+    # another one, so it says nothing about the store that must now hold the copy
+    for old in (ack(rig, 1, generation=0), ack(rig, 1, generation=GEN1 ^ 1)):
+        t, rec, _ = bus.ask(schema.ACK, old)
+        assert t == schema.RATING and rec["counter"] == 1 and rec["reoffer"] == 1
+    assert errors_of(rig, "ack_stale") == 2 and ob.marked(1)
     t, rec, _ = bus.ask(schema.ACK, ack(rig, 1, vocab.ACK_RETRY))
     assert rec["counter"] == 1 and rec["reoffer"] == 1     # a retry leaves it marked
     t, rec, raw = bus.ask(schema.ACK, ack(rig, 1, vocab.ACK_DUPLICATE))

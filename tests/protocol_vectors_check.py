@@ -122,6 +122,9 @@ def _check_ack_mac(v):
     tampered = dict(signed)
     tampered["result"] = (signed.get("result", 0) + 1) % 5
     assert not auth.verify_ack(key, dev, tampered, answered), "tampered result verified"
+    tampered = dict(signed)
+    tampered["generation"] = signed.get("generation", 0) ^ 1
+    assert not auth.verify_ack(key, dev, tampered, answered), "tampered generation verified"
 
 
 def _without(record, names):

@@ -65,6 +65,8 @@ def test_custody_full_costs_its_runs_not_bytes_per_copy(micropython):
         assert not isinstance(one, str), one
         got[n] = one["bytes"]
     half, full = got[fw_heap.CUSTODY_COPIES // 2], got[fw_heap.CUSTODY_COPIES]
-    assert abs(full - half) <= 64, got
+    # the GC's blocks and the qstr pool grow in steps of up to ~100 bytes, whatever the copies;
+    # anything kept per copy would cost at least 4 bytes each: 1,000 bytes for the second half
+    assert abs(full - half) <= 160, got
     assert full - got[0] <= 1024, got
 

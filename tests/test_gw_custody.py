@@ -181,7 +181,8 @@ class Rig:
                                   for d in ("dev-a", "dev-b")])
         self.store = Store(str(tmp_path / "outbox.db"))
         self.committer = GroupCommitter(self.store)
-        self.intake = Intake(HALL, self.registry, Rejections(), custody=custody)
+        self.intake = Intake(HALL, self.registry, Rejections(), custody=custody,
+                             generation=lambda: self.store.generation)  # as the app wires it
         self.acks = []
 
     def rs485(self, rating, reoffer=False):
@@ -234,7 +235,10 @@ def test_a_reoffered_copy_below_the_mark_is_committed_once_and_without_the_flag(
     assert send(make_rating("dev-a", 3), reoffer=True) == DUPLICATE
     assert send(lost, reoffer=True) == STORED
     assert r.acks[0]["result"] == vocab.ACK_STORED
+    # the ACK of a re-offered copy names the store's generation, under its MAC
+    assert r.acks[0]["generation"] == r.store.generation != 0
     assert auth.verify_ack(device_key("dev-a"), "dev-a", r.acks[0], lost["mac"])
+    assert not auth.verify_ack(device_key("dev-a"), "dev-a", dict(r.acks[0], generation=1), lost["mac"])
     assert send(lost, reoffer=True) == DUPLICATE           # a second copy: a duplicate, as ever
     assert r.store.stats["reoffered"] == 1
     assert r.store.hwm("dev-a") == 4                       # the mark never goes back
@@ -256,6 +260,7 @@ def test_with_custody_off_the_flag_is_ignored(rig):
     r = rig(custody=False)
     assert r.rs485(make_rating("dev-a", 5)) == STORED
     assert r.rs485(make_rating("dev-a", 2), reoffer=True) == REPLAY
+    assert r.acks[0]["generation"] == r.store.generation   # the device can still settle its copy
     assert r.rs485(make_rating("dev-a", 6), reoffer=True) == STORED
     assert r.store.stats["reoffered"] == 0
     assert all("reoffer" not in i["record"] for i in r.store.upload_batch(100))

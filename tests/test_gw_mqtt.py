@@ -208,13 +208,16 @@ def test_a_group_is_committed_when_the_ingest_link_ends_it_then_every_rating_is_
 @given(device=st.from_regex(r"[A-Za-z0-9._-]{1,24}", fullmatch=True), counter=st.integers(0, 2 ** 32 - 1),
        result=st.sampled_from(sorted(vocab.ACK_NAMES)),
        reason=st.integers(0, 255), key=st.binary(min_size=32, max_size=32), signed=st.booleans(),
-       rating_mac=st.binary(min_size=16, max_size=16))
+       rating_mac=st.binary(min_size=16, max_size=16),
+       generation=st.one_of(st.just(0), st.integers(1, 2 ** 64 - 1)))
 def test_ack_json_is_what_codec_writes_and_its_mac_is_protocols(device, counter, result, reason, key, signed,
-                                                                 rating_mac):
+                                                                 rating_mac, generation):
     record = {"device": device, "counter": counter, "result": result, "reason": reason}
+    covered = dict(record, generation=generation)
     if signed:
-        record["mac"] = auth.ack_mac(key, device, record, rating_mac).hex()
-    ack = ack_record(device, counter, (result, reason), key if signed else None, rating_mac)
+        record["mac"] = auth.ack_mac(key, device, covered, rating_mac).hex()
+    record["generation"] = generation
+    ack = ack_record(device, counter, (result, reason), key if signed else None, rating_mac, generation)
     assert fastcodec.ack_json(ack) == codec.dumps(record)
 
 

@@ -55,7 +55,7 @@ def _settle(record):
 
 # The rating each ACK example answers (its MAC is part of the ACK MAC's input, never sent).
 _ACK_ANSWERS = {"ack": "rating", "ack_duplicate": "rating", "ack_dead_letter": "rating_good",
-                "ack_no_device": "rating", "ack_rejected": "rating_good"}
+                "ack_no_device": "rating", "ack_rejected": "rating_good", "ack_reoffer": "rating"}
 
 
 RELEASE_KEY = hashlib.sha256(b"hall-rating test release key").digest()   # documented, never real
@@ -210,6 +210,10 @@ def _examples():
         ("config_voice", schema.CONFIG, config_voice, 5, 16),
         ("status", schema.STATUS, status, 5, 3),
         ("rating_reoffer", schema.RATING, dict(signed, reoffer=1), 5, 17),
+        ("ack_reoffer", schema.ACK, _ack({"device": DEVICE, "counter": 1042,
+                                          "result": vocab.ACK_DUPLICATE,
+                                          "generation": SETTLE_EXAMPLE["generation"]}, signed["mac"]),
+         5, 21),
         ("idle_custody", schema.IDLE, {"custody": 12, "generation": SETTLE_EXAMPLE["generation"]}, 5, 18),
         ("settle", schema.SETTLE, _settle(SETTLE_EXAMPLE), 5, 19),
         ("settle_reoffer", schema.SETTLE, _settle(dict(SETTLE_EXAMPLE, seq=SETTLE_EXAMPLE["seq"] + 1,
