@@ -224,8 +224,9 @@ class Custody:
             if p.generation != self.store.generation:
                 due = since is None or since >= GENERATION_RESEND_S
             else:
-                due = p.reoffer or bool(p.custody and p.answered_mark != self.store.settled(device_id)
-                                        and (since is None or since >= self.rs485_every_s))
+                # the clock first: the mark takes the store's lock, which a commit holds
+                due = p.reoffer or bool(p.custody and (since is None or since >= self.rs485_every_s)
+                                        and p.answered_mark != self.store.settled(device_id))
             if not due:
                 return None
             reoffer = p.reoffer
@@ -278,8 +279,8 @@ class Custody:
         """The gateway's loop: publish the MQTT devices' SETTLEs while the broker is connected."""
         while True:
             await asyncio.sleep(tick)
-            try:
-                self.mqtt_publish(bridge)
+            try:   # in a thread: the marks take the store's lock, which a commit holds
+                await asyncio.to_thread(self.mqtt_publish, bridge)
             except Exception:
                 log.exception("publishing SETTLE failed; next tick tries again")
 
@@ -290,7 +291,8 @@ class Custody:
         due = self.mqtt_due(ids, bridge.stats.get("connects", 0))
         for device_id, record in due:
             bridge.publish_settle(device_id, record)
-            self.stats["settles_sent"] += 1
+            with self._lock:      # the buses count theirs from their own threads
+                self.stats["settles_sent"] += 1
         return len(due)
 
 
