@@ -387,6 +387,7 @@ class Rollouts:
                 p["reason"] = "no_answer: nothing heard for %d s" % SILENT_S
                 p["heard"] = now
                 self._cursor.pop(p["device"], None)
+                self._restarted.pop(p["device"], None)
                 changed = True
         waiting = any(p["state"] == "waiting" and now - p.get("heard", 0) >= AGAIN_S
                       for p in r["devices"].values())

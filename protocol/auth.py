@@ -54,9 +54,7 @@ def signed_bytes(rating):
 
 
 def rating_mac(key, rating):
-    if len(key) != KEY_LEN:
-        raise LocalProtocolError("device keys are %d bytes" % KEY_LEN)
-    return hmac_sha256(key, signed_bytes(rating))[:MAC_LEN]
+    return _mac(key, signed_bytes(rating))
 
 
 def sign(key, rating):
@@ -81,23 +79,33 @@ def _same(good, mac):
     return diff == 0
 
 
+def _addressed(label, fields, device_id, record):
+    """A gateway record's signed bytes: its label, then its canonical encoding without `mac` and
+    with `device` = device_id (the receiver's id, whether the record carries it or not)."""
+    core = {}
+    for name in record:
+        if name != "mac":
+            core[name] = record[name]
+    core["device"] = device_id
+    return label + bytes(encode_fields(fields, core))
+
+
+def _mac(key, data):
+    if len(key) != KEY_LEN:
+        raise LocalProtocolError("device keys are %d bytes" % KEY_LEN)
+    return hmac_sha256(key, data)[:MAC_LEN]
+
+
 def ack_signed_bytes(device_id, ack, rating_mac):
     """The exact bytes an ACK's MAC covers: every field but `mac`, `device` = device_id, then the
     answered rating's 16-byte MAC."""
     if len(rating_mac) != MAC_LEN:
         raise LocalProtocolError("a rating MAC is %d bytes" % MAC_LEN)
-    core = {}
-    for name in ack:
-        if name != "mac":
-            core[name] = ack[name]
-    core["device"] = device_id
-    return ACK_LABEL + bytes(encode_fields(schema.ACK_FIELDS, core)) + bytes(rating_mac)
+    return _addressed(ACK_LABEL, schema.ACK_FIELDS, device_id, ack) + bytes(rating_mac)
 
 
 def ack_mac(key, device_id, ack, rating_mac):
-    if len(key) != KEY_LEN:
-        raise LocalProtocolError("device keys are %d bytes" % KEY_LEN)
-    return hmac_sha256(key, ack_signed_bytes(device_id, ack, rating_mac))[:MAC_LEN]
+    return _mac(key, ack_signed_bytes(device_id, ack, rating_mac))
 
 
 def sign_ack(key, device_id, ack, rating_mac):
@@ -120,20 +128,17 @@ def verify_ack(key, device_id, ack, rating_mac):
 def settle_signed_bytes(device_id, settle):
     """The exact bytes a SETTLE's MAC covers (SPEC 3.11): every field but `mac`, with `device` =
     device_id, under its own label, so it is never taken for a rating's or an ACK's MAC."""
-    core = {}
-    for name in settle:
-        if name != "mac":
-            core[name] = settle[name]
-    core["device"] = device_id
-    return SETTLE_LABEL + bytes(encode_fields(schema.SETTLE_FIELDS, core))
+    return _addressed(SETTLE_LABEL, schema.SETTLE_FIELDS, device_id, settle)
+
+
+def settle_mac(key, device_id, settle):
+    return _mac(key, settle_signed_bytes(device_id, settle))
 
 
 def sign_settle(key, device_id, settle):
     """A copy of `settle` carrying its MAC for device `device_id` (the gateway's side)."""
-    if len(key) != KEY_LEN:
-        raise LocalProtocolError("device keys are %d bytes" % KEY_LEN)
     out = dict(settle)
-    out["mac"] = hmac_sha256(key, settle_signed_bytes(device_id, out))[:MAC_LEN]
+    out["mac"] = settle_mac(key, device_id, out)   # an old "mac" is outside the MAC
     return out
 
 
@@ -142,7 +147,7 @@ def verify_settle(key, device_id, settle):
     mac = settle.get("mac")
     if not mac or len(mac) != MAC_LEN or len(key) != KEY_LEN:
         return False
-    return _same(hmac_sha256(key, settle_signed_bytes(device_id, settle))[:MAC_LEN], mac)
+    return _same(settle_mac(key, device_id, settle), mac)
 
 
 def mqtt_password(key):

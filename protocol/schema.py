@@ -86,7 +86,7 @@ SETTLE_FIELDS = (                         # answered like a POLL (SPEC.md 3.11)
     (3, "settled", U, U32, 0, None),      # every counter below this is held by the central API
     (4, "seq", U, U64, 0, None),          # strictly increasing within a generation
     (5, "reoffer", U, 1, 0, None),        # 1: offer every custody copy again
-    (6, "mac", B, 16, 0, None),           # HMAC-SHA256/16 under the device key (auth.sign_settle)
+    (6, "mac", B, 16, 0, None),           # HMAC-SHA256/16 under the device key (auth.settle_mac)
 )
 ACK_FIELDS = (
     (1, "device", T, 24, 0, None),
