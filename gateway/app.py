@@ -14,6 +14,7 @@ loop; `status_hooks` (callables returning a dict) are merged into /status.
 """
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -57,6 +58,8 @@ from protocol import vocab
 log = logging.getLogger("gateway")
 
 EXPIRE_EVERY_S = 600.0
+BIND_RETRY_S = 15.0       # the HTTP port still held at a restart (the old process's last moments,
+                          # another program's passing socket): try again for this long, then fail
 ALARM_REPEAT_S = 60.0     # one log line / MQTT event per alarm name per minute at most
 ALARM_ACTIVE_S = 600.0    # the alarm LED stays on this long after the last alarm
 NOT_RATED_WORDS = "未评价"  # the status screen's word for "timed out at the window"
@@ -400,8 +403,7 @@ class Gateway:
             bus.start()
         self._runner = web.AppRunner(make_app(self), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.http.host, self.cfg.http.port)
-        await site.start()
+        await self._serve_http()
         self.http_port = self._runner.addresses[0][1] if self._runner.addresses else self.cfg.http.port
         self.uplink = self._make_uplink()
         self._bg = [asyncio.create_task(self.callbacks.run()), asyncio.create_task(self._housekeeping())]
@@ -414,6 +416,23 @@ class Gateway:
             self._bg.append(asyncio.create_task(factory()))
         log.info("gateway for hall %s up: HTTP on %s:%s, %d device(s), %d bus(es)", self.cfg.hall,
                  self.cfg.http.host, self.http_port, len(self.registry.all()), len(self.buses))
+
+    async def _serve_http(self):
+        deadline, warned = time.monotonic() + BIND_RETRY_S, False
+        while True:
+            site = web.TCPSite(self._runner, self.cfg.http.host, self.cfg.http.port)
+            try:
+                await site.start()
+                return
+            except OSError as e:
+                await site.stop()
+                if e.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    raise
+                if not warned:
+                    log.warning("HTTP port %s:%s in use; trying again for %.0f s",
+                                self.cfg.http.host, self.cfg.http.port, BIND_RETRY_S)
+                    warned = True
+            await asyncio.sleep(0.2)
 
     async def _housekeeping(self):
         while True:

@@ -112,9 +112,11 @@ def _central(tmp_path):
 
 
 def _gateway(config):
-    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", config,
-                             "--log-level", "ERROR"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    err = open(os.path.join(os.path.dirname(config), "gateway-stderr.txt"), "ab")
+    with err:   # kept so that a start that fails says why
+        return subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", config,
+                                 "--log-level", "ERROR"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=err)
 
 
 def _wait_up(gw, http_port, timeout=30.0):
@@ -128,7 +130,10 @@ def _wait_up(gw, http_port, timeout=30.0):
         except OSError:
             pass
         time.sleep(0.05)
-    raise AssertionError("the gateway did not come up")
+    path = os.path.join(os.path.dirname(gw.args[-3]), "gateway-stderr.txt")
+    with open(path, "rb") as f:
+        tail = f.read()[-2000:].decode("utf-8", "replace")
+    raise AssertionError("the gateway did not come up (exit %s): %s" % (gw.poll(), tail))
 
 
 def _central_ids(central_url):
