@@ -185,7 +185,8 @@ class Device:
         very rating head() offers counts (SPEC 7.5): its MAC covers that rating's MAC, so whoever
         talks on the bus or the broker can neither forge one nor get the gateway to sign one for
         junk sent under our counter. A re-offered custody copy is answered the same way, and its
-        ACK must also name the generation the device took last (the MAC covers it)."""
+        ACK must also name the generation the device took last (the MAC covers it); any other
+        ACK may name none, or that one."""
         if record.get("device") not in (None, "", self.cfg["device"]):
             self.health.count("ack_foreign")
             return False
@@ -197,9 +198,11 @@ class Device:
             self.health.count("ack_forged")
             return False
         ob = self.outbox
-        if self._again and record.get("generation", 0) != ob.generation:
-            # an ACK for a re-offered copy from another store (an old one's, replayed) proves
-            # nothing about the store that now holds custody (SPEC 3.11)
+        gen = record.get("generation", 0)
+        if gen != ob.generation and (self._again or gen and ob.generation):
+            # another store's ACK (an old one's, replayed) proves nothing about the store that now
+            # holds custody (SPEC 3.11): a re-offered copy needs this one's; a rating releases
+            # into custody on none (a gateway without custody) or the generation taken last
             self.health.count("ack_stale")
             return False
         result = record.get("result", 0)

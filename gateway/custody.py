@@ -113,7 +113,7 @@ class PendingCounters:
 
 class _Peer:
     __slots__ = ("custody", "oldest", "generation", "answered_mark", "answered_gen", "sent_at",
-                 "refused_at", "reoffer", "reoffer_for", "published", "published_at")
+                 "refused_at", "reoffer", "reoffer_for", "published", "published_at", "unsure")
 
     def __init__(self):
         self.custody = None          # copies the device holds, as it last said (None: never)
@@ -127,6 +127,7 @@ class _Peer:
         self.reoffer_for = None      # the STATUS counter that request was for (once per detection)
         self.published = None        # (generation, settled) last published (MQTT)
         self.published_at = None
+        self.unsure = False          # it offered again a rating we had answered (RS-485)
 
 
 class Custody:
@@ -203,6 +204,16 @@ class Custody:
                 p.reoffer, p.reoffer_for = True, counter
                 self.stats["reoffer_requests"] += 1
 
+    def answered_again(self, device_id):
+        """An RS-485 device offered again a rating this gateway had answered: the ACK was lost, or
+        the device refused it for naming a generation it has not taken (a new store, before its
+        first SETTLE reached a device too busy to IDLE). Until it is known to hold this store's
+        generation, its next turn brings it a SETTLE, even if it never said it keeps custody."""
+        with self._lock:
+            p = self._peer(device_id)
+            if p.generation != self.store.generation:
+                p.unsure = True
+
     def forget(self, device_id):
         with self._lock:
             self._peers.pop(device_id, None)
@@ -218,7 +229,9 @@ class Custody:
             p = self._peer(device_id)
             if p.refused_at is not None and now - p.refused_at < REFUSED_BACKOFF_S:
                 return None
-            if p.custody is None and not p.reoffer:
+            if p.unsure and p.generation == self.store.generation:
+                p.unsure = False   # it took this store's generation meanwhile
+            if p.custody is None and not p.reoffer and not p.unsure:
                 return None        # never said it holds custody: nothing to settle
             since = now - p.sent_at if p.sent_at is not None else None
             if p.generation != self.store.generation:
@@ -239,7 +252,7 @@ class Custody:
             with self._lock:
                 p.answered_mark, p.answered_gen = record["settled"], record["generation"]
                 p.generation = record["generation"]   # until its next IDLE says otherwise
-                p.sent_at, p.refused_at = self.mono(), None
+                p.sent_at, p.refused_at, p.unsure = self.mono(), None, False
                 if reoffer:
                     p.reoffer = False
                 self.stats["settles_sent"] += 1
@@ -248,7 +261,8 @@ class Custody:
     def refused(self, device_id):
         """The device refused a SETTLE (its firmware has no custody): none for a while."""
         with self._lock:
-            self._peer(device_id).refused_at = self.mono()
+            p = self._peer(device_id)
+            p.refused_at, p.unsure = self.mono(), False
             self.stats["settles_refused"] += 1
 
     # --- MQTT: retained, republished when the mark moves ---------------------------------------

@@ -62,8 +62,8 @@ def answer(result, is_authentic):
 def ack_record(device_id, counter, result, key=None, rating_mac=None, generation=0):
     """The ACK for `device_id`'s rating `counter`: every field written (zeros too), signed under
     `key` and bound to the answered rating's MAC (SPEC 7.5); unsigned when key is None (the device
-    has left the registry meanwhile: it ignores an unsigned ACK). `generation`: the store's, when
-    the rating was a re-offered custody copy (SPEC 3.11), else 0."""
+    has left the registry meanwhile: it ignores an unsigned ACK). `generation`: the store's with
+    custody on or for a re-offered custody copy (SPEC 3.11), else 0."""
     ack = {"device": device_id, "counter": counter, "result": result[0], "reason": result[1],
            "generation": generation}
     if key is not None:
@@ -92,7 +92,7 @@ class Intake:
                  custody=True, generation=lambda: 0):
         self.hall = hall
         self.custody = custody          # [custody] enabled: a re-offered copy may be committed
-        self.generation = generation    # the store's generation, named in a re-offered copy's ACK
+        self.generation = generation    # the store's generation, named in the ACKs (SPEC 3.11)
         self.registry = registry
         self.rejections = rejections
         self.enrich = enrich or (lambda rating: None)
@@ -140,27 +140,30 @@ class Intake:
         device_id = device.id
         counter = rating["counter"]
         mac = rating_mac_of(rating)
-        # the store's generation answers a re-offered copy, custody on or off (SPEC 3.11): the
-        # device takes no other ACK for it, and a copy it cannot settle would hold its outbox
-        again = self.generation() if rating.pop("reoffer", 0) else 0
-        reoffer = bool(again) and self.custody
+        # Every answer names the store's generation with custody on, and a re-offered copy's with
+        # custody off too (SPEC 3.11): a device that took a generation takes no ACK naming
+        # another, so a lost store's ACK, replayed, releases nothing into a custody the new store
+        # would then settle; and a copy the device cannot settle would hold its outbox.
+        offered_again = rating.pop("reoffer", 0)
+        named = self.generation() if offered_again or self.custody else 0
+        reoffer = bool(offered_again) and self.custody
         if rating["device"] != device_id:
             # Another device's rating (genuine or not) from this sender: kept as received, filed
             # under the sender, never an answer it releases on.
             return self._reject(where, device_id, counter, mac, errors.R_WRONG_DEVICE,
-                                "names %s" % rating["device"], as_received(), False, reply, again)
+                                "names %s" % rating["device"], as_received(), False, reply, named)
         problem = self.registry.check_rating(rating, device_id, signed)
         rating["hall"] = self.hall
         rating["gateway_time"] = int(self.clock())
         if problem is not None:
             problem, is_authentic = authenticate(device.key, rating, problem, signed)
             return self._reject(where, device_id, counter, mac, problem[0], problem[1], rating,
-                                is_authentic, reply, again)
+                                is_authentic, reply, named)
 
         enrichment = self.enrich(rating)
 
         def done(result):
-            self._answer(reply, device_id, counter, result, mac, again)
+            self._answer(reply, device_id, counter, result, mac, named)
             self.registry.rated(device_id, counter, result[0] == vocab.ACK_STORED)
             if self.on_rating is not None:
                 self.on_rating(rating, result, enrichment)

@@ -72,6 +72,8 @@ class _Peer:
         self.lane = "fast"
         self.next_slow = 0.0
         self.ack = None              # ACK record owed to the device
+        self.answered = None         # the counter of the rating last answered
+        self.again = False           # ... and the device offered it again
         self.context = None          # CONTEXT the device should show (None: no case)
         self.context_sent = 0        # case id last sent successfully (0: CLEAR sent / nothing)
         self.context_sent_at = 0.0
@@ -264,6 +266,13 @@ class Rs485Master:
         self._handle(device, p, reply)
 
     def _next_request(self, device, p):
+        if p.again and self.custody is not None:
+            # a device refusing our ACKs for naming a store it has not heard of would refuse the
+            # owed one too: its SETTLE first, answered with that rating again (gateway.custody)
+            p.again = False
+            settle = self.custody.rs485_settle(device.id)
+            if settle is not None:
+                return (schema.SETTLE,) + settle
         with self._lock:
             if p.ack is not None:
                 ack = p.ack
@@ -466,4 +475,8 @@ class Rs485Master:
         def reply(ack):
             with self._lock:
                 p.ack = ack
+                again = p.again = ack.get("counter") == p.answered
+                p.answered = ack.get("counter")
+            if again and self.custody is not None:   # our ACK lost, or refused (gateway.custody)
+                self.custody.answered_again(device.id)
         intake_mod.commit(self.intake.from_record("rs485", device.id, rating, reply), self.committer)

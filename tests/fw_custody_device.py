@@ -157,6 +157,37 @@ def flow_custody_rs485(rig):
     assert names == ["settle_stale"], names              # STATUS carries it (counted since the reboot)
 
 
+def flow_custody_old_ack(rig):
+    """A rating whose first ACK never arrived: once the device took a new store's generation, the
+    lost store's ACK for it (genuine, recorded, replayed) names another generation and releases
+    nothing: the rating stays at the outbox head for the new store. The new store's ACK, and one
+    naming no generation (a gateway with custody off), release it into custody."""
+    bus = Bus(rig)
+    ob = rig.dev.outbox
+    bus.ask(schema.POLL, {"want_status": 1, "time": 1700000000})
+    rate(rig, 71)
+    t, rec, _ = bus.ask(schema.POLL, {})
+    assert t == schema.RATING and rec["counter"] == 1
+    old = ack(rig, 1, generation=GEN1)         # the lost store's ACK, recorded on the way
+    t, rec, _ = bus.ask(schema.SETTLE, settle(rig, GEN2, 1))
+    assert t == schema.RATING and rec["counter"] == 1 and ob.generation == GEN2
+    t, rec, _ = bus.ask(schema.ACK, old)
+    assert t == schema.RATING and rec["counter"] == 1 and "reoffer" not in rec, rec
+    assert errors_of(rig, "ack_stale") == 1 and ob.depth == 1 and ob.kept == 0
+    rig.reboot()                                # the refusal holds after a reboot too
+    bus = Bus(rig)
+    ob = rig.dev.outbox
+    bus.ask(schema.POLL, {"want_status": 1})
+    t, rec, _ = bus.ask(schema.ACK, old)
+    assert t == schema.RATING and rec["counter"] == 1 and ob.depth == 1
+    t, rec, _ = bus.ask(schema.ACK, ack(rig, 1, generation=GEN2))
+    assert t == schema.IDLE and ob.depth == 0 and list(ob.copies()) == [1]
+    rate(rig, 72)
+    bus.ask(schema.POLL, {})
+    t, rec, _ = bus.ask(schema.ACK, ack(rig, 2, generation=0))
+    assert t == schema.IDLE and ob.depth == 0 and list(ob.copies()) == [1, 2]
+
+
 def flow_custody_room(rig):
     """Outbox and custody share the capacity: a new rating drops the oldest copy (counted);
     only an outbox alone at capacity refuses a press."""
@@ -296,7 +327,8 @@ def flow_custody_mqtt(rig):
     assert [(r["counter"], r.get("reoffer")) for r in got] == [(3, 1)], got
 
 
-CUSTODY_FLOWS = ("flow_custody_rs485", "flow_custody_room", "flow_custody_off", "flow_custody_mqtt")
+CUSTODY_FLOWS = ("flow_custody_rs485", "flow_custody_old_ack", "flow_custody_room", "flow_custody_off",
+                 "flow_custody_mqtt")
 
 
 def run_custody_flow(name, base="/tmp"):

@@ -64,6 +64,13 @@ class Custody:
                 return self.custody[marked[0]][0], True
             return (self.outbox[0], False) if self.outbox else None
 
+    def takes(self, ack, reoffer):
+        """Whether an ACK's generation lets it release (SPEC 3.11): a re-offered copy's must be the
+        one taken last; any other may name none, or that one."""
+        gen = ack.get("generation", 0)
+        with self.lock:
+            return gen == self.generation or not reoffer and not (gen and self.generation)
+
     def released(self, rating, reoffer):
         with self.lock:
             if reoffer:
@@ -118,7 +125,7 @@ class CustodyDevice(FakeDevice):
             ack = self.ack()
             assert ack["counter"] == rating["counter"]
             results.append(ack["result"])
-            if vocab.device_releases(ack["result"]):
+            if vocab.device_releases(ack["result"]) and self.model.takes(ack, reoffer):
                 self.model.released(rating, reoffer)
 
     def status(self, counter):

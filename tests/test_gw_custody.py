@@ -266,6 +266,22 @@ def test_with_custody_off_the_flag_is_ignored(rig):
     assert all("reoffer" not in i["record"] for i in r.store.upload_batch(100))
 
 
+@pytest.mark.parametrize("transport", ["rs485", "mqtt"])
+def test_with_custody_on_every_answer_names_the_store_generation(rig, transport):
+    """So that a device that took this store's generation can refuse a lost store's ACK."""
+    on, off = rig(), rig(custody=False)
+    rating = make_rating("dev-a", 1)
+    for r, named in ((on, on.store.generation), (off, 0)):
+        send = getattr(r, transport)
+        assert send(rating) == STORED and r.acks[0]["generation"] == named
+        assert send(rating) == DUPLICATE and r.acks[0]["generation"] == named
+        assert send(make_rating("dev-a", 1, text="改过")) == (vocab.ACK_DEAD_LETTER, errors.R_REPLAY)
+        assert r.acks[0]["generation"] == named                    # a dead letter releases too
+        assert auth.verify_ack(device_key("dev-a"), "dev-a", r.acks[0],
+                               make_rating("dev-a", 1, text="改过")["mac"])
+    assert on.store.generation != 0
+
+
 # --- the SETTLE record and when it is due --------------------------------------------------------
 class Mono:
     def __init__(self):

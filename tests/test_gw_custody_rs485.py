@@ -8,7 +8,9 @@ behind a loopback socket (tests/test_gw_rs485.py's FakeDevices).
 - SETTLEs are rare: not one per poll;
 - a new store (a blank replacement gateway) gets everything the device holds re-offered and
   committed, counted as re-offered;
-- a device that never said it holds custody (firmware without it) never gets a SETTLE.
+- a device that never said it holds custody (firmware without it) never gets a SETTLE;
+- one that took an old store's generation and is too busy to IDLE refuses the new store's ACKs
+  and offers its rating again: that brings it a SETTLE, and its outbox drains.
 """
 
 import time
@@ -58,7 +60,7 @@ class CustodyDevices(FakeDevices):
             rating, reoffer = self.sent
             if (rec["counter"] == rating["counter"]
                     and auth.verify_ack(device_key("dev-1"), "dev-1", rec, rating["mac"])
-                    and rec.get("result", 0) in (0, 1, 2)):
+                    and rec.get("result", 0) in (0, 1, 2) and model.takes(rec, reoffer)):
                 model.released(rating, reoffer)
                 self.sent = None
         elif req.type == schema.POLL and rec.get("want_status"):
@@ -164,3 +166,21 @@ def test_custody_on_the_bus(tmp_path):
     finally:
         blank.close()
         fake.close()
+
+
+def test_a_busy_device_that_took_an_old_generation_gets_a_settle_and_drains(tmp_path):
+    fake = CustodyDevices([1])
+    rig = Rig(fake, tmp_path)
+    model = fake.model
+    try:
+        model.generation = 0x5EED                    # a lost store's, taken long ago; no copies
+        for c in range(1, 6):
+            model.press(make_rating("dev-1", c, serials=["SN%d" % c]))
+        rig.rounds(12)
+        assert model.generation == rig.store.generation
+        assert model.outbox == [] and model.held() == [1, 2, 3, 4, 5]
+        assert rig.store.hwm("dev-1") == 5 and rig.custody.stats["settles_sent"] == 1
+        heard = fake.heard[1]               # the SETTLE came at once after the first refused ACK
+        assert heard.index(schema.SETTLE) == heard.index(schema.ACK) + 1, heard
+    finally:
+        rig.close()
