@@ -3,6 +3,8 @@ hall_simulator/broker.py), free ports, real MicroPython."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from hall_simulator import broker as broker_module
@@ -47,3 +49,14 @@ def micropython():
     except MicroPythonUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
     return run_micropython
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_kept():
+    """A CLI run in-process (cli.main) sets up root logging on the stream pytest captures for that
+    test; put it back, or every later test's log line meets a closed file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
