@@ -94,7 +94,7 @@ ACK_FIELDS = (
     (3, "result", U, 4, 0, None),         # vocab.ACK_*
     (4, "reason", U, U8, 0, None),        # errors.R_* for dead letters
     (5, "mac", B, 16, 0, None),           # HMAC-SHA256/16 under the device key (auth.ack_mac)
-    (6, "generation", U, U64, 0, None),   # the store's, answering a re-offered copy (SPEC 3.11)
+    (6, "generation", U, U64, 0, None),   # the store's with custody on, and to a re-offered copy
 )
 CONTEXT_FIELDS = (
     (1, "case_id", U, U32, 0, None),      # gateway-assigned, unique in the hall, never 0
