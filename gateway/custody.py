@@ -112,15 +112,13 @@ class PendingCounters:
 
 
 class _Peer:
-    __slots__ = ("custody", "oldest", "generation", "answered_mark", "answered_gen", "sent_at",
+    __slots__ = ("custody", "generation", "answered_mark", "sent_at",
                  "refused_at", "reoffer", "reoffer_for", "published", "published_at", "unsure")
 
     def __init__(self):
         self.custody = None          # copies the device holds, as it last said (None: never)
-        self.oldest = 0              # device_time of its oldest copy (STATUS), 0: none/unknown
         self.generation = None       # the generation its last IDLE named
         self.answered_mark = None    # `settled` of the last SETTLE it answered (RS-485)
-        self.answered_gen = None
         self.sent_at = None          # mono time of that SETTLE
         self.refused_at = None       # mono time it refused one
         self.reoffer = False         # the next SETTLE asks for a re-offer
@@ -197,7 +195,6 @@ class Custody:
             p = self._peer(device_id)
             if _speaks(status) or p.custody is not None:
                 p.custody = status.get("custody", 0)
-                p.oldest = status.get("custody_oldest", 0)
             counter = status.get("counter", 0)
             if (self.enabled and p.custody and not status.get("outbox", 0)
                     and counter > self.store.hwm(device_id) and p.reoffer_for != counter):
@@ -250,7 +247,7 @@ class Custody:
 
         def done():
             with self._lock:
-                p.answered_mark, p.answered_gen = record["settled"], record["generation"]
+                p.answered_mark = record["settled"]
                 p.generation = record["generation"]   # until its next IDLE says otherwise
                 p.sent_at, p.refused_at, p.unsure = self.mono(), None, False
                 if reoffer:
