@@ -55,7 +55,8 @@ def test_a_generation_that_is_not_one_is_made_anew_and_written(tmp_path, junk):
     db = _meta(tmp_path, junk)
     made = load_generation(db)
     assert 0 < made < 1 << 64 and str(made) != junk
-    assert custody_mod.meta_int(db, GENERATION) == made
+    row = db.execute("SELECT value FROM meta WHERE name=?", (GENERATION,)).fetchone()
+    assert row == (str(made),)
 
 
 def test_a_renewed_generation_is_written(tmp_path):
@@ -153,10 +154,16 @@ def test_a_status_from_firmware_without_custody_brings_no_settle(custody):
     c.store.commit_ratings([(make_rating("dev-a", 1, sign=False), None)])
     c.mono.now += 3600
     assert c.rs485_settle("dev-a") is None
+    c.idle("dev-a", {"custody": 2, "generation": 99})
+    c.status("dev-a", _status(0))                   # holds none now, still under another store
+    assert c.rs485_settle("dev-a") is not None
 
 
 def test_a_reoffer_is_asked_only_past_the_mark_with_an_empty_outbox(custody):
     c = custody
+    c.idle("dev-a", {"custody": 3, "generation": c.store.generation})
+    c.status("dev-a", _status(0, custody=3))        # nothing stored yet, and no counter said
+    assert c.stats["reoffer_requests"] == 0
     c.store.commit_ratings([(make_rating("dev-a", n, sign=False), None) for n in (1, 2, 3)])
     c.idle("dev-a", {"custody": 3, "generation": c.store.generation})
     c.status("dev-a", _status(3, custody=3))        # at the mark: nothing lost
