@@ -13,6 +13,7 @@ from gateway.store import Store
 from gateway.store_file import SCHEMA
 from gw_support import device_key, make_rating
 from protocol import errors, vocab
+from test_gw_custody import Mono
 
 GENERATION = custody_mod.GENERATION
 
@@ -84,14 +85,6 @@ def test_only_a_replay_of_an_unstored_copy_becomes_stored():
 
 
 # --- when a SETTLE is due -----------------------------------------------------------------------
-class Mono:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def custody(tmp_path):
     registry = Registry([{"id": d, "window": "A0%d" % i, "transport": t, "address": i,
