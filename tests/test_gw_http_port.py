@@ -47,6 +47,4 @@ def test_a_port_held_for_good_fails_with_its_error(mosquitto_broker, tmp_path, m
         assert 0.5 <= time.monotonic() - began < 10
     finally:
         holder.close()
-        live.gw.bridge.stop()
-        live.loop.call_soon_threadsafe(live.loop.stop)
-        live.thread.join(10)
+        live.__exit__(None, None, None)          # stops what the failed start had begun
