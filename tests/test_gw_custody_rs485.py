@@ -8,7 +8,8 @@ behind a loopback socket (tests/test_gw_rs485.py's FakeDevices).
 - SETTLEs are rare: not one per poll;
 - a new store (a blank replacement gateway) gets everything the device holds re-offered and
   committed, counted as re-offered;
-- a device that never said it holds custody (firmware without it) never gets a SETTLE;
+- a device that never said it holds custody (firmware without it) gets no SETTLE while it takes
+  its ACKs;
 - one that took an old store's generation and is too busy to IDLE refuses the new store's ACKs
   and offers its rating again: that brings it a SETTLE, and its outbox drains.
 """
