@@ -19,7 +19,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from broker_lockdown_support import HALL, ROOT, login, login_within  # noqa: E402
 
-from gateway import mosquitto_acl  # noqa: E402
+# The `acl` command runs in a child as user nobody, who may not be able to read this
+# interpreter's standard library (a pyenv under /root): what it imports lazily, loaded first.
+from gateway import alerts, mosquitto_acl, registry  # noqa: E402,F401
 from gateway.cli import main as cli_main  # noqa: E402
 from hall_simulator.broker import find_mosquitto, free_port  # noqa: E402
 from protocol.auth import mqtt_password  # noqa: E402
