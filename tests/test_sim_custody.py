@@ -43,6 +43,15 @@ def _replaced_for_real(r, text):
     assert "outbox.db" not in c["kept_files"] and "console-users.toml" in c["kept_files"]
 
 
+
+def _store_with(path, rows):
+    """A store file whose upload queue holds `rows` (kind, key): what a dead gateway left."""
+    db = sqlite3.connect(str(path))
+    db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, kind TEXT, key TEXT)")
+    db.executemany("INSERT INTO outbox (kind, key) VALUES (?,?)", rows)
+    db.commit()
+    db.close()
+
 def test_a_blank_replacement_gateway_loses_nothing(tmp_path):
     status, r, text = _run(tmp_path, "on")
     _replaced_for_real(r, text)
@@ -114,12 +123,7 @@ def test_the_spare_keeps_the_installed_configuration_and_nothing_of_the_store(tm
     for name in config + state:
         (data / name).write_text(name)
     os.remove(data / "outbox.db")
-    db = sqlite3.connect(str(data / "outbox.db"))
-    db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, kind TEXT, key TEXT)")
-    db.executemany("INSERT INTO outbox (kind, key) VALUES (?,?)",
-                   [("rating", "w02:7"), ("case", "c1"), ("rating", "w01:3")])
-    db.commit()
-    db.close()
+    _store_with(data / "outbox.db", [("rating", "w02:7"), ("case", "c1"), ("rating", "w01:3")])
     kept = spare_gateway.replace_data_dir(str(data), str(tmp_path / "dead"))
     assert sorted(kept) == sorted(config) and sorted(os.listdir(data)) == sorted(config)
     assert spare_gateway.pending_ratings(str(tmp_path / "dead" / "outbox.db")) == ["w01:3", "w02:7"]
@@ -190,12 +194,7 @@ def test_the_hook_keeps_the_central_api_away_around_the_kill_and_counts_the_dead
         data = tmp_path / "hall" / "gateway"
         data.mkdir(parents=True)
         (data / "console-users.toml").write_text("users")
-        db = sqlite3.connect(str(data / "outbox.db"))
-        db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, kind TEXT, key TEXT)")
-        db.executemany("INSERT INTO outbox (kind, key) VALUES (?,?)",
-                       [("rating", "w01:4"), ("rating", "w02:9"), ("case", "c")])
-        db.commit()
-        db.close()
+        _store_with(data / "outbox.db", [("rating", "w01:4"), ("rating", "w02:9"), ("case", "c")])
         try:
             fault = asyncio.ensure_future(spare_gateway.gateway_replaced(
                 h, before_s=0.3, down_s=0.3, outage_s=0.5, cap_s=0.5))
