@@ -43,7 +43,6 @@ def _replaced_for_real(r, text):
     assert "outbox.db" not in c["kept_files"] and "console-users.toml" in c["kept_files"]
 
 
-
 def _store_with(path, rows):
     """A store file whose upload queue holds `rows` (kind, key): what a dead gateway left."""
     db = sqlite3.connect(str(path))
